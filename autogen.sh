@@ -1,0 +1,5 @@
+#!/bin/sh
+# Generate configure and Makefile.in from configure.ac and Makefile.am.
+set -e
+mkdir -p m4
+exec autoreconf -fi

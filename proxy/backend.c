@@ -1,0 +1,1 @@
+/* backend.c: not written yet */

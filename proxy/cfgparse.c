@@ -1,0 +1,1 @@
+/* cfgparse.c: not written yet */

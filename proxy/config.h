@@ -1,0 +1,83 @@
+/*
+ * config.h - the daemon's configuration, as loaded from smtpchain.conf.
+ *
+ * config_load() reads a file in UCL syntax (see cfgparse.h), checks every key
+ * against the schema below and fills a struct config.  Errors are reported as
+ * "file:line: what is wrong" in the caller's buffer; unknown keys, wrong types
+ * and bad addresses are all errors.  The struct is immutable once loaded and
+ * shared by every session.
+ */
+#ifndef SMTPCHAIN_CONFIG_H
+#define SMTPCHAIN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "log.h"
+
+struct config_addr {
+	struct sockaddr_storage	ss;		/* parsed address, port set */
+	socklen_t		sslen;
+	char			text[64];	/* as written: "127.0.0.1:25", "[::1]:25" */
+	int			line;		/* line in the config file, for messages */
+};
+
+struct config_strlist {
+	char		**v;
+	size_t		  n;
+};
+
+struct config {
+	char			*file;		/* path it was loaded from */
+	char			*hostname;	/* "hostname": our name in our own replies; default gethostname() */
+
+	struct config_addr	*listen;	/* "listen": string or list of strings; at least one */
+	size_t			 nlisten;
+	struct config_addr	 backend;	/* "backend": required */
+
+	struct {
+		enum log_level	level;		/* log.level: error|warning|info|debug; default info */
+		bool		transcript;	/* log.transcript: default false */
+		bool		transcript_body;/* log.transcript_body: log body lines too; default false */
+		bool		syslog;		/* log.syslog: default false */
+	} log;
+
+	struct {				/* seconds; all > 0 */
+		unsigned	command;	/* timeout.command: default 300 */
+		unsigned	data;		/* timeout.data: default 600 */
+		unsigned	backend;	/* timeout.backend: default 300 */
+		unsigned	connect;	/* timeout.connect: default 30 */
+		unsigned	shutdown;	/* timeout.shutdown: default 30 */
+	} timeout;
+
+	struct {
+		unsigned	max_connections;	/* limits.max_connections: default 1000 */
+		uint64_t	max_message_size;	/* limits.max_message_size: default 52428800; 0 = none */
+		unsigned	max_recipients;		/* limits.max_recipients: default 1000 */
+		unsigned	max_line_length;	/* limits.max_line_length: command line incl. CRLF; default 512, 512..65536 */
+	} limits;
+
+	struct {
+		struct config_strlist	remove;	/* ehlo.remove: keywords, case-insensitive */
+		struct config_strlist	add;	/* ehlo.add: "KEYWORD [params]" lines */
+		uint64_t		size;	/* ehlo.size: 0 = not set */
+	} ehlo;
+
+	bool			xclient;	/* "xclient": default true */
+	bool			xforward;	/* "xforward": default true */
+};
+
+/*
+ * Load and check a config file.  On success returns a new config (free with
+ * config_free) and 0; on failure returns NULL and writes one line, without a
+ * trailing newline, of the form "FILE:LINE: message" into err.
+ */
+struct config *config_load(const char *path, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+/* Parse "host:port", "[v6]:port"; 0 ok, -1 bad (numeric addresses only). */
+int config_parse_addr(const char *text, struct config_addr *out);
+
+#endif

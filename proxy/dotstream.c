@@ -1,0 +1,1 @@
+/* dotstream.c: not written yet */

@@ -1,0 +1,1 @@
+/* ehlo.c: not written yet */

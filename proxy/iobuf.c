@@ -1,0 +1,1 @@
+/* iobuf.c: not written yet */

@@ -1,0 +1,174 @@
+/*
+ * log.c - logging to stderr or syslog, and the allocation wrappers.
+ *
+ * Lines on stderr carry a timestamp and the level; syslog adds its own.
+ * Nothing here allocates, so it is safe to call on any error path.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/time.h>
+
+#include "log.h"
+
+static enum log_level	log_level = LOG_LVL_INFO;
+static int		log_syslog;
+static const char	*log_prog = "smtpchain";
+
+static const char *const level_names[] = { "error", "warning", "info", "debug" };
+
+/* Set where lines go and the threshold; may be called again on reload. */
+void
+log_init(const char *progname, enum log_level level, int use_syslog)
+{
+	if (progname)
+		log_prog = progname;
+	log_level = level;
+	if (use_syslog && !log_syslog)
+		openlog(log_prog, LOG_PID | LOG_NDELAY, LOG_MAIL);
+	else if (!use_syslog && log_syslog)
+		closelog();
+	log_syslog = use_syslog;
+}
+
+/* Change the threshold (e.g. -d on the command line). */
+void
+log_set_level(enum log_level level)
+{
+	log_level = level;
+}
+
+/* Whether a line at this level would be written. */
+int
+log_enabled(enum log_level level)
+{
+	return level <= log_level;
+}
+
+/* Map "error", "warning", "info", "debug" to a level. */
+int
+log_level_parse(const char *name, enum log_level *out)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+		if (strcasecmp(name, level_names[i]) == 0) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	return -1;
+}
+
+/* Write one line at a level. */
+void
+log_vmsg(enum log_level level, const char *fmt, va_list ap)
+{
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+	char line[8192];
+	int saved = errno;
+
+	if (!log_enabled(level))
+		return;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	if (log_syslog) {
+		syslog(prio[level], "%s", line);
+	} else {
+		struct timeval tv;
+		struct tm tm;
+		char ts[32];
+
+		gettimeofday(&tv, NULL);
+		localtime_r(&tv.tv_sec, &tm);
+		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+		fprintf(stderr, "%s.%03ld %s[%ld]: %s: %s\n", ts, (long)tv.tv_usec / 1000,
+		    log_prog, (long)getpid(), level_names[level], line);
+	}
+	errno = saved;
+}
+
+void
+log_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(level, fmt, ap);
+	va_end(ap);
+}
+
+/* The environment is broken: say why and exit 1 (start-up only). */
+void
+log_fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(LOG_LVL_ERROR, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+/* Our own bug: name the function and abort for a core dump. */
+void
+log_panic_at(const char *func, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_msg(LOG_LVL_ERROR, "panic: %s: %s", func, line);
+	abort();
+}
+
+void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL)
+		log_fatal("out of memory (%zu bytes)", n);
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t m)
+{
+	void *p = calloc(n ? n : 1, m ? m : 1);
+
+	if (p == NULL)
+		log_fatal("out of memory (%zu x %zu bytes)", n, m);
+	return p;
+}
+
+void *
+xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+
+	if (q == NULL)
+		log_fatal("out of memory (%zu bytes)", n);
+	return q;
+}
+
+char *
+xstrdup(const char *s)
+{
+	return xstrndup(s, strlen(s));
+}
+
+char *
+xstrndup(const char *s, size_t n)
+{
+	char *p = xmalloc(n + 1);
+
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}

@@ -1,0 +1,2 @@
+/* main.c: not written yet */
+int main(void){return 0;}
