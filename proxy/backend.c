@@ -1,1 +1,575 @@
-/* backend.c: not written yet */
+/*
+ * backend.c - the backend side of a session: one SMTP client connection to
+ * Postfix or Exim per client connection.
+ *
+ * Every command sent is recorded in a FIFO (struct pending) so that each
+ * reply, which the backend sends in order, is matched to what it answers.
+ * Replies to the proxy's own commands (the XCLIENT prelude, XFORWARD, QUIT)
+ * stay here; the rest go to session_backend_reply().
+ *
+ * The prelude, when xclient is on: greeting 220 -> our EHLO -> XCLIENT with
+ * the client's address, port and verified name -> the backend's new 220,
+ * which the client sees as the greeting.  A backend that does not offer
+ * XCLIENT (or refuses it) gets XFORWARD before each MAIL when it offers
+ * that; otherwise the client sees the first greeting.
+ */
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <netdb.h>
+#include <arpa/inet.h>
+
+#include "log.h"
+#include "session.h"
+
+/* XCLIENT attributes, as the backend lists them after the keyword. */
+enum {
+	XA_ADDR = 1 << 0, XA_PORT = 1 << 1, XA_NAME = 1 << 2, XA_HELO = 1 << 3,
+	XA_PROTO = 1 << 4,
+};
+
+static void	backend_connected(uv_connect_t *req, int status);
+static void	backend_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void	backend_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void	backend_written(struct outq *q, int status);
+static void	backend_timeout(uv_timer_t *t);
+static void	backend_closed_cb(uv_handle_t *h);
+static void	name_looked_up(uv_getnameinfo_t *req, int status, const char *host, const char *service);
+static void	name_confirmed(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+static void	send_xclient(struct session *s);
+
+/* (Re)start the backend timer while the backend owes us a reply or a read. */
+static void
+backend_timer_arm(struct session *s)
+{
+	if (!s->backend_up || s->backend_closed)
+		return;
+	if (s->pcount > 0 || outq_pending(&s->bout) > 0)
+		uv_timer_start(&s->btimer, backend_timeout, (uint64_t)s->cfg->timeout.backend * 1000, 0);
+	else
+		uv_timer_stop(&s->btimer);
+}
+
+/* Open the backend connection and start the reverse lookup for XCLIENT. */
+void
+backend_connect(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	int rc;
+
+	uv_tcp_init(s->srv->loop, &s->backend);
+	s->backend.data = s;
+	uv_timer_init(s->srv->loop, &s->btimer);
+	s->btimer.data = s;
+	s->handles += 2;
+	s->backend_init = true;
+	outq_init(&s->bout, (uv_stream_t *)&s->backend, backend_written, s);
+
+	s->cname_done = true;
+	if (cfg->xclient || cfg->xforward) {
+		s->nireq.data = s;
+		if (uv_getnameinfo(s->srv->loop, &s->nireq, name_looked_up,
+		    (const struct sockaddr *)&s->peer, NI_NAMEREQD) == 0) {
+			s->handles++;
+			s->cname_done = false;
+		}
+	}
+
+	s->connect_req.data = s;
+	rc = uv_tcp_connect(&s->connect_req, &s->backend,
+	    (const struct sockaddr *)&cfg->backend.ss, backend_connected);
+	if (rc != 0) {
+		session_log(s, LOG_LVL_WARNING, "backend %s: connect: %s", cfg->backend.text,
+		    uv_strerror(rc));
+		session_fail(s, "421 4.3.0 %s Service not available, backend unreachable",
+		    cfg->hostname);
+		return;
+	}
+	s->pending[0].step = BS_GREETING;
+	s->phead = 0;
+	s->pcount = 1;
+	uv_timer_start(&s->btimer, backend_timeout, (uint64_t)cfg->timeout.connect * 1000, 0);
+}
+
+/* The TCP connect finished. */
+static void
+backend_connected(uv_connect_t *req, int status)
+{
+	struct session *s = req->data;
+
+	if (s->closing || s->backend_closed)
+		return;
+	if (status != 0) {
+		session_log(s, LOG_LVL_WARNING, "backend %s: connect: %s", s->cfg->backend.text,
+		    uv_strerror(status));
+		s->pcount = 0;
+		session_fail(s, "421 4.3.0 %s Service not available, backend unreachable",
+		    s->cfg->hostname);
+		return;
+	}
+	s->backend_up = true;
+	uv_tcp_nodelay(&s->backend, 1);
+	uv_read_start((uv_stream_t *)&s->backend, backend_alloc, backend_read);
+	backend_timer_arm(s);
+}
+
+/* Queue a command; a reply is expected for it (step says what it answers). */
+void
+backend_send(struct session *s, const char *p, size_t n, enum backend_step step, int verb)
+{
+	struct pending *pe;
+
+	if (!s->backend_up)
+		return;
+	if (s->pcount == PENDING_MAX)
+		log_panic("%s: %d commands in flight", s->id, PENDING_MAX);
+	pe = &s->pending[(s->phead + s->pcount) % PENDING_MAX];
+	pe->step = (uint8_t)step;
+	pe->verb = (uint8_t)verb;
+	s->pcount++;
+	if (n > 0) {
+		session_transcript(s, "p>b", p, n);
+		outq_append(&s->bout, p, n);
+	}
+}
+
+/* Queue a command of our own, formatted. */
+void
+backend_sendf(struct session *s, enum backend_step step, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line))
+		log_panic("%s: command too long", s->id);
+	backend_send(s, line, (size_t)n, step, SMTP_UNKNOWN);
+}
+
+/* Message bytes: no reply is expected for them. */
+void
+backend_data(struct session *s, const char *p, size_t n)
+{
+	if (s->backend_up && n > 0)
+		outq_append(&s->bout, p, n);
+}
+
+/* Start writing what has gathered for the backend. */
+void
+backend_flush(struct session *s)
+{
+	int rc;
+
+	if (!s->backend_up)
+		return;
+	if ((rc = outq_flush(&s->bout)) != 0) {
+		session_log(s, LOG_LVL_WARNING, "backend write: %s", uv_strerror(rc));
+		backend_abort(s);
+		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
+		    s->cfg->hostname);
+		return;
+	}
+	backend_timer_arm(s);
+}
+
+/*
+ * Drop the backend connection now, without QUIT: used inside DATA, where
+ * closing before the end of data is how a message is kept from delivery.
+ */
+void
+backend_abort(struct session *s)
+{
+	if (!s->backend_init || s->backend_closed)
+		return;
+	s->backend_closed = true;
+	s->backend_up = false;
+	s->pcount = 0;
+	uv_timer_stop(&s->btimer);
+	uv_close((uv_handle_t *)&s->backend, backend_closed_cb);
+}
+
+/* Say QUIT between transactions; the connection closes once it is written. */
+void
+backend_quit(struct session *s)
+{
+	if (!s->backend_up || s->backend_closed || s->backend_quitting)
+		return;
+	if (s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_DISCARD ||
+	    s->bdat_data_open) {
+		backend_abort(s);
+		return;
+	}
+	s->backend_quitting = true;
+	backend_send(s, "QUIT\r\n", 6, BS_QUIT, SMTP_QUIT);
+	backend_flush(s);
+}
+
+static void
+backend_shut(uv_shutdown_t *req, int status)
+{
+	struct session *s = req->data;
+
+	free(req);
+	if (!s->backend_closed) {
+		s->backend_closed = true;
+		uv_close((uv_handle_t *)&s->backend, backend_closed_cb);
+	}
+}
+
+/* Session end: close the backend's handles (after a pending QUIT is written). */
+void
+backend_release(struct session *s)
+{
+	if (!s->backend_init)
+		return;
+	if (!s->backend_closed && s->backend_quitting) {
+		uv_shutdown_t *req = xmalloc(sizeof(*req));
+
+		req->data = s;
+		s->backend_up = false;
+		if (uv_shutdown(req, (uv_stream_t *)&s->backend, backend_shut) == 0)
+			goto timer;
+		free(req);
+	}
+	backend_abort(s);
+timer:
+	uv_close((uv_handle_t *)&s->btimer, backend_closed_cb);
+}
+
+static void
+backend_closed_cb(uv_handle_t *h)
+{
+	session_unref(h->data);
+}
+
+/* libuv asks where to put backend bytes: into bin. */
+static void
+backend_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	struct session *s = h->data;
+	size_t avail;
+	char *p = iobuf_space(&s->bin, BACKEND_INBUF, &avail);
+
+	*buf = uv_buf_init(p, (unsigned)avail);
+}
+
+/* The connection to the backend is gone or unusable: tell the client. */
+static void
+backend_lost(struct session *s, const char *why)
+{
+	session_log(s, LOG_LVL_WARNING, "backend %s: %s", s->cfg->backend.text, why);
+	backend_abort(s);
+	if (s->state == SS_CLOSING) {
+		session_process(s);	/* closes once the last reply is out */
+		return;
+	}
+	session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
+	    s->cfg->hostname);
+}
+
+/* The client sees the backend's greeting (the first one, or XCLIENT's). */
+static void
+relay_greeting(struct session *s, const char *r, size_t n)
+{
+	session_reply(s, r, n);
+	free(s->greeting);
+	s->greeting = NULL;
+	session_set_state(s, SS_COMMAND, "greeting");
+}
+
+/* Which XCLIENT attributes the backend's EHLO reply lists. */
+static unsigned
+xclient_attributes(const char *r, size_t n)
+{
+	static const struct { const char *name; unsigned bit; } attrs[] = {
+		{ "ADDR", XA_ADDR }, { "PORT", XA_PORT }, { "NAME", XA_NAME },
+		{ "HELO", XA_HELO }, { "PROTO", XA_PROTO },
+	};
+	const char *end = r + n, *p = r;
+	unsigned bits = 0;
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t len = eol ? (size_t)(eol - p) : (size_t)(end - p);
+
+		if (len > 12 && strncasecmp(p + 4, "XCLIENT ", 8) == 0) {
+			const char *q = p + 12, *lend = p + len;
+
+			while (q < lend) {
+				const char *sp = memchr(q, ' ', (size_t)(lend - q));
+				size_t wl = (sp ? sp : lend) - q;
+
+				while (wl > 0 && (q[wl - 1] == '\r'))
+					wl--;
+				for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++)
+					if (wl == strlen(attrs[i].name) &&
+					    strncasecmp(q, attrs[i].name, wl) == 0)
+						bits |= attrs[i].bit;
+				q = sp ? sp + 1 : lend;
+			}
+		}
+		p = eol ? eol + 1 : end;
+	}
+	return bits;
+}
+
+/* The client's address as XCLIENT and XFORWARD want it. */
+static void
+xclient_addr(const struct session *s, char *out, size_t outlen)
+{
+	if (strchr(s->caddr, ':'))
+		snprintf(out, outlen, "IPV6:%s", s->caddr);
+	else
+		snprintf(out, outlen, "%s", s->caddr);
+}
+
+/* The client's verified name, xtext-encoded, or [UNAVAILABLE]. */
+static void
+xclient_name(const struct session *s, char *out, size_t outlen)
+{
+	if (s->cname[0] == '\0' || smtp_xtext_encode(s->cname, strlen(s->cname), out, outlen) < 0)
+		snprintf(out, outlen, "[UNAVAILABLE]");
+}
+
+/* Tell the backend who the real client is (Postfix XCLIENT_README). */
+static void
+send_xclient(struct session *s)
+{
+	char addr[INET6_ADDRSTRLEN + 8], name[800], line[1024];
+	int n;
+
+	s->xclient_wait = false;
+	xclient_addr(s, addr, sizeof(addr));
+	xclient_name(s, name, sizeof(name));
+	n = snprintf(line, sizeof(line), "XCLIENT");
+	if (s->xclient_attrs & XA_ADDR)
+		n += snprintf(line + n, sizeof(line) - n, " ADDR=%s", addr);
+	if (s->xclient_attrs & XA_PORT)
+		n += snprintf(line + n, sizeof(line) - n, " PORT=%u", s->cport);
+	if (s->xclient_attrs & XA_NAME)
+		n += snprintf(line + n, sizeof(line) - n, " NAME=%s", name);
+	backend_sendf(s, BS_XCLIENT, "%s\r\n", line);
+	backend_flush(s);
+}
+
+/* XFORWARD before MAIL, for a backend that offers it but not XCLIENT. */
+void
+backend_xforward(struct session *s)
+{
+	char addr[INET6_ADDRSTRLEN + 8], name[800], helo[800];
+
+	if (s->xclient_done || !s->cfg->xforward || !s->bcaps.xforward || !s->backend_up)
+		return;
+	xclient_addr(s, addr, sizeof(addr));
+	xclient_name(s, name, sizeof(name));
+	if (s->helo[0] == '\0' || smtp_xtext_encode(s->helo, strlen(s->helo), helo, sizeof(helo)) < 0)
+		snprintf(helo, sizeof(helo), "[UNAVAILABLE]");
+	backend_sendf(s, BS_XFORWARD, "XFORWARD NAME=%s ADDR=%s PORT=%u\r\n", name, addr, s->cport);
+	backend_sendf(s, BS_XFORWARD, "XFORWARD PROTO=%s HELO=%s SOURCE=REMOTE\r\n",
+	    s->esmtp ? "ESMTP" : "SMTP", helo);
+}
+
+/* A reply to one of the proxy's own commands. */
+static void
+prelude_reply(struct session *s, struct pending p, const char *r, size_t n, int code)
+{
+	switch (p.step) {
+	case BS_GREETING:
+		if (code == 220 && s->cfg->xclient) {
+			s->greeting = xstrndup(r, n);
+			backend_sendf(s, BS_PRELUDE_EHLO, "EHLO %s\r\n", s->cfg->hostname);
+			return;
+		}
+		relay_greeting(s, r, n);
+		return;
+	case BS_PRELUDE_EHLO:
+		if (code == 250) {
+			ehlo_caps_parse(r, n, &s->bcaps);
+			s->xclient_attrs = xclient_attributes(r, n);
+			if (s->bcaps.xclient && (s->xclient_attrs & XA_ADDR)) {
+				if (s->cname_done)
+					send_xclient(s);
+				else
+					s->xclient_wait = true;
+				return;
+			}
+		} else {
+			session_log(s, LOG_LVL_WARNING, "backend refused our EHLO: %.*s",
+			    (int)(n > 2 ? n - 2 : n), r);
+		}
+		relay_greeting(s, s->greeting, strlen(s->greeting));
+		return;
+	case BS_XCLIENT:
+		if (code == 220) {
+			s->xclient_done = true;
+			relay_greeting(s, r, n);
+			return;
+		}
+		session_log(s, LOG_LVL_WARNING, "backend refused XCLIENT: %.*s",
+		    (int)(n > 2 ? n - 2 : n), r);
+		relay_greeting(s, s->greeting, strlen(s->greeting));
+		return;
+	case BS_XFORWARD:
+		if (code / 100 != 2)
+			session_log(s, LOG_LVL_WARNING, "backend refused XFORWARD: %.*s",
+			    (int)(n > 2 ? n - 2 : n), r);
+		return;
+	case BS_QUIT:
+		return;
+	default:
+		session_backend_reply(s, p, r, n, code);
+	}
+}
+
+/* Bytes (or EOF) from the backend: split into replies, match each to its command. */
+static void
+backend_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct session *s = stream->data;
+	size_t rlen;
+	int code, rc;
+
+	if (nread == 0 || s->backend_closed)
+		return;
+	if (s->closing) {		/* the answer to our QUIT, or its EOF */
+		if (nread < 0)
+			backend_abort(s);
+		return;
+	}
+	if (nread < 0) {
+		backend_lost(s, nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
+		return;
+	}
+	iobuf_commit(&s->bin, (size_t)nread);
+	while (s->backend_up && !s->closing && s->bin.len > 0) {
+		const char *r = iobuf_head(&s->bin);
+		struct pending p;
+
+		rc = smtp_reply_scan(r, s->bin.len, &rlen, &code);
+		if (rc == 0) {
+			if (s->bin.len == BACKEND_INBUF)
+				backend_lost(s, "reply too long");
+			break;
+		}
+		if (rc < 0) {
+			backend_lost(s, "malformed reply");
+			break;
+		}
+		session_transcript(s, "b>p", r, rlen);
+		if (s->pcount == 0) {
+			if (code == 421) {	/* e.g. the backend's own idle timeout */
+				session_reply(s, r, rlen);
+				backend_abort(s);
+				session_set_state(s, SS_CLOSING, "backend sent 421");
+				break;
+			}
+			backend_lost(s, "reply to no command");
+			break;
+		}
+		p = s->pending[s->phead];
+		s->phead = (s->phead + 1) % PENDING_MAX;
+		s->pcount--;
+		prelude_reply(s, p, r, rlen, code);
+		if (!s->backend_closed)
+			iobuf_consume(&s->bin, rlen);
+	}
+	if (!s->closing) {
+		backend_timer_arm(s);
+		session_process(s);
+	}
+}
+
+/* A write to the backend finished. */
+static void
+backend_written(struct outq *q, int status)
+{
+	struct session *s = q->owner;
+
+	if (s->closing || s->backend_closed)
+		return;
+	if (status != 0) {
+		backend_lost(s, uv_strerror(status));
+		return;
+	}
+	backend_timer_arm(s);
+	session_process(s);
+}
+
+/* The backend did not answer (or connect) in time. */
+static void
+backend_timeout(uv_timer_t *t)
+{
+	struct session *s = t->data;
+
+	if (s->closing)
+		return;
+	if (!s->backend_up) {
+		session_log(s, LOG_LVL_WARNING, "backend %s: connect timeout", s->cfg->backend.text);
+		backend_abort(s);
+		session_fail(s, "421 4.3.0 %s Service not available, backend unreachable",
+		    s->cfg->hostname);
+		return;
+	}
+	session_log(s, LOG_LVL_WARNING, "backend %s: timeout (%u replies outstanding)",
+	    s->cfg->backend.text, s->pcount);
+	backend_abort(s);
+	session_fail(s, "421 4.4.2 %s Error: backend timeout", s->cfg->hostname);
+}
+
+/* The reverse lookup finished; confirm the name maps back to the address. */
+static void
+name_looked_up(uv_getnameinfo_t *req, int status, const char *host, const char *service)
+{
+	struct session *s = req->data;
+	struct addrinfo hints;
+
+	if (!s->closing && status == 0 && host && strlen(host) < sizeof(s->cname)) {
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = s->peer.ss_family;
+		hints.ai_socktype = SOCK_STREAM;
+		snprintf(s->cname, sizeof(s->cname), "%s", host);
+		s->aireq.data = s;
+		if (uv_getaddrinfo(s->srv->loop, &s->aireq, name_confirmed, host, NULL, &hints) == 0) {
+			s->handles++;
+			session_unref(s);
+			return;
+		}
+		s->cname[0] = '\0';
+	}
+	s->cname_done = true;
+	if (!s->closing && s->xclient_wait)
+		send_xclient(s);
+	session_unref(s);
+}
+
+/* Forward confirmation: keep the name only if it resolves to the client's address. */
+static void
+name_confirmed(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct session *s = req->data;
+	bool match = false;
+
+	for (struct addrinfo *ai = status == 0 ? res : NULL; ai && !match; ai = ai->ai_next) {
+		if (ai->ai_family == AF_INET && s->peer.ss_family == AF_INET)
+			match = memcmp(&((struct sockaddr_in *)ai->ai_addr)->sin_addr,
+			    &((struct sockaddr_in *)&s->peer)->sin_addr, sizeof(struct in_addr)) == 0;
+		else if (ai->ai_family == AF_INET6 && s->peer.ss_family == AF_INET6)
+			match = memcmp(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr,
+			    &((struct sockaddr_in6 *)&s->peer)->sin6_addr, sizeof(struct in6_addr)) == 0;
+	}
+	if (res)
+		uv_freeaddrinfo(res);
+	if (!match)
+		s->cname[0] = '\0';
+	s->cname_done = true;
+	if (!s->closing && s->xclient_wait)
+		send_xclient(s);
+	session_unref(s);
+}

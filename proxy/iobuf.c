@@ -1,1 +1,163 @@
-/* iobuf.c: not written yet */
+/*
+ * iobuf.c - input buffers and batched output queues (see iobuf.h).
+ */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "iobuf.h"
+#include "log.h"
+
+/* Release a buffer's memory. */
+void
+iobuf_free(struct iobuf *b)
+{
+	free(b->data);
+	memset(b, 0, sizeof(*b));
+}
+
+/* Writable room at the end of b, allocating cap bytes on first use. */
+char *
+iobuf_space(struct iobuf *b, size_t cap, size_t *avail)
+{
+	if (b->cap == 0) {
+		b->data = xmalloc(cap);
+		b->cap = cap;
+	}
+	if (b->off > 0 && (b->len == 0 || b->off + b->len == b->cap)) {
+		memmove(b->data, b->data + b->off, b->len);
+		b->off = 0;
+	}
+	*avail = b->cap - b->off - b->len;
+	return b->data + b->off + b->len;
+}
+
+/* n bytes were written at iobuf_space(). */
+void
+iobuf_commit(struct iobuf *b, size_t n)
+{
+	if (n > b->cap - b->off - b->len)
+		log_panic("commit %zu past the end", n);
+	b->len += n;
+}
+
+/* Drop n bytes from the front. */
+void
+iobuf_consume(struct iobuf *b, size_t n)
+{
+	if (n > b->len)
+		log_panic("consume %zu of %zu", n, b->len);
+	b->len -= n;
+	b->off = b->len ? b->off + n : 0;
+}
+
+/* Append, growing the buffer as needed (output side only). */
+void
+iobuf_append(struct iobuf *b, const void *p, size_t n)
+{
+	if (b->off + b->len + n > b->cap) {
+		if (b->off > 0) {
+			memmove(b->data, b->data + b->off, b->len);
+			b->off = 0;
+		}
+		if (b->len + n > b->cap) {
+			size_t cap = b->cap ? b->cap : 1024;
+
+			while (cap < b->len + n)
+				cap *= 2;
+			b->data = xrealloc(b->data, cap);
+			b->cap = cap;
+		}
+	}
+	memcpy(b->data + b->off + b->len, p, n);
+	b->len += n;
+}
+
+/* Bind a queue to its stream; done runs after every completed write. */
+void
+outq_init(struct outq *q, uv_stream_t *stream, outq_cb done, void *owner)
+{
+	memset(q, 0, sizeof(*q));
+	q->stream = stream;
+	q->done = done;
+	q->owner = owner;
+	q->req.data = q;
+}
+
+void
+outq_append(struct outq *q, const void *p, size_t n)
+{
+	iobuf_append(&q->fill, p, n);
+}
+
+void
+outq_printf(struct outq *q, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		log_panic("vsnprintf failed");
+	outq_append(q, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+/* Bytes accepted but not yet handed to the kernel. */
+size_t
+outq_pending(const struct outq *q)
+{
+	return q->fill.len + q->flight.len;
+}
+
+static void outq_written(uv_write_t *req, int status);
+
+/* Start writing what has gathered, unless a write is already in flight. */
+int
+outq_flush(struct outq *q)
+{
+	struct iobuf tmp;
+	uv_buf_t buf;
+	int rc;
+
+	if (q->writing || q->fill.len == 0)
+		return 0;
+	tmp = q->flight;
+	q->flight = q->fill;
+	q->fill = tmp;
+	q->fill.len = q->fill.off = 0;
+	buf = uv_buf_init(q->flight.data + q->flight.off, (unsigned)q->flight.len);
+	if ((rc = uv_write(&q->req, q->stream, &buf, 1, outq_written)) != 0) {
+		q->flight.len = q->flight.off = 0;
+		return rc;
+	}
+	q->writing = 1;
+	return 0;
+}
+
+/* A write finished: release big buffers, start the next batch, tell the owner. */
+static void
+outq_written(uv_write_t *req, int status)
+{
+	struct outq *q = req->data;
+
+	q->writing = 0;
+	q->flight.len = q->flight.off = 0;
+	if (q->flight.cap > 65536)
+		iobuf_free(&q->flight);
+	if (status == 0)
+		status = outq_flush(q);
+	if (q->done)
+		q->done(q, status);
+}
+
+void
+outq_free(struct outq *q)
+{
+	iobuf_free(&q->fill);
+	iobuf_free(&q->flight);
+}

@@ -4,7 +4,6 @@
  * Lines on stderr carry a timestamp and the level; syslog adds its own.
  * Nothing here allocates, so it is safe to call on any error path.
  */
-#include "config.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,0 +1,50 @@
+/*
+ * server.h - the daemon's process-wide state: the loop, the loaded config,
+ * the listeners and the live sessions.  One struct server per process.
+ */
+#ifndef SMTPCHAIN_SERVER_H
+#define SMTPCHAIN_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+
+struct session;
+
+struct listener {
+	uv_tcp_t		 tcp;
+	struct server		*srv;
+	const struct config_addr *addr;
+};
+
+struct server {
+	uv_loop_t		*loop;
+	struct config		*cfg;
+	bool			 transcript;	/* log.transcript or -d */
+	struct listener		*listeners;
+	size_t			 nlisteners;
+	struct session		*sessions;	/* doubly linked, for shutdown */
+	unsigned		 nsessions;
+	uint64_t		 next_id;
+	bool			 stopping;	/* SIGTERM: no new sessions */
+	bool			 shutdown_forced;/* its deadline passed */
+	uv_timer_t		 shutdown_timer;
+	uv_signal_t		 sigterm, sigint;
+};
+
+/* main.c */
+void	server_drained(struct server *srv);	/* stopping, and the last session closed */
+
+/* listener.c */
+int	listener_start(struct server *srv);		/* 0, or -1 after logging */
+void	listener_stop(struct server *srv);
+
+/* session.c */
+uv_tcp_t *session_new(struct server *srv);	/* a session whose client handle is ready for uv_accept */
+void	session_start(uv_tcp_t *client);	/* after a successful uv_accept */
+void	session_discard(uv_tcp_t *client);	/* after a failed one */
+void	session_shutdown(struct session *s);	/* 421 now, or at the next safe point */
+
+#endif

@@ -1,0 +1,158 @@
+/*
+ * session.h - one client connection and its backend connection.
+ *
+ * Private to session.c (the client side: the command table and the state
+ * machine) and backend.c (the backend side: connect, XCLIENT prelude, reply
+ * handling).  Memory: everything a session owns hangs off this struct and is
+ * freed in one place, session_free(), once every handle is closed.
+ */
+#ifndef SMTPCHAIN_SESSION_H
+#define SMTPCHAIN_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <uv.h>
+
+#include "dotstream.h"
+#include "ehlo.h"
+#include "iobuf.h"
+#include "server.h"
+#include "smtp.h"
+
+/* What the client side is doing. */
+enum session_state {
+	SS_CONNECT = 0,		/* waiting for the backend's greeting (and the XCLIENT prelude) */
+	SS_COMMAND,		/* reading commands */
+	SS_DATA,		/* relaying message data after 354 */
+	SS_BDAT,		/* relaying the octets of one BDAT chunk */
+	SS_DISCARD,		/* message over the size limit: reading to its end */
+	SS_CLOSING,		/* last reply going out, then close */
+	SS_STATE_MAX
+};
+
+/* What a reply from the backend answers (FIFO: the backend answers in order). */
+enum backend_step {
+	BS_GREETING = 0,	/* 220 on connect */
+	BS_PRELUDE_EHLO,	/* our own EHLO before XCLIENT (not relayed) */
+	BS_XCLIENT,		/* its 220 is relayed as the greeting */
+	BS_XFORWARD,		/* not relayed */
+	BS_COMMAND,		/* a client command, relayed; pending.verb says which */
+	BS_DOT,			/* end of data (DATA or BDAT LAST): the message's outcome */
+	BS_BDAT_DATA,		/* our DATA for a BDAT transaction to a backend without CHUNKING */
+	BS_QUIT,		/* our QUIT when the client went away (not relayed) */
+};
+
+struct pending {
+	uint8_t		step;		/* enum backend_step */
+	uint8_t		verb;		/* enum smtp_verb for BS_COMMAND */
+};
+
+#define PENDING_MAX	64		/* commands in flight to the backend */
+#define CLIENT_INBUF	32768		/* client input buffer */
+#define BACKEND_INBUF	16384		/* backend input: one whole reply must fit */
+#define OUT_HIGH_WATER	262144		/* stop reading the other side above this */
+
+struct session {
+	struct session		*next, *prev;	/* server's list */
+	struct server		*srv;
+	const struct config	*cfg;
+	char			 id[16];	/* for every log line */
+	enum session_state	 state;
+
+	/* client side */
+	uv_tcp_t		 client;
+	struct iobuf		 cin;
+	struct outq		 cout;
+	uv_timer_t		 ctimer;
+	char			 caddr[INET6_ADDRSTRLEN];
+	unsigned		 cport;
+	char			 cname[256];	/* verified reverse name, or "" */
+	bool			 cname_done;	/* lookup finished (or not needed) */
+	char			 helo[256];
+	bool			 client_gone;	/* EOF or error from the client */
+	bool			 skip_line;	/* discarding the rest of an over-long line */
+	bool			 reading;
+	bool			 line_logged;	/* the current command line is in the transcript */
+	struct sockaddr_storage	 peer;		/* the client's address */
+	char			*deferred;	/* a local reply waiting for the backend's answers */
+
+	/* backend side */
+	uv_tcp_t		 backend;
+	uv_connect_t		 connect_req;
+	struct iobuf		 bin;
+	struct outq		 bout;
+	uv_timer_t		 btimer;
+	bool			 backend_up;	/* connected and usable */
+	bool			 backend_init;	/* its handles exist */
+	bool			 backend_closed;/* uv_close called on it */
+	bool			 backend_quitting;/* our QUIT is on its way */
+	unsigned		 xclient_attrs;	/* XCLIENT attributes the backend takes */
+	struct pending		 pending[PENDING_MAX];
+	unsigned		 phead, pcount;
+	bool			 last_sync;	/* the last command sent ends a pipelining group */
+	bool			 xclient_wait;	/* XCLIENT waits for the reverse lookup */
+	bool			 xclient_done;	/* the backend knows the real client */
+	struct ehlo_caps	 bcaps;		/* what the backend offers */
+	char			*greeting;	/* held while the prelude runs */
+	uv_getnameinfo_t	 nireq;
+	uv_getaddrinfo_t	 aireq;
+
+	/* what the client was offered (after the rewrite) */
+	bool			 ehlo_done;	/* a 250 to EHLO or HELO */
+	bool			 esmtp;		/* EHLO, not HELO */
+	struct ehlo_caps	 ccaps;
+	char			*offered;	/* the rewritten list, to check parameters */
+
+	/* the transaction */
+	bool			 in_mail;	/* MAIL accepted */
+	bool			 mail_smtputf8;
+	unsigned		 rcpt_sent;	/* RCPTs in flight */
+	unsigned		 rcpt_ok;	/* RCPTs accepted */
+	char			 from[256];
+	uint64_t		 size_limit;	/* for this message; 0 = none */
+	struct dot_scanner	 dot;
+	struct dot_stuffer	 stuff;
+	bool			 bdat_convert;	/* BDAT relayed as DATA */
+	bool			 bdat_data_open;/* our DATA got 354 */
+	bool			 bdat_last;	/* the chunk being read is LAST */
+	bool			 bdat_failed;	/* this transaction's BDAT already failed */
+	char			*bdat_error;	/* the reply for the rest of its chunks */
+	uint64_t		 bdat_left;	/* octets of the chunk still to read */
+	uint64_t		 msg_octets;
+	bool			 oversize;
+
+	unsigned		 handles;	/* open uv handles; free at zero */
+	bool			 closing;
+	uint64_t		 nmessages;
+};
+
+/* session.c, for backend.c */
+void	session_log(struct session *s, enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void	session_transcript(struct session *s, const char *dir, const char *p, size_t n);
+void	session_reply(struct session *s, const char *p, size_t n);	/* to the client, as is */
+void	session_replyf(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void	session_fail(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));	/* reply, then close both sides */
+void	session_set_state(struct session *s, enum session_state st, const char *why);
+void	session_process(struct session *s);	/* run queued client input */
+void	session_close(struct session *s);
+void	session_update_reading(struct session *s);
+void	session_backend_reply(struct session *s, struct pending p, const char *r, size_t n, int code);
+void	session_unref(struct session *s);	/* a handle or request is done */
+
+/* backend.c */
+void	backend_connect(struct session *s);
+void	backend_send(struct session *s, const char *p, size_t n, enum backend_step step, int verb);
+void	backend_sendf(struct session *s, enum backend_step step, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void	backend_data(struct session *s, const char *p, size_t n);	/* message bytes, no reply expected */
+void	backend_flush(struct session *s);
+void	backend_abort(struct session *s);	/* drop the connection: nothing half-sent is delivered */
+void	backend_quit(struct session *s);	/* polite QUIT, then close */
+void	backend_xforward(struct session *s);	/* XFORWARD before MAIL, when it applies */
+void	backend_release(struct session *s);	/* close the backend's handles (session end) */
+
+#endif
