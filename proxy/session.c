@@ -642,8 +642,11 @@ process_data(struct session *s)
 		backend_abort(s);
 		session_set_state(s, SS_DISCARD, "over the size limit");
 	}
-	if (!s->oversize)
+	if (!s->oversize) {
+		if (s->cfg->log.transcript_body)
+			session_transcript(s, "c>p", iobuf_head(&s->cin), used);
 		backend_data(s, iobuf_head(&s->cin), used);
+	}
 	iobuf_consume(&s->cin, used);
 	s->msg_octets = s->dot.octets;
 	switch (r) {
