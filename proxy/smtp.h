@@ -34,8 +34,9 @@ struct smtp_cmd {
  * Parse one command line, CRLF already removed.  The verb is matched
  * case-insensitively and must be followed by end of line or a space (MAIL and
  * RCPT are recognised as "MAIL" / "RCPT" verbs; "FROM:"/"TO:" belong to the
- * argument).  Returns 0, or -1 when the line is empty or the verb is not made
- * of letters (the caller answers 500 5.5.2).
+ * argument).  A verb made of letters but not known is SMTP_UNKNOWN.  Returns
+ * 0, or -1 when the line is empty, the verb is not made of letters, or the
+ * line holds a CR, LF or NUL anywhere (the caller answers 500 5.5.2).
  */
 int smtp_parse_command(const char *line, size_t len, struct smtp_cmd *cmd);
 
@@ -49,7 +50,8 @@ struct smtp_param {
 };
 
 struct smtp_path {
-	const char	*addr;		/* between < and >, brackets excluded; "" for <> */
+	const char	*addr;		/* between < and >, brackets and any source route
+					   excluded; "" for <> */
 	size_t		 addrlen;
 	bool		 eightbit;	/* the address has a byte >= 0x80 */
 	struct smtp_param params[SMTP_MAX_PARAMS];
@@ -59,9 +61,12 @@ struct smtp_path {
 /*
  * Parse the argument of MAIL ("FROM:<addr> params") or RCPT ("TO:<addr>
  * params"); prefix is "FROM:" or "TO:" (case-insensitive; a space after the
- * colon is tolerated, as Postfix does).  Addresses must be in angle brackets.
- * Returns 0, or -1 on a syntax error (501 5.5.4), -2 on too many parameters
- * (455/555 5.5.4).
+ * colon is tolerated, as Postfix does).  Addresses must be in angle brackets
+ * and follow RFC 5321 4.1.2; UTF-8 (RFC 6531) must be well formed.  A mailbox
+ * needs a domain, except RCPT TO:<Postmaster>; RCPT TO:<> is a syntax error,
+ * and so is a parameter given twice (proxy and backend could read different
+ * ones).  Returns 0, or -1 on a syntax error (501 5.5.4), -2 on too many
+ * parameters (455/555 5.5.4).
  */
 int smtp_parse_path(const char *arg, size_t len, const char *prefix, struct smtp_path *path);
 
@@ -73,14 +78,17 @@ const struct smtp_param *smtp_path_param(const struct smtp_path *path, const cha
  * with "ddd text CRLF" (or "dddCRLF"), all with the same code.
  * Returns 1 with *replylen (bytes including the final CRLF) and *code set,
  * 0 when more input is needed, -1 when the text is not a valid reply (bad
- * code, mixed codes, a line not ending in CRLF, bare LF).
+ * code: not %x32-35 %x30-35 %x30-39 as RFC 5321 4.2 has it; mixed codes; a
+ * line not ending in CRLF; bare CR or LF).  -1 is given as soon as the bytes
+ * seen prove it, even when the reply is not complete yet.
  */
 int smtp_reply_scan(const char *buf, size_t len, size_t *replylen, int *code);
 
 /*
  * Encode src as RFC 3461 xtext (for XCLIENT/XFORWARD values): bytes outside
- * 0x21..0x7e and '+' and '=' become "+HH".  Returns the length written
- * (always NUL-terminated) or -1 when it does not fit.
+ * 0x21..0x7e and '+' and '=' become "+HH" (upper-case hex).  Returns the
+ * length written (always NUL-terminated) or -1 when it does not fit (out is
+ * then "" if outlen > 0).
  */
 int smtp_xtext_encode(const char *src, size_t len, char *out, size_t outlen);
 
