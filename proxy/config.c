@@ -1,1 +1,727 @@
-/* config.c: not written yet */
+/*
+ * config.c - load smtpchain.conf into a struct config (see config.h).
+ *
+ * SYNOPSIS
+ *	cfg = config_load(path, err, sizeof(err));
+ *	config_free(cfg);
+ *	config_parse_addr("[::1]:10025", &addr);
+ *
+ * DESCRIPTION
+ *	cfgparse.c turns the text into a tree; this file walks the tree
+ *	against a schema.  The schema is a set of static tables, one per
+ *	block, in the nginx manner: each row names a key, the function that
+ *	checks and stores its value, where the value goes in struct config,
+ *	and the allowed range.  A block row points to the table of its keys.
+ *	Adding a key means adding one row (and a field in config.h).
+ *
+ *	Rules: unknown keys are errors at every level; each key has exactly one
+ *	type; a key may appear once per block unless its row says KEY_REPEAT
+ *	(filter {}); required keys must be present.  Defaults are set before
+ *	the walk, so an absent key keeps its default.
+ *
+ * DIAGNOSTICS
+ *	The first error, as "FILE:LINE: message", in the caller's buffer.  A
+ *	missing required key has no line: "FILE: message".
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "cfgparse.h"
+#include "config.h"
+#include "ehlo.h"
+#include "log.h"
+
+#define CONFIG_MAX_KEYS		16	/* rows in one block table */
+#define EHLO_LINE_MAX		500	/* an ehlo.add entry, without "250-" and CRLF */
+#define TIMEOUT_MAX		86400	/* seconds */
+
+/* What config_load is doing: the config being filled and where errors go. */
+struct config_ctx {
+	struct config	*cfg;
+	const char	*file;
+	char		*err;
+	size_t		 errlen;
+};
+
+struct config_key;
+
+/*
+ * Check one value and store it; path is "block.key" for messages.  Returns
+ * 0, or -1 after config_error().
+ */
+typedef int (*config_setter)(struct config_ctx *, const struct config_key *,
+    const struct cfg_node *, const char *path);
+
+/* One row of a schema table. */
+struct config_key {
+	const char		*name;
+	config_setter		 set;
+	size_t			 offset;	/* of the field in struct config */
+	int64_t			 min, max;	/* numbers: the allowed range */
+	const struct config_key	*block;		/* set_block: the keys inside */
+	int			 flags;
+#define KEY_REPEAT	0x01	/* may appear more than once */
+#define KEY_REQUIRED	0x02	/* must appear */
+};
+
+/* Write "FILE:LINE: message" into the error buffer. */
+static void __attribute__((format(printf, 3, 4)))
+config_error(struct config_ctx *ctx, int line, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (ctx->err == NULL || ctx->errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* One printable line, whatever the config file contained. */
+	for (char *q = msg; *q != '\0'; q++)
+		if (iscntrl((unsigned char)*q))
+			*q = '?';
+	if (line > 0)
+		snprintf(ctx->err, ctx->errlen, "%s:%d: %s", ctx->file, line, msg);
+	else
+		snprintf(ctx->err, ctx->errlen, "%s: %s", ctx->file, msg);
+}
+
+/* The field a row stores into. */
+static void *
+config_field(struct config_ctx *ctx, const struct config_key *key)
+{
+	return (char *)ctx->cfg + key->offset;
+}
+
+/* "a string", "an object": a type name with its article. */
+static const char *
+config_a_type(enum cfg_type type)
+{
+	switch (type) {
+	case CFG_OBJECT:
+		return "an object";
+	case CFG_ARRAY:
+		return "an array";
+	case CFG_STRING:
+		return "a string";
+	case CFG_INT:
+		return "a number";
+	case CFG_BOOL:
+		return "a boolean";
+	}
+	return "a value";
+}
+
+/* Check that a value has a type; error "path: expected X, got Y" if not. */
+static int
+config_expect(struct config_ctx *ctx, const struct cfg_node *node,
+    enum cfg_type type, const char *path)
+{
+	if (node->type == type)
+		return 0;
+	config_error(ctx, node->line, "%s: expected %s, got %s", path,
+	    config_a_type(type), cfg_type_name(node->type));
+	return -1;
+}
+
+/* A number within the row's range. */
+static int
+config_number(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path, int64_t *out)
+{
+	if (config_expect(ctx, node, CFG_INT, path) == -1)
+		return -1;
+	if (node->num < key->min || node->num > key->max) {
+		config_error(ctx, node->line, "%s: %" PRId64 " is out of range (%"
+		    PRId64 "..%" PRId64 ")", path, node->num, key->min, key->max);
+		return -1;
+	}
+	*out = node->num;
+	return 0;
+}
+
+/* An unsigned int field (counts, seconds). */
+static int
+set_uint(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	int64_t v;
+
+	if (config_number(ctx, key, node, path, &v) == -1)
+		return -1;
+	*(unsigned *)config_field(ctx, key) = (unsigned)v;
+	return 0;
+}
+
+/* A uint64_t field (sizes in bytes). */
+static int
+set_u64(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	int64_t v;
+
+	if (config_number(ctx, key, node, path, &v) == -1)
+		return -1;
+	*(uint64_t *)config_field(ctx, key) = (uint64_t)v;
+	return 0;
+}
+
+/* A bool field. */
+static int
+set_bool(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	if (config_expect(ctx, node, CFG_BOOL, path) == -1)
+		return -1;
+	*(bool *)config_field(ctx, key) = node->boolean;
+	return 0;
+}
+
+/* log.level: error, warning, info or debug. */
+static int
+set_level(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	if (log_level_parse(node->str, (enum log_level *)config_field(ctx, key)) == -1) {
+		config_error(ctx, node->line, "%s: unknown level \"%s\" "
+		    "(expected error, warning, info or debug)", path, node->str);
+		return -1;
+	}
+	return 0;
+}
+
+/* hostname: a domain name (letters, digits, '-', '.', '_'), or an address literal. */
+static int
+set_hostname(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	const char *s;
+	size_t len;
+	bool good;
+
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	s = node->str;
+	len = strlen(s);
+	good = len > 0 && len <= 255;
+	if (good && s[0] == '[') {
+		/* An address literal: [192.0.2.1] or [IPv6:2001:db8::1]. */
+		good = len > 2 && s[len - 1] == ']';
+		for (size_t i = 1; good && i < len - 1; i++)
+			good = isalnum((unsigned char)s[i]) || strchr(".:-", s[i]);
+	} else {
+		for (size_t i = 0; good && i < len; i++)
+			good = isalnum((unsigned char)s[i]) || strchr(".-_", s[i]);
+	}
+	if (!good) {
+		config_error(ctx, node->line, "%s: bad hostname \"%s\"", path, s);
+		return -1;
+	}
+	free(*(char **)config_field(ctx, key));
+	*(char **)config_field(ctx, key) = xstrdup(s);
+	return 0;
+}
+
+/* Parse one address string into addr, with the error message on failure. */
+static int
+config_addr(struct config_ctx *ctx, const struct cfg_node *node,
+    const char *path, struct config_addr *addr)
+{
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	if (config_parse_addr(node->str, addr) == -1) {
+		config_error(ctx, node->line, "%s: bad address \"%s\" "
+		    "(expected HOST:PORT or [IPV6]:PORT)", path, node->str);
+		return -1;
+	}
+	addr->line = node->line;
+	return 0;
+}
+
+/* backend: one address. */
+static int
+set_addr(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	return config_addr(ctx, node, path, config_field(ctx, key));
+}
+
+/*
+ * For keys taking a string or an array of strings: the first string node
+ * and how many there are.  Error if the type is wrong or the list is empty.
+ */
+static int
+config_strings(struct config_ctx *ctx, const struct cfg_node *node,
+    const char *path, const struct cfg_node **first, size_t *n)
+{
+	const struct cfg_node *c;
+
+	if (node->type == CFG_STRING) {
+		*first = node;
+		*n = 1;
+		return 0;
+	}
+	if (node->type != CFG_ARRAY) {
+		config_error(ctx, node->line, "%s: expected a string or an array "
+		    "of strings, got %s", path, cfg_type_name(node->type));
+		return -1;
+	}
+	if (node->child == NULL) {
+		config_error(ctx, node->line, "%s: expected at least one entry", path);
+		return -1;
+	}
+	*n = 0;
+	for (c = node->child; c != NULL; c = c->next) {
+		if (config_expect(ctx, c, CFG_STRING, path) == -1)
+			return -1;
+		(*n)++;
+	}
+	*first = node->child;
+	return 0;
+}
+
+/* Whether two addresses are the same (family, address and port). */
+static bool
+config_addr_same(const struct config_addr *a, const struct config_addr *b)
+{
+	return a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0;
+}
+
+/* listen: one address or a list of them, no repeats. */
+static int
+set_listen(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	struct config *cfg = ctx->cfg;
+	const struct cfg_node *c;
+	size_t n;
+
+	if (config_strings(ctx, node, path, &c, &n) == -1)
+		return -1;
+	cfg->listen = xcalloc(n, sizeof(*cfg->listen));
+	for (; c != NULL && cfg->nlisten < n; c = c->next) {
+		struct config_addr *addr = &cfg->listen[cfg->nlisten];
+
+		if (config_addr(ctx, c, path, addr) == -1)
+			return -1;
+		for (size_t i = 0; i < cfg->nlisten; i++)
+			if (config_addr_same(&cfg->listen[i], addr)) {
+				config_error(ctx, c->line, "%s: \"%s\" is already "
+				    "listed at line %d", path, c->str, cfg->listen[i].line);
+				return -1;
+			}
+		cfg->nlisten++;
+	}
+	return 0;
+}
+
+/* An EHLO keyword: a letter or digit, then letters, digits and '-' (RFC 5321). */
+static bool
+config_ehlo_keyword(const char *s, size_t len)
+{
+	if (len == 0 || !isalnum((unsigned char)s[0]))
+		return false;
+	for (size_t i = 1; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '-')
+			return false;
+	return true;
+}
+
+/* Whether the keyword s[0..len) is in a list, ignoring case. */
+static bool
+config_keyword_in(const char *s, size_t len, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strlen(list[i]) == len && strncasecmp(s, list[i], len) == 0)
+			return true;
+	return false;
+}
+
+/* Append a copy of s to a string list. */
+static void
+config_strlist_add(struct config_strlist *list, const char *s)
+{
+	list->v = xrealloc(list->v, (list->n + 1) * sizeof(*list->v));
+	list->v[list->n++] = xstrdup(s);
+}
+
+/* ehlo.remove: keywords to drop from the backend's list. */
+static int
+set_ehlo_remove(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	struct config_strlist *list = config_field(ctx, key);
+	const struct cfg_node *c;
+	size_t n;
+
+	if (config_strings(ctx, node, path, &c, &n) == -1)
+		return -1;
+	for (; c != NULL && n > 0; c = c->next, n--) {
+		if (!config_ehlo_keyword(c->str, strlen(c->str))) {
+			config_error(ctx, c->line, "%s: bad keyword \"%s\" "
+			    "(expected letters, digits and '-')", path, c->str);
+			return -1;
+		}
+		config_strlist_add(list, c->str);
+	}
+	return 0;
+}
+
+/* ehlo.add: "KEYWORD [params]" lines the proxy offers itself. */
+static int
+set_ehlo_add(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	static const char *const never[] = { EHLO_NEVER };
+	struct config_strlist *list = config_field(ctx, key);
+	const struct cfg_node *c;
+	size_t n, kwlen;
+	const char *s;
+
+	if (config_strings(ctx, node, path, &c, &n) == -1)
+		return -1;
+	for (; c != NULL && n > 0; c = c->next, n--) {
+		s = c->str;
+		kwlen = strcspn(s, " ");
+		if (!config_ehlo_keyword(s, kwlen)) {
+			config_error(ctx, c->line, "%s: bad entry \"%s\" (expected "
+			    "KEYWORD [params], the keyword of letters, digits and '-')",
+			    path, s);
+			return -1;
+		}
+		/* Parameters: printable ASCII words separated by single spaces. */
+		for (size_t i = kwlen; s[i] != '\0'; i++)
+			if ((s[i] == ' ' && (s[i + 1] == ' ' || s[i + 1] == '\0')) ||
+			    (s[i] != ' ' && (s[i] < 33 || s[i] > 126))) {
+				config_error(ctx, c->line, "%s: bad parameters in \"%s\" "
+				    "(printable ASCII words separated by single spaces)",
+				    path, s);
+				return -1;
+			}
+		if (strlen(s) > EHLO_LINE_MAX) {
+			config_error(ctx, c->line, "%s: entry longer than %d characters",
+			    path, EHLO_LINE_MAX);
+			return -1;
+		}
+		if (config_keyword_in(s, kwlen, never, sizeof(never) / sizeof(never[0]))) {
+			config_error(ctx, c->line, "%s: the proxy cannot offer %.*s",
+			    path, (int)kwlen, s);
+			return -1;
+		}
+		if (kwlen == 4 && strncasecmp(s, "SIZE", 4) == 0) {
+			config_error(ctx, c->line, "%s: SIZE is set with ehlo.size, "
+			    "not ehlo.add", path);
+			return -1;
+		}
+		for (size_t i = 0; i < list->n; i++)
+			if (strncasecmp(list->v[i], s, kwlen) == 0 &&
+			    (list->v[i][kwlen] == ' ' || list->v[i][kwlen] == '\0')) {
+				config_error(ctx, c->line, "%s: %.*s is added twice",
+				    path, (int)kwlen, s);
+				return -1;
+			}
+		config_strlist_add(list, s);
+	}
+	return 0;
+}
+
+/*
+ * filter { ... }: accepted and checked to be an object; the filter chain
+ * will parse its contents here (one filter per block, in file order).
+ */
+static int
+set_filter(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	return config_expect(ctx, node, CFG_OBJECT, path);
+}
+
+static int config_walk(struct config_ctx *, const struct config_key *,
+    const struct cfg_node *, const char *);
+
+/* A block (log {}, timeout {}, ...): walk its keys with the row's table. */
+static int
+set_block(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	if (config_expect(ctx, node, CFG_OBJECT, path) == -1)
+		return -1;
+	return config_walk(ctx, key->block, node, path);
+}
+
+#define F(field)	offsetof(struct config, field)
+
+static const struct config_key log_keys[] = {
+	{ "level",		set_level,	F(log.level),		0, 0, NULL, 0 },
+	{ "transcript",		set_bool,	F(log.transcript),	0, 0, NULL, 0 },
+	{ "transcript_body",	set_bool,	F(log.transcript_body),	0, 0, NULL, 0 },
+	{ "syslog",		set_bool,	F(log.syslog),		0, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+static const struct config_key timeout_keys[] = {
+	{ "command",	set_uint, F(timeout.command),	1, TIMEOUT_MAX, NULL, 0 },
+	{ "data",	set_uint, F(timeout.data),	1, TIMEOUT_MAX, NULL, 0 },
+	{ "backend",	set_uint, F(timeout.backend),	1, TIMEOUT_MAX, NULL, 0 },
+	{ "connect",	set_uint, F(timeout.connect),	1, TIMEOUT_MAX, NULL, 0 },
+	{ "shutdown",	set_uint, F(timeout.shutdown),	1, TIMEOUT_MAX, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+static const struct config_key limits_keys[] = {
+	{ "max_connections",	set_uint, F(limits.max_connections),	1, 1000000, NULL, 0 },
+	{ "max_message_size",	set_u64,  F(limits.max_message_size),	0, INT64_MAX, NULL, 0 },
+	{ "max_recipients",	set_uint, F(limits.max_recipients),	1, 1000000, NULL, 0 },
+	{ "max_line_length",	set_uint, F(limits.max_line_length),	512, 65536, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+static const struct config_key ehlo_keys[] = {
+	{ "remove",	set_ehlo_remove, F(ehlo.remove),	0, 0, NULL, 0 },
+	{ "add",	set_ehlo_add,	 F(ehlo.add),		0, 0, NULL, 0 },
+	{ "size",	set_u64,	 F(ehlo.size),		0, INT64_MAX, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+static const struct config_key top_keys[] = {
+	{ "listen",	set_listen,	0,		0, 0, NULL, KEY_REQUIRED },
+	{ "backend",	set_addr,	F(backend),	0, 0, NULL, KEY_REQUIRED },
+	{ "hostname",	set_hostname,	F(hostname),	0, 0, NULL, 0 },
+	{ "log",	set_block,	0,		0, 0, log_keys, 0 },
+	{ "timeout",	set_block,	0,		0, 0, timeout_keys, 0 },
+	{ "limits",	set_block,	0,		0, 0, limits_keys, 0 },
+	{ "ehlo",	set_block,	0,		0, 0, ehlo_keys, 0 },
+	{ "xclient",	set_bool,	F(xclient),	0, 0, NULL, 0 },
+	{ "xforward",	set_bool,	F(xforward),	0, 0, NULL, 0 },
+	{ "filter",	set_filter,	0,		0, 0, NULL, KEY_REPEAT },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+#undef F
+
+/*
+ * Walk the members of an object against a table: unknown keys, repeats and
+ * missing required keys are errors.  block is the object's path ("" for
+ * the top level).
+ */
+static int
+config_walk(struct config_ctx *ctx, const struct config_key *table,
+    const struct cfg_node *obj, const char *block)
+{
+	int seen[CONFIG_MAX_KEYS] = { 0 };
+	const struct cfg_node *node;
+	char path[128];
+	size_t i;
+
+	for (i = 0; table[i].name != NULL; i++)
+		if (i >= CONFIG_MAX_KEYS)
+			log_panic("block \"%s\" has more than %d keys", block,
+			    CONFIG_MAX_KEYS);
+	for (node = obj->child; node != NULL; node = node->next) {
+		for (i = 0; table[i].name != NULL; i++)
+			if (strcmp(table[i].name, node->key) == 0)
+				break;
+		if (table[i].name == NULL) {
+			if (*block == '\0')
+				config_error(ctx, node->line, "unknown key \"%s\"",
+				    node->key);
+			else
+				config_error(ctx, node->line, "unknown key \"%s\" in %s {}",
+				    node->key, block);
+			return -1;
+		}
+		if (*block == '\0')
+			snprintf(path, sizeof(path), "%s", node->key);
+		else
+			snprintf(path, sizeof(path), "%s.%s", block, node->key);
+		if (seen[i] && !(table[i].flags & KEY_REPEAT)) {
+			config_error(ctx, node->line, "%s: duplicate key (first set "
+			    "at line %d)", path, seen[i]);
+			return -1;
+		}
+		seen[i] = node->line;
+		if (table[i].set(ctx, &table[i], node, path) == -1)
+			return -1;
+	}
+	for (i = 0; table[i].name != NULL; i++)
+		if ((table[i].flags & KEY_REQUIRED) && !seen[i]) {
+			if (*block == '\0')
+				config_error(ctx, 0, "missing required key \"%s\"",
+				    table[i].name);
+			else
+				config_error(ctx, obj->line, "missing required key "
+				    "\"%s\" in %s {}", table[i].name, block);
+			return -1;
+		}
+	return 0;
+}
+
+/* The defaults of struct config (see config.h). */
+static void
+config_defaults(struct config *cfg)
+{
+	cfg->log.level = LOG_LVL_INFO;
+	cfg->log.transcript = false;
+	cfg->log.transcript_body = false;
+	cfg->log.syslog = false;
+	cfg->timeout.command = 300;
+	cfg->timeout.data = 600;
+	cfg->timeout.backend = 300;
+	cfg->timeout.connect = 30;
+	cfg->timeout.shutdown = 30;
+	cfg->limits.max_connections = 1000;
+	cfg->limits.max_message_size = 52428800;
+	cfg->limits.max_recipients = 1000;
+	cfg->limits.max_line_length = 512;
+	cfg->ehlo.size = 0;
+	cfg->xclient = true;
+	cfg->xforward = true;
+}
+
+/* Our host name, for when the config gives none. */
+static char *
+config_default_hostname(void)
+{
+	char name[256];
+
+	if (gethostname(name, sizeof(name)) == -1 || name[0] == '\0')
+		return xstrdup("localhost");
+	name[sizeof(name) - 1] = '\0';
+	return xstrdup(name);
+}
+
+/* Load and check a config file; see config.h. */
+struct config *
+config_load(const char *path, char *err, size_t errlen)
+{
+	struct config_ctx ctx;
+	struct cfg_node *root;
+	struct config *cfg;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if ((root = cfg_parse_file(path, err, errlen)) == NULL)
+		return NULL;
+	cfg = xcalloc(1, sizeof(*cfg));
+	cfg->file = xstrdup(path);
+	config_defaults(cfg);
+
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.cfg = cfg;
+	ctx.file = path;
+	ctx.err = err;
+	ctx.errlen = errlen;
+	if (config_walk(&ctx, top_keys, root, "") == -1) {
+		cfg_free(root);
+		config_free(cfg);
+		return NULL;
+	}
+	cfg_free(root);
+	if (cfg->hostname == NULL)
+		cfg->hostname = config_default_hostname();
+	return cfg;
+}
+
+/* Free a string list's strings and array. */
+static void
+config_strlist_free(struct config_strlist *list)
+{
+	for (size_t i = 0; i < list->n; i++)
+		free(list->v[i]);
+	free(list->v);
+	list->v = NULL;
+	list->n = 0;
+}
+
+/* Free a config and everything it owns. */
+void
+config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	free(cfg->file);
+	free(cfg->hostname);
+	free(cfg->listen);
+	config_strlist_free(&cfg->ehlo.remove);
+	config_strlist_free(&cfg->ehlo.add);
+	free(cfg);
+}
+
+/* Parse "host:port" or "[v6]:port", numeric only; see config.h. */
+int
+config_parse_addr(const char *text, struct config_addr *out)
+{
+	struct config_addr addr;
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *port, *end;
+	size_t hostlen;
+	unsigned long portnum = 0;
+
+	memset(&addr, 0, sizeof(addr));
+	if (strlen(text) >= sizeof(addr.text))
+		return -1;
+	if (text[0] == '[') {
+		if ((end = strchr(text, ']')) == NULL || end[1] != ':')
+			return -1;
+		hostlen = (size_t)(end - text - 1);
+		if (hostlen == 0 || hostlen >= sizeof(host))
+			return -1;
+		memcpy(host, text + 1, hostlen);
+		host[hostlen] = '\0';
+		port = end + 2;
+	} else {
+		if ((end = strrchr(text, ':')) == NULL)
+			return -1;
+		hostlen = (size_t)(end - text);
+		if (hostlen == 0 || hostlen >= sizeof(host) ||
+		    memchr(text, ':', hostlen) != NULL)
+			return -1;
+		memcpy(host, text, hostlen);
+		host[hostlen] = '\0';
+		port = end + 1;
+	}
+
+	/* The port: 1 to 5 digits, 1..65535. */
+	if (*port == '\0' || strlen(port) > 5)
+		return -1;
+	for (const char *p = port; *p != '\0'; p++) {
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		portnum = portnum * 10 + (unsigned long)(*p - '0');
+	}
+	if (portnum < 1 || portnum > 65535)
+		return -1;
+
+	if (text[0] == '[') {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&addr.ss;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return -1;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)portnum);
+		addr.sslen = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&addr.ss;
+
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return -1;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)portnum);
+		addr.sslen = sizeof(*sin);
+	}
+	snprintf(addr.text, sizeof(addr.text), "%s", text);
+	addr.line = out->line;
+	*out = addr;
+	return 0;
+}

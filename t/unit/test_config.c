@@ -1,1 +1,414 @@
-int main(void){return 0;}
+/*
+ * test_config.c - unit tests for config_load() and config_parse_addr().
+ *
+ * Each test writes a config text to a temporary file in /tmp, loads it, and
+ * checks either the values or the exact error, with the file's path shown
+ * as "F" (so "F:7: message").
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "config.h"
+#include "log.h"
+
+static char	tmppath[64];
+static char	errbuf[512];
+static char	errshown[512];
+
+/* Write text to a new temporary file; its path is in tmppath. */
+static void
+write_tmp(const char *text)
+{
+	int fd;
+
+	snprintf(tmppath, sizeof(tmppath), "/tmp/test_config.XXXXXX");
+	if ((fd = mkstemp(tmppath)) == -1) {
+		perror("mkstemp");
+		exit(2);
+	}
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+		perror("write");
+		exit(2);
+	}
+	close(fd);
+}
+
+/* Load a config text; NULL on error, with the message in errshown. */
+static struct config *
+load(const char *text)
+{
+	struct config *cfg;
+	size_t plen;
+
+	write_tmp(text);
+	errbuf[0] = errshown[0] = '\0';
+	cfg = config_load(tmppath, errbuf, sizeof(errbuf));
+	unlink(tmppath);
+	plen = strlen(tmppath);
+	if (strncmp(errbuf, tmppath, plen) == 0)
+		snprintf(errshown, sizeof(errshown), "F%s", errbuf + plen);
+	else
+		snprintf(errshown, sizeof(errshown), "%s", errbuf);
+	return cfg;
+}
+
+/* Load a text that must fail; return the error with the path as "F". */
+static const char *
+load_err(const char *text)
+{
+	struct config *cfg = load(text);
+
+	if (cfg != NULL) {
+		config_free(cfg);
+		return "(loaded fine)";
+	}
+	return errshown;
+}
+
+#define BASE	"listen = \"127.0.0.1:10025\"\nbackend = \"127.0.0.1:25\"\n"
+
+/* The sample config from the issue, and every value in it. */
+static void
+test_full(void)
+{
+	static const char text[] =
+	    "listen  = [ \"127.0.0.1:10025\", \"[::1]:10025\" ];\n"
+	    "backend = \"127.0.0.1:25\";\n"
+	    "hostname = \"mx.example.org\";\n"
+	    "log { level = \"debug\"; transcript = true; transcript_body = true; syslog = true; }\n"
+	    "timeout { command = 301; data = 10min; backend = 302; connect = 31; shutdown = 32s; }\n"
+	    "limits { max_connections = 1001; max_message_size = 50mb; max_recipients = 1002; max_line_length = 1000; }\n"
+	    "ehlo {\n"
+	    "    remove = [ \"CHUNKING\", \"SMTPUTF8\" ];\n"
+	    "    add    = [ \"X-EXAMPLE\", \"DELIVERBY 240\" ];\n"
+	    "    size   = 10485760;\n"
+	    "}\n"
+	    "xclient = false;\n"
+	    "xforward = no;\n"
+	    "filter { name = \"a\"; }\n"
+	    "filter { name = \"b\"; }\n";
+	struct config *cfg = load(text);
+	struct sockaddr_in *sin;
+	struct sockaddr_in6 *sin6;
+	char buf[64];
+
+	ok(cfg != NULL, "full config loads");
+	if (cfg == NULL) {
+		diag("%s", errbuf);
+		return;
+	}
+	is_str(cfg->file, tmppath, "file");
+	is_str(cfg->hostname, "mx.example.org", "hostname");
+	is_int(cfg->nlisten, 2, "two listen addresses");
+	is_str(cfg->listen[0].text, "127.0.0.1:10025", "listen[0] text");
+	is_int(cfg->listen[0].line, 1, "listen[0] line");
+	sin = (struct sockaddr_in *)&cfg->listen[0].ss;
+	is_int(sin->sin_family, AF_INET, "listen[0] family");
+	is_int(ntohs(sin->sin_port), 10025, "listen[0] port");
+	is_int(cfg->listen[0].sslen, sizeof(struct sockaddr_in), "listen[0] sslen");
+	is_str(inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof(buf)), "127.0.0.1", "listen[0] address");
+	is_str(cfg->listen[1].text, "[::1]:10025", "listen[1] text");
+	sin6 = (struct sockaddr_in6 *)&cfg->listen[1].ss;
+	is_int(sin6->sin6_family, AF_INET6, "listen[1] family");
+	is_int(ntohs(sin6->sin6_port), 10025, "listen[1] port");
+	is_int(cfg->listen[1].sslen, sizeof(struct sockaddr_in6), "listen[1] sslen");
+	is_str(inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof(buf)), "::1", "listen[1] address");
+	is_str(cfg->backend.text, "127.0.0.1:25", "backend text");
+	is_int(cfg->backend.line, 2, "backend line");
+	is_int(ntohs(((struct sockaddr_in *)&cfg->backend.ss)->sin_port), 25, "backend port");
+	is_int(cfg->log.level, LOG_LVL_DEBUG, "log.level");
+	ok(cfg->log.transcript, "log.transcript");
+	ok(cfg->log.transcript_body, "log.transcript_body");
+	ok(cfg->log.syslog, "log.syslog");
+	is_int(cfg->timeout.command, 301, "timeout.command");
+	is_int(cfg->timeout.data, 600, "timeout.data (10min)");
+	is_int(cfg->timeout.backend, 302, "timeout.backend");
+	is_int(cfg->timeout.connect, 31, "timeout.connect");
+	is_int(cfg->timeout.shutdown, 32, "timeout.shutdown (32s)");
+	is_int(cfg->limits.max_connections, 1001, "limits.max_connections");
+	is_int(cfg->limits.max_message_size, 52428800, "limits.max_message_size (50mb)");
+	is_int(cfg->limits.max_recipients, 1002, "limits.max_recipients");
+	is_int(cfg->limits.max_line_length, 1000, "limits.max_line_length");
+	is_int(cfg->ehlo.remove.n, 2, "ehlo.remove count");
+	if (cfg->ehlo.remove.n == 2) {
+		is_str(cfg->ehlo.remove.v[0], "CHUNKING", "ehlo.remove[0]");
+		is_str(cfg->ehlo.remove.v[1], "SMTPUTF8", "ehlo.remove[1]");
+	}
+	is_int(cfg->ehlo.add.n, 2, "ehlo.add count");
+	if (cfg->ehlo.add.n == 2) {
+		is_str(cfg->ehlo.add.v[0], "X-EXAMPLE", "ehlo.add[0]");
+		is_str(cfg->ehlo.add.v[1], "DELIVERBY 240", "ehlo.add[1]");
+	}
+	is_int(cfg->ehlo.size, 10485760, "ehlo.size");
+	ok(!cfg->xclient, "xclient");
+	ok(!cfg->xforward, "xforward (no)");
+	config_free(cfg);
+}
+
+/* Only the required keys: every default. */
+static void
+test_defaults(void)
+{
+	struct config *cfg = load(BASE);
+	char host[256];
+
+	ok(cfg != NULL, "minimal config loads");
+	if (cfg == NULL) {
+		diag("%s", errbuf);
+		return;
+	}
+	if (gethostname(host, sizeof(host)) == 0) {
+		host[sizeof(host) - 1] = '\0';
+		is_str(cfg->hostname, host, "hostname defaults to gethostname()");
+	}
+	is_int(cfg->nlisten, 1, "listen as a single string");
+	is_int(cfg->log.level, LOG_LVL_INFO, "default log.level");
+	ok(!cfg->log.transcript, "default log.transcript");
+	ok(!cfg->log.transcript_body, "default log.transcript_body");
+	ok(!cfg->log.syslog, "default log.syslog");
+	is_int(cfg->timeout.command, 300, "default timeout.command");
+	is_int(cfg->timeout.data, 600, "default timeout.data");
+	is_int(cfg->timeout.backend, 300, "default timeout.backend");
+	is_int(cfg->timeout.connect, 30, "default timeout.connect");
+	is_int(cfg->timeout.shutdown, 30, "default timeout.shutdown");
+	is_int(cfg->limits.max_connections, 1000, "default limits.max_connections");
+	is_int(cfg->limits.max_message_size, 52428800, "default limits.max_message_size");
+	is_int(cfg->limits.max_recipients, 1000, "default limits.max_recipients");
+	is_int(cfg->limits.max_line_length, 512, "default limits.max_line_length");
+	is_int(cfg->ehlo.remove.n, 0, "default ehlo.remove");
+	is_int(cfg->ehlo.add.n, 0, "default ehlo.add");
+	is_int(cfg->ehlo.size, 0, "default ehlo.size");
+	ok(cfg->xclient, "default xclient");
+	ok(cfg->xforward, "default xforward");
+	config_free(cfg);
+
+	/* Empty blocks keep the defaults too; blocks with or without '='. */
+	cfg = load(BASE "log = {}\ntimeout {}\nlimits : {}\nehlo {}\n");
+	ok(cfg != NULL, "empty blocks load");
+	if (cfg)
+		is_int(cfg->timeout.data, 600, "empty timeout {} keeps defaults");
+	config_free(cfg);
+
+	/* Edge values that are allowed. */
+	cfg = load(BASE "limits { max_line_length = 65536; max_message_size = 0 }\n"
+	    "timeout { command = 1; data = 1d }\nehlo { size = 0; remove = \"PIPELINING\"; add = \"X-ONE\" }\n"
+	    "hostname = \"[IPv6:2001:db8::1]\"\n");
+	ok(cfg != NULL, "edge values load");
+	if (cfg) {
+		is_int(cfg->limits.max_line_length, 65536, "max_line_length 65536");
+		is_int(cfg->limits.max_message_size, 0, "max_message_size 0 = none");
+		is_int(cfg->timeout.command, 1, "timeout 1");
+		is_int(cfg->timeout.data, 86400, "timeout 1d");
+		is_int(cfg->ehlo.remove.n, 1, "ehlo.remove as a single string");
+		is_int(cfg->ehlo.add.n, 1, "ehlo.add as a single string");
+		is_str(cfg->hostname, "[IPv6:2001:db8::1]", "address literal hostname");
+	}
+	config_free(cfg);
+	config_free(NULL);
+	ok(1, "config_free(NULL)");
+}
+
+/* Each error class, with its line. */
+static void
+test_errors(void)
+{
+	/* Syntax errors come from cfgparse with the same prefix. */
+	is_str(load_err(BASE "log {\n level info\n"), "F:3: '{' is never closed", "syntax error");
+	is_str(load_err(BASE "\nlisten2\n"), "F:4: expected '=' or '{' after key \"listen2\"",
+	    "syntax error: key alone");
+
+	/* Unknown keys. */
+	is_str(load_err(BASE "foo = 1\n"), "F:3: unknown key \"foo\"", "unknown top-level key");
+	is_str(load_err(BASE "log {\n level = info\n foo = 1\n}\n"),
+	    "F:5: unknown key \"foo\" in log {}", "unknown key in log {}");
+	is_str(load_err(BASE "timeout { sessions = 1 }\n"),
+	    "F:3: unknown key \"sessions\" in timeout {}", "unknown key in timeout {}");
+	is_str(load_err(BASE "limits { max_size = 1 }\n"),
+	    "F:3: unknown key \"max_size\" in limits {}", "unknown key in limits {}");
+	is_str(load_err(BASE "ehlo { drop = [] }\n"),
+	    "F:3: unknown key \"drop\" in ehlo {}", "unknown key in ehlo {}");
+	is_str(load_err(BASE "Listen = \"127.0.0.1:1\"\n"), "F:3: unknown key \"Listen\"",
+	    "keys are case-sensitive");
+
+	/* Wrong types. */
+	is_str(load_err(BASE "log { level = 3 }\n"),
+	    "F:3: log.level: expected a string, got number", "log.level number");
+	is_str(load_err(BASE "log { transcript = \"yes\" }\n"),
+	    "F:3: log.transcript: expected a boolean, got string", "quoted boolean");
+	is_str(load_err(BASE "log = \"info\"\n"), "F:3: log: expected an object, got string",
+	    "block as a string");
+	is_str(load_err(BASE "timeout { command = \"300\" }\n"),
+	    "F:3: timeout.command: expected a number, got string", "quoted number");
+	is_str(load_err(BASE "timeout { command = 1.5 }\n"),
+	    "F:3: timeout.command: expected a number, got string", "fractional number");
+	is_str(load_err(BASE "xclient = 1\n"), "F:3: xclient: expected a boolean, got number",
+	    "xclient number");
+	is_str(load_err(BASE "hostname = [ \"a\" ]\n"),
+	    "F:3: hostname: expected a string, got array", "hostname array");
+	is_str(load_err("listen = 25\nbackend = \"127.0.0.1:25\"\n"),
+	    "F:1: listen: expected a string or an array of strings, got number", "listen number");
+	is_str(load_err("listen = [\n \"127.0.0.1:1\",\n 2 ]\nbackend = \"127.0.0.1:25\"\n"),
+	    "F:3: listen: expected a string, got number", "listen element number");
+	is_str(load_err("listen = []\nbackend = \"127.0.0.1:25\"\n"),
+	    "F:1: listen: expected at least one entry", "listen empty");
+	is_str(load_err("listen = \"127.0.0.1:1\"\nbackend = [ \"127.0.0.1:25\" ]\n"),
+	    "F:2: backend: expected a string, got array", "backend array");
+	is_str(load_err(BASE "ehlo { remove = 1 }\n"),
+	    "F:3: ehlo.remove: expected a string or an array of strings, got number",
+	    "ehlo.remove number");
+	is_str(load_err(BASE "ehlo { add = [ {} ] }\n"),
+	    "F:3: ehlo.add: expected a string, got object", "ehlo.add object");
+	is_str(load_err(BASE "ehlo { size = true }\n"),
+	    "F:3: ehlo.size: expected a number, got boolean", "ehlo.size boolean");
+	is_str(load_err(BASE "filter = \"x\"\n"), "F:3: filter: expected an object, got string",
+	    "filter string");
+
+	/* Duplicates. */
+	is_str(load_err(BASE "backend = \"127.0.0.1:26\"\n"),
+	    "F:3: backend: duplicate key (first set at line 2)", "duplicate backend");
+	is_str(load_err(BASE "log {\n level = info\n level = debug\n}\n"),
+	    "F:5: log.level: duplicate key (first set at line 4)", "duplicate log.level");
+	is_str(load_err(BASE "xclient = true\nxclient = false\n"),
+	    "F:4: xclient: duplicate key (first set at line 3)", "duplicate xclient");
+	is_str(load_err(BASE "log {}\nlog {}\n"),
+	    "F:4: log: duplicate key (first set at line 3)", "duplicate block");
+	is_str(load_err("listen = [ \"127.0.0.1:1\",\n\"127.0.0.1:1\" ]\nbackend = \"127.0.0.1:25\"\n"),
+	    "F:2: listen: \"127.0.0.1:1\" is already listed at line 1", "duplicate listen address");
+	is_str(load_err(BASE "ehlo { add = [ \"X-A 1\", \"x-a 2\" ] }\n"),
+	    "F:3: ehlo.add: x-a is added twice", "duplicate ehlo.add keyword");
+
+	/* Required keys. */
+	is_str(load_err("listen = \"127.0.0.1:1\"\n"), "F: missing required key \"backend\"",
+	    "missing backend");
+	is_str(load_err("backend = \"127.0.0.1:1\"\n"), "F: missing required key \"listen\"",
+	    "missing listen");
+
+	/* Bad values. */
+	is_str(load_err("listen = \"1.2.3:x\"\nbackend = \"127.0.0.1:25\"\n"),
+	    "F:1: listen: bad address \"1.2.3:x\" (expected HOST:PORT or [IPV6]:PORT)",
+	    "bad listen address");
+	is_str(load_err("listen = \"127.0.0.1:1\"\nbackend = \"localhost:25\"\n"),
+	    "F:2: backend: bad address \"localhost:25\" (expected HOST:PORT or [IPV6]:PORT)",
+	    "backend by name");
+	is_str(load_err("listen = \"127.0.0.1:1\"\nbackend = \"127.0.0.1:0\"\n"),
+	    "F:2: backend: bad address \"127.0.0.1:0\" (expected HOST:PORT or [IPV6]:PORT)",
+	    "port 0");
+	is_str(load_err(BASE "log { level = verbose }\n"),
+	    "F:3: log.level: unknown level \"verbose\" (expected error, warning, info or debug)",
+	    "bad level name");
+	is_str(load_err(BASE "timeout {\n command = 0\n}\n"),
+	    "F:4: timeout.command: 0 is out of range (1..86400)", "timeout 0");
+	is_str(load_err(BASE "timeout { data = -5 }\n"),
+	    "F:3: timeout.data: -5 is out of range (1..86400)", "negative timeout");
+	is_str(load_err(BASE "timeout { shutdown = 2d }\n"),
+	    "F:3: timeout.shutdown: 172800 is out of range (1..86400)", "timeout too long");
+	is_str(load_err(BASE "limits { max_line_length = 511 }\n"),
+	    "F:3: limits.max_line_length: 511 is out of range (512..65536)", "max_line_length 511");
+	is_str(load_err(BASE "limits { max_line_length = 65537 }\n"),
+	    "F:3: limits.max_line_length: 65537 is out of range (512..65536)",
+	    "max_line_length 65537");
+	is_str(load_err(BASE "limits { max_connections = 0 }\n"),
+	    "F:3: limits.max_connections: 0 is out of range (1..1000000)", "max_connections 0");
+	is_str(load_err(BASE "limits { max_recipients = 0 }\n"),
+	    "F:3: limits.max_recipients: 0 is out of range (1..1000000)", "max_recipients 0");
+	is_str(load_err(BASE "limits { max_message_size = -1 }\n"),
+	    "F:3: limits.max_message_size: -1 is out of range (0..9223372036854775807)",
+	    "negative size");
+	is_str(load_err(BASE "hostname = \"mx example\"\n"),
+	    "F:3: hostname: bad hostname \"mx example\"", "hostname with a space");
+	is_str(load_err(BASE "hostname = \"mx\\r\\n250 x\"\n"),
+	    "F:3: hostname: bad hostname \"mx??250 x\"", "hostname with CRLF");
+	is_str(load_err(BASE "hostname = \"\"\n"), "F:3: hostname: bad hostname \"\"",
+	    "empty hostname");
+	is_str(load_err(BASE "ehlo { add = [ \"STARTTLS\" ] }\n"),
+	    "F:3: ehlo.add: the proxy cannot offer STARTTLS", "ehlo.add STARTTLS");
+	is_str(load_err(BASE "ehlo {\n add = [\n \"X-OK\",\n \"auth PLAIN LOGIN\" ]\n}\n"),
+	    "F:6: ehlo.add: the proxy cannot offer auth", "ehlo.add auth, case-insensitive");
+	is_str(load_err(BASE "ehlo { add = \"XCLIENT ADDR\" }\n"),
+	    "F:3: ehlo.add: the proxy cannot offer XCLIENT", "ehlo.add XCLIENT");
+	is_str(load_err(BASE "ehlo { add = \"BURL imap\" }\n"),
+	    "F:3: ehlo.add: the proxy cannot offer BURL", "ehlo.add BURL");
+	is_str(load_err(BASE "ehlo { add = \"SIZE 1000\" }\n"),
+	    "F:3: ehlo.add: SIZE is set with ehlo.size, not ehlo.add", "ehlo.add SIZE");
+	is_str(load_err(BASE "ehlo { add = \"X_BAD\" }\n"),
+	    "F:3: ehlo.add: bad entry \"X_BAD\" (expected KEYWORD [params], the keyword of "
+	    "letters, digits and '-')", "ehlo.add bad keyword");
+	is_str(load_err(BASE "ehlo { add = \"-X\" }\n"),
+	    "F:3: ehlo.add: bad entry \"-X\" (expected KEYWORD [params], the keyword of "
+	    "letters, digits and '-')", "ehlo.add keyword starting with '-'");
+	is_str(load_err(BASE "ehlo { add = \"X-A  1\" }\n"),
+	    "F:3: ehlo.add: bad parameters in \"X-A  1\" (printable ASCII words separated "
+	    "by single spaces)", "ehlo.add double space");
+	is_str(load_err(BASE "ehlo { add = \"X-A 1\\r\\n\" }\n"),
+	    "F:3: ehlo.add: bad parameters in \"X-A 1??\" (printable ASCII words separated "
+	    "by single spaces)", "ehlo.add CRLF");
+	is_str(load_err(BASE "ehlo { add = \"\" }\n"),
+	    "F:3: ehlo.add: bad entry \"\" (expected KEYWORD [params], the keyword of "
+	    "letters, digits and '-')", "ehlo.add empty");
+	is_str(load_err(BASE "ehlo { remove = [ \"8BITMIME\", \"SIZE 10\" ] }\n"),
+	    "F:3: ehlo.remove: bad keyword \"SIZE 10\" (expected letters, digits and '-')",
+	    "ehlo.remove with a parameter");
+
+	/* The file itself. */
+	{
+		char err[256];
+
+		ok(config_load("/nonexistent/smtpchain.conf", err, sizeof(err)) == NULL,
+		    "missing file");
+		is_str(err, "/nonexistent/smtpchain.conf: No such file or directory",
+		    "missing file message");
+	}
+}
+
+/* config_parse_addr on its own. */
+static void
+test_addr(void)
+{
+	static const char *const good[] = {
+		"127.0.0.1:25", "0.0.0.0:1", "255.255.255.255:65535", "[::1]:10025",
+		"[::]:25", "[2001:db8::1]:587", "[::ffff:192.0.2.1]:25",
+		"[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535",
+	};
+	static const char *const bad[] = {
+		"", ":", "127.0.0.1", "127.0.0.1:", ":25", "127.0.0.1:0", "127.0.0.1:65536",
+		"127.0.0.1:99999", "127.0.0.1:+25", "127.0.0.1:-1", "127.0.0.1:25x",
+		"127.0.0.1:000025", "127.1:25", "256.0.0.1:25", "localhost:25", "::1:25",
+		"[::1]", "[::1]25", "[::1]:", "[]:25", "[127.0.0.1]:25", "[::1:25",
+		"[fe80::1%eth0]:25", " 127.0.0.1:25", "127.0.0.1 :25",
+		"[0000:0000:0000:0000:0000:0000:0000:0000:0000]:25",
+		"[::1]:25:25",
+	};
+	struct config_addr a;
+	char name[128];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		memset(&a, 0xa5, sizeof(a));
+		a.line = 7;
+		snprintf(name, sizeof(name), "good address %s", good[i]);
+		ok(config_parse_addr(good[i], &a) == 0, name);
+		is_str(a.text, good[i], "text kept");
+		is_int(a.line, 7, "line left alone");
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(name, sizeof(name), "bad address '%s'", bad[i]);
+		ok(config_parse_addr(bad[i], &a) == -1, name);
+	}
+	ok(config_parse_addr("[::1]:25", &a) == 0 &&
+	    a.sslen == sizeof(struct sockaddr_in6) &&
+	    ntohs(((struct sockaddr_in6 *)&a.ss)->sin6_port) == 25, "IPv6 port set");
+}
+
+int
+main(void)
+{
+	test_full();
+	test_defaults();
+	test_errors();
+	test_addr();
+	return done_testing();
+}
