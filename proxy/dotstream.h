@@ -37,7 +37,9 @@ void dot_scanner_init(struct dot_scanner *s);
  * Scan buf.  A CR that is the last byte of buf is not consumed (*used stops
  * before it) because the next byte decides; the caller keeps it and calls
  * again with more bytes after it.  Bytes [0, *used) are checked and may be
- * forwarded as they are.
+ * forwarded as they are.  After DOT_END or DOT_BAD_* the scanner is done:
+ * further calls return the same result with *used = 0 until
+ * dot_scanner_init().
  */
 enum dot_result dot_scan(struct dot_scanner *s, const char *buf, size_t len, size_t *used);
 
@@ -51,8 +53,11 @@ void dot_stuffer_init(struct dot_stuffer *s);
 /*
  * Copy in to out, stuffing dots; stops when out has less than 2 bytes left or
  * in is used up.  BDAT chunks are length-delimited, so a CR at the end of in
- * is consumed and remembered.  Returns DOT_MORE, or DOT_BAD_CR / DOT_BAD_LF
- * with *used at the offending byte (nothing after it is written).
+ * is consumed and remembered; a CR is only written together with its LF, so
+ * a bare CR never reaches out.  Returns DOT_MORE, or DOT_BAD_CR / DOT_BAD_LF
+ * with *used at the offending byte (nothing from it on is written); for a
+ * CR that ended the previous chunk, *used is 0.  A refusal is final: further
+ * calls return it again with nothing used or written.
  */
 enum dot_result dot_stuff(struct dot_stuffer *s, const char *in, size_t len,
     size_t *used, char *out, size_t outlen, size_t *produced);
@@ -60,7 +65,8 @@ enum dot_result dot_stuff(struct dot_stuffer *s, const char *in, size_t len,
 /*
  * End of the last chunk: write "\r\n.\r\n" when the content did not end with
  * CRLF (and was not empty), ".\r\n" otherwise.  out needs 5 bytes.  Returns
- * the length, or -1 if a CR was left pending (bare CR at the very end).
+ * the length, or -1 if a CR was left pending (bare CR at the very end), the
+ * content was refused, the end was already written, or out is too small.
  */
 int dot_stuff_finish(struct dot_stuffer *s, char *out, size_t outlen);
 
