@@ -259,11 +259,12 @@ set_addr(struct config_ctx *ctx, const struct config_key *key,
 
 /*
  * For keys taking a string or an array of strings: the first string node
- * and how many there are.  Error if the type is wrong or the list is empty.
+ * (NULL for []) and how many there are.  Error if the type is wrong, or if
+ * the list is empty and must not be.
  */
 static int
 config_strings(struct config_ctx *ctx, const struct cfg_node *node,
-    const char *path, const struct cfg_node **first, size_t *n)
+    const char *path, bool nonempty, const struct cfg_node **first, size_t *n)
 {
 	const struct cfg_node *c;
 
@@ -277,7 +278,7 @@ config_strings(struct config_ctx *ctx, const struct cfg_node *node,
 		    "of strings, got %s", path, cfg_type_name(node->type));
 		return -1;
 	}
-	if (node->child == NULL) {
+	if (node->child == NULL && nonempty) {
 		config_error(ctx, node->line, "%s: expected at least one entry", path);
 		return -1;
 	}
@@ -307,7 +308,7 @@ set_listen(struct config_ctx *ctx, const struct config_key *key,
 	const struct cfg_node *c;
 	size_t n;
 
-	if (config_strings(ctx, node, path, &c, &n) == -1)
+	if (config_strings(ctx, node, path, true, &c, &n) == -1)
 		return -1;
 	cfg->listen = xcalloc(n, sizeof(*cfg->listen));
 	for (; c != NULL && cfg->nlisten < n; c = c->next) {
@@ -365,7 +366,7 @@ set_ehlo_remove(struct config_ctx *ctx, const struct config_key *key,
 	const struct cfg_node *c;
 	size_t n;
 
-	if (config_strings(ctx, node, path, &c, &n) == -1)
+	if (config_strings(ctx, node, path, false, &c, &n) == -1)
 		return -1;
 	for (; c != NULL && n > 0; c = c->next, n--) {
 		if (!config_ehlo_keyword(c->str, strlen(c->str))) {
@@ -389,7 +390,7 @@ set_ehlo_add(struct config_ctx *ctx, const struct config_key *key,
 	size_t n, kwlen;
 	const char *s;
 
-	if (config_strings(ctx, node, path, &c, &n) == -1)
+	if (config_strings(ctx, node, path, false, &c, &n) == -1)
 		return -1;
 	for (; c != NULL && n > 0; c = c->next, n--) {
 		s = c->str;

@@ -209,8 +209,70 @@ test_defaults(void)
 		is_str(cfg->hostname, "[IPv6:2001:db8::1]", "address literal hostname");
 	}
 	config_free(cfg);
+
+	cfg = load(BASE "ehlo { remove = []; add = [] }\n");
+	ok(cfg != NULL, "empty ehlo lists load");
+	if (cfg)
+		ok(cfg->ehlo.remove.n == 0 && cfg->ehlo.add.n == 0, "empty ehlo lists are empty");
+	config_free(cfg);
 	config_free(NULL);
 	ok(1, "config_free(NULL)");
+}
+
+/*
+ * The shipped sample conf/smtpchain.conf loads and states the defaults
+ * (found through $SMTPCHAIN_SRCDIR, as "make check" sets it, or from the
+ * source tree's top directory).
+ */
+static void
+test_sample(void)
+{
+	struct config *sample, *defaults;
+	const char *srcdir = getenv("SMTPCHAIN_SRCDIR");
+	char path[1024], err[512];
+
+	snprintf(path, sizeof(path), "%s/conf/smtpchain.conf", srcdir ? srcdir : ".");
+	if (access(path, R_OK) == -1) {
+		ok(1, "# SKIP conf/smtpchain.conf not found (set SMTPCHAIN_SRCDIR)");
+		return;
+	}
+	sample = config_load(path, err, sizeof(err));
+	ok(sample != NULL, "conf/smtpchain.conf loads");
+	if (sample == NULL) {
+		diag("%s", err);
+		return;
+	}
+	defaults = load(BASE);
+	if (defaults == NULL) {
+		config_free(sample);
+		return;
+	}
+	is_str(sample->hostname, defaults->hostname, "sample: hostname");
+	is_int(sample->log.level, defaults->log.level, "sample: log.level");
+	is_int(sample->log.transcript, defaults->log.transcript, "sample: log.transcript");
+	is_int(sample->log.transcript_body, defaults->log.transcript_body,
+	    "sample: log.transcript_body");
+	is_int(sample->log.syslog, defaults->log.syslog, "sample: log.syslog");
+	is_int(sample->timeout.command, defaults->timeout.command, "sample: timeout.command");
+	is_int(sample->timeout.data, defaults->timeout.data, "sample: timeout.data");
+	is_int(sample->timeout.backend, defaults->timeout.backend, "sample: timeout.backend");
+	is_int(sample->timeout.connect, defaults->timeout.connect, "sample: timeout.connect");
+	is_int(sample->timeout.shutdown, defaults->timeout.shutdown, "sample: timeout.shutdown");
+	is_int(sample->limits.max_connections, defaults->limits.max_connections,
+	    "sample: limits.max_connections");
+	is_int(sample->limits.max_message_size, defaults->limits.max_message_size,
+	    "sample: limits.max_message_size");
+	is_int(sample->limits.max_recipients, defaults->limits.max_recipients,
+	    "sample: limits.max_recipients");
+	is_int(sample->limits.max_line_length, defaults->limits.max_line_length,
+	    "sample: limits.max_line_length");
+	is_int(sample->ehlo.remove.n, defaults->ehlo.remove.n, "sample: ehlo.remove");
+	is_int(sample->ehlo.add.n, defaults->ehlo.add.n, "sample: ehlo.add");
+	is_int(sample->ehlo.size, defaults->ehlo.size, "sample: ehlo.size");
+	is_int(sample->xclient, defaults->xclient, "sample: xclient");
+	is_int(sample->xforward, defaults->xforward, "sample: xforward");
+	config_free(defaults);
+	config_free(sample);
 }
 
 /* Each error class, with its line. */
@@ -408,6 +470,7 @@ main(void)
 {
 	test_full();
 	test_defaults();
+	test_sample();
 	test_errors();
 	test_addr();
 	return done_testing();
