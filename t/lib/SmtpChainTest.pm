@@ -702,7 +702,7 @@ sub commands {
 	my ($self) = @_;
 	my @c;
 	for (split /\n/, $self->log_text) {
-		next unless /^smtp-sink: (.*)$/;
+		next unless /^\S*smtp-sink: (.*)$/;
 		my $l = $1;
 		next if $l =~ /^(?:name_mask|trying\.\.\.|connect |vstream_tweak|fd=|smtp_stream_setup|disconnect|warning:|fatal:|  )/;
 		push @c, $l;
@@ -726,7 +726,8 @@ sub files {
 		closedir $fd;
 	}
 	@f = grep { !$open{$_} } @f;
-	@f = sort { (stat $a)[9] <=> (stat $b)[9] || $a cmp $b } @f;
+	my %t = map { $_ => (Time::HiRes::stat($_))[9] // 0 } @f;
+	@f = sort { $t{$a} <=> $t{$b} || $a cmp $b } @f;
 	return @f;
 }
 
@@ -734,6 +735,14 @@ sub files {
 sub messages {
 	my ($self) = @_;
 	return map { parse($_) } $self->files;
+}
+
+# The messages whose text matches re (e.g. a unique Subject), in file order.
+# The sink closes its dump files lazily (at the next command), so file times
+# do not tell the order of messages: find them by content.
+sub find {
+	my ($self, $re) = @_;
+	return grep { $_->{message} =~ $re } $self->messages;
 }
 
 # Wait (bounded) until at least n messages are there; returns them all.
@@ -839,7 +848,8 @@ sub files {
 	opendir(my $dh, $d) or return ();
 	my @f = map { "$d/$_" } grep { !/^\./ } readdir $dh;
 	closedir $dh;
-	@f = sort { (stat $a)[9] <=> (stat $b)[9] || $a cmp $b } @f;
+	my %t = map { $_ => (Time::HiRes::stat($_))[9] // 0 } @f;
+	@f = sort { $t{$a} <=> $t{$b} || $a cmp $b } @f;
 	return @f;
 }
 
