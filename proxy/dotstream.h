@@ -57,7 +57,8 @@ void dot_stuffer_init(struct dot_stuffer *s);
  * a bare CR never reaches out.  Returns DOT_MORE, or DOT_BAD_CR / DOT_BAD_LF
  * with *used at the offending byte (nothing from it on is written); for a
  * CR that ended the previous chunk, *used is 0.  A refusal is final: further
- * calls return it again with nothing used or written.
+ * calls return it again with nothing used or written (after
+ * dot_stuff_finish(), they return DOT_END).
  */
 enum dot_result dot_stuff(struct dot_stuffer *s, const char *in, size_t len,
     size_t *used, char *out, size_t outlen, size_t *produced);

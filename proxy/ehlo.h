@@ -37,14 +37,19 @@ struct ehlo_caps {
 	bool		dsn;
 	bool		enhancedstatuscodes;
 	bool		size;		/* SIZE offered (with or without a value) */
-	uint64_t	size_limit;	/* its value; 0 = no limit given */
+	uint64_t	size_limit;	/* its value; 0 = no limit given (or not a
+					   number, or past 64 bits) */
 	bool		starttls;
 	bool		auth;
 	bool		xclient;
 	bool		xforward;
 };
 
-/* Read the keywords of a complete multi-line 250 EHLO reply (CRLF lines). */
+/*
+ * Read the keywords of a complete multi-line 250 EHLO reply (CRLF lines).
+ * The first line is the domain, never a keyword; lines with another code
+ * are skipped; for a keyword listed twice the first line counts.
+ */
 void ehlo_caps_parse(const char *reply, size_t len, struct ehlo_caps *caps);
 
 struct ehlo_policy {
@@ -55,7 +60,11 @@ struct ehlo_policy {
 	uint64_t	   size;	/* SIZE cap; 0 = none */
 };
 
-/* 1 if keyword (up to a space or '=') is in the NUL-terminated list. */
+/*
+ * 1 if keyword (up to a space or '=') is in the list of n NUL-terminated
+ * strings, case-insensitively.  Entries may carry parameters too ("SIZE
+ * 100"): only their keyword is compared.  NULL entries or list are skipped.
+ */
 bool ehlo_keyword_in(const char *kw, size_t kwlen, const char *const *list, size_t n);
 
 /*
@@ -69,6 +78,17 @@ bool ehlo_keyword_in(const char *kw, size_t kwlen, const char *const *list, size
  * pol->size" when the backend gave no SIZE, pol->size is set and SIZE is not
  * removed.  client gets what the rewritten list offers.  Returns the length
  * written, or -1 if out is too small or the reply is not a 250 reply.
+ *
+ * Where the above is silent, the strict reading: reply must be exactly one
+ * complete 250 reply (len is its length); a backend line whose keyword is
+ * not an RFC 5321 ehlo-keyword is dropped; each keyword is shown once, the
+ * first time it comes; pol->remove wins over pol->add (a keyword in both is
+ * never shown); an add line with an EHLO_NEVER keyword, a CR or LF, or no
+ * valid keyword is ignored; an add line for SIZE stands in for the
+ * backend's value and the cap still applies; a SIZE value that is not a
+ * number or does not fit in 64 bits counts as no limit.  pol may be NULL (no
+ * changes), client may be NULL.  A "250" domain line without text is
+ * written with an empty text ("250 " CRLF).
  */
 int ehlo_rewrite(const char *reply, size_t len, const struct ehlo_policy *pol,
     char *out, size_t outlen, struct ehlo_caps *client);

@@ -53,7 +53,8 @@ struct smtp_path {
 	const char	*addr;		/* between < and >, brackets and any source route
 					   excluded; "" for <> */
 	size_t		 addrlen;
-	bool		 eightbit;	/* the address has a byte >= 0x80 */
+	bool		 eightbit;	/* a byte >= 0x80 in the path, source
+					   route included */
 	struct smtp_param params[SMTP_MAX_PARAMS];
 	size_t		 nparams;
 };
