@@ -50,7 +50,7 @@ struct cfg_node {
 struct cfg_node *cfg_parse_file(const char *path, char *err, size_t errlen);
 struct cfg_node *cfg_parse_buf(const char *buf, size_t len, const char *name,
     char *err, size_t errlen);
-void cfg_free(struct cfg_node *node);
+void cfg_free(struct cfg_node *node);	/* node and all below it, not its siblings */
 
 /* First member of an object with this key (case-sensitive), or NULL. */
 struct cfg_node *cfg_get(const struct cfg_node *obj, const char *key);

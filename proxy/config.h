@@ -71,8 +71,9 @@ struct config {
 
 /*
  * Load and check a config file.  On success returns a new config (free with
- * config_free) and 0; on failure returns NULL and writes one line, without a
- * trailing newline, of the form "FILE:LINE: message" into err.
+ * config_free); on failure returns NULL and writes one line, without a
+ * trailing newline, into err: "FILE:LINE: message", or "FILE: message" when
+ * no line applies (unreadable file, missing required key).
  */
 struct config *config_load(const char *path, char *err, size_t errlen);
 void config_free(struct config *cfg);

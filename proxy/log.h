@@ -23,7 +23,8 @@ int  log_level_parse(const char *name, enum log_level *out);	/* 0 ok, -1 unknown
 
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-void log_vmsg(enum log_level level, const char *fmt, va_list ap);
+void log_vmsg(enum log_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 #define log_error(...)	log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...)	log_msg(LOG_LVL_WARNING, __VA_ARGS__)
