@@ -677,6 +677,7 @@ test_stuff_property(void)
 	is_int(failed_split, 0, "random content: pieces and small buffers agree");
 }
 
+/* Run every group of tests and print the TAP plan. */
 int
 main(void)
 {

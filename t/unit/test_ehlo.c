@@ -401,6 +401,7 @@ test_rewrite_edges(void)
 	is_int(n, (int)strlen(r), "NULL client caps");
 }
 
+/* Run every group of tests and print the TAP plan. */
 int
 main(void)
 {

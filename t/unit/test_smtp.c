@@ -488,6 +488,7 @@ test_xtext(void)
 	is_int(smtp_xtext_encode("", 0, out, 1), 0, "empty in one byte");
 }
 
+/* Run every group of tests and print the TAP plan. */
 int
 main(void)
 {
