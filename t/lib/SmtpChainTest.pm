@@ -745,6 +745,14 @@ sub find {
 	return grep { $_->{message} =~ $re } $self->messages;
 }
 
+# Wait (bounded) until a message matches re; returns the matching ones.
+sub wait_find {
+	my ($self, $re, $timeout) = @_;
+	my @m;
+	SmtpChainTest::wait_until(sub { @m = $self->find($re); scalar @m }, $timeout || 15);
+	return @m;
+}
+
 # Wait (bounded) until at least n messages are there; returns them all.
 sub wait_messages {
 	my ($self, $n, $timeout) = @_;
