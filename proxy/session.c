@@ -586,8 +586,6 @@ process_command(struct session *s)
 	}
 	if (lf == NULL && s->cin.len < max)
 		return STEP_STOP;
-	if (s->pcount > 0)
-		return STEP_STOP;	/* errors below are local replies: keep order */
 	if (lf == NULL || (size_t)(lf - head) + 1 > max) {
 		session_log(s, LOG_LVL_WARNING, "command line too long (over %zu octets)", max);
 		local_reply(s, "500 5.5.2 Error: command line too long");
