@@ -50,6 +50,7 @@ static void	client_written(struct outq *q, int status);
 static void	client_timeout(uv_timer_t *t);
 static void	handle_closed(uv_handle_t *h);
 static void	reset_transaction(struct session *s);
+static void	reset_bdat(struct session *s);
 static void	local_reply(struct session *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -230,6 +231,19 @@ session_fail(struct session *s, const char *fmt, ...)
 		session_close(s);
 }
 
+/* Forget a message's BDAT state (at its outcome, or a new MAIL). */
+static void
+reset_bdat(struct session *s)
+{
+	s->bdat_convert = false;
+	s->bdat_data_open = false;
+	s->bdat_failed = false;
+	free(s->bdat_error);
+	s->bdat_error = NULL;
+	s->msg_octets = 0;
+	s->oversize = false;
+}
+
 /* The transaction is over (its outcome, RSET, a new EHLO/HELO). */
 static void
 reset_transaction(struct session *s)
@@ -238,13 +252,20 @@ reset_transaction(struct session *s)
 	s->mail_smtputf8 = false;
 	s->rcpt_ok = 0;
 	s->from[0] = '\0';
-	s->bdat_convert = false;
-	s->bdat_data_open = false;
-	s->bdat_failed = false;
-	free(s->bdat_error);
-	s->bdat_error = NULL;
-	s->msg_octets = 0;
-	s->oversize = false;
+	reset_bdat(s);
+}
+
+/* A refusal of the envelope, logged the way Postfix logs NOQUEUE rejects. */
+static void
+log_refusal(struct session *s, const char *what, const char *r, size_t n)
+{
+	char reply[512];
+
+	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
+		n--;
+	printable(r, n, reply, sizeof(reply));
+	session_log(s, LOG_LVL_INFO, "reject: %s from [%s]:%u: %s; from=<%s> helo=<%s>",
+	    what, s->caddr, s->cport, reply, s->from, s->helo);
 }
 
 /* Whether the rewritten EHLO list offered this keyword to the client. */
@@ -719,6 +740,8 @@ process_bdat(struct session *s)
 	}
 	if (s->bdat_failed) {
 		local_reply(s, "%s", s->bdat_error);
+		if (s->bdat_last)
+			reset_bdat(s);	/* the client starts over with a new MAIL */
 		return STEP_NEXT;
 	}
 	if (!s->bdat_convert)
@@ -877,13 +900,19 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 			}
 			break;
 		case SMTP_MAIL:
-			if (code / 100 == 2)
+			if (code / 100 == 2) {
 				s->in_mail = true;
+				reset_bdat(s);
+			} else {
+				log_refusal(s, "MAIL", r, n);
+			}
 			break;
 		case SMTP_RCPT:
 			s->rcpt_sent--;
 			if (code / 100 == 2)
 				s->rcpt_ok++;
+			else
+				log_refusal(s, "RCPT", r, n);
 			break;
 		case SMTP_DATA:
 			if (code == 354) {
