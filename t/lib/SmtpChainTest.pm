@@ -375,6 +375,9 @@ smtpd_forbid_bare_newline = no
 smtpd_tls_security_level = none
 smtp_tls_security_level = none
 biff = no
+# One delivery per connection: smtp-sink finishes a dump file only at the
+# next command, so a cached idle connection would delay it.
+smtp_connection_cache_on_demand = no
 message_size_limit = 20000000
 delay_warning_time = 0
 maximal_queue_lifetime = 1h
@@ -662,6 +665,21 @@ sub stop {
 	return $self->{status} if exists $self->{status};
 	$self->{status} = SmtpChainTest::stop_pid($self->{pid}, $sig || 'TERM', $timeout || 40);
 	return $self->{status};
+}
+
+# Wait (bounded) for it to exit by itself, e.g. after a signal the test
+# sent; returns the wait status, undef if it is still running.
+sub wait_exit {
+	my ($self, $timeout) = @_;
+	return $self->{status} if exists $self->{status};
+	my $st;
+	SmtpChainTest::wait_until(sub {
+		my $w = waitpid($self->{pid}, POSIX::WNOHANG());
+		$st = $? if $w == $self->{pid};
+		return $w != 0;
+	}, $timeout || 40);
+	$self->{status} = $st if defined $st;
+	return $st;
 }
 
 # Test: SIGTERM makes it exit 0, and its log has no sanitizer report.
