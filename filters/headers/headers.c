@@ -1,0 +1,1 @@
+/* filters/headers/headers.c: being written */

@@ -1,0 +1,1 @@
+/* filters/regex/regex.c: being written */

@@ -1,0 +1,1 @@
+/* filters/regex/rules.c: being written */

@@ -1,0 +1,178 @@
+/*
+ * smtpchain/filter.h - the filter module ABI of smtpchain.
+ *
+ * A filter is a shared object that exports one symbol,
+ *
+ *	const struct sc_filter smtpchain_filter = { SC_FILTER_ABI, "name", ... };
+ *
+ * loaded with dlopen(RTLD_NOW | RTLD_LOCAL) from module_path, in the order
+ * of the filter {} blocks in smtpchain.conf.  A module built for another
+ * SC_FILTER_ABI is refused at load time.  Modules never link against the
+ * daemon: everything the host offers comes in struct sc_host, a table of
+ * function pointers handed to init().
+ *
+ * Stability: both structs only ever grow at the end.  The host fills
+ * sc_host.size with its size, so a module can tell whether a newer field is
+ * there (SC_HOST_HAS(host, field)); the host reads sc_filter fields only up
+ * to the size the module declares in sc_filter.size.
+ *
+ * Hooks run on the daemon's event loop and must not block.  A hook that
+ * needs to wait (a network call, like the milter module) returns
+ * SC_PENDING and later calls host->resume(ctx, verdict) exactly once, from
+ * the loop's thread.  A NULL hook means "not interested".
+ *
+ * Strings handed to hooks are NUL-terminated and valid only during the call.
+ * Header names and values are passed as they are in the message: the value
+ * starts after the colon (leading space kept) and keeps its folding (CRLF
+ * followed by white space) but not its final CRLF.
+ */
+#ifndef SMTPCHAIN_FILTER_H
+#define SMTPCHAIN_FILTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SC_FILTER_ABI	1
+
+/* What a hook answers. */
+enum sc_verdict {
+	SC_CONTINUE = 0,	/* go on to the next filter */
+	SC_ACCEPT,		/* skip the rest of the chain for this message
+				   (at connect/helo: for the whole session) */
+	SC_REJECT,		/* 5xx: host->set_reply() text, or a default */
+	SC_TEMPFAIL,		/* 4xx: likewise */
+	SC_DISCARD,		/* say 250, drop the message on purpose (logged) */
+	SC_QUARANTINE,		/* say 250, keep the message in quarantine_dir */
+	SC_PENDING,		/* the answer comes later through host->resume() */
+};
+
+/* What the module needs to see (sc_filter.needs). */
+#define SC_NEED_HEADERS	0x01	/* header/eoh hooks, header changes at eom */
+#define SC_NEED_BODY	0x02	/* body hook, replace_body at eom */
+
+/* Log levels for host->log (the daemon's own levels). */
+#define SC_LOG_ERROR	0
+#define SC_LOG_WARNING	1
+#define SC_LOG_INFO	2
+#define SC_LOG_DEBUG	3
+
+struct sc_ctx;		/* one session as a filter sees it; opaque */
+struct sc_options;	/* the filter's own config block; opaque */
+
+struct sc_host {
+	uint32_t	 abi;		/* SC_FILTER_ABI */
+	uint32_t	 size;		/* sizeof(struct sc_host) of the host */
+
+	/*
+	 * Options, during init() only.  Each returns 0 and sets *out, 1 when
+	 * the key is absent (*out untouched), or -1 when it has the wrong type
+	 * (the host has then recorded "FILE:LINE: filter NAME: KEY: ..."
+	 * and init() should fail).  Every key the module does not read is an
+	 * error after init() ("unknown key"), so typos do not go unnoticed.
+	 */
+	int	(*opt_string)(const struct sc_options *o, const char *key, const char **out);
+	int	(*opt_int)(const struct sc_options *o, const char *key, long long *out);
+	int	(*opt_bool)(const struct sc_options *o, const char *key, int *out);
+	/* A list of strings (a single string counts as a list of one). */
+	int	(*opt_list)(const struct sc_options *o, const char *key,
+		    const char *const **out, size_t *n);
+	/* Report a bad value: "FILE:LINE: filter NAME: KEY: message"; returns -1. */
+	int	(*opt_error)(const struct sc_options *o, const char *key, const char *fmt, ...)
+		    __attribute__((format(printf, 3, 4)));
+
+	/* The module's instance (from init) and its per-session state slot. */
+	void	*(*instance)(struct sc_ctx *c);
+	void	**(*state)(struct sc_ctx *c);
+
+	/*
+	 * Session facts by name (NULL when unknown): "session_id",
+	 * "client_addr", "client_port", "client_name" (verified reverse name),
+	 * "helo", "mail_addr", "rcpt_addr" (the one being checked, in rcpt),
+	 * "hostname" (ours), "nrcpt" (accepted recipients so far),
+	 * "tls_version", "cipher", "auth_authen" (NULL until TLS/AUTH exist).
+	 */
+	const char *(*get)(struct sc_ctx *c, const char *name);
+
+	void	(*log)(struct sc_ctx *c, int level, const char *fmt, ...)
+		    __attribute__((format(printf, 3, 4)));
+
+	/*
+	 * The reply for a REJECT or TEMPFAIL verdict: code 4xx or 5xx matching
+	 * the verdict, enhanced "x.y.z" or NULL, text; lines of a multi-line
+	 * reply separated by '\n'.  Returns 0, or -1 if the reply is invalid.
+	 */
+	int	(*set_reply)(struct sc_ctx *c, int code, const char *enhanced, const char *text);
+
+	/*
+	 * Message changes, in eom only (and in a resume() for a pending eom).
+	 * Header indexes count from 0 over the current header list; occurrence
+	 * counts from 1 among headers of that name (case-insensitive), as in
+	 * milter.  They take effect for the filters after this one and for
+	 * what the backend receives.  Each returns 0, or -1 on a bad argument.
+	 */
+	int	(*add_header)(struct sc_ctx *c, const char *name, const char *value);
+	int	(*insert_header)(struct sc_ctx *c, size_t index, const char *name, const char *value);
+	int	(*change_header)(struct sc_ctx *c, const char *name, size_t occurrence,
+		    const char *value);	/* value NULL deletes it */
+	/* Replace the body: the first call starts a new body, further calls append. */
+	int	(*replace_body)(struct sc_ctx *c, const void *p, size_t n);
+	int	(*change_from)(struct sc_ctx *c, const char *addr, const char *params);
+	int	(*add_rcpt)(struct sc_ctx *c, const char *addr, const char *params);
+	int	(*del_rcpt)(struct sc_ctx *c, const char *addr);
+
+	/* The answer to a hook that returned SC_PENDING (once, on the loop). */
+	void	(*resume)(struct sc_ctx *c, enum sc_verdict v);
+
+	/* The daemon's libuv loop (a uv_loop_t *), for modules doing their own I/O. */
+	void	*(*loop)(struct sc_ctx *c);
+	void	*(*loop_global)(void);
+};
+
+/* Whether a host table has a field (for fields added after ABI 1). */
+#define SC_HOST_HAS(h, field) \
+	((h)->size >= offsetof(struct sc_host, field) + sizeof((h)->field))
+
+struct sc_filter {
+	uint32_t	 abi;		/* SC_FILTER_ABI */
+	uint32_t	 size;		/* sizeof(struct sc_filter) when built */
+	const char	*name;
+	uint32_t	 needs;		/* SC_NEED_* */
+
+	/*
+	 * Once per filter {} block, at start-up and for `smtpchain -t`: read
+	 * the options, set *instance.  Returns 0, or -1 with a message in err
+	 * (or after host->opt_error).
+	 */
+	int	(*init)(const struct sc_host *host, const struct sc_options *o,
+		    void **instance, char *err, size_t errlen);
+	void	(*fini)(void *instance);
+
+	/* Session and message hooks, in protocol order; each may be NULL. */
+	enum sc_verdict	(*connect)(struct sc_ctx *c);
+	enum sc_verdict	(*helo)(struct sc_ctx *c, const char *name);
+	enum sc_verdict	(*mail)(struct sc_ctx *c, const char *addr, const char *params);
+	/* Per recipient: REJECT/TEMPFAIL refuse this recipient only. */
+	enum sc_verdict	(*rcpt)(struct sc_ctx *c, const char *addr, const char *params);
+	enum sc_verdict	(*data)(struct sc_ctx *c);
+	enum sc_verdict	(*header)(struct sc_ctx *c, const char *name, const char *value);
+	enum sc_verdict	(*eoh)(struct sc_ctx *c);
+	enum sc_verdict	(*body)(struct sc_ctx *c, const unsigned char *p, size_t n);
+	enum sc_verdict	(*eom)(struct sc_ctx *c);
+	/* The message ended without an outcome from this filter (RSET, drop, another filter). */
+	void		(*abort)(struct sc_ctx *c);
+	/* The session is over: free what *state points to. */
+	void		(*close)(struct sc_ctx *c);
+};
+
+/* What a module exports. */
+#define SC_FILTER_SYMBOL	"smtpchain_filter"
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

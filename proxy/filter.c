@@ -1,0 +1,1 @@
+/* proxy/filter.c: being written */

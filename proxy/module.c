@@ -1,0 +1,1 @@
+/* proxy/module.c: being written */

@@ -1,0 +1,1 @@
+/* proxy/msgstore.c: being written */

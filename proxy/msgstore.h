@@ -1,0 +1,102 @@
+/*
+ * msgstore.h - one message held for the filter chain.
+ *
+ * The store is fed the DATA stream as the client sends it (dot-stuffed CRLF
+ * lines, already checked by dot_scan, without the final ".\r\n"), removes
+ * the dot-stuffing, and keeps:
+ *   - the header section parsed into a list (folded headers kept as one
+ *     header, folding intact), bounded by max_header_bytes;
+ *   - the body in memory up to mem_threshold bytes, then in an unlinked
+ *     temporary file in spool_dir, so memory per session stays bounded
+ *     whatever the message size.
+ * Filters read and change it (headers, body); the proxy then reads it back
+ * as a dot-stuffed stream for the backend.  Nothing here does network I/O;
+ * file I/O is plain blocking read/write on a local spool.
+ *
+ * The header section ends at the first empty line, or at the first line
+ * that is not a header (no colon, or a name with bytes outside 33..126
+ * except ':'), which then starts the body (as Postfix does); the store
+ * remembers whether there was an empty line so that an unchanged message
+ * goes out byte for byte as it came in.
+ */
+#ifndef SMTPCHAIN_MSGSTORE_H
+#define SMTPCHAIN_MSGSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct msg_header {
+	char	*name;		/* NUL-terminated, as written */
+	char	*value;		/* after the colon: leading space kept, folding
+				   (CRLF + WSP) kept, final CRLF not included */
+};
+
+struct msgstore;
+
+/*
+ * A new, empty store.  spool_dir: where a body over mem_threshold goes
+ * (created with mkstemp and unlinked at once).  Returns NULL only on
+ * allocation failure (never: xmalloc) — so never NULL.
+ */
+struct msgstore *msgstore_new(const char *spool_dir, size_t mem_threshold, size_t max_header_bytes);
+void	msgstore_free(struct msgstore *m);
+
+/*
+ * Feed bytes of the stuffed DATA stream (any split, even inside a CRLF).
+ * Returns 0, or -1 with errno: EMSGSIZE when the header section exceeds
+ * max_header_bytes, or the errno of a failed temp file write (ENOSPC...).
+ */
+int	msgstore_feed(struct msgstore *m, const char *p, size_t n);
+/* End of data.  Returns 0 or -1 with errno. */
+int	msgstore_finish(struct msgstore *m);
+
+/* Octets of the message as it is now (headers + separator + body, CRLF lines, unstuffed). */
+uint64_t msgstore_size(const struct msgstore *m);
+
+/* Headers, in order. */
+size_t	msgstore_nheaders(const struct msgstore *m);
+const struct msg_header *msgstore_header(const struct msgstore *m, size_t i);
+/* Append; insert before index (index >= count appends); change the
+ * occurrence-th (from 1) header of that name, case-insensitive, value NULL
+ * deletes it (no such header: add it when value is not NULL, as milter's
+ * chgheader does).  Values may contain folding ("\r\n\t"); a name must be
+ * 1..997 printable bytes without ':' or space; a value must not contain a
+ * bare CR or LF, nor CRLF not followed by a space or tab.  0 or -1 (EINVAL). */
+int	msgstore_add_header(struct msgstore *m, const char *name, const char *value);
+int	msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const char *value);
+int	msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, const char *value);
+
+/*
+ * Read the (unstuffed) body from the start: rewind, then read until 0.
+ * Returns bytes read, 0 at the end, -1 with errno.
+ */
+int	msgstore_body_rewind(struct msgstore *m);
+ssize_t	msgstore_body_read(struct msgstore *m, void *buf, size_t n);
+
+/*
+ * Replace the body: begin, append any number of times (the new body may be
+ * large: it spills like the original), commit.  CRLF line ends are the
+ * caller's job except that a bare LF is turned into CRLF and a final CRLF
+ * is added if missing at commit.  0 or -1 with errno.
+ */
+int	msgstore_body_replace_begin(struct msgstore *m);
+int	msgstore_body_replace_append(struct msgstore *m, const void *p, size_t n);
+int	msgstore_body_replace_commit(struct msgstore *m);
+
+/*
+ * The message for the backend: begin, then read until 0: headers, the
+ * separator, the body, dot-stuffed, ending with CRLF, WITHOUT the final
+ * ".\r\n".  Returns bytes, 0 at the end, -1 with errno.
+ */
+int	msgstore_output_begin(struct msgstore *m);
+ssize_t	msgstore_output_read(struct msgstore *m, char *buf, size_t n);
+
+/*
+ * Write the message, unstuffed, to fd (for the quarantine).  0 or -1 with
+ * errno.  Does not fsync or close fd.
+ */
+int	msgstore_write_fd(struct msgstore *m, int fd);
+
+#endif

@@ -1,0 +1,1 @@
+/* t/modules/badabi.c: being written */

@@ -1,0 +1,1 @@
+/* t/modules/initfail.c: being written */

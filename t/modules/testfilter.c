@@ -1,0 +1,1 @@
+/* t/modules/testfilter.c: being written */
