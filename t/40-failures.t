@@ -94,8 +94,12 @@ my $port = $p->port;
 # --- client drops inside DATA: nothing delivered
 {
 	my $c = ehlo_client($port);
-	my $r = $c->send_mail(from => 'drop@client.test', to => 'x@example.test', raw_data => '');
-	$c->send("Subject: half a message\r\n\r\nfirst part\r\n");
+	my $r = $c->begin_data(from => 'drop@client.test', to => 'x@example.test');
+	reply_ok($r->{data}, 354, undef, 'DATA before the drop');
+	$c->send("Subject: half a message\r\n\r\nfirst part\r\n" . ('z' x 5000) . "\r\n");
+	# Make sure the proxy has read it (it would answer a NOOP only after
+	# the data, so nothing to wait for: a short bounded pause is all).
+	select(undef, undef, undef, 0.5);
 	$c->close;
 	# A clean message afterwards, on another connection; once it is there,
 	# the dropped one would have been too.

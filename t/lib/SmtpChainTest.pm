@@ -1058,10 +1058,10 @@ sub wait_closed {
 # EHLO, returning the reply.
 sub ehlo { $_[0]->cmd('EHLO ' . ($_[1] || 'client.test')) }
 
-# A whole transaction without pipelining: MAIL, each RCPT, DATA, the message
-# (dot-stuffed here; give it CRLF lines), end of data.  Returns a hash of
-# replies: mail, rcpt => [...], data, end (those not reached are absent).
-sub send_mail {
+# MAIL, each RCPT, DATA without pipelining; stops at the first failure.
+# Returns a hash of replies: mail, rcpt => [...], data (those not reached
+# are absent) and ok => 1 when DATA got its 354.
+sub begin_data {
 	my ($self, %o) = @_;
 	my %r;
 	my $params = defined $o{mail_params} ? " $o{mail_params}" : '';
@@ -1075,11 +1075,21 @@ sub send_mail {
 	}
 	return \%r unless $any;
 	$r{data} = $self->cmd('DATA');
-	return \%r unless $r{data}{code} && $r{data}{code} == 354;
+	$r{ok} = $r{data}{code} && $r{data}{code} == 354;
+	return \%r;
+}
+
+# A whole transaction (begin_data), then the message (data: CRLF lines,
+# dot-stuffed here; raw_data: sent as it is) and the end of data.  Returns
+# begin_data's hash plus end, the reply to the end of data.
+sub send_mail {
+	my ($self, %o) = @_;
+	my $r = $self->begin_data(%o);
+	return $r unless $r->{ok};
 	my $msg = $o{raw_data} // SmtpChainTest::dot_stuff($o{data});
 	$self->send($msg . ".\r\n");
-	$r{end} = $self->read_reply;
-	return \%r;
+	$r->{end} = $self->read_reply;
+	return $r;
 }
 
 sub quit {
