@@ -27,7 +27,7 @@ if [ ! -x "$dir/usr/sbin/exim4" ]; then
 	trap 'rm -rf "$dl"' EXIT
 	# apt-get download writes to the current directory; _apt must be able to.
 	chmod 755 "$dl"
-	(cd "$dl" && apt-get download exim4-daemon-light exim4-base exim4-config >/dev/null)
+	(cd "$dl" && apt-get -o APT::Sandbox::User=root download exim4-daemon-light exim4-base exim4-config >/dev/null)
 	mkdir -p "$dir"
 	for deb in "$dl"/*.deb; do
 		dpkg -x "$deb" "$dir"

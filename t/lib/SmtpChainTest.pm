@@ -69,16 +69,41 @@ sub srcdir {
 # at the start and removed after a pass (kept after a failure for a look).
 sub tmpdir {
 	return $TMPDIR if $TMPDIR;
-	my $base = $ENV{SMTPCHAIN_BUILDDIR} || srcdir();
+	my $base = ($ENV{SMTPCHAIN_BUILDDIR} || srcdir()) . '/t/tmp';
+	# smtp-sink (as nobody), Postfix and Exim (as their users) must reach
+	# their directories: a build tree under a private directory (/root/...)
+	# gets its test files under /tmp instead.
+	$base = "/tmp/smtpchain-test.$>" unless traversable($base);
 	my $name = basename($0);
 	$name =~ s/\.t\z//;
 	$name =~ s/[^A-Za-z0-9_.-]/_/g;
-	my $dir = "$base/t/tmp/$name";
+	my $dir = "$base/$name";
 	remove_tree($dir) if -e $dir;
 	make_path($dir, { mode => 0755 });
-	chmod 0755, "$base/t/tmp", $dir;
+	chmod 0755, $base, $dir;
 	$TMPDIR = abs_path($dir);
 	return $TMPDIR;
+}
+
+# Whether every existing directory above path lets others through (o+x).
+sub traversable {
+	my ($path) = @_;
+	my $p = abs_path(dirname($path)) // return 0;
+	while (1) {
+		my @st = stat($p) or return 0;
+		return 0 unless $st[2] & 01;
+		last if $p eq '/';
+		$p = dirname($p);
+	}
+	return 1;
+}
+
+# Whether the daemon under test is built with AddressSanitizer (its memory
+# use is then not the daemon's own).
+sub sanitized {
+	my $bin = $ENV{SMTPCHAIN} or return 0;
+	my $t = slurp($bin) // return 0;
+	return index($t, '__asan_init') >= 0 ? 1 : 0;
 }
 
 # Read a whole file (binary), undef if it cannot be read.
