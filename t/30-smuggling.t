@@ -108,6 +108,10 @@ is($lost, scalar @payloads, 'Postfix saw every attempt end with a dropped connec
     or diag($log);
 
 # --- bare CR / LF in command lines: 500 5.5.2, nothing forwarded, session goes on
+#
+# A command line ends at LF, as Postfix reads it; a line whose LF has no CR
+# before it, or with a CR anywhere else, is refused whole.  What follows the
+# LF is the next line, so proxy and backend always agree on the boundaries.
 {
 	my $s = start_sink(name => 'commands');
 	my $p = start_proxy(<<"EOF", name => 'commands');
@@ -118,28 +122,34 @@ EOF
 	$c->read_reply;
 	$c->ehlo('client.test');
 	my @cases = (
-		['bare LF inside a command', "NOOP\nMAIL FROM:<lf-inside\@client.test>\r\n"],
-		['bare CR inside a command', "MAIL FROM:<cr-inside\@client.test>\rRCPT TO:<x\@example.test>\r\n"],
-		['bare LF ending a command', "MAIL FROM:<lf-end\@client.test>\nRSET\r\n"],
-		['CR CR LF', "MAIL FROM:<crcrlf\@client.test>\r\r\n"],
+		['bare LF ending a command', "MAIL FROM:<lf-end\@client.test>\n", [500]],
+		['bare CR inside a command', "MAIL FROM:<cr-inside\@client.test>\rRCPT TO:<cr-rcpt\@example.test>\r\n", [500]],
+		['CR CR LF', "MAIL FROM:<crcrlf\@client.test>\r\r\n", [500]],
+		['bare CR at the start', "\rMAIL FROM:<cr-start\@client.test>\r\n", [500]],
+		['bare LF, then a good line', "RSET\nMAIL FROM:<after-lf\@client.test>\r\n", [500, 250]],
 	);
 	for my $case (@cases) {
-		my ($what, $bytes) = @$case;
+		my ($what, $bytes, $codes) = @$case;
 		$c->send($bytes);
-		my $r = $c->read_reply;
-		reply_ok($r, 500, '5.5.2', "$what: 500 5.5.2");
-		like($r->{text} // '', qr/bare <CR> or <LF>/, "$what: saying why");
+		my @r = map { $c->read_reply } @$codes;
+		reply_ok($r[0], 500, '5.5.2', "$what: 500 5.5.2");
+		like($r[0]{text} // '', qr/bare <CR> or <LF>/, "$what: saying why");
+		is_deeply([map { $_->{code} // 'none' } @r], $codes, "$what: replies " . join('/', @$codes));
 		reply_ok($c->cmd('NOOP'), 250, undef, "$what: the session goes on");
 	}
+	reply_ok($c->cmd('RSET'), 250, undef, 'RSET');
 	my $r = $c->send_mail(from => 'after@client.test', to => 'x@example.test',
 	    data => make_message(subject => 'after bare commands'));
 	reply_ok($r->{end}, 250, undef, 'a message after the refused commands goes through');
 	$c->quit;
 	$s->wait_find(qr/^Subject: after bare commands$/m);
 	my @cmds = $s->commands;
-	is_deeply([grep { /inside|lf-end|crcrlf|RCPT TO:<x\@example\.test>\r|^RSET$/ } @cmds], [],
+	is_deeply([grep { /lf-end|cr-inside|cr-rcpt|crcrlf|cr-start|\r/ } @cmds], [],
 	    'none of the refused command lines (nor pieces of them) reached the backend')
 	    or diag(join("\n", @cmds));
+	is(scalar(grep { $_ eq 'MAIL FROM:<after-lf@client.test>' } @cmds), 1,
+	    'the good line after a bare LF reached the backend as a line of its own');
+	ok(!(grep { /^RSET.*MAIL/ } @cmds), 'and the refused part did not stick to it');
 	$p->stop_ok('the command-line proxy exits 0');
 }
 

@@ -302,7 +302,7 @@ sub start_proxy {
 
 # start_sink(%opt): Postfix's smtp-sink on a free port, every complete mail
 # transaction dumped to a file in its own directory, its -v conversation log
-# (commands only) in NAME.log.  Options: name, hostname (default sink.test),
+# (commands only) in NAME.smtp-sink.log.  Options: name, hostname (default sink.test),
 # args (extra flags, e.g. ['-W', 'RCPT:30'] or ['-q', 'RCPT']), port,
 # verbose (default 1).
 sub start_sink {
@@ -310,10 +310,10 @@ sub start_sink {
 	my $dir = tmpdir();
 	my $name = $o{name} || 'sink';
 	my $port = $o{port} || free_port();
-	my $dump = "$dir/$name.d";
+	my $dump = "$dir/$name.dump";
 	make_path($dump);
 	chmod 0777, $dump;
-	my $log = "$dir/$name.log";
+	my $log = "$dir/$name.smtp-sink.log";	# not NAME.log: a proxy may share the name
 	my @argv = ('smtp-sink');
 	push @argv, '-u', 'nobody' if $> == 0;
 	push @argv, '-v' if !defined $o{verbose} || $o{verbose};
