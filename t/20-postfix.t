@@ -163,5 +163,43 @@ EOF
 	$p->stop_ok('the XFORWARD proxy exits 0');
 }
 
+# Extensions the operator removed, although Postfix offers them: the proxy
+# refuses their commands and parameters itself.
+{
+	my $p = start_proxy(<<"EOF", name => 'removed');
+backend = "127.0.0.1:$bport";
+ehlo { remove = [ "CHUNKING", "SMTPUTF8" ]; }
+log { transcript = true; }
+timeout { shutdown = 5; }
+EOF
+	my $rc = smtp_connect($p->port);
+	$rc->read_reply;
+	my $re = $rc->ehlo('client.test');
+	my @kw = ehlo_keywords($re);
+	ok(!(grep { /^(?:CHUNKING|SMTPUTF8)$/ } @kw), 'CHUNKING and SMTPUTF8 removed from Postfix\'s list')
+	    or diag($re->{raw});
+	is($rc->cmd('MAIL FROM:<u@client.test> SMTPUTF8')->{raw},
+	    "555 5.5.4 Error: unsupported parameter SMTPUTF8\r\n", 'MAIL with SMTPUTF8: 555 5.5.4 from the proxy');
+	my $u = $rc->cmd("MAIL FROM:<r\xc3\xa9mi-removed\@client.test>");
+	reply_ok($u, 553, '5.6.7', 'a UTF-8 address without SMTPUTF8: 553 5.6.7');
+	reply_ok($rc->cmd('MAIL FROM:<plain@client.test>'), 250, undef, 'plain MAIL goes on to Postfix');
+	reply_ok($rc->cmd('RCPT TO:<rcpt@example.test>'), 250, undef, 'RCPT');
+	is($rc->cmd('BDAT 5 LAST')->{raw}, "502 5.5.1 Error: command not implemented\r\n",
+	    'BDAT with CHUNKING removed: 502 5.5.1 (the chunk is not read)');
+	my $dm = make_message(subject => 'after refused BDAT');
+	$rc->send("DATA\r\n");
+	reply_ok($rc->read_reply, 354, undef, 'DATA instead');
+	$rc->send(dot_stuff($dm) . ".\r\n");
+	reply_ok($rc->read_reply, 250, undef, 'the message is queued');
+	$rc->quit;
+	my ($d) = $sink->wait_find(qr/^Subject: after refused BDAT$/m, 30);
+	ok($d, 'and delivered');
+	unlike($pf->maillog, qr/mi-removed\@client\.test/, 'Postfix never saw the UTF-8 address');
+	my $tr = $p->log_text;
+	like($tr, qr/c>p[^\n]*MAIL FROM:<u\@client\.test> SMTPUTF8/, '(the transcript shows what the client sent)');
+	unlike($tr, qr/p>b[^\n]*(?:SMTPUTF8|mi-removed|BDAT)/, 'the transcript shows none of the refused commands sent to Postfix');
+	$p->stop_ok('the proxy with removed extensions exits 0');
+}
+
 $proxy->stop_ok;
 done_testing;
