@@ -84,6 +84,41 @@ my $bport = $sink->port;
 	$p->stop_ok('idle proxy exits 0');
 }
 
+# --- client silent inside DATA past timeout.data
+{
+	my $p = proxy_for('idle-data', $bport, "timeout { command = 30; data = 2; shutdown = 5; }\n");
+	my $c = ehlo_client($p->port);
+	my $r = $c->begin_data(from => 'slow@client.test', to => 'x@example.test');
+	reply_ok($r->{data}, 354, undef, 'idle in DATA: DATA accepted');
+	$c->send("Subject: stalled in data\r\n\r\nsome of it\r\n");
+	my $x = $c->read_reply(30);
+	is($x->{raw}, "421 4.4.2 $H Error: timeout exceeded\r\n", 'client silent past timeout.data: 421 4.4.2');
+	ok($c->wait_closed(10), 'idle in DATA: then the connection is closed');
+	$c->close;
+	my $d = ehlo_client($p->port);
+	$d->send_mail(from => 'after@client.test', to => 'x@example.test', data => make_message(subject => 'after stalled'));
+	$d->quit;
+	$sink->wait_find(qr/^Subject: after stalled$/m);
+	is(scalar($sink->find(qr/^Subject: stalled in data$/m)), 0, 'the stalled message was not delivered');
+	$p->stop_ok('idle-in-DATA proxy exits 0');
+}
+
+# --- backend silent after the end of data
+{
+	my $s = start_sink(name => 'slow-dot', args => ['-W', '.:60']);
+	my $p = proxy_for('slow-dot', $s->port, "timeout { backend = 2; shutdown = 5; }\n");
+	my $c = ehlo_client($p->port);
+	my $r = $c->begin_data(from => 'a@client.test', to => 'b@example.test');
+	$c->send(dot_stuff(make_message(subject => 'slow end')) . ".\r\n");
+	my $x = $c->read_reply(30);
+	is($x->{raw}, "421 4.4.2 $H Error: backend timeout\r\n",
+	    'backend silent after the end of data: 421 4.4.2 (never a 250 the backend did not give)');
+	ok($c->wait_closed(10), 'then the connection is closed');
+	$c->close;
+	$p->stop_ok('slow-backend proxy exits 0');
+	$s->stop;
+}
+
 my $p = proxy_for('main', $bport, <<'EOF');
 limits { max_recipients = 3; max_message_size = 20000; max_line_length = 512; }
 ehlo { size = 10000; remove = [ "DSN", "8BITMIME" ]; }
