@@ -219,6 +219,23 @@ EOF
 	$p3->stop_ok('the no-pipelining proxy exits 0 on SIGTERM');
 }
 
+# --- -d: debug level and a transcript without any log {} setting
+{
+	my $pd = start_proxy(<<"EOF", name => 'debug', args => ['-d']);
+backend = "127.0.0.1:$bport";
+timeout { shutdown = 5; }
+EOF
+	my @s = smtp_session($pd->port, ['EHLO debug.client.test', 'NOOP', 'QUIT']);
+	reply_ok($s[2], 250, undef, 'a session through a proxy started with -d');
+	my $l = $pd->wait_log(qr/(p>c[^\n]*221[^\n]*)/);
+	ok($l, '-d: the transcript is in the log') or diag($pd->log_tail);
+	my $log = $pd->log_text;
+	like($log, qr/c>p[^\n]*EHLO debug\.client\.test/, '-d: client lines marked c>p');
+	like($log, qr/b>p[^\n]*250/, '-d: backend lines marked b>p');
+	like($log, qr/: debug: /, '-d: debug-level lines');
+	$pd->stop_ok('the -d proxy exits 0');
+}
+
 # --- IPv6 listener
 SKIP: {
 	my $v6 = eval { SmtpChainTest::free_port('::1') };

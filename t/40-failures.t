@@ -287,5 +287,27 @@ my $port = $p->port;
 	ok(!smtp_connect($sp->port), 'nothing listens any more');
 }
 
+# --- SIGTERM inside a transaction: it finishes, then 421 4.3.2
+{
+	my $sp = proxy_for('shutdown-mail', $bport, "timeout { shutdown = 20; }\n");
+	my $c = ehlo_client($sp->port);
+	reply_ok($c->cmd('MAIL FROM:<late@client.test>'), 250, undef, 'in a transaction when SIGTERM comes');
+	kill 'TERM', $sp->pid;
+	# The listener goes first: wait (bounded) until new connections fail.
+	ok(SmtpChainTest::wait_until(sub { my $x = smtp_connect($sp->port, connect_timeout => 2); !$x }, 10),
+	    'SIGTERM: no new connections are accepted');
+	reply_ok($c->cmd('RCPT TO:<late@example.test>'), 250, undef, 'the transaction goes on: RCPT');
+	reply_ok($c->cmd('DATA'), 354, undef, 'DATA');
+	$c->send(dot_stuff(make_message(subject => 'finished during shutdown')) . ".\r\n");
+	reply_ok($c->read_reply, 250, undef, 'the message is accepted');
+	my $n = $c->cmd('NOOP');
+	reply_ok($n, 421, '4.3.2', 'the next command gets 421 4.3.2');
+	ok($c->wait_closed(10), 'and the connection is closed');
+	$c->close;
+	$sp->wait_exit(30);
+	$sp->stop_ok('the daemon exits 0 once the session is done');
+	ok($sink->wait_find(qr/^Subject: finished during shutdown$/m), 'the message finished during shutdown was delivered');
+}
+
 $p->stop_ok;
 done_testing;
