@@ -19,6 +19,11 @@
  *	(filter {}); required keys must be present.  Defaults are set before
  *	the walk, so an absent key keeps its default.
  *
+ *	A filter {} block is the exception to "unknown keys are errors": only
+ *	its "module" key is checked here; the others belong to the module and
+ *	are checked when it is loaded (module.c).  So the parse tree is kept
+ *	in the config (cfg->tree) for the blocks to point into.
+ *
  * DIAGNOSTICS
  *	The first error, as "FILE:LINE: message", in the caller's buffer.  A
  *	missing required key has no line: "FILE: message".
@@ -39,6 +44,10 @@
 #include "config.h"
 #include "ehlo.h"
 #include "log.h"
+
+#ifndef MODULE_PATH
+#define MODULE_PATH		"/usr/local/lib/smtpchain"	/* set by the build: pkglibdir */
+#endif
 
 #define CONFIG_MAX_KEYS		16	/* rows in one block table */
 #define EHLO_LINE_MAX		500	/* an ehlo.add entry, without "250-" and CRLF */
@@ -308,6 +317,7 @@ set_listen(struct config_ctx *ctx, const struct config_key *key,
 	const struct cfg_node *c;
 	size_t n;
 
+	(void)key;
 	if (config_strings(ctx, node, path, true, &c, &n) == -1)
 		return -1;
 	cfg->listen = xcalloc(n, sizeof(*cfg->listen));
@@ -437,15 +447,70 @@ set_ehlo_add(struct config_ctx *ctx, const struct config_key *key,
 	return 0;
 }
 
+/* A directory or search path: a non-empty absolute path. */
+static int
+set_path(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	if (node->str[0] != '/') {
+		config_error(ctx, node->line, "%s: \"%s\" is not an absolute path",
+		    path, node->str);
+		return -1;
+	}
+	free(*(char **)config_field(ctx, key));
+	*(char **)config_field(ctx, key) = xstrdup(node->str);
+	return 0;
+}
+
 /*
- * filter { ... }: accepted and checked to be an object; the filter chain
- * will parse its contents here (one filter per block, in file order).
+ * filter { module = "..."; ... }: one entry of cfg->filters, in file
+ * order.  Only "module" is ours (required, a non-empty string); the other
+ * keys are the module's options, checked by module.c and the module
+ * itself, but a key given twice is an error here as anywhere else.  The
+ * block stays in the parse tree, which the config keeps.
  */
 static int
 set_filter(struct config_ctx *ctx, const struct config_key *key,
     const struct cfg_node *node, const char *path)
 {
-	return config_expect(ctx, node, CFG_OBJECT, path);
+	struct config *cfg = ctx->cfg;
+	const struct cfg_node *c, *d, *module = NULL;
+	struct config_filter *f;
+
+	(void)key;
+	if (config_expect(ctx, node, CFG_OBJECT, path) == -1)
+		return -1;
+	for (c = node->child; c != NULL; c = c->next) {
+		for (d = node->child; d != c; d = d->next)
+			if (strcmp(d->key, c->key) == 0) {
+				config_error(ctx, c->line, "%s.%s: duplicate key "
+				    "(first set at line %d)", path, c->key, d->line);
+				return -1;
+			}
+		if (strcmp(c->key, "module") == 0)
+			module = c;
+	}
+	if (module == NULL) {
+		config_error(ctx, node->line, "%s: missing key \"module\"", path);
+		return -1;
+	}
+	if (module->type != CFG_STRING) {
+		config_error(ctx, module->line, "%s.module: expected a string, got %s",
+		    path, cfg_type_name(module->type));
+		return -1;
+	}
+	if (module->str[0] == '\0') {
+		config_error(ctx, module->line, "%s.module: empty module name", path);
+		return -1;
+	}
+	cfg->filters = xrealloc(cfg->filters, (cfg->nfilters + 1) * sizeof(*cfg->filters));
+	f = &cfg->filters[cfg->nfilters++];
+	f->module = xstrdup(module->str);
+	f->line = node->line;
+	f->block = (struct cfg_node *)node;	/* the tree is cfg->tree */
+	return 0;
 }
 
 static int config_walk(struct config_ctx *, const struct config_key *,
@@ -485,6 +550,8 @@ static const struct config_key limits_keys[] = {
 	{ "max_message_size",	set_u64,  F(limits.max_message_size),	0, INT64_MAX, NULL, 0 },
 	{ "max_recipients",	set_uint, F(limits.max_recipients),	1, 1000000, NULL, 0 },
 	{ "max_line_length",	set_uint, F(limits.max_line_length),	512, 65536, NULL, 0 },
+	{ "spool_memory",	set_u64,  F(spool_memory),		4096, 67108864, NULL, 0 },
+	{ "max_header_size",	set_u64,  F(max_header_size),		1024, 67108864, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -506,6 +573,9 @@ static const struct config_key top_keys[] = {
 	{ "xclient",	set_bool,	F(xclient),	0, 0, NULL, 0 },
 	{ "xforward",	set_bool,	F(xforward),	0, 0, NULL, 0 },
 	{ "filter",	set_filter,	0,		0, 0, NULL, KEY_REPEAT },
+	{ "module_path", set_path,	F(module_path),	0, 0, NULL, 0 },
+	{ "quarantine_dir", set_path,	F(quarantine_dir), 0, 0, NULL, 0 },
+	{ "spool_dir",	set_path,	F(spool_dir),	0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -588,6 +658,11 @@ config_defaults(struct config *cfg)
 	cfg->ehlo.size = 0;
 	cfg->xclient = true;
 	cfg->xforward = true;
+	cfg->module_path = xstrdup(MODULE_PATH);
+	cfg->quarantine_dir = xstrdup("/var/spool/smtpchain/quarantine");
+	cfg->spool_dir = xstrdup("/var/tmp");
+	cfg->spool_memory = 262144;
+	cfg->max_header_size = 1048576;
 }
 
 /* Our host name, for when the config gives none. */
@@ -616,6 +691,7 @@ config_load(const char *path, char *err, size_t errlen)
 		return NULL;
 	cfg = xcalloc(1, sizeof(*cfg));
 	cfg->file = xstrdup(path);
+	cfg->tree = root;
 	config_defaults(cfg);
 
 	memset(&ctx, 0, sizeof(ctx));
@@ -624,11 +700,9 @@ config_load(const char *path, char *err, size_t errlen)
 	ctx.err = err;
 	ctx.errlen = errlen;
 	if (config_walk(&ctx, top_keys, root, "") == -1) {
-		cfg_free(root);
 		config_free(cfg);
 		return NULL;
 	}
-	cfg_free(root);
 	if (cfg->hostname == NULL)
 		cfg->hostname = config_default_hostname();
 	return cfg;
@@ -656,6 +730,13 @@ config_free(struct config *cfg)
 	free(cfg->listen);
 	config_strlist_free(&cfg->ehlo.remove);
 	config_strlist_free(&cfg->ehlo.add);
+	for (size_t i = 0; i < cfg->nfilters; i++)
+		free(cfg->filters[i].module);
+	free(cfg->filters);
+	free(cfg->module_path);
+	free(cfg->quarantine_dir);
+	free(cfg->spool_dir);
+	cfg_free(cfg->tree);
 	free(cfg);
 }
 

@@ -5,7 +5,8 @@
  * against the schema below and fills a struct config.  Errors are reported as
  * "file:line: what is wrong" in the caller's buffer; unknown keys, wrong types
  * and bad addresses are all errors.  The struct is immutable once loaded and
- * shared by every session.
+ * shared by every session.  The filter {} blocks are only checked for a
+ * "module" key here; module.c hands the rest of each block to its module.
  */
 #ifndef SMTPCHAIN_CONFIG_H
 #define SMTPCHAIN_CONFIG_H
@@ -27,6 +28,16 @@ struct config_addr {
 struct config_strlist {
 	char		**v;
 	size_t		  n;
+};
+
+struct cfg_node;
+
+/* One filter {} block: which module, and the options it is given. */
+struct config_filter {
+	char			*module;	/* "module": a name (module_path/NAME.so), or a path if it has a '/' */
+	int			 line;		/* of the filter {} block */
+	struct cfg_node		*block;		/* the block's subtree (owned by struct config):
+						   every key but "module" is the module's option */
 };
 
 struct config {
@@ -67,6 +78,21 @@ struct config {
 
 	bool			xclient;	/* "xclient": default true */
 	bool			xforward;	/* "xforward": default true */
+
+	struct config_filter	*filters;	/* "filter": one per filter {} block, in file order */
+	size_t			 nfilters;
+	char			*module_path;	/* "module_path": where modules named without a '/' are;
+						   default MODULE_PATH (the install's pkglibdir) */
+	char			*quarantine_dir;/* "quarantine_dir": where SC_QUARANTINE messages go;
+						   default "/var/spool/smtpchain/quarantine" */
+	char			*spool_dir;	/* "spool_dir": where a message held for filters spills
+						   to an unlinked temp file; default "/var/tmp" */
+	uint64_t		 spool_memory;	/* limits.spool_memory: bytes of a held body kept in
+						   memory before it spills; default 262144, 4096..67108864 */
+	uint64_t		 max_header_size;/* limits.max_header_size: bytes of a held message's
+						   header section; default 1048576, 1024..67108864 */
+
+	struct cfg_node		*tree;		/* the parsed file, kept for filters[].block */
 };
 
 /*

@@ -13,8 +13,13 @@
 #include <unistd.h>
 
 #include "tap.h"
+#include "cfgparse.h"
 #include "config.h"
 #include "log.h"
+
+#ifndef MODULE_PATH
+#define MODULE_PATH	"/usr/local/lib/smtpchain"	/* as config.c */
+#endif
 
 static char	tmppath[64];
 static char	errbuf[512];
@@ -82,7 +87,8 @@ test_full(void)
 	    "hostname = \"mx.example.org\";\n"
 	    "log { level = \"debug\"; transcript = true; transcript_body = true; syslog = true; }\n"
 	    "timeout { command = 301; data = 10min; backend = 302; connect = 31; shutdown = 32s; }\n"
-	    "limits { max_connections = 1001; max_message_size = 50mb; max_recipients = 1002; max_line_length = 1000; }\n"
+	    "limits { max_connections = 1001; max_message_size = 50mb; max_recipients = 1002; max_line_length = 1000;\n"
+	    "    spool_memory = 1mb; max_header_size = 64kb; }\n"
 	    "ehlo {\n"
 	    "    remove = [ \"CHUNKING\", \"SMTPUTF8\" ];\n"
 	    "    add    = [ \"X-EXAMPLE\", \"DELIVERBY 240\" ];\n"
@@ -90,8 +96,15 @@ test_full(void)
 	    "}\n"
 	    "xclient = false;\n"
 	    "xforward = no;\n"
-	    "filter { name = \"a\"; }\n"
-	    "filter { name = \"b\"; }\n";
+	    "filter { module = \"a\"; opt = 1; }\n"
+	    "filter {\n"
+	    "    module = \"/opt/b.so\";\n"
+	    "    list = [ x, y ];\n"
+	    "    sub { k = v }\n"
+	    "}\n"
+	    "module_path = \"/opt/smtpchain/modules\";\n"
+	    "quarantine_dir = \"/srv/quarantine\";\n"
+	    "spool_dir = \"/srv/spool\";\n";
 	struct config *cfg = load(text);
 	struct sockaddr_in *sin;
 	struct sockaddr_in6 *sin6;
@@ -147,6 +160,26 @@ test_full(void)
 	is_int(cfg->ehlo.size, 10485760, "ehlo.size");
 	ok(!cfg->xclient, "xclient");
 	ok(!cfg->xforward, "xforward (no)");
+	is_int(cfg->spool_memory, 1048576, "limits.spool_memory (1mb)");
+	is_int(cfg->max_header_size, 65536, "limits.max_header_size (64kb)");
+	is_str(cfg->module_path, "/opt/smtpchain/modules", "module_path");
+	is_str(cfg->quarantine_dir, "/srv/quarantine", "quarantine_dir");
+	is_str(cfg->spool_dir, "/srv/spool", "spool_dir");
+	is_int(cfg->nfilters, 2, "two filters");
+	if (cfg->nfilters == 2) {
+		const struct cfg_node *b = cfg->filters[1].block;
+
+		is_str(cfg->filters[0].module, "a", "filter[0].module");
+		is_int(cfg->filters[0].line, 15, "filter[0].line");
+		ok(cfg->filters[0].block != NULL && cfg_get(cfg->filters[0].block, "opt") != NULL &&
+		    cfg_get(cfg->filters[0].block, "opt")->num == 1, "filter[0].block has its options");
+		is_str(cfg->filters[1].module, "/opt/b.so", "filter[1].module, a path");
+		is_int(cfg->filters[1].line, 16, "filter[1].line");
+		ok(b != NULL && b->type == CFG_OBJECT && cfg_get(b, "list") != NULL &&
+		    cfg_get(b, "list")->type == CFG_ARRAY && cfg_get(b, "sub") != NULL &&
+		    cfg_get(cfg_get(b, "sub"), "k") != NULL, "filter[1].block, nested options kept");
+		ok(b != NULL && cfg_get(b, "module") != NULL, "the block keeps its module key");
+	}
 	config_free(cfg);
 }
 
@@ -185,6 +218,13 @@ test_defaults(void)
 	is_int(cfg->ehlo.size, 0, "default ehlo.size");
 	ok(cfg->xclient, "default xclient");
 	ok(cfg->xforward, "default xforward");
+	is_int(cfg->nfilters, 0, "no filters by default");
+	ok(cfg->filters == NULL, "no filter array");
+	is_str(cfg->module_path, MODULE_PATH, "default module_path (MODULE_PATH)");
+	is_str(cfg->quarantine_dir, "/var/spool/smtpchain/quarantine", "default quarantine_dir");
+	is_str(cfg->spool_dir, "/var/tmp", "default spool_dir");
+	is_int(cfg->spool_memory, 262144, "default limits.spool_memory");
+	is_int(cfg->max_header_size, 1048576, "default limits.max_header_size");
 	config_free(cfg);
 
 	/* Empty blocks keep the defaults too; blocks with or without '='. */
@@ -208,6 +248,25 @@ test_defaults(void)
 		is_int(cfg->ehlo.add.n, 1, "ehlo.add as a single string");
 		is_str(cfg->hostname, "[IPv6:2001:db8::1]", "address literal hostname");
 	}
+	config_free(cfg);
+
+	cfg = load(BASE "limits { spool_memory = 4096; max_header_size = 1024 }\n");
+	ok(cfg != NULL, "lowest spool sizes load");
+	if (cfg)
+		ok(cfg->spool_memory == 4096 && cfg->max_header_size == 1024, "lowest spool sizes");
+	config_free(cfg);
+	cfg = load(BASE "limits { spool_memory = 64mb; max_header_size = 64mb }\n");
+	ok(cfg != NULL, "highest spool sizes load");
+	if (cfg)
+		ok(cfg->spool_memory == 67108864 && cfg->max_header_size == 67108864,
+		    "highest spool sizes");
+	config_free(cfg);
+	cfg = load(BASE "filter { module = x }\nfilter { module = x; a = 1 }\nfilter { module = y }\n");
+	ok(cfg != NULL && cfg->nfilters == 3, "three filter {} blocks, one module twice");
+	if (cfg && cfg->nfilters == 3)
+		ok(strcmp(cfg->filters[0].module, "x") == 0 && strcmp(cfg->filters[1].module, "x") == 0 &&
+		    strcmp(cfg->filters[2].module, "y") == 0 && cfg->filters[2].line == 5,
+		    "filters in file order");
 	config_free(cfg);
 
 	cfg = load(BASE "ehlo { remove = []; add = [] }\n");
@@ -271,6 +330,13 @@ test_sample(void)
 	is_int(sample->ehlo.size, defaults->ehlo.size, "sample: ehlo.size");
 	is_int(sample->xclient, defaults->xclient, "sample: xclient");
 	is_int(sample->xforward, defaults->xforward, "sample: xforward");
+	is_str(sample->module_path, defaults->module_path, "sample: module_path");
+	is_str(sample->quarantine_dir, defaults->quarantine_dir, "sample: quarantine_dir");
+	is_str(sample->spool_dir, defaults->spool_dir, "sample: spool_dir");
+	is_int(sample->spool_memory, defaults->spool_memory, "sample: limits.spool_memory");
+	is_int(sample->max_header_size, defaults->max_header_size,
+	    "sample: limits.max_header_size");
+	is_int(sample->nfilters, 0, "sample: no filters (the example is commented out)");
 	config_free(defaults);
 	config_free(sample);
 }
@@ -329,6 +395,14 @@ test_errors(void)
 	    "F:3: ehlo.size: expected a number, got boolean", "ehlo.size boolean");
 	is_str(load_err(BASE "filter = \"x\"\n"), "F:3: filter: expected an object, got string",
 	    "filter string");
+	is_str(load_err(BASE "filter { module = [ \"a\" ] }\n"),
+	    "F:3: filter.module: expected a string, got array", "filter.module array");
+	is_str(load_err(BASE "module_path = 1\n"), "F:3: module_path: expected a string, got number",
+	    "module_path number");
+	is_str(load_err(BASE "spool_dir = true\n"), "F:3: spool_dir: expected a string, got boolean",
+	    "spool_dir boolean");
+	is_str(load_err(BASE "limits { spool_memory = \"1mb\" }\n"),
+	    "F:3: limits.spool_memory: expected a number, got string", "quoted spool_memory");
 
 	/* Duplicates. */
 	is_str(load_err(BASE "backend = \"127.0.0.1:26\"\n"),
@@ -337,6 +411,12 @@ test_errors(void)
 	    "F:5: log.level: duplicate key (first set at line 4)", "duplicate log.level");
 	is_str(load_err(BASE "xclient = true\nxclient = false\n"),
 	    "F:4: xclient: duplicate key (first set at line 3)", "duplicate xclient");
+	is_str(load_err(BASE "filter {\n module = a\n x = 1\n x = 2\n}\n"),
+	    "F:6: filter.x: duplicate key (first set at line 5)", "duplicate key in filter {}");
+	is_str(load_err(BASE "filter { module = a; module = b }\n"),
+	    "F:3: filter.module: duplicate key (first set at line 3)", "duplicate filter.module");
+	is_str(load_err(BASE "spool_dir = \"/a\"\nspool_dir = \"/b\"\n"),
+	    "F:4: spool_dir: duplicate key (first set at line 3)", "duplicate spool_dir");
 	is_str(load_err(BASE "log {}\nlog {}\n"),
 	    "F:4: log: duplicate key (first set at line 3)", "duplicate block");
 	is_str(load_err("listen = [ \"127.0.0.1:1\",\n\"127.0.0.1:1\" ]\nbackend = \"127.0.0.1:25\"\n"),
@@ -349,6 +429,10 @@ test_errors(void)
 	    "missing backend");
 	is_str(load_err("backend = \"127.0.0.1:1\"\n"), "F: missing required key \"listen\"",
 	    "missing listen");
+	is_str(load_err(BASE "filter { module = a }\n\nfilter {\n tag = x\n}\n"),
+	    "F:5: filter: missing key \"module\"", "filter without module");
+	is_str(load_err(BASE "filter {}\n"), "F:3: filter: missing key \"module\"",
+	    "empty filter {}");
 
 	/* Bad values. */
 	is_str(load_err("listen = \"1.2.3:x\"\nbackend = \"127.0.0.1:25\"\n"),
@@ -381,6 +465,25 @@ test_errors(void)
 	is_str(load_err(BASE "limits { max_message_size = -1 }\n"),
 	    "F:3: limits.max_message_size: -1 is out of range (0..9223372036854775807)",
 	    "negative size");
+	is_str(load_err(BASE "filter { module = \"\" }\n"),
+	    "F:3: filter.module: empty module name", "empty module name");
+	is_str(load_err(BASE "module_path = \"lib/smtpchain\"\n"),
+	    "F:3: module_path: \"lib/smtpchain\" is not an absolute path", "relative module_path");
+	is_str(load_err(BASE "quarantine_dir = \"\"\n"),
+	    "F:3: quarantine_dir: \"\" is not an absolute path", "empty quarantine_dir");
+	is_str(load_err(BASE "spool_dir = \"tmp\"\n"),
+	    "F:3: spool_dir: \"tmp\" is not an absolute path", "relative spool_dir");
+	is_str(load_err(BASE "limits { spool_memory = 4095 }\n"),
+	    "F:3: limits.spool_memory: 4095 is out of range (4096..67108864)", "spool_memory too small");
+	is_str(load_err(BASE "limits { spool_memory = 67108865 }\n"),
+	    "F:3: limits.spool_memory: 67108865 is out of range (4096..67108864)",
+	    "spool_memory too large");
+	is_str(load_err(BASE "limits { max_header_size = 1023 }\n"),
+	    "F:3: limits.max_header_size: 1023 is out of range (1024..67108864)",
+	    "max_header_size too small");
+	is_str(load_err(BASE "limits { max_header_size = 65mb }\n"),
+	    "F:3: limits.max_header_size: 68157440 is out of range (1024..67108864)",
+	    "max_header_size too large");
 	is_str(load_err(BASE "hostname = \"mx example\"\n"),
 	    "F:3: hostname: bad hostname \"mx example\"", "hostname with a space");
 	is_str(load_err(BASE "hostname = \"mx\\r\\n250 x\"\n"),
