@@ -205,6 +205,18 @@ EOF
 	    'ehlo {}: DSN removed (case-insensitive), 8BITMIME replaced in place, X-EXAMPLE and DELIVERBY appended, SIZE added')
 	    or diag($s[1]{raw});
 
+	# DELIVERBY was added by the operator: its MAIL parameter passes through.
+	my $dc = smtp_connect($p2->port);
+	$dc->read_reply;
+	$dc->ehlo('client.test');
+	my $dm = make_message(subject => 'deliver by');
+	my $dr = $dc->send_mail(from => 'by@client.test', mail_params => 'BY=120;R', to => 'x@example.test', data => $dm);
+	reply_ok($dr->{mail}, 250, undef, 'MAIL with BY= (DELIVERBY added by ehlo.add) is relayed');
+	reply_ok($dr->{end}, 250, undef, 'and the message accepted');
+	$dc->quit;
+	my ($bym) = $sink->wait_find(qr/^Subject: deliver by$/m);
+	is($bym && $bym->{mail}, '<by@client.test> BY=120;R', 'the backend got the BY= parameter as sent');
+
 	# Operator removal of PIPELINING: the client must not pipeline, but a
 	# client that does still gets its replies (the proxy reads line by line).
 	my $p3 = start_proxy(<<"EOF", name => 'nopipe');

@@ -123,6 +123,13 @@ ok($sl, 'the proxy logs the message with the real client') or diag($proxy->log_t
 like($sl // '', qr/nrcpt=1\b/, 'one recipient accepted');
 like($sl // '', qr/reply="250 2\.0\.0 Ok: queued as \Q$qid\E"/, 'and Postfix\'s reply') if $qid;
 
+# ETRN, offered by Postfix, is relayed.
+{
+	my @d = smtp_session($bport, ['EHLO client.test', 'ETRN example.test', 'QUIT']);
+	my @v = smtp_session($port, ['EHLO client.test', 'ETRN example.test', 'QUIT']);
+	is($v[2]{raw}, $d[2]{raw}, 'ETRN: Postfix\'s reply, byte for byte');
+}
+
 # SIZE: the smaller of the backend's and ehlo.size.
 for my $case ([10485760, 10485760], [30000000, 20000000]) {
 	my ($cap, $want) = @$case;
