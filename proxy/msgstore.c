@@ -1,1 +1,1073 @@
-/* proxy/msgstore.c: being written */
+/*
+ * msgstore.c - one message held for the filter chain (see msgstore.h).
+ *
+ * Input goes through three small steps, each with its whole state in the
+ * store so that the DATA stream may be cut anywhere between calls:
+ *
+ *	unstuff		a "." at the start of a line (start of data, or just
+ *			after CR LF) is dropped;
+ *	header parser	a state machine over the unstuffed bytes:
+ *			H_LINE	start of a line in the header section; hpending
+ *				says a complete header waits in hbuf for a
+ *				possible continuation line
+ *			H_CR	a CR at the start of a line (empty line?)
+ *			H_NAME	inside a header name, no colon yet
+ *			H_VALUE	after the colon, up to the line's CR LF
+ *			H_BODY	the header section is over
+ *			A line whose fate is not decided yet (H_NAME) is
+ *			held in hbuf; if it turns out not to be a header it
+ *			goes to the body as it was.  Bytes held while
+ *			undecided count toward max_header_bytes.
+ *	body		appended to a struct body: in memory up to its limit,
+ *			then in an unlinked temporary file written through a
+ *			fixed staging buffer.
+ *
+ * Lines end at CR LF only.  Bare CR or LF cannot come from the session
+ * (dot_scan refuses them), but they never break anything here: they are
+ * kept as data.
+ *
+ * Output walks the message with a cursor (headers as "name:value\r\n", the
+ * separator, the body, file parts read through a fixed buffer) and the
+ * reader stuffs dots on the way, one decision per line start, so any
+ * buffer size works and nothing is ever built whole in memory.  For safety
+ * a line start, on output, is the start of data or any byte after a CR or
+ * an LF: a bare CR in a body a filter wrote cannot hide an end of data from
+ * a lax backend.
+ *
+ * The separator (empty line) goes out if the message had one, or if the
+ * message was changed and has a body: after a header change or a new body,
+ * the first body line could otherwise be read as a header.  An unchanged
+ * message goes out byte for byte as it came in.  The body always ends
+ * with CR LF: msgstore_finish() and msgstore_body_replace_commit() add
+ * the final CR LF (or the LF after a final CR) when it is missing.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "msgstore.h"
+
+#define SPILL_STAGE	65536	/* write buffer of a body on file */
+#define READ_CHUNK	65536	/* read buffer of an output cursor */
+#define NAME_MAX_LEN	997	/* longest header name a filter may set */
+#define TEMP_NAME	"/smtpchain-msg.XXXXXX"
+
+enum hstate { H_LINE = 0, H_CR, H_NAME, H_VALUE, H_BODY };
+
+struct hdr {
+	struct msg_header pub;	/* name and value share one allocation */
+	size_t		namelen;
+	size_t		valuelen;
+};
+
+struct body {
+	char		*buf;	/* the body (in memory) or its unwritten tail */
+	size_t		 len;
+	size_t		 cap;
+	size_t		 limit;	/* bytes kept in memory before spilling */
+	int		 fd;	/* -1 while in memory */
+	uint64_t	 flushed;	/* bytes in the file */
+	char		 tail[2];	/* the last bytes appended */
+	uint8_t		 ntail;
+};
+
+enum cur_phase { CUR_HEADERS = 0, CUR_SEP, CUR_BODY, CUR_END };
+
+struct cursor {
+	enum cur_phase	 phase;
+	size_t		 hdr;		/* header index */
+	int		 part;		/* 0 name, 1 colon, 2 value, 3 CRLF */
+	size_t		 off;		/* in the part or the separator */
+	bool		 sep;		/* the separator goes out */
+	uint64_t	 body_off;	/* next body byte */
+	char		*rbuf;		/* body bytes read from the file */
+	size_t		 rlen;
+	size_t		 rpos;
+};
+
+struct msgstore {
+	char		*spool_dir;
+	size_t		 mem_threshold;
+	size_t		 max_header_bytes;
+
+	struct hdr	*hdrs;
+	size_t		 nhdrs;
+	size_t		 hdrs_cap;
+	bool		 separator;	/* the input had an empty line */
+	bool		 modified;	/* headers or body changed */
+	bool		 finished;
+	int		 error;		/* errno of a failed feed: sticky */
+
+	/* input: unstuffing, then the header parser */
+	bool		 in_bol;
+	bool		 in_cr;
+	enum hstate	 hstate;
+	bool		 hpending;
+	bool		 hcr;		/* the value's last byte is a CR */
+	char		*hbuf;		/* current header, "name:value" */
+	size_t		 hlen;
+	size_t		 hcap;
+	size_t		 hname_len;
+	size_t		 hbytes;	/* header section bytes so far */
+
+	struct body	 body;
+	uint64_t	 body_rpos;	/* msgstore_body_read() */
+
+	struct body	 repl;		/* a new body being written */
+	bool		 replacing;
+	bool		 repl_cr;	/* its last byte is a CR */
+	int		 repl_error;
+
+	struct cursor	 out;
+	bool		 out_begun;
+	bool		 out_bol;	/* the next output byte starts a line */
+	bool		 out_dot;	/* its extra "." is written */
+};
+
+/* Room for need bytes in a growing buffer, never more than limit unless need is. */
+static void
+buf_reserve(char **buf, size_t *cap, size_t need, size_t limit)
+{
+	size_t ncap;
+
+	if (need <= *cap)
+		return;
+	ncap = *cap < 256 ? 256 : *cap;
+	while (ncap < need && ncap <= SIZE_MAX / 2)
+		ncap *= 2;
+	if (ncap < need)
+		ncap = need;
+	if (ncap > limit && need <= limit)
+		ncap = limit;
+	*buf = xrealloc(*buf, ncap);
+	*cap = ncap;
+}
+
+/* Write all of p to fd despite short writes and signals. */
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0) {
+		w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (w == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* An empty body that may keep limit bytes in memory. */
+static void
+body_init(struct body *b, size_t limit)
+{
+	memset(b, 0, sizeof(*b));
+	b->fd = -1;
+	b->limit = limit;
+}
+
+/* Release a body's memory and file. */
+static void
+body_free(struct body *b)
+{
+	free(b->buf);
+	if (b->fd != -1)
+		close(b->fd);
+	body_init(b, 0);
+}
+
+/* Bytes in a body. */
+static uint64_t
+body_size(const struct body *b)
+{
+	return b->flushed + b->len;
+}
+
+/* Move a body to a new unlinked temporary file in the spool directory. */
+static int
+body_spill(const struct msgstore *m, struct body *b)
+{
+	size_t dlen = strlen(m->spool_dir);
+	char *path = xmalloc(dlen + sizeof(TEMP_NAME));
+	int fd, saved;
+
+	memcpy(path, m->spool_dir, dlen);
+	memcpy(path + dlen, TEMP_NAME, sizeof(TEMP_NAME));
+	if ((fd = mkostemp(path, O_CLOEXEC)) == -1) {
+		saved = errno;
+		free(path);
+		errno = saved;
+		return -1;
+	}
+	if (unlink(path) == -1 || write_all(fd, b->buf, b->len) == -1) {
+		saved = errno;
+		(void)unlink(path);
+		close(fd);
+		free(path);
+		errno = saved;
+		return -1;
+	}
+	free(path);
+	b->fd = fd;
+	b->flushed = b->len;
+	b->len = 0;
+	if (b->cap > SPILL_STAGE) {
+		free(b->buf);
+		b->buf = NULL;
+		b->cap = 0;
+	}
+	return 0;
+}
+
+/* Write a spilled body's staged bytes to its file. */
+static int
+body_flush(struct body *b)
+{
+	if (b->fd == -1 || b->len == 0)
+		return 0;
+	if (write_all(b->fd, b->buf, b->len) == -1)
+		return -1;
+	b->flushed += b->len;
+	b->len = 0;
+	return 0;
+}
+
+/* Flush a spilled body and drop its staging buffer: nothing more comes. */
+static int
+body_settle(struct body *b)
+{
+	if (b->fd == -1)
+		return 0;
+	if (body_flush(b) == -1)
+		return -1;
+	free(b->buf);
+	b->buf = NULL;
+	b->cap = 0;
+	return 0;
+}
+
+/* Append bytes to a body, spilling it to a file past its memory limit. */
+static int
+body_append(const struct msgstore *m, struct body *b, const char *p, size_t n)
+{
+	if (n == 0)
+		return 0;
+	if (b->fd == -1 && n <= b->limit && b->len <= b->limit - n) {
+		buf_reserve(&b->buf, &b->cap, b->len + n, b->limit);
+		memcpy(b->buf + b->len, p, n);
+		b->len += n;
+	} else {
+		if (b->fd == -1 && body_spill(m, b) == -1)
+			return -1;
+		if (b->len + n > SPILL_STAGE && body_flush(b) == -1)
+			return -1;
+		if (n >= SPILL_STAGE) {
+			if (write_all(b->fd, p, n) == -1)
+				return -1;
+			b->flushed += n;
+		} else {
+			buf_reserve(&b->buf, &b->cap, b->len + n, SPILL_STAGE);
+			memcpy(b->buf + b->len, p, n);
+			b->len += n;
+		}
+	}
+	if (n >= 2) {
+		b->tail[0] = p[n - 2];
+		b->tail[1] = p[n - 1];
+		b->ntail = 2;
+	} else {
+		b->tail[0] = b->tail[1];
+		b->tail[1] = p[0];
+		if (b->ntail < 2)
+			b->ntail++;
+	}
+	return 0;
+}
+
+/* End a non-empty body with CR LF: add it, or the LF after a final CR. */
+static int
+body_end_line(const struct msgstore *m, struct body *b)
+{
+	if (b->ntail == 0)
+		return 0;
+	if (b->tail[1] == '\r')
+		return body_append(m, b, "\n", 1);
+	if (b->ntail == 2 && b->tail[0] == '\r' && b->tail[1] == '\n')
+		return 0;
+	return body_append(m, b, "\r\n", 2);
+}
+
+/* Read body bytes at off into dst: up to n, 0 at the end, -1 with errno. */
+static ssize_t
+body_pread(const struct body *b, uint64_t off, char *dst, size_t n)
+{
+	uint64_t size = body_size(b);
+	ssize_t r;
+
+	if (off >= size || n == 0)
+		return 0;
+	if (off < b->flushed) {
+		if ((uint64_t)n > b->flushed - off)
+			n = (size_t)(b->flushed - off);
+		if (n > SSIZE_MAX)
+			n = SSIZE_MAX;
+		do
+			r = pread(b->fd, dst, n, (off_t)off);
+		while (r == -1 && errno == EINTR);
+		if (r == 0) {
+			errno = EIO;	/* the file lost bytes we wrote */
+			return -1;
+		}
+		return r;
+	}
+	if ((uint64_t)n > size - off)
+		n = (size_t)(size - off);
+	if (n > SSIZE_MAX)
+		n = SSIZE_MAX;
+	memcpy(dst, b->buf + (off - b->flushed), n);
+	return (ssize_t)n;
+}
+
+/* A byte allowed in a header name: printable ASCII but ':'. */
+static bool
+name_char(unsigned char c)
+{
+	return c >= 33 && c <= 126 && c != ':';
+}
+
+/* A header name a filter may set: 1..997 name bytes. */
+static bool
+valid_name(const char *name)
+{
+	size_t i;
+
+	for (i = 0; name[i] != '\0'; i++)
+		if (!name_char((unsigned char)name[i]) || i >= NAME_MAX_LEN)
+			return false;
+	return i > 0;
+}
+
+/* A header value a filter may set: CR only in CR LF followed by SP or HTAB. */
+static bool
+valid_value(const char *value)
+{
+	const char *p;
+
+	for (p = value; *p != '\0'; p++) {
+		if (*p == '\n')
+			return false;
+		if (*p == '\r') {
+			if (p[1] != '\n' || (p[2] != ' ' && p[2] != '\t'))
+				return false;
+			p++;
+		}
+	}
+	return true;
+}
+
+/* A header made from a name and a value, in one allocation. */
+static struct hdr
+hdr_make(const char *name, size_t namelen, const char *value, size_t valuelen)
+{
+	struct hdr h;
+	char *block = xmalloc(namelen + valuelen + 2);
+
+	memcpy(block, name, namelen);
+	block[namelen] = '\0';
+	memcpy(block + namelen + 1, value, valuelen);
+	block[namelen + 1 + valuelen] = '\0';
+	h.pub.name = block;
+	h.pub.value = block + namelen + 1;
+	h.namelen = namelen;
+	h.valuelen = valuelen;
+	return h;
+}
+
+/* Put a header at index (<= nhdrs) of the list. */
+static void
+hdr_insert_at(struct msgstore *m, size_t index, struct hdr h)
+{
+	if (m->nhdrs == m->hdrs_cap) {
+		m->hdrs_cap = m->hdrs_cap ? m->hdrs_cap * 2 : 16;
+		m->hdrs = xrealloc(m->hdrs, m->hdrs_cap * sizeof(*m->hdrs));
+	}
+	memmove(m->hdrs + index + 1, m->hdrs + index, (m->nhdrs - index) * sizeof(*m->hdrs));
+	m->hdrs[index] = h;
+	m->nhdrs++;
+}
+
+/* Take a header out of the list and free it. */
+static void
+hdr_remove_at(struct msgstore *m, size_t index)
+{
+	free(m->hdrs[index].pub.name);
+	memmove(m->hdrs + index, m->hdrs + index + 1, (m->nhdrs - index - 1) * sizeof(*m->hdrs));
+	m->nhdrs--;
+}
+
+/* A new, empty store. */
+struct msgstore *
+msgstore_new(const char *spool_dir, size_t mem_threshold, size_t max_header_bytes)
+{
+	struct msgstore *m = xcalloc(1, sizeof(*m));
+
+	m->spool_dir = xstrdup(spool_dir);
+	m->mem_threshold = mem_threshold;
+	m->max_header_bytes = max_header_bytes;
+	m->in_bol = true;
+	m->hstate = H_LINE;
+	body_init(&m->body, mem_threshold);
+	body_init(&m->repl, 0);
+	return m;
+}
+
+/* Free a store, its headers, bodies, files and buffers. */
+void
+msgstore_free(struct msgstore *m)
+{
+	size_t i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < m->nhdrs; i++)
+		free(m->hdrs[i].pub.name);
+	free(m->hdrs);
+	free(m->hbuf);
+	body_free(&m->body);
+	body_free(&m->repl);
+	free(m->out.rbuf);
+	free(m->spool_dir);
+	free(m);
+}
+
+/* Record a feed failure (sticky) and return -1 with its errno. */
+static int
+feed_fail(struct msgstore *m, int err)
+{
+	m->error = err;
+	errno = err;
+	return -1;
+}
+
+/* One byte of the header section, counted against max_header_bytes. */
+static int
+header_byte(struct msgstore *m, char c)
+{
+	if (m->hbytes >= m->max_header_bytes)
+		return -1;
+	m->hbytes++;
+	buf_reserve(&m->hbuf, &m->hcap, m->hlen + 1, m->max_header_bytes + 2);
+	m->hbuf[m->hlen++] = c;
+	return 0;
+}
+
+/* The header in hbuf, complete, goes to the list. */
+static void
+header_push(struct msgstore *m)
+{
+	struct hdr h;
+
+	h = hdr_make(m->hbuf, m->hname_len, m->hbuf + m->hname_len + 1,
+	    m->hlen - m->hname_len - 1);
+	hdr_insert_at(m, m->nhdrs, h);
+	m->hlen = 0;
+	m->hpending = false;
+}
+
+/* The header section is over; pre (a line that is not a header) starts the body. */
+static int
+header_end(struct msgstore *m, const char *pre, size_t len)
+{
+	int rc = body_append(m, &m->body, pre, len);
+
+	m->hstate = H_BODY;
+	free(m->hbuf);
+	m->hbuf = NULL;
+	m->hlen = m->hcap = 0;
+	return rc;
+}
+
+/*
+ * Unstuffed bytes for the header section; *used says how many it took (it
+ * stops where the body starts).  0, or -1 with errno (EMSGSIZE, or a
+ * failed write of the first body bytes).
+ */
+static int
+header_take(struct msgstore *m, const char *p, size_t n, size_t *used)
+{
+	unsigned char c;
+	size_t i = 0;
+
+	while (i < n && m->hstate != H_BODY) {
+		c = (unsigned char)p[i];
+		switch (m->hstate) {
+		case H_LINE:
+			if (m->hpending && (c == ' ' || c == '\t')) {
+				/* a continuation: the CR LF was counted with its line */
+				buf_reserve(&m->hbuf, &m->hcap, m->hlen + 2, m->max_header_bytes + 2);
+				m->hbuf[m->hlen++] = '\r';
+				m->hbuf[m->hlen++] = '\n';
+				if (header_byte(m, (char)c) == -1)
+					goto too_big;
+				m->hstate = H_VALUE;
+				m->hcr = false;
+				i++;
+				break;
+			}
+			if (m->hpending)
+				header_push(m);
+			if (c == '\r') {
+				m->hstate = H_CR;
+				i++;
+			} else if (name_char(c)) {
+				if (header_byte(m, (char)c) == -1)
+					goto too_big;
+				m->hstate = H_NAME;
+				i++;
+			} else if (header_end(m, NULL, 0) == -1)
+				return -1;
+			break;
+		case H_CR:
+			if (c == '\n') {
+				m->separator = true;
+				i++;
+				if (header_end(m, NULL, 0) == -1)
+					return -1;
+			} else if (header_end(m, "\r", 1) == -1)
+				return -1;
+			break;
+		case H_NAME:
+			if (name_char(c) || c == ':') {
+				if (c == ':')
+					m->hname_len = m->hlen;
+				if (header_byte(m, (char)c) == -1)
+					goto too_big;
+				if (c == ':') {
+					m->hstate = H_VALUE;
+					m->hcr = false;
+				}
+				i++;
+			} else {
+				/* not a header: this line starts the body */
+				m->hbytes -= m->hlen;
+				if (header_end(m, m->hbuf, m->hlen) == -1)
+					return -1;
+			}
+			break;
+		case H_VALUE:
+			if (header_byte(m, (char)c) == -1)
+				goto too_big;
+			i++;
+			if (c == '\n' && m->hcr) {
+				m->hlen -= 2;	/* the line's CR LF is not in the value */
+				m->hpending = true;
+				m->hstate = H_LINE;
+			} else
+				m->hcr = c == '\r';
+			break;
+		case H_BODY:
+			break;
+		}
+	}
+	*used = i;
+	return 0;
+
+too_big:
+	errno = EMSGSIZE;
+	return -1;
+}
+
+/* Unstuffed bytes: to the header parser, then to the body. */
+static int
+take(struct msgstore *m, const char *p, size_t n)
+{
+	size_t used;
+
+	if (m->hstate != H_BODY) {
+		if (header_take(m, p, n, &used) == -1)
+			return -1;
+		p += used;
+		n -= used;
+	}
+	return body_append(m, &m->body, p, n);
+}
+
+/* Feed bytes of the stuffed DATA stream. */
+int
+msgstore_feed(struct msgstore *m, const char *p, size_t n)
+{
+	size_t i = 0, start;
+
+	if (m->error != 0) {
+		errno = m->error;
+		return -1;
+	}
+	if (m->finished) {
+		errno = EINVAL;
+		return -1;
+	}
+	while (i < n) {
+		if (m->in_bol && p[i] == '.') {
+			/* dot-stuffing: the first "." of a line goes */
+			m->in_bol = false;
+			m->in_cr = false;
+			i++;
+			continue;
+		}
+		m->in_bol = false;
+		start = i;
+		while (i < n) {
+			char c = p[i++];
+
+			if (c == '\n' && m->in_cr) {
+				m->in_bol = true;
+				m->in_cr = false;
+				break;
+			}
+			m->in_cr = c == '\r';
+		}
+		if (take(m, p + start, i - start) == -1)
+			return feed_fail(m, errno);
+	}
+	return 0;
+}
+
+/* End of data: close the header section, end the body with CR LF, flush it. */
+int
+msgstore_finish(struct msgstore *m)
+{
+	int rc = 0;
+
+	if (m->error != 0) {
+		errno = m->error;
+		return -1;
+	}
+	if (m->finished)
+		return 0;
+	switch (m->hstate) {
+	case H_LINE:
+		if (m->hpending)
+			header_push(m);
+		rc = header_end(m, NULL, 0);
+		break;
+	case H_CR:
+		rc = header_end(m, "\r", 1);
+		break;
+	case H_NAME:
+		m->hbytes -= m->hlen;
+		rc = header_end(m, m->hbuf, m->hlen);
+		break;
+	case H_VALUE:
+		if (m->hcr)
+			m->hlen--;	/* a final CR: the start of the missing CR LF */
+		header_push(m);
+		rc = header_end(m, NULL, 0);
+		break;
+	case H_BODY:
+		break;
+	}
+	if (rc == -1 || body_end_line(m, &m->body) == -1 || body_settle(&m->body) == -1)
+		return feed_fail(m, errno);
+	m->finished = true;
+	return 0;
+}
+
+/* Whether the separator goes out: it was there, or a changed message has a body. */
+static bool
+separator_out(const struct msgstore *m)
+{
+	return m->separator || (m->modified && body_size(&m->body) > 0);
+}
+
+/* Octets of the message as it is now, unstuffed. */
+uint64_t
+msgstore_size(const struct msgstore *m)
+{
+	uint64_t size = body_size(&m->body);
+	size_t i;
+
+	for (i = 0; i < m->nhdrs; i++)
+		size += m->hdrs[i].namelen + 1 + m->hdrs[i].valuelen + 2;
+	if (separator_out(m))
+		size += 2;
+	return size;
+}
+
+/* Number of headers. */
+size_t
+msgstore_nheaders(const struct msgstore *m)
+{
+	return m->nhdrs;
+}
+
+/* Header i (NULL past the end); valid until the next header change. */
+const struct msg_header *
+msgstore_header(const struct msgstore *m, size_t i)
+{
+	if (i >= m->nhdrs)
+		return NULL;
+	return &m->hdrs[i].pub;
+}
+
+/* Append a header. */
+int
+msgstore_add_header(struct msgstore *m, const char *name, const char *value)
+{
+	return msgstore_insert_header(m, m->nhdrs, name, value);
+}
+
+/* Insert a header before index; index >= count appends. */
+int
+msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const char *value)
+{
+	if (name == NULL || value == NULL || !valid_name(name) || !valid_value(value)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (index > m->nhdrs)
+		index = m->nhdrs;
+	hdr_insert_at(m, index, hdr_make(name, strlen(name), value, strlen(value)));
+	m->modified = true;
+	return 0;
+}
+
+/* Change or delete the occurrence-th header of that name; add it if there is none. */
+int
+msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, const char *value)
+{
+	struct hdr *h;
+	size_t i, seen = 0;
+
+	if (name == NULL || occurrence == 0 || !valid_name(name) ||
+	    (value != NULL && !valid_value(value))) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (i = 0; i < m->nhdrs; i++) {
+		h = &m->hdrs[i];
+		if (strcasecmp(h->pub.name, name) != 0 || ++seen < occurrence)
+			continue;
+		if (value == NULL) {
+			hdr_remove_at(m, i);
+		} else {
+			/* keep the name as the message spells it */
+			struct hdr nh = hdr_make(h->pub.name, h->namelen, value, strlen(value));
+
+			free(h->pub.name);
+			*h = nh;
+		}
+		m->modified = true;
+		return 0;
+	}
+	if (value == NULL)
+		return 0;
+	hdr_insert_at(m, m->nhdrs, hdr_make(name, strlen(name), value, strlen(value)));
+	m->modified = true;
+	return 0;
+}
+
+/* Read the body from its start. */
+int
+msgstore_body_rewind(struct msgstore *m)
+{
+	m->body_rpos = 0;
+	return 0;
+}
+
+/* The next bytes of the body: count, 0 at the end, -1 with errno. */
+ssize_t
+msgstore_body_read(struct msgstore *m, void *buf, size_t n)
+{
+	ssize_t r = body_pread(&m->body, m->body_rpos, buf, n);
+
+	if (r > 0)
+		m->body_rpos += (uint64_t)r;
+	return r;
+}
+
+/* Start a new body (dropping one begun and not committed). */
+int
+msgstore_body_replace_begin(struct msgstore *m)
+{
+	size_t used = m->body.fd == -1 ? m->body.cap : 0;
+
+	body_free(&m->repl);
+	/* old and new bodies share the memory budget until the commit */
+	body_init(&m->repl, m->mem_threshold > used ? m->mem_threshold - used : 0);
+	m->replacing = true;
+	m->repl_cr = false;
+	m->repl_error = 0;
+	return 0;
+}
+
+/* Bytes of the new body; a bare LF becomes CR LF. */
+int
+msgstore_body_replace_append(struct msgstore *m, const void *p, size_t n)
+{
+	const char *s = p;
+	size_t i, start = 0;
+
+	if (!m->replacing) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (m->repl_error != 0) {
+		errno = m->repl_error;
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if (s[i] == '\n' && !m->repl_cr) {
+			if (body_append(m, &m->repl, s + start, i - start) == -1 ||
+			    body_append(m, &m->repl, "\r\n", 2) == -1)
+				goto fail;
+			start = i + 1;
+		}
+		m->repl_cr = s[i] == '\r';
+	}
+	if (body_append(m, &m->repl, s + start, n - start) == -1)
+		goto fail;
+	return 0;
+
+fail:
+	m->repl_error = errno;
+	return -1;
+}
+
+/* The new body replaces the old one, which is released. */
+int
+msgstore_body_replace_commit(struct msgstore *m)
+{
+	int err;
+
+	if (!m->replacing) {
+		errno = EINVAL;
+		return -1;
+	}
+	m->replacing = false;
+	err = m->repl_error;
+	if (err == 0 && (body_end_line(m, &m->repl) == -1 || body_settle(&m->repl) == -1))
+		err = errno;
+	if (err != 0) {
+		body_free(&m->repl);
+		errno = err;
+		return -1;
+	}
+	body_free(&m->body);
+	m->body = m->repl;
+	m->body.limit = m->mem_threshold;
+	body_init(&m->repl, 0);
+	m->body_rpos = 0;
+	m->modified = true;
+	m->out_begun = false;
+	return 0;
+}
+
+/* Start a cursor at the start of the message. */
+static void
+cursor_begin(const struct msgstore *m, struct cursor *c)
+{
+	char *rbuf = c->rbuf;
+
+	memset(c, 0, sizeof(*c));
+	c->rbuf = rbuf;
+	c->sep = separator_out(m);
+	c->phase = CUR_HEADERS;
+}
+
+/*
+ * The unstuffed bytes at the cursor, as one contiguous run: *p and *avail,
+ * *avail 0 at the end.  0, or -1 with errno (a failed read).
+ */
+static int
+cursor_peek(const struct msgstore *m, struct cursor *c, const char **p, size_t *avail)
+{
+	const struct body *b = &m->body;
+	const struct hdr *h;
+	ssize_t r;
+
+	for (;;) {
+		switch (c->phase) {
+		case CUR_HEADERS:
+			if (c->hdr >= m->nhdrs) {
+				c->phase = CUR_SEP;
+				c->off = 0;
+				continue;
+			}
+			h = &m->hdrs[c->hdr];
+			switch (c->part) {
+			case 0:
+				*p = h->pub.name;
+				*avail = h->namelen;
+				break;
+			case 1:
+				*p = ":";
+				*avail = 1;
+				break;
+			case 2:
+				*p = h->pub.value;
+				*avail = h->valuelen;
+				break;
+			default:
+				*p = "\r\n";
+				*avail = 2;
+				break;
+			}
+			if (c->off < *avail) {
+				*p += c->off;
+				*avail -= c->off;
+				return 0;
+			}
+			c->off = 0;
+			if (++c->part == 4) {
+				c->part = 0;
+				c->hdr++;
+			}
+			continue;
+		case CUR_SEP:
+			if (c->sep && c->off < 2) {
+				*p = &"\r\n"[c->off];
+				*avail = 2 - c->off;
+				return 0;
+			}
+			c->phase = CUR_BODY;
+			continue;
+		case CUR_BODY:
+			if (c->rpos < c->rlen) {
+				*p = c->rbuf + c->rpos;
+				*avail = c->rlen - c->rpos;
+				return 0;
+			}
+			if (c->body_off >= body_size(b)) {
+				c->phase = CUR_END;
+				continue;
+			}
+			if (c->body_off < b->flushed) {
+				if (c->rbuf == NULL)
+					c->rbuf = xmalloc(READ_CHUNK);
+				if ((r = body_pread(b, c->body_off, c->rbuf, READ_CHUNK)) < 0)
+					return -1;
+				c->rlen = (size_t)r;
+				c->rpos = 0;
+				continue;
+			}
+			*p = b->buf + (c->body_off - b->flushed);
+			*avail = (size_t)(body_size(b) - c->body_off);
+			return 0;
+		case CUR_END:
+			*p = "";
+			*avail = 0;
+			return 0;
+		}
+	}
+}
+
+/* Move the cursor k bytes on (k no more than the last peek gave). */
+static void
+cursor_advance(struct cursor *c, size_t k)
+{
+	if (c->phase == CUR_BODY) {
+		c->body_off += k;
+		if (c->rpos < c->rlen)
+			c->rpos += k;
+	} else
+		c->off += k;
+}
+
+/* Start reading the message for the backend (ends the input if need be). */
+int
+msgstore_output_begin(struct msgstore *m)
+{
+	if (msgstore_finish(m) == -1)
+		return -1;
+	cursor_begin(m, &m->out);
+	m->out_begun = true;
+	m->out_bol = true;
+	m->out_dot = false;
+	return 0;
+}
+
+/* The next bytes of the dot-stuffed message: count, 0 at the end, -1 with errno. */
+ssize_t
+msgstore_output_read(struct msgstore *m, char *buf, size_t n)
+{
+	const char *p;
+	size_t out = 0, avail, k;
+
+	if (!m->out_begun || n == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (n > SSIZE_MAX)
+		n = SSIZE_MAX;
+	while (out < n) {
+		if (cursor_peek(m, &m->out, &p, &avail) == -1)
+			return out > 0 ? (ssize_t)out : -1;
+		if (avail == 0)
+			break;
+		if (m->out_bol && p[0] == '.' && !m->out_dot) {
+			buf[out++] = '.';	/* the stuffed dot; the line's own comes next */
+			m->out_dot = true;
+			continue;
+		}
+		/* copy up to and including the next CR or LF: a line may start after it */
+		if (avail > n - out)
+			avail = n - out;
+		for (k = 0; k < avail; k++)
+			if (p[k] == '\r' || p[k] == '\n') {
+				k++;
+				break;
+			}
+		memcpy(buf + out, p, k);
+		out += k;
+		cursor_advance(&m->out, k);
+		m->out_bol = p[k - 1] == '\r' || p[k - 1] == '\n';
+		m->out_dot = false;
+	}
+	if (m->out.phase == CUR_END && m->out.rbuf != NULL) {
+		free(m->out.rbuf);
+		m->out.rbuf = NULL;
+	}
+	return (ssize_t)out;
+}
+
+/* Write the message, unstuffed, to fd. */
+int
+msgstore_write_fd(struct msgstore *m, int fd)
+{
+	struct cursor c = { 0 };
+	const char *p;
+	size_t avail;
+	int rc = 0, saved;
+
+	cursor_begin(m, &c);
+	for (;;) {
+		if (cursor_peek(m, &c, &p, &avail) == -1 ||
+		    (avail > 0 && write_all(fd, p, avail) == -1)) {
+			rc = -1;
+			break;
+		}
+		if (avail == 0)
+			break;
+		cursor_advance(&c, avail);
+	}
+	saved = errno;
+	free(c.rbuf);
+	errno = saved;
+	return rc;
+}
