@@ -191,6 +191,7 @@ backend_abort(struct session *s)
 	s->backend_closed = true;
 	s->backend_up = false;
 	s->pcount = 0;
+	s->bout.fill.len = s->bout.fill.off = 0;	/* never to be sent */
 	uv_timer_stop(&s->btimer);
 	uv_close((uv_handle_t *)&s->backend, backend_closed_cb);
 }
@@ -201,8 +202,7 @@ backend_quit(struct session *s)
 {
 	if (!s->backend_up || s->backend_closed || s->backend_quitting)
 		return;
-	if (s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_DISCARD ||
-	    s->bdat_data_open) {
+	if (session_backend_in_data(s)) {
 		backend_abort(s);
 		return;
 	}
@@ -278,10 +278,9 @@ backend_lost(struct session *s, const char *why)
 static void
 relay_greeting(struct session *s, const char *r, size_t n)
 {
-	session_reply(s, r, n);
+	session_greeting(s, r, n);
 	free(s->greeting);
 	s->greeting = NULL;
-	session_set_state(s, SS_COMMAND, "greeting");
 }
 
 /* Which XCLIENT attributes the backend's EHLO reply lists. */
@@ -423,6 +422,11 @@ prelude_reply(struct session *s, struct pending p, const char *r, size_t n, int 
 		return;
 	case BS_QUIT:
 		return;
+	case BS_RESET:
+		if (code / 100 != 2)
+			session_log(s, LOG_LVL_WARNING, "backend refused RSET: %.*s",
+			    (int)(n > 2 ? n - 2 : n), r);
+		return;
 	default:
 		session_backend_reply(s, p, r, n, code);
 	}
@@ -523,6 +527,20 @@ backend_timeout(uv_timer_t *t)
 	session_fail(s, "421 4.4.2 %s Error: backend timeout", s->cfg->hostname);
 }
 
+/* The client's name is known (or known to be unknown): whoever waited goes on. */
+static void
+lookup_done(struct session *s)
+{
+	s->cname_done = true;
+	if (!s->closing && s->xclient_wait)
+		send_xclient(s);
+	if (!s->closing && s->state == SS_CONNECT && s->greeting_text) {
+		session_greeting(s, NULL, 0);
+		session_process(s);
+	}
+	session_unref(s);
+}
+
 /* The reverse lookup finished; confirm the name maps back to the address. */
 static void
 name_looked_up(uv_getnameinfo_t *req, int status, const char *host, const char *service)
@@ -543,10 +561,7 @@ name_looked_up(uv_getnameinfo_t *req, int status, const char *host, const char *
 		}
 		s->cname[0] = '\0';
 	}
-	s->cname_done = true;
-	if (!s->closing && s->xclient_wait)
-		send_xclient(s);
-	session_unref(s);
+	lookup_done(s);
 }
 
 /* Forward confirmation: keep the name only if it resolves to the client's address. */
@@ -568,8 +583,5 @@ name_confirmed(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 		uv_freeaddrinfo(res);
 	if (!match)
 		s->cname[0] = '\0';
-	s->cname_done = true;
-	if (!s->closing && s->xclient_wait)
-		send_xclient(s);
-	session_unref(s);
+	lookup_done(s);
 }
