@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "filter.h"
 #include "log.h"
+#include "module.h"
 #include "server.h"
 #include "session.h"
 
@@ -127,7 +129,13 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	if (modules_load(srv.cfg, filter_host(), &srv.chain, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s\n", err);
+		config_free(srv.cfg);
+		return 1;
+	}
 	if (check) {
+		modules_unload(&srv.chain);
 		config_free(srv.cfg);
 		return 0;
 	}
@@ -136,6 +144,7 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	srv.loop = uv_default_loop();
+	filter_set_loop(srv.loop);
 	uv_timer_init(srv.loop, &srv.shutdown_timer);
 	srv.shutdown_timer.data = &srv;
 	uv_signal_init(srv.loop, &srv.sigterm);
@@ -147,6 +156,7 @@ main(int argc, char **argv)
 	if (listener_start(&srv) != 0) {
 		uv_walk(srv.loop, close_any, NULL);
 		uv_run(srv.loop, UV_RUN_DEFAULT);
+		modules_unload(&srv.chain);
 		return 1;
 	}
 	log_info("smtpchain %s started", PACKAGE_VERSION);
@@ -155,6 +165,7 @@ main(int argc, char **argv)
 	uv_walk(srv.loop, close_any, NULL);
 	uv_run(srv.loop, UV_RUN_DEFAULT);
 	uv_loop_close(srv.loop);
+	modules_unload(&srv.chain);
 	free(srv.listeners);
 	config_free(srv.cfg);
 	return 0;

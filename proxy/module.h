@@ -5,8 +5,8 @@
  * dlopen(RTLD_NOW | RTLD_LOCAL) of the block's `module`: a name looked up
  * as MODULE_PATH/NAME.so, or a path when it contains a '/'.  The exported
  * SC_FILTER_SYMBOL must have abi == SC_FILTER_ABI and a plausible size, or
- * the module is refused ("FILE:LINE: filter NAME: built for filter ABI N,
- * this smtpchain has ABI M").  Then init() runs with the block's options
+ * the module is refused ('FILE:LINE: filter "NAME": built for filter ABI N,
+ * this smtpchain has ABI M (rebuild the module)').  Then init() runs with the block's options
  * (every key but `module`); a key the module did not read is an error.
  * `smtpchain -t` does all of this too, so a bad option fails the check.
  */

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "module.h"
 
 struct session;
 
@@ -22,6 +23,7 @@ struct listener {
 struct server {
 	uv_loop_t		*loop;
 	struct config		*cfg;
+	struct filter_chain	 chain;		/* the loaded filter modules */
 	bool			 transcript;	/* log.transcript or -d */
 	struct listener		*listeners;
 	size_t			 nlisteners;

@@ -23,19 +23,26 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 
+#include "filter.h"
 #include "log.h"
+#include "module.h"
+#include "msgstore.h"
 #include "session.h"
 
 static const char *const state_names[SS_STATE_MAX] = {
-	"CONNECT", "COMMAND", "DATA", "BDAT", "DISCARD", "CLOSING",
+	"CONNECT", "COMMAND", "DATA", "BDAT", "DISCARD", "FILTER", "CLOSING",
 };
 
 /* What processing one unit of client input led to. */
@@ -51,6 +58,7 @@ static void	client_timeout(uv_timer_t *t);
 static void	handle_closed(uv_handle_t *h);
 static void	reset_transaction(struct session *s);
 static void	reset_bdat(struct session *s);
+static void	hold_end(struct session *s);
 static void	local_reply(struct session *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -220,8 +228,7 @@ session_fail(struct session *s, const char *fmt, ...)
 	free(s->deferred);
 	s->deferred = NULL;
 	session_replyf(s, "%s", line);
-	if (s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_DISCARD ||
-	    s->bdat_data_open)
+	if (session_backend_in_data(s))
 		backend_abort(s);
 	else
 		backend_quit(s);
@@ -244,6 +251,33 @@ reset_bdat(struct session *s)
 	s->oversize = false;
 }
 
+/* Forget a held message and its envelope copy. */
+static void
+reset_held(struct session *s)
+{
+	if (s->store) {
+		msgstore_free(s->store);
+		s->store = NULL;
+	}
+	s->spooling = s->pumping = false;
+	s->store_errno = 0;
+	for (size_t i = 0; i < s->nrcpts; i++) {
+		free(s->rcpts[i].line);
+		free(s->rcpts[i].addr);
+	}
+	s->nrcpts = s->rcpt_reply_next = s->replay_cursor = 0;
+	s->replay_wait = s->replay_ok = 0;
+	free(s->replay_error);
+	s->replay_error = NULL;
+	free(s->mail_line);
+	s->mail_line = NULL;
+	free(s->env_from);
+	s->env_from = NULL;
+	s->envelope_changed = false;
+	s->msg_modified = false;
+	filter_message_end(s);
+}
+
 /* The transaction is over (its outcome, RSET, a new EHLO/HELO). */
 static void
 reset_transaction(struct session *s)
@@ -253,6 +287,28 @@ reset_transaction(struct session *s)
 	s->rcpt_ok = 0;
 	s->from[0] = '\0';
 	reset_bdat(s);
+	reset_held(s);
+}
+
+/* Whether the backend is inside DATA (or BDAT): then only a dropped
+ * connection keeps a partial message from delivery. */
+bool
+session_backend_in_data(const struct session *s)
+{
+	if (s->pumping || s->bdat_data_open)
+		return true;
+	if (s->spooling)
+		return false;
+	return s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_DISCARD;
+}
+
+/* Whether this message is held for the filters rather than streamed. */
+static bool
+holds_message(const struct session *s)
+{
+	if (s->srv->chain.n == 0 || s->filter_skip_session || s->filter_skip_message)
+		return false;
+	return s->srv->chain.holds_message || s->msg_outcome != SC_CONTINUE;
 }
 
 /* A refusal of the envelope, logged the way Postfix logs NOQUEUE rejects. */
@@ -393,24 +449,75 @@ relay(struct session *s, const char *line, size_t len, enum smtp_verb verb, bool
 	return STEP_NEXT;
 }
 
-/* EHLO and HELO: remember the name; the reply is rewritten in on_reply. */
+/*
+ * Ask the chain about a command step.  Returns STEP_NEXT to go on with the
+ * command, or sets *r: STEP_STOP (a module is pending; the line is read
+ * again when it answers) or STEP_NEXT after refusing it with the module's
+ * reply.
+ */
+static bool
+filter_allows(struct session *s, enum filter_step step, const char *a1, const char *a2,
+    enum step_result *r)
+{
+	const char *reply;
+
+	switch (filter_phase(s, step, a1, a2, &reply)) {
+	case FILTER_GO:
+		return true;
+	case FILTER_WAIT:
+		*r = STEP_STOP;
+		return false;
+	case FILTER_REFUSE:
+		local_reply(s, "%s", reply);
+		*r = STEP_NEXT;
+		return false;
+	}
+	return true;
+}
+
+/* The ESMTP parameters of a path as one string ("" if none), for filters. */
+static void
+path_params(const struct smtp_path *path, char *out, size_t outlen)
+{
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < path->nparams && o < outlen; i++) {
+		const struct smtp_param *pa = &path->params[i];
+		int n = snprintf(out + o, outlen - o, "%s%.*s%s%.*s", i ? " " : "",
+		    (int)pa->keylen, pa->key, pa->value ? "=" : "",
+		    pa->value ? (int)pa->valuelen : 0, pa->value ? pa->value : "");
+
+		if (n < 0 || (size_t)n >= outlen - o) {
+			out[o] = '\0';
+			break;
+		}
+		o += (size_t)n;
+	}
+}
+
+/* EHLO and HELO: remember the name, ask the chain; the reply is rewritten later. */
 static enum step_result
 cmd_helo(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
 	size_t n = cmd->arglen < sizeof(s->helo) - 1 ? cmd->arglen : sizeof(s->helo) - 1;
+	enum step_result r;
 
 	memcpy(s->helo, cmd->arg, n);
 	s->helo[n] = '\0';
+	if (!filter_allows(s, FILTER_HELO, s->helo, NULL, &r))
+		return r;
 	return relay(s, line, len, cmd->verb, true);
 }
 
-/* MAIL FROM: syntax, parameters against the offered list, XFORWARD first. */
+/* MAIL FROM: syntax, parameters against the offered list, the chain, XFORWARD first. */
 static enum step_result
 cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
 	struct smtp_path path;
 	const char *err;
-	char reply[256];
+	char reply[256], addr[512], params[1024];
+	enum step_result r;
 	size_t n;
 
 	if (smtp_parse_path(cmd->arg, cmd->arglen, "FROM:", &path) != 0) {
@@ -421,26 +528,51 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		local_reply(s, "%s", err);
 		return STEP_NEXT;
 	}
-	s->mail_smtputf8 = smtp_path_param(&path, "SMTPUTF8") != NULL;
-	if (path.eightbit && !s->mail_smtputf8) {
+	if (path.eightbit && !smtp_path_param(&path, "SMTPUTF8")) {
 		local_reply(s, "553 5.6.7 Error: non-ASCII address without SMTPUTF8");
 		return STEP_NEXT;
 	}
+	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
+	path_params(&path, params, sizeof(params));
+	if (!filter_allows(s, FILTER_MAIL, addr, params, &r))
+		return r;
+	s->mail_smtputf8 = smtp_path_param(&path, "SMTPUTF8") != NULL;
 	n = path.addrlen < sizeof(s->from) - 1 ? path.addrlen : sizeof(s->from) - 1;
 	memcpy(s->from, path.addr, n);
 	s->from[n] = '\0';
 	s->size_limit = message_size_limit(s);
+	if (s->srv->chain.n > 0) {
+		free(s->mail_line);
+		s->mail_line = xstrndup(line, len - 2);
+	}
 	backend_xforward(s);
 	return relay(s, line, len, SMTP_MAIL, false);
 }
 
-/* RCPT TO: syntax, DSN parameters, and the recipient limit. */
+/* Keep a relayed recipient of a held message, for a replay after filters. */
+static void
+rcpt_record(struct session *s, const char *line, size_t len, const char *addr, uint8_t status)
+{
+	struct rcpt_entry *e;
+
+	if (s->nrcpts == s->rcpts_cap) {
+		s->rcpts_cap = s->rcpts_cap ? s->rcpts_cap * 2 : 8;
+		s->rcpts = xrealloc(s->rcpts, s->rcpts_cap * sizeof(*s->rcpts));
+	}
+	e = &s->rcpts[s->nrcpts++];
+	e->line = xstrndup(line, len);
+	e->addr = xstrdup(addr);
+	e->status = status;
+}
+
+/* RCPT TO: syntax, DSN parameters, the recipient limit, the chain. */
 static enum step_result
 cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
 	struct smtp_path path;
 	const char *err;
-	char reply[256];
+	char reply[256], addr[512], params[1024];
+	enum step_result r;
 
 	if (smtp_parse_path(cmd->arg, cmd->arglen, "TO:", &path) != 0) {
 		local_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
@@ -460,15 +592,65 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		local_reply(s, "452 4.5.3 Error: too many recipients");
 		return STEP_NEXT;
 	}
+	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
+	path_params(&path, params, sizeof(params));
+	if (!filter_allows(s, FILTER_RCPT, addr, params, &r))
+		return r;
+	if (s->srv->chain.n > 0)
+		rcpt_record(s, line, len - 2, addr, RCPT_PENDING);
 	s->rcpt_sent++;
 	return relay(s, line, len, SMTP_RCPT, false);
 }
 
 /*
+ * Start holding a message for the filters (DATA, or the first BDAT): the
+ * proxy answers 354 itself (every recipient has its answer by now: the
+ * caller waited for pcount 0); the backend gets DATA only when the filters
+ * have decided.  Returns NULL, or the refusal to give instead.
+ */
+static const char *
+hold_begin(struct session *s)
+{
+	if (!s->in_mail)
+		return "503 5.5.1 Error: need MAIL command";
+	if (s->rcpt_ok == 0)
+		return "554 5.5.1 Error: no valid recipients";
+	s->store = msgstore_new(s->cfg->spool_dir, s->cfg->spool_memory, s->cfg->max_header_size);
+	s->spooling = true;
+	s->store_errno = 0;
+	s->msg_octets = 0;
+	return NULL;
+}
+
+/* DATA: the chain's data step, then relayed, or held for the filters. */
+static enum step_result
+cmd_data(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
+{
+	enum step_result r;
+	const char *refusal;
+
+	if (holds_message(s) && s->pcount > 0)
+		return STEP_STOP;	/* the recipients' answers decide (before the chain runs) */
+	if (!filter_allows(s, FILTER_DATA, NULL, NULL, &r))
+		return r;
+	if (!holds_message(s))
+		return relay(s, line, len, SMTP_DATA, true);
+	if ((refusal = hold_begin(s)) != NULL) {
+		local_reply(s, "%s", refusal);
+		return STEP_NEXT;
+	}
+	dot_scanner_init(&s->dot);
+	session_replyf(s, "354 End data with <CR><LF>.<CR><LF>");
+	session_set_state(s, SS_DATA, "354 (held for filters)");
+	return STEP_NEXT;
+}
+
+/*
  * BDAT count [LAST] (RFC 3030).  Relayed as it is to a backend with
  * CHUNKING; to one without, the proxy opens DATA once per message and sends
- * the chunks dot-stuffed.  A chunk over the size limit is read and refused,
- * and the session ends: the backend never gets a LAST for it.
+ * the chunks dot-stuffed; when filters hold messages, the chunks go to the
+ * store like DATA.  A chunk over the size limit is read and refused, and
+ * the session ends: the backend never gets a LAST for it.
  */
 static enum step_result
 cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
@@ -501,15 +683,37 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		session_fail(s, "501 5.5.4 Syntax: BDAT count [LAST]");
 		return STEP_STOP;
 	}
+	if (holds_message(s) && !s->spooling && !s->bdat_failed) {
+		const char *reply;
+
+		if (s->pcount > 0)
+			return STEP_STOP;	/* the recipients' answers decide */
+		switch (filter_phase(s, FILTER_DATA, NULL, NULL, &reply)) {
+		case FILTER_WAIT:
+			return STEP_STOP;
+		case FILTER_REFUSE:
+			break;
+		case FILTER_GO:
+			reply = hold_begin(s);
+			dot_stuffer_init(&s->stuff);
+			break;
+		}
+		if (reply) {	/* this message's chunks are read and refused with it */
+			s->bdat_failed = true;
+			s->bdat_error = xstrdup(reply);
+		}
+	}
 	s->bdat_left = count;
 	s->bdat_last = last;
 	if (s->size_limit && s->msg_octets + count > s->size_limit)
 		s->oversize = true;
-	if (s->bcaps.chunking) {
-		if (!s->oversize && !s->bdat_failed)
+	if (s->spooling || s->bdat_failed) {
+		/* the octets go to the store, or nowhere */
+	} else if (s->bcaps.chunking) {
+		if (!s->oversize)
 			backend_send(s, line, len, last ? BS_DOT : BS_COMMAND, SMTP_BDAT);
 		s->last_sync = false;
-	} else if (!s->bdat_data_open && !s->bdat_failed && !s->oversize) {
+	} else if (!s->bdat_data_open && !s->oversize) {
 		/* Open DATA at the backend first, then come back to this line. */
 		if (s->pcount > 0)
 			return STEP_STOP;
@@ -558,7 +762,7 @@ static const struct command_rule {
 	{ SMTP_EHLO,	 cmd_helo },
 	{ SMTP_MAIL,	 cmd_mail },
 	{ SMTP_RCPT,	 cmd_rcpt },
-	{ SMTP_DATA,	 cmd_relay },
+	{ SMTP_DATA,	 cmd_data },
 	{ SMTP_BDAT,	 cmd_bdat },
 	{ SMTP_RSET,	 cmd_relay_group },
 	{ SMTP_NOOP,	 cmd_relay },
@@ -647,7 +851,16 @@ process_command(struct session *s)
 	return r;
 }
 
-/* Message data after 354: check it, pass it on, find its end. */
+/* The reply that ends a held message the store could not take. */
+static const char *
+store_error_reply(int err)
+{
+	if (err == EMSGSIZE)
+		return "552 5.3.4 Error: message header size exceeds limit";
+	return "452 4.3.1 Error: insufficient system storage";
+}
+
+/* Message data after 354: check it, pass it on (or to the store), find its end. */
 static enum step_result
 process_data(struct session *s)
 {
@@ -658,13 +871,18 @@ process_data(struct session *s)
 		session_log(s, LOG_LVL_WARNING, "message over %" PRIu64 " octets: discarding it",
 		    s->size_limit);
 		s->oversize = true;
-		backend_abort(s);
+		if (!s->spooling)
+			backend_abort(s);
 		session_set_state(s, SS_DISCARD, "over the size limit");
 	}
 	if (!s->oversize) {
 		if (s->cfg->log.transcript_body)
 			session_transcript(s, "c>p", iobuf_head(&s->cin), used);
-		backend_data(s, iobuf_head(&s->cin), used);
+		if (!s->spooling)
+			backend_data(s, iobuf_head(&s->cin), used);
+		else if (s->store_errno == 0 &&
+		    msgstore_feed(s->store, iobuf_head(&s->cin), used) != 0)
+			s->store_errno = errno;
 	}
 	iobuf_consume(&s->cin, used);
 	s->msg_octets = s->dot.octets;
@@ -672,15 +890,19 @@ process_data(struct session *s)
 	case DOT_MORE:
 		return STEP_STOP;
 	case DOT_END:
-		if (s->oversize) {
-			session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
-			return STEP_STOP;
-		}
 		if (s->srv->transcript) {
 			char note[64];
 
 			snprintf(note, sizeof(note), "(message data, %" PRIu64 " octets)", s->msg_octets);
 			session_transcript(s, "c>p", note, strlen(note));
+		}
+		if (s->spooling) {
+			hold_end(s);
+			return STEP_NEXT;
+		}
+		if (s->oversize) {
+			session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
+			return STEP_STOP;
 		}
 		backend_send(s, NULL, 0, BS_DOT, SMTP_DATA);
 		s->last_sync = true;
@@ -699,7 +921,40 @@ process_data(struct session *s)
 	return STEP_STOP;
 }
 
-/* The octets of a BDAT chunk: relayed, stuffed into DATA, or dropped. */
+/* BDAT octets stuffed into a DATA stream, for the backend or for the store. */
+static bool
+bdat_stuff_out(struct session *s, const char *p, size_t n)
+{
+	char out[16384];
+	size_t used = 0, produced, off = 0;
+
+	while (off < n) {
+		enum dot_result r = dot_stuff(&s->stuff, p + off, n - off, &used, out,
+		    sizeof(out), &produced);
+
+		if (s->spooling) {
+			if (s->store_errno == 0 && msgstore_feed(s->store, out, produced) != 0)
+				s->store_errno = errno;
+		} else {
+			backend_data(s, out, produced);
+		}
+		off += used;
+		if (r != DOT_MORE)
+			return false;
+	}
+	return true;
+}
+
+/* Bare CR or LF in BDAT data that must become a DATA stream: refuse, end. */
+static void
+bdat_refuse_bare(struct session *s)
+{
+	session_log(s, LOG_LVL_WARNING, "bare <CR> or <LF> in BDAT data: refusing the message");
+	backend_abort(s);
+	session_fail(s, "521 5.5.2 %s Error: bare <CR> or <LF> in message data", s->cfg->hostname);
+}
+
+/* The octets of a BDAT chunk: relayed, stuffed into DATA or the store, or dropped. */
 static enum step_result
 process_bdat(struct session *s)
 {
@@ -707,22 +962,10 @@ process_bdat(struct session *s)
 	const char *p = iobuf_head(&s->cin);
 	bool forward = !s->oversize && !s->bdat_failed;
 
-	if (forward && s->bdat_convert) {
-		char out[16384];
-		size_t used = 0, produced, off = 0;
-		enum dot_result r;
-
-		while (off < n) {
-			r = dot_stuff(&s->stuff, p + off, n - off, &used, out, sizeof(out), &produced);
-			backend_data(s, out, produced);
-			off += used;
-			if (r != DOT_MORE) {
-				session_log(s, LOG_LVL_WARNING, "bare <CR> or <LF> in BDAT data: refusing the message");
-				backend_abort(s);
-				session_fail(s, "521 5.5.2 %s Error: bare <CR> or <LF> in message data",
-				    s->cfg->hostname);
-				return STEP_STOP;
-			}
+	if (forward && (s->bdat_convert || s->spooling)) {
+		if (!bdat_stuff_out(s, p, n)) {
+			bdat_refuse_bare(s);
+			return STEP_STOP;
 		}
 	} else if (forward) {
 		backend_data(s, p, n);
@@ -744,17 +987,22 @@ process_bdat(struct session *s)
 			reset_bdat(s);	/* the client starts over with a new MAIL */
 		return STEP_NEXT;
 	}
-	if (!s->bdat_convert)
+	if (!s->bdat_convert && !s->spooling)
 		return STEP_NEXT;	/* the backend answers the chunk */
 	if (s->bdat_last) {
 		char end[8];
 		int m = dot_stuff_finish(&s->stuff, end, sizeof(end));
 
 		if (m < 0) {
-			backend_abort(s);
-			session_fail(s, "521 5.5.2 %s Error: bare <CR> or <LF> in message data",
-			    s->cfg->hostname);
+			bdat_refuse_bare(s);
 			return STEP_STOP;
+		}
+		if (s->spooling) {
+			/* the store takes the stream without its final ".\r\n" */
+			if (s->store_errno == 0 && msgstore_feed(s->store, end, (size_t)m - 3) != 0)
+				s->store_errno = errno;
+			hold_end(s);
+			return STEP_NEXT;
 		}
 		backend_data(s, end, (size_t)m);
 		backend_send(s, NULL, 0, BS_DOT, SMTP_BDAT);
@@ -763,6 +1011,316 @@ process_bdat(struct session *s)
 	}
 	local_reply(s, "250 2.0.0 Ok: %" PRIu64 " octets received", s->msg_octets);
 	return STEP_NEXT;
+}
+
+/* Summary line for a message: what an operator greps for. */
+static void
+log_outcome(struct session *s, const char *r, size_t n, const char *status)
+{
+	char reply[512], by[128] = "";
+	const char *decider = s->run.verdict != SC_CONTINUE ? filter_decider(s) : "";
+
+	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
+		n--;
+	printable(r, n, reply, sizeof(reply));
+	if (decider[0])
+		snprintf(by, sizeof(by), " filter=%s", decider);
+	session_log(s, LOG_LVL_INFO, "client=[%s]:%u helo=<%s> from=<%s> nrcpt=%u size=%" PRIu64
+	    " status=%s%s%s reply=\"%s\"", s->caddr, s->cport, s->helo, s->from, s->rcpt_ok,
+	    s->msg_octets, status, by, s->msg_modified ? " modified=yes" : "", reply);
+}
+
+/* The status word for a final reply code. */
+static const char *
+status_of(int code)
+{
+	return code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "rejected";
+}
+
+/*
+ * A held message ends without the backend: the client gets reply, the
+ * backend's open transaction is reset, the session goes on.
+ */
+static void
+hold_outcome_local(struct session *s, const char *reply, const char *status)
+{
+	local_reply(s, "%s", reply);
+	log_outcome(s, reply, strlen(reply), status);
+	s->nmessages++;
+	if (s->backend_up) {
+		backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
+		s->last_sync = false;
+	}
+	reset_transaction(s);
+	session_set_state(s, SS_COMMAND, "message outcome");
+}
+
+/*
+ * Quarantine: the message and its envelope in one file in quarantine_dir,
+ * written to a temporary name, synced and renamed, so that a file there is
+ * always whole.  Returns 0 or -1 (logged).
+ */
+static int
+quarantine(struct session *s, char *name, size_t namelen)
+{
+	char tmp[PATH_MAX], path[PATH_MAX], head[1024];
+	const char *dir = s->cfg->quarantine_dir;
+	int fd, n;
+
+	snprintf(name, namelen, "%s.%" PRIu64 ".%ld", s->id, s->nmessages, (long)time(NULL));
+	if (snprintf(tmp, sizeof(tmp), "%s/.tmp.%s", dir, name) >= (int)sizeof(tmp) ||
+	    snprintf(path, sizeof(path), "%s/%s.eml", dir, name) >= (int)sizeof(path))
+		return -1;
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+		session_log(s, LOG_LVL_ERROR, "quarantine: %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	n = snprintf(head, sizeof(head), "X-Smtpchain-Quarantine: session=%s client=[%s]:%u"
+	    " helo=<%s> filter=%s\r\nX-Smtpchain-Envelope-From: <%s>\r\n", s->id, s->caddr,
+	    s->cport, s->helo, filter_decider(s), s->from);
+	if (write(fd, head, (size_t)n) != n)
+		goto fail;
+	for (size_t i = 0; i < s->nrcpts; i++) {
+		if (s->rcpts[i].status != RCPT_OK && s->rcpts[i].status != RCPT_ADDED)
+			continue;
+		n = snprintf(head, sizeof(head), "X-Smtpchain-Envelope-To: <%s>\r\n", s->rcpts[i].addr);
+		if (write(fd, head, (size_t)n) != n)
+			goto fail;
+	}
+	if (msgstore_write_fd(s->store, fd) != 0 || fsync(fd) != 0)
+		goto fail;
+	if (close(fd) != 0) {
+		fd = -1;
+		goto fail;
+	}
+	if (rename(tmp, path) != 0) {
+		fd = -1;
+		goto fail;
+	}
+	session_log(s, LOG_LVL_INFO, "quarantined as %s", path);
+	return 0;
+fail:
+	session_log(s, LOG_LVL_ERROR, "quarantine: %s: %s", tmp, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return -1;
+}
+
+/* The recipients the backend gets for a held message (kept, or added by filters). */
+static bool
+rcpt_goes(const struct rcpt_entry *e)
+{
+	return e->status == RCPT_OK || e->status == RCPT_ADDED;
+}
+
+/* The filters have decided a held message: act on it. */
+static void
+hold_decided(struct session *s, enum filter_answer answer, const char *reply)
+{
+	char name[128], text[256];
+	size_t n = 0;
+
+	if (answer == FILTER_REFUSE) {
+		hold_outcome_local(s, reply, reply[0] == '4' ? "deferred" : "rejected");
+		return;
+	}
+	switch (s->msg_outcome) {
+	case SC_DISCARD:
+		hold_outcome_local(s, "250 2.0.0 Ok: discarded", "discarded");
+		return;
+	case SC_QUARANTINE:
+		if (quarantine(s, name, sizeof(name)) == 0) {
+			snprintf(text, sizeof(text), "250 2.0.0 Ok: held as %s", name);
+			hold_outcome_local(s, text, "quarantined");
+		} else {
+			hold_outcome_local(s, "451 4.3.0 Error: cannot keep the message, try again later",
+			    "deferred");
+		}
+		return;
+	default:
+		break;
+	}
+	if (!s->backend_up) {
+		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
+		    s->cfg->hostname);
+		return;
+	}
+	if (!s->envelope_changed) {
+		backend_send(s, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
+		return;
+	}
+	for (size_t i = 0; i < s->nrcpts; i++)
+		n += rcpt_goes(&s->rcpts[i]);
+	if (n == 0) {
+		session_log(s, LOG_LVL_INFO, "filters removed every recipient");
+		hold_outcome_local(s, "250 2.0.0 Ok: discarded", "discarded");
+		return;
+	}
+	/* The envelope again, as the filters left it; DATA once every answer is in. */
+	backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
+	backend_sendf(s, BS_REPLAY_MAIL, "%s\r\n", s->env_from ? s->env_from : s->mail_line);
+	s->replay_cursor = 0;
+	s->replay_wait = 0;
+	s->replay_ok = 0;
+	for (size_t i = 0; i < s->nrcpts; i++) {
+		if (!rcpt_goes(&s->rcpts[i]))
+			continue;
+		backend_sendf(s, BS_REPLAY_RCPT, "%s\r\n", s->rcpts[i].line);
+		s->replay_wait++;
+	}
+}
+
+/* The held message through the chain (again after a pending module answers). */
+static void
+hold_filter(struct session *s)
+{
+	const char *reply;
+	enum filter_answer answer = filter_phase(s, FILTER_MESSAGE, NULL, NULL, &reply);
+
+	if (answer != FILTER_WAIT)
+		hold_decided(s, answer, reply);
+}
+
+/* End of a held message's data: refuse it, or run the filters over it. */
+static void
+hold_end(struct session *s)
+{
+	if (s->oversize) {
+		hold_outcome_local(s, "552 5.3.4 Error: message size exceeds fixed limit", "rejected");
+		return;
+	}
+	if (s->store_errno == 0 && msgstore_finish(s->store) != 0)
+		s->store_errno = errno;
+	if (s->store_errno != 0) {
+		session_log(s, LOG_LVL_WARNING, "holding the message: %s", strerror(s->store_errno));
+		hold_outcome_local(s, store_error_reply(s->store_errno),
+		    s->store_errno == EMSGSIZE ? "rejected" : "deferred");
+		return;
+	}
+	session_set_state(s, SS_FILTER, "end of data (held)");
+	hold_filter(s);
+}
+
+/* Stream the held message to the backend after its 354, as the backend reads it. */
+static void
+hold_pump(struct session *s)
+{
+	static char buf[65536];
+
+	while (s->pumping && s->backend_up && outq_pending(&s->bout) <= OUT_HIGH_WATER) {
+		ssize_t n = msgstore_output_read(s->store, buf, sizeof(buf));
+
+		if (n < 0) {
+			session_log(s, LOG_LVL_ERROR, "reading the held message: %s", strerror(errno));
+			backend_abort(s);
+			session_fail(s, "451 4.3.0 %s Error: local I/O error, closing connection",
+			    s->cfg->hostname);
+			return;
+		}
+		if (n == 0) {
+			s->pumping = false;
+			backend_data(s, ".\r\n", 3);
+			backend_send(s, NULL, 0, BS_DOT, SMTP_DATA);
+			return;
+		}
+		backend_data(s, buf, (size_t)n);
+	}
+}
+
+/* A pending module answered: go on where the session stopped. */
+void
+session_filter_resumed(struct session *s)
+{
+	if (s->closing)
+		return;
+	if (s->run.step == FILTER_CONNECT)
+		session_greeting(s, NULL, 0);
+	else if (s->run.step == FILTER_MESSAGE && s->state == SS_FILTER)
+		hold_filter(s);
+	session_process(s);
+}
+
+/*
+ * The backend's greeting (r, or the one held when r is NULL): relayed once
+ * the connect step of the chain allows it (and the client's name is known,
+ * for the modules).
+ */
+void
+session_greeting(struct session *s, const char *r, size_t n)
+{
+	const char *reply;
+
+	if (r != NULL) {
+		free(s->greeting_text);
+		s->greeting_text = xstrndup(r, n);
+	}
+	if (s->greeting_text == NULL || s->closing || s->state != SS_CONNECT)
+		return;
+	if (s->srv->chain.n > 0 && !s->cname_done)
+		return;	/* the lookup's end calls again */
+	switch (filter_phase(s, FILTER_CONNECT, NULL, NULL, &reply)) {
+	case FILTER_WAIT:
+		return;
+	case FILTER_REFUSE:
+		session_fail(s, "%s", reply);
+		return;
+	case FILTER_GO:
+		break;
+	}
+	session_reply(s, s->greeting_text, strlen(s->greeting_text));
+	free(s->greeting_text);
+	s->greeting_text = NULL;
+	session_set_state(s, SS_COMMAND, "greeting");
+}
+
+/* change_from() from a module: the MAIL command for the replay. */
+int
+session_change_from(struct session *s, const char *addr, const char *params)
+{
+	char line[1200];
+
+	snprintf(line, sizeof(line), "MAIL FROM:<%s>%s%s", addr, params && *params ? " " : "",
+	    params ? params : "");
+	free(s->env_from);
+	s->env_from = xstrdup(line);
+	snprintf(s->from, sizeof(s->from), "%s", addr);
+	s->envelope_changed = true;
+	return 0;
+}
+
+/* add_rcpt() from a module. */
+int
+session_add_rcpt(struct session *s, const char *addr, const char *params)
+{
+	char line[1200];
+	int n = snprintf(line, sizeof(line), "RCPT TO:<%s>%s%s", addr,
+	    params && *params ? " " : "", params ? params : "");
+
+	rcpt_record(s, line, (size_t)n, addr, RCPT_ADDED);
+	s->envelope_changed = true;
+	return 0;
+}
+
+/* del_rcpt() from a module: every matching recipient (case-insensitive, <> optional). */
+int
+session_del_rcpt(struct session *s, const char *addr)
+{
+	size_t len = strlen(addr);
+
+	if (len >= 2 && addr[0] == '<' && addr[len - 1] == '>') {
+		addr++;
+		len -= 2;
+	}
+	for (size_t i = 0; i < s->nrcpts; i++) {
+		struct rcpt_entry *e = &s->rcpts[i];
+
+		if (rcpt_goes(e) && strlen(e->addr) == len && strncasecmp(e->addr, addr, len) == 0) {
+			e->status = RCPT_DELETED;
+			s->envelope_changed = true;
+		}
+	}
+	return 0;
 }
 
 /*
@@ -774,7 +1332,10 @@ session_process(struct session *s)
 {
 	enum step_result r = STEP_STOP;
 
-	while (!s->closing && s->state != SS_CLOSING && s->state != SS_CONNECT) {
+	if (s->pumping)
+		hold_pump(s);
+	while (!s->closing && s->state != SS_CLOSING && s->state != SS_CONNECT &&
+	    s->state != SS_FILTER) {
 		if (outq_pending(&s->bout) > OUT_HIGH_WATER ||
 		    outq_pending(&s->cout) > OUT_HIGH_WATER)
 			break;
@@ -816,24 +1377,44 @@ session_process(struct session *s)
 	session_update_reading(s);
 }
 
-/* Summary line for a message: what an operator greps for. */
+/* A reply to the replayed envelope of a held message. */
 static void
-log_outcome(struct session *s, const char *r, size_t n, int code)
+replay_reply(struct session *s, struct pending p, const char *r, size_t n, int code)
 {
-	char reply[512];
-	const char *status = code / 100 == 2 ? "sent" : code / 100 == 4 ? "deferred" : "rejected";
+	if (p.step == BS_REPLAY_MAIL) {
+		if (code / 100 != 2 && s->replay_error == NULL)
+			s->replay_error = xstrndup(r, n);
+		return;
+	}
+	/* BS_REPLAY_RCPT: which recipient this answers, in the order they were sent */
+	while (s->replay_cursor < s->nrcpts && !rcpt_goes(&s->rcpts[s->replay_cursor]))
+		s->replay_cursor++;
+	if (code / 100 == 2) {
+		s->replay_ok++;
+	} else if (s->replay_cursor < s->nrcpts) {
+		struct rcpt_entry *e = &s->rcpts[s->replay_cursor];
 
-	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
-		n--;
-	printable(r, n, reply, sizeof(reply));
-	session_log(s, LOG_LVL_INFO, "client=[%s]:%u helo=<%s> from=<%s> nrcpt=%u size=%" PRIu64
-	    " status=%s reply=\"%s\"", s->caddr, s->cport, s->helo, s->from, s->rcpt_ok,
-	    s->msg_octets, status, reply);
+		session_log(s, LOG_LVL_WARNING, "backend refused %s recipient <%s> after the "
+		    "filters: %.*s", e->status == RCPT_ADDED ? "added" : "kept", e->addr,
+		    (int)(n > 2 ? n - 2 : n), r);
+		if (e->status == RCPT_OK && s->replay_error == NULL)
+			s->replay_error = xstrndup(r, n);	/* the client was told 250 for it */
+	}
+	s->replay_cursor++;
+	if (--s->replay_wait > 0)
+		return;
+	if (s->replay_error != NULL || s->replay_ok == 0) {
+		hold_outcome_local(s, "451 4.3.0 Error: the backend refused the envelope the filters "
+		    "made, try again later", "deferred");
+		return;
+	}
+	backend_send(s, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
 }
 
 /*
  * A backend reply to something the client sent (BS_COMMAND, BS_DOT,
- * BS_BDAT_DATA): update what the proxy knows, then relay it (EHLO rewritten).
+ * BS_BDAT_DATA) or to the replay of a held message: update what the proxy
+ * knows, then relay it (EHLO rewritten).
  */
 void
 session_backend_reply(struct session *s, struct pending p, const char *r, size_t n, int code)
@@ -852,11 +1433,39 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 			s->bdat_error = xstrndup(r, n);
 		}
 		return;
+	case BS_REPLAY_MAIL:
+	case BS_REPLAY_RCPT:
+		replay_reply(s, p, r, n, code);
+		return;
+	case BS_REPLAY_DATA:
+		if (code == 354) {
+			if (msgstore_output_begin(s->store) != 0) {
+				session_log(s, LOG_LVL_ERROR, "reading the held message: %s",
+				    strerror(errno));
+				backend_abort(s);
+				session_fail(s, "451 4.3.0 %s Error: local I/O error, closing connection",
+				    s->cfg->hostname);
+				return;
+			}
+			s->pumping = true;
+			hold_pump(s);
+			return;
+		}
+		/* The backend refused DATA: that is the message's answer. */
+		session_reply(s, r, n);
+		log_outcome(s, r, n, status_of(code));
+		s->nmessages++;
+		backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
+		reset_transaction(s);
+		session_set_state(s, SS_COMMAND, "DATA refused");
+		break;
 	case BS_DOT:
 		session_reply(s, r, n);
-		log_outcome(s, r, n, code);
+		log_outcome(s, r, n, status_of(code));
 		s->nmessages++;
 		reset_transaction(s);
+		if (s->state == SS_FILTER)
+			session_set_state(s, SS_COMMAND, "message relayed");
 		break;
 	case BS_COMMAND:
 		switch (p.verb) {
@@ -913,6 +1522,9 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 				s->rcpt_ok++;
 			else
 				log_refusal(s, "RCPT", r, n);
+			if (s->rcpt_reply_next < s->nrcpts)
+				s->rcpts[s->rcpt_reply_next++].status =
+				    code / 100 == 2 ? RCPT_OK : RCPT_REFUSED;
 			break;
 		case SMTP_DATA:
 			if (code == 354) {
@@ -1001,7 +1613,8 @@ client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		s->client_gone = true;
 		uv_read_stop(stream);
 		s->reading = false;
-		if (s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_DISCARD) {
+		if (session_backend_in_data(s) || s->state == SS_DATA || s->state == SS_BDAT ||
+		    s->state == SS_DISCARD || s->state == SS_FILTER) {
 			session_log(s, LOG_LVL_INFO, "client disconnected in the middle of a message "
 			    "(%" PRIu64 " octets): dropping it", s->msg_octets);
 			backend_abort(s);
@@ -1027,7 +1640,7 @@ client_written(struct outq *q, int status)
 	if (status != 0) {
 		session_log(s, LOG_LVL_INFO, "client write: %s", uv_strerror(status));
 		s->client_gone = true;
-		if (s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_DISCARD)
+		if (session_backend_in_data(s) || s->state == SS_FILTER)
 			backend_abort(s);
 		else
 			backend_quit(s);
@@ -1043,8 +1656,9 @@ client_timeout(uv_timer_t *t)
 {
 	struct session *s = t->data;
 
-	if (s->pcount > 0 && s->state != SS_DATA && s->state != SS_BDAT) {
-		client_timer_arm(s);	/* waiting for the backend, not the client */
+	if ((s->pcount > 0 && s->state != SS_DATA && s->state != SS_BDAT) ||
+	    s->state == SS_FILTER || s->run.waiting) {
+		client_timer_arm(s);	/* waiting for the backend or a filter, not the client */
 		return;
 	}
 	session_log(s, LOG_LVL_WARNING, "timeout in state %s", state_names[s->state]);
@@ -1136,6 +1750,7 @@ session_start(uv_tcp_t *client)
 		return;
 	}
 	client_timer_arm(s);
+	filter_session_open(s);
 	backend_connect(s);
 	if (!s->closing)
 		session_update_reading(s);
@@ -1160,6 +1775,7 @@ session_close(struct session *s)
 	session_log(s, LOG_LVL_DEBUG, "closing session (%" PRIu64 " messages)", s->nmessages);
 	backend_abort(s);
 	backend_release(s);
+	filter_session_close(s);
 	uv_close((uv_handle_t *)&s->client, handle_closed);
 	uv_close((uv_handle_t *)&s->ctimer, handle_closed);
 	if (srv->stopping && srv->nsessions == 0)
@@ -1176,8 +1792,10 @@ session_free(struct session *s)
 	outq_free(&s->bout);
 	reset_transaction(s);
 	free(s->greeting);
+	free(s->greeting_text);
 	free(s->offered);
 	free(s->deferred);
+	free(s->rcpts);
 	free(s);
 }
 

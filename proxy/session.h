@@ -16,6 +16,7 @@
 
 #include "dotstream.h"
 #include "ehlo.h"
+#include "filter.h"
 #include "iobuf.h"
 #include "server.h"
 #include "smtp.h"
@@ -27,6 +28,7 @@ enum session_state {
 	SS_DATA,		/* relaying message data after 354 */
 	SS_BDAT,		/* relaying the octets of one BDAT chunk */
 	SS_DISCARD,		/* message over the size limit: reading to its end */
+	SS_FILTER,		/* a held message: filters, then relayed to the backend */
 	SS_CLOSING,		/* last reply going out, then close */
 	SS_STATE_MAX
 };
@@ -41,6 +43,19 @@ enum backend_step {
 	BS_DOT,			/* end of data (DATA or BDAT LAST): the message's outcome */
 	BS_BDAT_DATA,		/* our DATA for a BDAT transaction to a backend without CHUNKING */
 	BS_QUIT,		/* our QUIT when the client went away (not relayed) */
+	BS_RESET,		/* our RSET after a held message's local outcome */
+	BS_REPLAY_MAIL,		/* the envelope again, after filters changed it */
+	BS_REPLAY_RCPT,
+	BS_REPLAY_DATA,		/* DATA for a held message */
+};
+
+/* A recipient of a held message (kept only when filters hold messages). */
+enum rcpt_status { RCPT_PENDING = 0, RCPT_OK, RCPT_REFUSED, RCPT_DELETED, RCPT_ADDED };
+
+struct rcpt_entry {
+	char		*line;		/* "RCPT TO:<addr> params", no CRLF */
+	char		*addr;
+	uint8_t		 status;	/* enum rcpt_status */
 };
 
 struct pending {
@@ -122,6 +137,33 @@ struct session {
 	uint64_t		 msg_octets;
 	bool			 oversize;
 
+	/* the filter chain */
+	struct sc_ctx		*fctx;		/* one per module */
+	struct filter_run	 run;
+	bool			 filter_skip_session;	/* a module accepted the session */
+	bool			 filter_skip_message;	/* a module accepted the message */
+	enum sc_verdict		 session_outcome;	/* discard/quarantine from connect/helo */
+	enum sc_verdict		 msg_outcome;		/* discard/quarantine for this message */
+	size_t			 msg_outcome_by;
+	bool			 msg_modified;
+	char			*greeting_text;	/* held until the connect step is decided */
+
+	/* a message held for the filters */
+	struct msgstore		*store;
+	bool			 spooling;	/* message data goes to the store */
+	int			 store_errno;
+	bool			 pumping;	/* the store is being sent to the backend */
+	char			*mail_line;	/* the MAIL command as relayed, no CRLF */
+	char			*env_from;	/* the MAIL command after change_from */
+	bool			 envelope_changed;
+	struct rcpt_entry	*rcpts;
+	size_t			 nrcpts, rcpts_cap;
+	size_t			 rcpt_reply_next;	/* next RCPT_PENDING to get a reply */
+	size_t			 replay_cursor;	/* next replayed recipient to get a reply */
+	unsigned		 replay_wait;	/* replayed RCPT replies still to come */
+	unsigned		 replay_ok;
+	char			*replay_error;	/* the envelope replay failed */
+
 	unsigned		 handles;	/* open uv handles; free at zero */
 	bool			 closing;
 	uint64_t		 nmessages;
@@ -142,6 +184,12 @@ void	session_close(struct session *s);
 void	session_update_reading(struct session *s);
 void	session_backend_reply(struct session *s, struct pending p, const char *r, size_t n, int code);
 void	session_unref(struct session *s);	/* a handle or request is done */
+void	session_greeting(struct session *s, const char *r, size_t n);	/* the backend's, to relay */
+void	session_filter_resumed(struct session *s);	/* a pending module answered */
+bool	session_backend_in_data(const struct session *s);
+int	session_change_from(struct session *s, const char *addr, const char *params);
+int	session_add_rcpt(struct session *s, const char *addr, const char *params);
+int	session_del_rcpt(struct session *s, const char *addr);
 
 /* backend.c */
 void	backend_connect(struct session *s);

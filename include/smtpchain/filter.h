@@ -19,7 +19,9 @@
  * Hooks run on the daemon's event loop and must not block.  A hook that
  * needs to wait (a network call, like the milter module) returns
  * SC_PENDING and later calls host->resume(ctx, verdict) exactly once, from
- * the loop's thread.  A NULL hook means "not interested".
+ * the loop's thread; abort() and close() cancel a pending hook: after them
+ * the module must not call resume() for it.  A NULL hook means "not
+ * interested".
  *
  * Strings handed to hooks are NUL-terminated and valid only during the call.
  * Header names and values are passed as they are in the message: the value
@@ -70,9 +72,12 @@ struct sc_host {
 	/*
 	 * Options, during init() only.  Each returns 0 and sets *out, 1 when
 	 * the key is absent (*out untouched), or -1 when it has the wrong type
-	 * (the host has then recorded "FILE:LINE: filter NAME: KEY: ..."
-	 * and init() should fail).  Every key the module does not read is an
-	 * error after init() ("unknown key"), so typos do not go unnoticed.
+	 * (the host has then recorded 'FILE:LINE: filter "NAME": KEY: ...'
+	 * and the load fails whatever init() returns).  Every key the module
+	 * does not read is an error after init() ("unknown key"), so typos do
+	 * not go unnoticed.  Strings and arrays returned stay valid until the
+	 * module's fini() has run: a module may keep them.  An empty list
+	 * gives n = 0 and a non-NULL array.
 	 */
 	int	(*opt_string)(const struct sc_options *o, const char *key, const char **out);
 	int	(*opt_int)(const struct sc_options *o, const char *key, long long *out);
@@ -80,7 +85,7 @@ struct sc_host {
 	/* A list of strings (a single string counts as a list of one). */
 	int	(*opt_list)(const struct sc_options *o, const char *key,
 		    const char *const **out, size_t *n);
-	/* Report a bad value: "FILE:LINE: filter NAME: KEY: message"; returns -1. */
+	/* Report a bad value: 'FILE:LINE: filter "NAME": KEY: message'; returns -1. */
 	int	(*opt_error)(const struct sc_options *o, const char *key, const char *fmt, ...)
 		    __attribute__((format(printf, 3, 4)));
 
@@ -145,7 +150,8 @@ struct sc_filter {
 	/*
 	 * Once per filter {} block, at start-up and for `smtpchain -t`: read
 	 * the options, set *instance.  Returns 0, or -1 with a message in err
-	 * (or after host->opt_error).
+	 * (or after host->opt_error).  Both init and fini may be NULL.  The
+	 * host reads `needs` and the hook pointers after init() returns.
 	 */
 	int	(*init)(const struct sc_host *host, const struct sc_options *o,
 		    void **instance, char *err, size_t errlen);
