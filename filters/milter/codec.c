@@ -1,0 +1,1 @@
+/* filters/milter/codec.c: being written */

@@ -1,0 +1,1 @@
+/* filters/milter/milter.c: being written */
