@@ -17,7 +17,15 @@
  * that is not a header (no colon, or a name with bytes outside 33..126
  * except ':'), which then starts the body (as Postfix does); the store
  * remembers whether there was an empty line so that an unchanged message
- * goes out byte for byte as it came in.
+ * goes out byte for byte as it came in.  Strictly: "Name : value" (white
+ * space before the colon, which Postfix still takes for a header) is not a
+ * header here, and a line starting with SP or HTAB is a continuation only
+ * after a header.  Lines end at CRLF only; a bare CR or LF is kept as data.
+ *
+ * The separator goes out if the message had one, or if the message was
+ * changed (a header change or a new body) and has a non-empty body, so
+ * that the body's first line cannot be read as a header; an empty header
+ * list with it is a message with an empty header section.
  */
 #ifndef SMTPCHAIN_MSGSTORE_H
 #define SMTPCHAIN_MSGSTORE_H
@@ -47,15 +55,27 @@ void	msgstore_free(struct msgstore *m);
  * Feed bytes of the stuffed DATA stream (any split, even inside a CRLF).
  * Returns 0, or -1 with errno: EMSGSIZE when the header section exceeds
  * max_header_bytes, or the errno of a failed temp file write (ENOSPC...).
+ * Header bytes are counted as they came ("name:value\r\n", folding
+ * included, the separator not), and so are the bytes of a line not yet
+ * known to be a header or not (a long run of name bytes without a colon).
+ * An error sticks: later calls, and msgstore_finish(), fail with it.
+ * After msgstore_finish(): EINVAL.
  */
 int	msgstore_feed(struct msgstore *m, const char *p, size_t n);
-/* End of data.  Returns 0 or -1 with errno. */
+/*
+ * End of data: a pending header is complete, and a non-empty body that does
+ * not end with CRLF gets one (the LF alone after a final CR), so that what
+ * the filters read is what the backend gets.  Calling it again does
+ * nothing.  Returns 0 or -1 with errno.
+ */
 int	msgstore_finish(struct msgstore *m);
 
-/* Octets of the message as it is now (headers + separator + body, CRLF lines, unstuffed). */
+/* Octets of the message as it is now (headers + separator + body, CRLF
+ * lines, unstuffed): what msgstore_write_fd() writes. */
 uint64_t msgstore_size(const struct msgstore *m);
 
-/* Headers, in order. */
+/* Headers, in order; msgstore_header() is NULL past the end, and its
+ * pointers stay valid until the next header change. */
 size_t	msgstore_nheaders(const struct msgstore *m);
 const struct msg_header *msgstore_header(const struct msgstore *m, size_t i);
 /* Append; insert before index (index >= count appends); change the
@@ -63,7 +83,10 @@ const struct msg_header *msgstore_header(const struct msgstore *m, size_t i);
  * deletes it (no such header: add it when value is not NULL, as milter's
  * chgheader does).  Values may contain folding ("\r\n\t"); a name must be
  * 1..997 printable bytes without ':' or space; a value must not contain a
- * bare CR or LF, nor CRLF not followed by a space or tab.  0 or -1 (EINVAL). */
+ * bare CR or LF, nor CRLF not followed by a space or tab.  0 or -1 (EINVAL,
+ * also for occurrence 0).  A value is stored as given: it goes out as
+ * "name:value", so a filter wanting "Name: v" passes " v".  A change keeps
+ * the name as the message spells it. */
 int	msgstore_add_header(struct msgstore *m, const char *name, const char *value);
 int	msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const char *value);
 int	msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, const char *value);
@@ -79,7 +102,12 @@ ssize_t	msgstore_body_read(struct msgstore *m, void *buf, size_t n);
  * Replace the body: begin, append any number of times (the new body may be
  * large: it spills like the original), commit.  CRLF line ends are the
  * caller's job except that a bare LF is turned into CRLF and a final CRLF
- * is added if missing at commit.  0 or -1 with errno.
+ * is added if missing at commit (a non-empty body; the LF alone after a
+ * final CR).  Until the commit the old body stays readable, and the two
+ * share the memory budget (mem_threshold).  begin again drops a body not
+ * committed; append or commit without begin: EINVAL; after a failed
+ * append, commit fails with its errno and the old body stays.  0 or -1
+ * with errno.
  */
 int	msgstore_body_replace_begin(struct msgstore *m);
 int	msgstore_body_replace_append(struct msgstore *m, const void *p, size_t n);
@@ -88,7 +116,12 @@ int	msgstore_body_replace_commit(struct msgstore *m);
 /*
  * The message for the backend: begin, then read until 0: headers, the
  * separator, the body, dot-stuffed, ending with CRLF, WITHOUT the final
- * ".\r\n".  Returns bytes, 0 at the end, -1 with errno.
+ * ".\r\n".  Returns bytes, 0 at the end, -1 with errno.  Any n >= 1 works
+ * (n 0, or a read before begin: EINVAL); begin calls msgstore_finish() if
+ * need be.  A "." is doubled at the start of the message and after every
+ * CR or LF (after CRLF only, in a valid message; the rest is a safety
+ * net for bodies that filters write).  A header change or a new body
+ * needs a new begin.
  */
 int	msgstore_output_begin(struct msgstore *m);
 ssize_t	msgstore_output_read(struct msgstore *m, char *buf, size_t n);
