@@ -12,6 +12,7 @@
  * session_filter_resumed().
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,14 +88,19 @@ filter_message_end(struct session *s)
 {
 	const struct filter_chain *ch = chain_of(s);
 
+	size_t pending = SIZE_MAX;
+
 	if (s->fctx == NULL)
 		return;
-	if (s->run.active && s->run.step >= FILTER_MAIL)
+	if (s->run.active && s->run.step >= FILTER_MAIL) {
+		if (s->run.waiting)
+			pending = s->run.idx;	/* its abort() cancels the pending hook */
 		run_clear(&s->run);
+	}
 	for (size_t i = 0; i < ch->n; i++) {
 		struct sc_ctx *c = &s->fctx[i];
 
-		if (c->in_message && !c->got_eom && ch->v[i].desc->abort)
+		if (c->in_message && (!c->got_eom || i == pending) && ch->v[i].desc->abort)
 			ch->v[i].desc->abort(c);
 		c->in_message = c->got_eom = c->replacing_body = false;
 	}
