@@ -1159,6 +1159,7 @@ hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 	}
 	/* The envelope again, as the filters left it; DATA once every answer is in. */
 	backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
+	backend_xforward(s);	/* RSET made the backend forget it */
 	backend_sendf(s, BS_REPLAY_MAIL, "%s\r\n", s->env_from ? s->env_from : s->mail_line);
 	s->replay_cursor = 0;
 	s->replay_wait = 0;
