@@ -84,6 +84,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Inside the module's .so, only smtpchain_filter is exported. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 #define RULES_IF_DEPTH		64		/* if..endif nesting */
 #define RULES_REPLY_MAX		450		/* bytes of reply text kept */
 #define RULES_LINE_MAX		(1024 * 1024)	/* default body piece size */
@@ -194,5 +199,9 @@ int		 rules_liner_finish(struct rules_liner *l, rules_line_fn *fn, void *arg);
 /* Forget buffered bytes (keeps memory for reuse); free releases it. */
 void		 rules_liner_reset(struct rules_liner *l);
 void		 rules_liner_free(struct rules_liner *l);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif
