@@ -1,0 +1,25 @@
+#!/bin/bash
+# contrib/deps.sh - install the Debian 12 packages smtpchain's build, tests
+# and demo need (as root).  Used by .ci/run and contrib/demo.sh, so the
+# list lives in one place.  Postfix is installed for smtp-sink/smtp-source
+# and for private test instances; the system's own Postfix is left
+# unconfigured and stopped.
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+	echo "contrib/deps.sh: must run as root (it installs packages)" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+	build-essential autoconf automake libtool pkg-config \
+	libuv1-dev libssl-dev libpcre2-dev libmilter-dev libcmocka-dev \
+	postfix postfix-pcre swaks opendkim opendkim-tools haproxy \
+	clang libclang-rt-14-dev \
+	perl libio-socket-ip-perl procps iproute2 ca-certificates coreutils \
+	>/dev/null
+if [ -f /etc/postfix/main.cf ] && postfix status >/dev/null 2>&1; then
+	postfix stop || true
+fi
