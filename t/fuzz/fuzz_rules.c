@@ -1,0 +1,115 @@
+/*
+ * fuzz_rules.c - libFuzzer harness for the regex module's table parser and
+ * matcher (filters/regex/rules.c).
+ *
+ * Parses arbitrary bytes with rules_parse() as a header_checks, a
+ * body_checks and an access table.  A table that loads is matched against
+ * a few fixed strings and against each line of the input itself (so
+ * substitutions see odd captures), and each PREPEND/REPLACE text goes
+ * through rules_header_split().  The input is also cut into lines by
+ * rules_liner in small pieces.  A refused table must come with one error
+ * line "fuzz:LINE: ..." (or "fuzz: ..."); a hit must be consistent: a reply
+ * code 4xx/5xx whose class the enhanced code shares, a text of the length
+ * it claims, at most RULES_REPLY_MAX bytes of printable ASCII for a reply.
+ *
+ *	clang -g -fsanitize=fuzzer,address,undefined -Ifilters/regex \
+ *	    t/fuzz/fuzz_rules.c filters/regex/rules.c -lpcre2-8 -o fuzz_rules
+ *	./fuzz_rules -max_len=4096 corpus t/fuzz/seed/fuzz_rules
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../filters/regex/rules.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Abort unless a hit is well formed. */
+static void
+check_hit(const struct rules_hit *h)
+{
+	char *name, *value;
+
+	if (h == NULL)
+		return;
+	if (h->action >= RULES_ACTION_MAX || h->word == NULL || h->text == NULL ||
+	    strlen(h->text) != h->textlen || h->line < 1 || strcmp(h->file, "fuzz") != 0)
+		abort();
+	if (h->action == RULES_REJECT) {
+		if (h->code < 400 || h->code > 599 || h->enhanced[0] != '0' + h->code / 100 ||
+		    h->enhanced[1] != '.' || h->textlen == 0 || h->textlen > RULES_REPLY_MAX)
+			abort();
+		for (size_t i = 0; i < h->textlen; i++)
+			if ((unsigned char)h->text[i] < 0x20 || (unsigned char)h->text[i] > 0x7e)
+				abort();
+	}
+	if ((h->action == RULES_PREPEND || h->action == RULES_REPLACE) &&
+	    rules_header_split(h->text, &name, &value) == 0) {
+		if (strchr(name, ':') != NULL || strchr(name, ' ') != NULL)
+			abort();
+		for (const char *p = value; *p; p++)
+			if ((*p == '\n' && (p == value || p[-1] != '\r')) ||
+			    (*p == '\r' && (p[1] != '\n' || (p[2] != ' ' && p[2] != '\t'))))
+				abort();
+		free(name);
+		free(value);
+	}
+}
+
+struct each {
+	struct rules	*t;
+	size_t		 lines;
+};
+
+/* Match every line of the input against the table. */
+static int
+on_line(void *arg, const char *line, size_t len)
+{
+	struct each *e = arg;
+	char warn[256];
+
+	if (len > 8)	/* pieces are at most 8 bytes (see below) */
+		abort();
+	e->lines++;
+	if (e->t != NULL)
+		check_hit(rules_match(e->t, line, len, warn, sizeof(warn)));
+	return 0;
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const enum rules_kind kinds[] = { RULES_HEADER, RULES_BODY, RULES_ACCESS };
+	static const char *const subjects[] = {
+		"Subject: hello world", "Subject: a\n\tb", "user@example.com", "<>",
+		"192.0.2.1", "x", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab",
+	};
+	const char *buf = (const char *)data;
+	char err[512], warn[256];
+
+	for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+		struct rules *t;
+		struct rules_liner lr;
+		struct each e = { 0 };
+
+		err[0] = '\0';
+		t = rules_parse(buf, size, "fuzz", kinds[k], err, sizeof(err));
+		if (t == NULL) {
+			if (strncmp(err, "fuzz:", 5) != 0 || strchr(err, '\n') != NULL)
+				abort();
+			continue;
+		}
+		for (size_t i = 0; i < sizeof(subjects) / sizeof(subjects[0]); i++)
+			check_hit(rules_match(t, subjects[i], strlen(subjects[i]), warn, sizeof(warn)));
+		check_hit(rules_match_header(t, "X-Fuzz", " a\r\n b", warn, sizeof(warn)));
+		/* Each line of the input, in pieces of at most 8 bytes, fed 3 at a time. */
+		e.t = t;
+		rules_liner_init(&lr, 8);
+		for (size_t o = 0; o < size; o += 3)
+			rules_liner_feed(&lr, buf + o, size - o < 3 ? size - o : 3, on_line, &e);
+		rules_liner_finish(&lr, on_line, &e);
+		rules_liner_free(&lr);
+		rules_free(t);
+	}
+	return 0;
+}
