@@ -280,11 +280,20 @@ message_reset(struct rx_session *s)
 		s->names[i].count = 0;
 	}
 	s->nnames = 0;
+	if (s->namecap > 1024) {	/* a message with many names: give it back */
+		free(s->names);
+		s->names = NULL;
+		s->namecap = 0;
+	}
 	s->nheaders = 0;
 	s->hold = false;
 	s->verdict = SC_CONTINUE;
 	strlist_clear(&s->msg_pre);
 	rules_liner_reset(&s->liner);
+	if (s->liner.cap > 65536) {	/* a long line: do not keep up to 1 MB per session */
+		rules_liner_free(&s->liner);
+		rules_liner_init(&s->liner, RULES_LINE_MAX);
+	}
 }
 
 /* The session's state, made on first use; NULL when out of memory. */
