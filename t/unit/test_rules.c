@@ -662,10 +662,13 @@ static void
 test_misc(void)
 {
 	struct rules *t = parse(RULES_BODY, "!/x/ REJECT\n");
-	char warn[256], path[] = "/tmp/test_rules.XXXXXX";
+	const char *tmp = getenv("TMPDIR");
+	char warn[256], path[512];
 	const struct rules_hit *h;
 	char subject[64];
 	int fd;
+
+	snprintf(path, sizeof(path), "%s/test_rules.XXXXXX", tmp && *tmp ? tmp : "/tmp");
 
 	ok(rules_match(t, "", 0, NULL, 0) == NULL, "an empty line never matches");
 	rules_free(t);
@@ -684,7 +687,7 @@ test_misc(void)
 
 	if ((fd = mkstemp(path)) >= 0) {
 		static const char table[] = "# file\n/a/ OK\n\n/b/ BCC x@y\n";
-		char want[128];
+		char want[600];
 
 		ok(write(fd, table, sizeof(table) - 1) == (ssize_t)sizeof(table) - 1, "table written");
 		close(fd);
