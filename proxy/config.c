@@ -308,32 +308,94 @@ config_addr_same(const struct config_addr *a, const struct config_addr *b)
 	return a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0;
 }
 
-/* listen: one address or a list of them, no repeats. */
+/*
+ * One listen entry: "ADDR", or { address = "ADDR"; tls = "implicit" | "starttls"; }
+ * (starttls, the default, means STARTTLS is offered when tls {} is there).
+ */
+static int
+listen_entry(struct config_ctx *ctx, const struct cfg_node *c, const char *path,
+    struct config_addr *addr)
+{
+	const struct cfg_node *k, *a = NULL;
+
+	if (c->type != CFG_OBJECT)
+		return config_addr(ctx, c, path, addr);
+	for (k = c->child; k != NULL; k = k->next) {
+		if (strcmp(k->key, "address") == 0 && a == NULL) {
+			a = k;
+		} else if (strcmp(k->key, "tls") == 0) {
+			if (config_expect(ctx, k, CFG_STRING, path) == -1)
+				return -1;
+			if (strcmp(k->str, "implicit") != 0 && strcmp(k->str, "starttls") != 0) {
+				config_error(ctx, k->line, "%s.tls: expected \"implicit\" or "
+				    "\"starttls\", got \"%s\"", path, k->str);
+				return -1;
+			}
+			addr->implicit_tls = strcmp(k->str, "implicit") == 0;
+		} else {
+			config_error(ctx, k->line, "unknown key \"%s\" in %s {}", k->key, path);
+			return -1;
+		}
+	}
+	if (a == NULL) {
+		config_error(ctx, c->line, "%s: missing key \"address\"", path);
+		return -1;
+	}
+	bool implicit = addr->implicit_tls;
+	if (config_addr(ctx, a, path, addr) == -1)
+		return -1;
+	addr->implicit_tls = implicit;
+	return 0;
+}
+
+/* listen: one entry or a list of them, no repeats. */
 static int
 set_listen(struct config_ctx *ctx, const struct config_key *key,
     const struct cfg_node *node, const char *path)
 {
 	struct config *cfg = ctx->cfg;
-	const struct cfg_node *c;
-	size_t n;
+	const struct cfg_node *c, *first;
+	size_t n = 0;
 
 	(void)key;
-	if (config_strings(ctx, node, path, true, &c, &n) == -1)
-		return -1;
+	if (node->type == CFG_ARRAY) {
+		first = node->child;
+		for (c = first; c != NULL; c = c->next)
+			n++;
+		if (n == 0) {
+			config_error(ctx, node->line, "%s: expected at least one entry", path);
+			return -1;
+		}
+	} else {
+		first = node;
+		n = 1;
+	}
 	cfg->listen = xcalloc(n, sizeof(*cfg->listen));
-	for (; c != NULL && cfg->nlisten < n; c = c->next) {
+	for (c = first; c != NULL && cfg->nlisten < n; c = node->type == CFG_ARRAY ? c->next : NULL) {
 		struct config_addr *addr = &cfg->listen[cfg->nlisten];
 
-		if (config_addr(ctx, c, path, addr) == -1)
+		if (listen_entry(ctx, c, path, addr) == -1)
 			return -1;
 		for (size_t i = 0; i < cfg->nlisten; i++)
 			if (config_addr_same(&cfg->listen[i], addr)) {
 				config_error(ctx, c->line, "%s: \"%s\" is already "
-				    "listed at line %d", path, c->str, cfg->listen[i].line);
+				    "listed at line %d", path, addr->text, cfg->listen[i].line);
 				return -1;
 			}
 		cfg->nlisten++;
 	}
+	return 0;
+}
+
+/* A string value as it is. */
+static int
+set_string(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	free(*(char **)config_field(ctx, key));
+	*(char **)config_field(ctx, key) = xstrdup(node->str);
 	return 0;
 }
 
@@ -562,6 +624,14 @@ static const struct config_key ehlo_keys[] = {
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
+static const struct config_key tls_keys[] = {
+	{ "cert",	set_path,	F(tls.cert),		0, 0, NULL, KEY_REQUIRED },
+	{ "key",	set_path,	F(tls.key),		0, 0, NULL, KEY_REQUIRED },
+	{ "protocols",	set_string,	F(tls.protocols),	0, 0, NULL, 0 },
+	{ "ciphers",	set_string,	F(tls.ciphers),		0, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
 static const struct config_key top_keys[] = {
 	{ "listen",	set_listen,	0,		0, 0, NULL, KEY_REQUIRED },
 	{ "backend",	set_addr,	F(backend),	0, 0, NULL, KEY_REQUIRED },
@@ -570,6 +640,7 @@ static const struct config_key top_keys[] = {
 	{ "timeout",	set_block,	0,		0, 0, timeout_keys, 0 },
 	{ "limits",	set_block,	0,		0, 0, limits_keys, 0 },
 	{ "ehlo",	set_block,	0,		0, 0, ehlo_keys, 0 },
+	{ "tls",	set_block,	0,		0, 0, tls_keys, 0 },
 	{ "xclient",	set_bool,	F(xclient),	0, 0, NULL, 0 },
 	{ "xforward",	set_bool,	F(xforward),	0, 0, NULL, 0 },
 	{ "filter",	set_filter,	0,		0, 0, NULL, KEY_REPEAT },
@@ -705,6 +776,14 @@ config_load(const char *path, char *err, size_t errlen)
 	}
 	if (cfg->hostname == NULL)
 		cfg->hostname = config_default_hostname();
+	cfg->tls.enabled = cfg->tls.cert != NULL;
+	for (size_t i = 0; i < cfg->nlisten; i++)
+		if (cfg->listen[i].implicit_tls && !cfg->tls.enabled) {
+			config_error(&ctx, cfg->listen[i].line, "listen: %s: tls = \"implicit\" "
+			    "needs a tls {} block", cfg->listen[i].text);
+			config_free(cfg);
+			return NULL;
+		}
 	return cfg;
 }
 
@@ -736,6 +815,10 @@ config_free(struct config *cfg)
 	free(cfg->module_path);
 	free(cfg->quarantine_dir);
 	free(cfg->spool_dir);
+	free(cfg->tls.cert);
+	free(cfg->tls.key);
+	free(cfg->tls.protocols);
+	free(cfg->tls.ciphers);
 	cfg_free(cfg->tree);
 	free(cfg);
 }

@@ -23,6 +23,7 @@ struct config_addr {
 	socklen_t		sslen;
 	char			text[64];	/* as written: "127.0.0.1:25", "[::1]:25" */
 	int			line;		/* line in the config file, for messages */
+	bool			implicit_tls;	/* listen { tls = "implicit"; }: TLS from the first byte */
 };
 
 struct config_strlist {
@@ -75,6 +76,14 @@ struct config {
 		struct config_strlist	add;	/* ehlo.add: "KEYWORD [params]" lines */
 		uint64_t		size;	/* ehlo.size: 0 = not set */
 	} ehlo;
+
+	struct {				/* "tls {}": present = STARTTLS offered */
+		bool		enabled;
+		char		*cert;		/* tls.cert: PEM chain, required in tls {} */
+		char		*key;		/* tls.key: PEM key, required in tls {} */
+		char		*protocols;	/* tls.protocols: "TLSv1.2:TLSv1.3" (default) */
+		char		*ciphers;	/* tls.ciphers: OpenSSL list for TLS 1.2; default OpenSSL's */
+	} tls;
 
 	bool			xclient;	/* "xclient": default true */
 	bool			xforward;	/* "xforward": default true */

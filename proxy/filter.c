@@ -443,6 +443,12 @@ host_get(struct sc_ctx *c, const char *name)
 		return s->run.active && s->run.step == FILTER_RCPT ? s->run.arg1 : NULL;
 	if (strcmp(name, "hostname") == 0)
 		return s->cfg->hostname;
+	if (s->tls && tls_conn_established(s->tls)) {
+		if (strcmp(name, "tls_version") == 0)
+			return tls_conn_version(s->tls);
+		if (strcmp(name, "cipher") == 0)
+			return tls_conn_cipher(s->tls);
+	}
 	if (strcmp(name, "nrcpt") == 0) {
 		snprintf(c->scratch, sizeof(c->scratch), "%u", s->rcpt_ok);
 		return c->scratch;

@@ -19,7 +19,7 @@ listener_accept(uv_stream_t *stream, int status)
 		log_warn("accept on %s: %s", l->addr->text, uv_strerror(status));
 		return;
 	}
-	client = session_new(l->srv);
+	client = session_new(l->srv, l->addr);
 	if (uv_accept(stream, (uv_stream_t *)client) != 0) {
 		session_discard(client);
 		return;

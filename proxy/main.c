@@ -21,6 +21,7 @@
 #include "module.h"
 #include "server.h"
 #include "session.h"
+#include "tls.h"
 
 #define DEFAULT_CONFIG	SYSCONFDIR "/smtpchain/smtpchain.conf"
 
@@ -129,6 +130,12 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
+	if (srv.cfg->tls.enabled &&
+	    (srv.tls = tls_server_new(srv.cfg, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "%s: %s\n", path, err);
+		config_free(srv.cfg);
+		return 1;
+	}
 	if (modules_load(srv.cfg, filter_host(), &srv.chain, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s\n", err);
 		config_free(srv.cfg);
@@ -136,6 +143,7 @@ main(int argc, char **argv)
 	}
 	if (check) {
 		modules_unload(&srv.chain);
+		tls_server_free(srv.tls);
 		config_free(srv.cfg);
 		return 0;
 	}
@@ -166,6 +174,7 @@ main(int argc, char **argv)
 	uv_run(srv.loop, UV_RUN_DEFAULT);
 	uv_loop_close(srv.loop);
 	modules_unload(&srv.chain);
+	tls_server_free(srv.tls);
 	free(srv.listeners);
 	config_free(srv.cfg);
 	return 0;

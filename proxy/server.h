@@ -13,6 +13,7 @@
 #include "module.h"
 
 struct session;
+struct tls_server;
 
 struct listener {
 	uv_tcp_t		 tcp;
@@ -24,6 +25,7 @@ struct server {
 	uv_loop_t		*loop;
 	struct config		*cfg;
 	struct filter_chain	 chain;		/* the loaded filter modules */
+	struct tls_server	*tls;		/* tls {}: STARTTLS and implicit TLS */
 	bool			 transcript;	/* log.transcript or -d */
 	struct listener		*listeners;
 	size_t			 nlisteners;
@@ -44,7 +46,7 @@ int	listener_start(struct server *srv);		/* 0, or -1 after logging */
 void	listener_stop(struct server *srv);
 
 /* session.c */
-uv_tcp_t *session_new(struct server *srv);	/* a session whose client handle is ready for uv_accept */
+uv_tcp_t *session_new(struct server *srv, const struct config_addr *la);	/* ready for uv_accept */
 void	session_start(uv_tcp_t *client);	/* after a successful uv_accept */
 void	session_discard(uv_tcp_t *client);	/* after a failed one */
 void	session_shutdown(struct session *s);	/* 421 now, or at the next safe point */

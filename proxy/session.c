@@ -59,6 +59,8 @@ static void	handle_closed(uv_handle_t *h);
 static void	reset_transaction(struct session *s);
 static void	reset_bdat(struct session *s);
 static void	hold_end(struct session *s);
+static void	client_eof(struct session *s);
+static int	client_tls_input(struct session *s);
 static void	local_reply(struct session *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
@@ -153,6 +155,12 @@ session_reply(struct session *s, const char *p, size_t n)
 	if (s->closing || s->client_gone)
 		return;
 	session_transcript(s, "p>c", p, n);
+	if (s->tls) {
+		if (tls_conn_write(s->tls, p, n) != 0)
+			session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->tls));
+		tls_conn_drain(s->tls, &s->cout);
+		return;
+	}
 	outq_append(&s->cout, p, n);
 }
 
@@ -520,6 +528,10 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	enum step_result r;
 	size_t n;
 
+	if (s->tls && !s->ehlo_done) {	/* RFC 3207: everything starts over after TLS */
+		local_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return STEP_NEXT;
+	}
 	if (smtp_parse_path(cmd->arg, cmd->arglen, "FROM:", &path) != 0) {
 		local_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
 		return STEP_NEXT;
@@ -727,6 +739,61 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	return STEP_NEXT;
 }
 
+/*
+ * Append one keyword to a rewritten EHLO reply (its last "250 " line
+ * becomes "250-").  Returns the new length; the reply is unchanged if it
+ * does not fit in cap.
+ */
+static int
+ehlo_offer(char *reply, size_t len, size_t cap, const char *kw)
+{
+	size_t kwlen = strlen(kw), last = len;
+
+	if (len < 6 || len + kwlen + 6 > cap)
+		return (int)len;
+	while (last > 0 && !(last < len - 2 && reply[last - 1] == '\n'))
+		last--;
+	if (reply[last + 3] == ' ')
+		reply[last + 3] = '-';
+	memcpy(reply + len, "250 ", 4);
+	memcpy(reply + len + 4, kw, kwlen);
+	memcpy(reply + len + 4 + kwlen, "\r\n", 2);
+	return (int)(len + kwlen + 6);
+}
+
+/*
+ * STARTTLS (RFC 3207).  Whatever the client pipelined after it is thrown
+ * away, never read inside TLS (CVE-2011-0411 class), and the session starts
+ * over: EHLO is required again and the transaction is gone.
+ */
+static enum step_result
+cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
+{
+	if (s->srv->tls == NULL || s->tls || !offered(s, "STARTTLS")) {
+		local_reply(s, "502 5.5.1 Error: command not implemented");
+		return STEP_NEXT;
+	}
+	if (cmd->arglen > 0) {
+		local_reply(s, "501 5.5.4 Syntax: STARTTLS");
+		return STEP_NEXT;
+	}
+	if (s->pcount > 0)
+		return STEP_STOP;	/* the 220 must be the last plaintext the client gets */
+	if (s->cin.len > len) {
+		session_log(s, LOG_LVL_WARNING, "discarding %zu octets the client sent after "
+		    "STARTTLS before TLS (command injection attempt?)", s->cin.len - len);
+		s->cin.len = len;
+	}
+	session_replyf(s, "220 2.0.0 Ready to start TLS");
+	s->tls = tls_conn_new(s->srv->tls);
+	s->ehlo_done = s->esmtp = false;
+	free(s->offered);
+	s->offered = NULL;
+	s->helo[0] = '\0';
+	reset_transaction(s);
+	return STEP_NEXT;
+}
+
 /* Commands the proxy refuses itself; they never reach the backend. */
 static enum step_result
 cmd_refuse(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
@@ -771,7 +838,7 @@ static const struct command_rule {
 	{ SMTP_EXPN,	 cmd_relay },
 	{ SMTP_HELP,	 cmd_relay },
 	{ SMTP_ETRN,	 cmd_relay },
-	{ SMTP_STARTTLS, cmd_refuse },
+	{ SMTP_STARTTLS, cmd_starttls },
 	{ SMTP_AUTH,	 cmd_refuse },
 	{ SMTP_XCLIENT,	 cmd_refuse },
 	{ SMTP_XFORWARD, cmd_refuse },
@@ -1017,7 +1084,7 @@ process_bdat(struct session *s)
 static void
 log_outcome(struct session *s, const char *r, size_t n, const char *status)
 {
-	char reply[512], by[128] = "";
+	char reply[512], by[128] = "", tls[96] = "";
 	const char *decider = s->run.verdict != SC_CONTINUE ? filter_decider(s) : "";
 
 	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
@@ -1025,9 +1092,12 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 	printable(r, n, reply, sizeof(reply));
 	if (decider[0])
 		snprintf(by, sizeof(by), " filter=%s", decider);
+	if (s->tls && tls_conn_established(s->tls))
+		snprintf(tls, sizeof(tls), " tls=%s/%s", tls_conn_version(s->tls),
+		    tls_conn_cipher(s->tls));
 	session_log(s, LOG_LVL_INFO, "client=[%s]:%u helo=<%s> from=<%s> nrcpt=%u size=%" PRIu64
-	    " status=%s%s%s reply=\"%s\"", s->caddr, s->cport, s->helo, s->from, s->rcpt_ok,
-	    s->msg_octets, status, by, s->msg_modified ? " modified=yes" : "", reply);
+	    "%s status=%s%s%s reply=\"%s\"", s->caddr, s->cport, s->helo, s->from, s->rcpt_ok,
+	    s->msg_octets, tls, status, by, s->msg_modified ? " modified=yes" : "", reply);
 }
 
 /* The status word for a final reply code. */
@@ -1335,6 +1405,7 @@ session_process(struct session *s)
 
 	if (s->pumping)
 		hold_pump(s);
+again:
 	while (!s->closing && s->state != SS_CLOSING && s->state != SS_CONNECT &&
 	    s->state != SS_FILTER) {
 		if (outq_pending(&s->bout) > OUT_HIGH_WATER ||
@@ -1359,6 +1430,15 @@ session_process(struct session *s)
 	}
 	if (s->closing)
 		return;
+	if (s->tls && !s->client_gone && s->state != SS_CLOSING && outq_pending(&s->bout) <= OUT_HIGH_WATER &&
+	    outq_pending(&s->cout) <= OUT_HIGH_WATER && s->cin.len < CLIENT_INBUF && tls_conn_readable(s->tls)) {
+		size_t before = s->cin.len;
+
+		if (client_tls_input(s) != 0)
+			return;
+		if (s->cin.len > before)
+			goto again;
+	}
 	if (s->client_gone && s->state != SS_CLOSING && s->pcount == 0 &&
 	    (s->state == SS_COMMAND || s->state == SS_CONNECT)) {
 		session_log(s, LOG_LVL_INFO, "client disconnected");
@@ -1492,6 +1572,8 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 					    s->cfg->hostname);
 					return;
 				}
+				if (s->srv->tls && !s->tls)
+					m = ehlo_offer(out, (size_t)m, cap, "STARTTLS");
 				free(s->offered);
 				s->offered = xstrndup(out, (size_t)m);
 				free(out);
@@ -1579,15 +1661,58 @@ session_update_reading(struct session *s)
 	}
 }
 
-/* libuv asks where to put client bytes: straight into cin. */
+/* Ciphertext as read; handed to OpenSSL before the next read (one loop thread). */
+static char tls_raw[65536];
+
+/* libuv asks where to put client bytes: straight into cin, or via TLS. */
 static void
 client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
 	struct session *s = h->data;
 	size_t avail;
-	char *p = iobuf_space(&s->cin, CLIENT_INBUF, &avail);
+	char *p;
 
+	if (s->tls) {
+		*buf = uv_buf_init(tls_raw, sizeof(tls_raw));
+		return;
+	}
+	p = iobuf_space(&s->cin, CLIENT_INBUF, &avail);
 	*buf = uv_buf_init(p, (unsigned)avail);
+}
+
+/*
+ * Plaintext out of TLS into cin, as far as cin has room, and the TLS
+ * output (handshake, alerts) to the client.  Returns -1 when TLS failed or
+ * the client closed it (the session is then ending).
+ */
+static int
+client_tls_input(struct session *s)
+{
+	for (;;) {
+		size_t avail;
+		char *p = iobuf_space(&s->cin, CLIENT_INBUF, &avail);
+		ssize_t n;
+
+		if (avail == 0)
+			break;
+		if ((n = tls_conn_read(s->tls, p, avail)) > 0) {
+			iobuf_commit(&s->cin, (size_t)n);
+			continue;
+		}
+		if (n == 0)
+			break;
+		tls_conn_drain(s->tls, &s->cout);
+		session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->tls));
+		client_eof(s);
+		return -1;
+	}
+	tls_conn_drain(s->tls, &s->cout);
+	if (!s->tls_logged && tls_conn_established(s->tls)) {
+		s->tls_logged = true;
+		session_log(s, LOG_LVL_INFO, "TLS established: %s with cipher %s",
+		    tls_conn_version(s->tls), tls_conn_cipher(s->tls));
+	}
+	return 0;
 }
 
 /* Arm the client idle timer for what the client is expected to do next. */
@@ -1611,22 +1736,37 @@ client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	if (nread < 0) {
 		if (nread != UV_EOF)
 			session_log(s, LOG_LVL_INFO, "client read: %s", uv_strerror((int)nread));
-		s->client_gone = true;
-		uv_read_stop(stream);
-		s->reading = false;
-		if (session_backend_in_data(s) || s->state == SS_DATA || s->state == SS_BDAT ||
-		    s->state == SS_DISCARD || s->state == SS_FILTER) {
-			session_log(s, LOG_LVL_INFO, "client disconnected in the middle of a message "
-			    "(%" PRIu64 " octets): dropping it", s->msg_octets);
-			backend_abort(s);
-			session_close(s);
-			return;
-		}
-		session_process(s);
+		client_eof(s);
 		return;
 	}
-	iobuf_commit(&s->cin, (size_t)nread);
 	client_timer_arm(s);
+	if (s->tls) {
+		tls_conn_feed(s->tls, buf->base, (size_t)nread);
+		if (client_tls_input(s) != 0)
+			return;
+	} else {
+		iobuf_commit(&s->cin, (size_t)nread);
+	}
+	session_process(s);
+}
+
+/* The client is gone: a message in progress is dropped, else finish and quit. */
+static void
+client_eof(struct session *s)
+{
+	s->client_gone = true;
+	if (s->reading) {
+		uv_read_stop((uv_stream_t *)&s->client);
+		s->reading = false;
+	}
+	if (session_backend_in_data(s) || s->state == SS_DATA || s->state == SS_BDAT ||
+	    s->state == SS_DISCARD || s->state == SS_FILTER) {
+		session_log(s, LOG_LVL_INFO, "client disconnected in the middle of a message "
+		    "(%" PRIu64 " octets): dropping it", s->msg_octets);
+		backend_abort(s);
+		session_close(s);
+		return;
+	}
 	session_process(s);
 }
 
@@ -1684,11 +1824,12 @@ session_shutdown(struct session *s)
 
 /* A new session for the listener to accept into. */
 uv_tcp_t *
-session_new(struct server *srv)
+session_new(struct server *srv, const struct config_addr *la)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 
 	s->srv = srv;
+	s->laddr = la;
 	s->cfg = srv->cfg;
 	snprintf(s->id, sizeof(s->id), "%08" PRIX64, ++srv->next_id);
 	uv_tcp_init(srv->loop, &s->client);
@@ -1750,6 +1891,8 @@ session_start(uv_tcp_t *client)
 			session_close(s);
 		return;
 	}
+	if (s->laddr && s->laddr->implicit_tls && srv->tls)
+		s->tls = tls_conn_new(srv->tls);	/* RFC 8314: TLS from the first byte */
 	client_timer_arm(s);
 	filter_session_open(s);
 	backend_connect(s);
@@ -1797,6 +1940,7 @@ session_free(struct session *s)
 	free(s->offered);
 	free(s->deferred);
 	free(s->rcpts);
+	tls_conn_free(s->tls);
 	free(s);
 }
 

@@ -20,6 +20,7 @@
 #include "iobuf.h"
 #include "server.h"
 #include "smtp.h"
+#include "tls.h"
 
 /* What the client side is doing. */
 enum session_state {
@@ -90,6 +91,9 @@ struct session {
 	bool			 reading;
 	bool			 line_logged;	/* the current command line is in the transcript */
 	struct sockaddr_storage	 peer;		/* the client's address */
+	const struct config_addr *laddr;	/* the listener it came in on */
+	struct tls_conn		*tls;		/* after STARTTLS, or from the start (implicit) */
+	bool			 tls_logged;
 	char			*deferred;	/* a local reply waiting for the backend's answers */
 
 	/* backend side */

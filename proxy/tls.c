@@ -1,0 +1,279 @@
+/*
+ * tls.c - client-side TLS with OpenSSL over memory BIOs (see tls.h).
+ *
+ * The read BIO takes what the session read from the socket; the write BIO
+ * collects what must go out, which the session drains into its output
+ * queue.  Plaintext written before the handshake is done waits in a small
+ * buffer and goes out as soon as OpenSSL accepts it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "log.h"
+#include "tls.h"
+
+struct tls_server {
+	SSL_CTX		*ctx;
+};
+
+struct tls_conn {
+	SSL		*ssl;
+	BIO		*in;		/* ciphertext from the client */
+	BIO		*out;		/* ciphertext to the client */
+	struct iobuf	 pending;	/* plaintext waiting for the handshake */
+	bool		 failed;
+	char		 error[160];
+};
+
+/* The OpenSSL error queue's first entry as text (and the queue cleared). */
+static void
+ssl_error_text(char *buf, size_t len, const char *what)
+{
+	unsigned long e = ERR_get_error();
+
+	if (e)
+		snprintf(buf, len, "%s: %s", what, ERR_reason_error_string(e) ?
+		    ERR_reason_error_string(e) : "unknown error");
+	else
+		snprintf(buf, len, "%s", what);
+	ERR_clear_error();
+}
+
+/* "TLSv1.2" etc. to an OpenSSL version number; 0 if unknown. */
+static int
+tls_version_number(const char *name, size_t len)
+{
+	static const struct { const char *name; int v; } versions[] = {
+		{ "TLSv1.2", TLS1_2_VERSION }, { "TLSv1.3", TLS1_3_VERSION },
+	};
+
+	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++)
+		if (strlen(versions[i].name) == len && strncmp(versions[i].name, name, len) == 0)
+			return versions[i].v;
+	return 0;
+}
+
+/* tls.protocols ("TLSv1.2:TLSv1.3"): the lowest and highest version allowed. */
+static int
+tls_protocols(SSL_CTX *ctx, const char *spec, char *err, size_t errlen)
+{
+	int lo = 0, hi = 0;
+
+	for (const char *p = spec; *p; ) {
+		const char *colon = strchr(p, ':');
+		size_t len = colon ? (size_t)(colon - p) : strlen(p);
+		int v = tls_version_number(p, len);
+
+		if (v == 0) {
+			snprintf(err, errlen, "tls.protocols: unknown protocol \"%.*s\" "
+			    "(TLSv1.2, TLSv1.3)", (int)len, p);
+			return -1;
+		}
+		if (lo == 0 || v < lo)
+			lo = v;
+		if (v > hi)
+			hi = v;
+		p += len + (colon ? 1 : 0);
+	}
+	if (lo == 0)
+		lo = hi = TLS1_3_VERSION;
+	SSL_CTX_set_min_proto_version(ctx, lo);
+	SSL_CTX_set_max_proto_version(ctx, hi);
+	return 0;
+}
+
+/* The server context from the tls {} block. */
+struct tls_server *
+tls_server_new(const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls_server *ts;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	static const unsigned char sid_ctx[] = "smtpchain";
+
+	if (ctx == NULL) {
+		ssl_error_text(err, errlen, "tls: cannot create a context");
+		return NULL;
+	}
+	if (tls_protocols(ctx, cfg->tls.protocols ? cfg->tls.protocols : "TLSv1.2:TLSv1.3",
+	    err, errlen) != 0)
+		goto fail;
+	if (cfg->tls.ciphers && SSL_CTX_set_cipher_list(ctx, cfg->tls.ciphers) != 1) {
+		ssl_error_text(err, errlen, "tls.ciphers");
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls.cert) != 1) {
+		char what[600];
+
+		snprintf(what, sizeof(what), "tls.cert: %s", cfg->tls.cert);
+		ssl_error_text(err, errlen, what);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls.key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		char what[600];
+
+		snprintf(what, sizeof(what), "tls.key: %s", cfg->tls.key);
+		ssl_error_text(err, errlen, what);
+		goto fail;
+	}
+	/* Resumption: the internal session cache and TLS 1.3 tickets. */
+	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	ts = xcalloc(1, sizeof(*ts));
+	ts->ctx = ctx;
+	return ts;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+void
+tls_server_free(struct tls_server *ts)
+{
+	if (ts == NULL)
+		return;
+	SSL_CTX_free(ts->ctx);
+	free(ts);
+}
+
+/* A connection in the server role, waiting for the client's hello. */
+struct tls_conn *
+tls_conn_new(struct tls_server *ts)
+{
+	struct tls_conn *tc = xcalloc(1, sizeof(*tc));
+
+	if ((tc->ssl = SSL_new(ts->ctx)) == NULL)
+		log_fatal("tls: SSL_new failed");
+	tc->in = BIO_new(BIO_s_mem());
+	tc->out = BIO_new(BIO_s_mem());
+	if (tc->in == NULL || tc->out == NULL)
+		log_fatal("tls: BIO_new failed");
+	BIO_set_mem_eof_return(tc->in, -1);	/* empty means "more to come" */
+	SSL_set_bio(tc->ssl, tc->in, tc->out);
+	SSL_set_accept_state(tc->ssl);
+	return tc;
+}
+
+void
+tls_conn_free(struct tls_conn *tc)
+{
+	if (tc == NULL)
+		return;
+	SSL_free(tc->ssl);	/* frees both BIOs */
+	iobuf_free(&tc->pending);
+	free(tc);
+}
+
+void
+tls_conn_feed(struct tls_conn *tc, const char *p, size_t n)
+{
+	if (n > 0 && BIO_write(tc->in, p, (int)n) != (int)n)
+		log_fatal("tls: BIO_write failed");
+}
+
+/* Push held plaintext into OpenSSL as far as the handshake allows. */
+static int
+flush_pending(struct tls_conn *tc)
+{
+	while (tc->pending.len > 0) {
+		int n = SSL_write(tc->ssl, iobuf_head(&tc->pending), (int)tc->pending.len);
+
+		if (n > 0) {
+			iobuf_consume(&tc->pending, (size_t)n);
+			continue;
+		}
+		switch (SSL_get_error(tc->ssl, n)) {
+		case SSL_ERROR_WANT_READ:
+		case SSL_ERROR_WANT_WRITE:
+			return 0;
+		default:
+			tc->failed = true;
+			ssl_error_text(tc->error, sizeof(tc->error), "TLS write");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+ssize_t
+tls_conn_read(struct tls_conn *tc, char *buf, size_t n)
+{
+	int r;
+
+	if (tc->failed)
+		return -1;
+	r = SSL_read(tc->ssl, buf, (int)(n > 65536 ? 65536 : n));
+	if (r > 0) {
+		flush_pending(tc);
+		return r;
+	}
+	switch (SSL_get_error(tc->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		return flush_pending(tc) == 0 ? 0 : -1;
+	case SSL_ERROR_ZERO_RETURN:
+		snprintf(tc->error, sizeof(tc->error), "client closed TLS (close_notify)");
+		tc->failed = true;
+		return -1;
+	default:
+		ssl_error_text(tc->error, sizeof(tc->error), SSL_is_init_finished(tc->ssl) ?
+		    "TLS read" : "TLS handshake");
+		tc->failed = true;
+		return -1;
+	}
+}
+
+bool
+tls_conn_readable(struct tls_conn *tc)
+{
+	return !tc->failed && (SSL_pending(tc->ssl) > 0 || BIO_ctrl_pending(tc->in) > 0);
+}
+
+int
+tls_conn_write(struct tls_conn *tc, const char *p, size_t n)
+{
+	if (tc->failed)
+		return -1;
+	iobuf_append(&tc->pending, p, n);
+	return flush_pending(tc);
+}
+
+void
+tls_conn_drain(struct tls_conn *tc, struct outq *q)
+{
+	char buf[16384];
+	int n;
+
+	while ((n = BIO_read(tc->out, buf, sizeof(buf))) > 0)
+		outq_append(q, buf, (size_t)n);
+}
+
+bool
+tls_conn_established(const struct tls_conn *tc)
+{
+	return SSL_is_init_finished(tc->ssl);
+}
+
+const char *
+tls_conn_version(const struct tls_conn *tc)
+{
+	return SSL_get_version(tc->ssl);
+}
+
+const char *
+tls_conn_cipher(const struct tls_conn *tc)
+{
+	return SSL_get_cipher_name(tc->ssl);
+}
+
+const char *
+tls_conn_error(const struct tls_conn *tc)
+{
+	return tc->error[0] ? tc->error : "TLS error";
+}

@@ -1,0 +1,53 @@
+/*
+ * tls.h - TLS for the client side (STARTTLS, RFC 3207, and implicit TLS,
+ * RFC 8314) with OpenSSL over memory BIOs.
+ *
+ * No sockets here: the session feeds the ciphertext it read, takes the
+ * plaintext out, hands plaintext in and drains the ciphertext to its output
+ * queue.  So TLS runs on the libuv loop like everything else and the
+ * session keeps owning all I/O, timeouts and backpressure.
+ */
+#ifndef SMTPCHAIN_TLS_H
+#define SMTPCHAIN_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "iobuf.h"
+
+struct tls_server;	/* the certificate, key and settings: one per process */
+struct tls_conn;	/* one client connection */
+
+/*
+ * The server context from cfg->tls (certificate chain, key, protocols,
+ * ciphers, session resumption).  NULL with a message in err when the
+ * files cannot be used.
+ */
+struct tls_server *tls_server_new(const struct config *cfg, char *err, size_t errlen);
+void	tls_server_free(struct tls_server *ts);
+
+struct tls_conn *tls_conn_new(struct tls_server *ts);
+void	tls_conn_free(struct tls_conn *tc);
+
+/* Ciphertext from the client. */
+void	tls_conn_feed(struct tls_conn *tc, const char *p, size_t n);
+/*
+ * Plaintext for the session: > 0 bytes, 0 when more input is needed, -1 on
+ * a fatal error or the client's close_notify (the reason in tls_conn_error).
+ */
+ssize_t	tls_conn_read(struct tls_conn *tc, char *buf, size_t n);
+/* Whether plaintext is waiting inside (call tls_conn_read again). */
+bool	tls_conn_readable(struct tls_conn *tc);
+/* Plaintext to the client; kept until the handshake allows it to go.  0 or -1. */
+int	tls_conn_write(struct tls_conn *tc, const char *p, size_t n);
+/* Move the ciphertext waiting to go (handshake, records, alerts) to q. */
+void	tls_conn_drain(struct tls_conn *tc, struct outq *q);
+
+bool	tls_conn_established(const struct tls_conn *tc);
+const char *tls_conn_version(const struct tls_conn *tc);	/* "TLSv1.3" */
+const char *tls_conn_cipher(const struct tls_conn *tc);
+const char *tls_conn_error(const struct tls_conn *tc);		/* the last failure, for logs */
+
+#endif
