@@ -3,7 +3,9 @@
  *
  * A filter is a shared object that exports one symbol,
  *
- *	const struct sc_filter smtpchain_filter = { SC_FILTER_ABI, "name", ... };
+ *	const struct sc_filter smtpchain_filter = {
+ *		.abi = SC_FILTER_ABI, .size = sizeof(struct sc_filter), .name = "name", ...
+ *	};
  *
  * loaded with dlopen(RTLD_NOW | RTLD_LOCAL) from module_path, in the order
  * of the filter {} blocks in smtpchain.conf.  A module built for another
