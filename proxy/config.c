@@ -642,6 +642,7 @@ static const struct config_key top_keys[] = {
 	{ "ehlo",	set_block,	0,		0, 0, ehlo_keys, 0 },
 	{ "tls",	set_block,	0,		0, 0, tls_keys, 0 },
 	{ "xclient",	set_bool,	F(xclient),	0, 0, NULL, 0 },
+	{ "auth_requires_tls", set_bool, F(auth_requires_tls), 0, 0, NULL, 0 },
 	{ "xforward",	set_bool,	F(xforward),	0, 0, NULL, 0 },
 	{ "filter",	set_filter,	0,		0, 0, NULL, KEY_REPEAT },
 	{ "module_path", set_path,	F(module_path),	0, 0, NULL, 0 },
@@ -729,6 +730,7 @@ config_defaults(struct config *cfg)
 	cfg->ehlo.size = 0;
 	cfg->xclient = true;
 	cfg->xforward = true;
+	cfg->auth_requires_tls = true;
 	cfg->module_path = xstrdup(MODULE_PATH);
 	cfg->quarantine_dir = xstrdup("/var/spool/smtpchain/quarantine");
 	cfg->spool_dir = xstrdup("/var/tmp");

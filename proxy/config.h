@@ -85,6 +85,7 @@ struct config {
 		char		*ciphers;	/* tls.ciphers: OpenSSL list for TLS 1.2; default OpenSSL's */
 	} tls;
 
+	bool			auth_requires_tls;	/* "auth_requires_tls": AUTH only inside TLS; default true */
 	bool			xclient;	/* "xclient": default true */
 	bool			xforward;	/* "xforward": default true */
 
