@@ -65,14 +65,14 @@ my $sink = start_sink();
 my $bport = $sink->port;
 
 # A proxy in front of the sink with this chain and extra config text
-# (spool_dir: the test's directory unless the extra text sets it).
+# (spool_dir and quarantine_dir: the test's unless the extra text sets them).
 sub chain_proxy {
 	my ($name, $chain, $extra) = @_;
 	$extra //= '';
 	$extra .= qq{spool_dir = "$dir";\n} unless $extra =~ /^spool_dir\b/m;
+	$extra .= qq{quarantine_dir = "$QDIR";\n} unless $extra =~ /^quarantine_dir\b/m;
 	return start_proxy(<<"EOF" . $extra . $chain, name => $name);
 backend = "127.0.0.1:$bport";
-quarantine_dir = "$QDIR";
 log { level = "info"; }
 timeout { command = 60; data = 60; backend = 60; connect = 10; shutdown = 5; }
 EOF
@@ -117,6 +117,12 @@ sub flush_sink {
 	    data => make_message(id => $id, subject => 'marker'));
 	$c->quit;
 	return at_sink($id) ? 1 : 0;
+}
+
+# make_message with one more header line (without its CRLF) after the others.
+sub with_header_line {
+	my ($line, %o) = @_;
+	return make_message(%o) =~ s/\r\n\r\n/\r\n$line\r\n\r\n/r;
 }
 
 # The chain every verdict is checked with.  The second module rejects
@@ -409,6 +415,88 @@ change_tests($pcp, 'pending');
 		local $TODO = $HELD_CRLF;
 		is($m2 && $m2->{message}, to_lf($fast), 'parallel: the fast message arrives unchanged');
 	}
+}
+
+# --- edge cases of a held message, with a pending module
+{
+	my $p = chain_proxy('edges', tf_block(tag => 'e', pending => 'true', reject_rcpt => 'nobody@example.test',
+	    del_rcpt => 'only@example.test', verdict_subject => [ 'HOLDME=quarantine', 'REJECTME=reject', 'DROPME=discard' ]),
+	    qq{quarantine_dir = "$dir/no-such-quarantine";\nlimits { max_message_size = 100000; max_header_size = 2048; }\n} .
+	    qq{ehlo { add = [ "CHUNKING" ]; }\n});
+	my $c = ehlo_client($p->port);
+
+	# Pipelined envelope through pending hooks: the replies in order.
+	my $id = uid('edge-pipe');
+	$c->send("MAIL FROM:<pipe\@client.test>\r\nRCPT TO:<a\@example.test>\r\nRCPT TO:<nobody\@example.test>\r\n" .
+	    "RCPT TO:<b\@example.test>\r\nDATA\r\n");
+	my @r = map { $c->read_reply } 1 .. 5;
+	is(join('', map { raw($_) } @r), "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.7.1 e: recipient refused\r\n" .
+	    "250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+	    'edges: MAIL, 3 RCPT, DATA in one write through a pending module: the replies in order');
+	$c->send(dot_stuff(make_message(id => $id, subject => 'pipelined')) . ".\r\n");
+	is(raw($c->read_reply), "250 2.0.0 Ok\r\n", 'edges: and the message goes');
+	my ($m) = at_sink($id);
+	is_deeply($m && $m->{rcpt}, ['<a@example.test>', '<b@example.test>'], 'edges: to the two accepted recipients');
+
+	# Every recipient refused by the module: DATA gets 554, the backend no DATA.
+	$c->send("MAIL FROM:<none\@client.test>\r\nRCPT TO:<nobody\@example.test>\r\nDATA\r\n");
+	@r = map { $c->read_reply } 1 .. 3;
+	is(join('', map { raw($_) } @r), "250 2.1.0 Ok\r\n550 5.7.1 e: recipient refused\r\n" .
+	    "554 5.5.1 Error: no valid recipients\r\n", 'edges: no recipient left: DATA gets 554 5.5.1');
+	reply_ok($c->cmd('RSET'), 250, undef, 'edges: RSET');
+
+	# The module deletes the only recipient: discarded, nothing at the backend.
+	my $id2 = uid('edge-only');
+	my $r = $c->send_mail(from => 'only@client.test', to => 'only@example.test', data => make_message(id => $id2));
+	is(raw($r->{end}), "250 2.0.0 Ok: discarded\r\n", 'edges: del_rcpt of the only recipient: 250 "Ok: discarded"');
+	like($p->wait_log(qr/(from=<only\@client\.test>[^\n]*status=[^\n]*)/) // '', qr/ status=discarded /,
+	    'edges: logged as discarded');
+
+	# quarantine_dir missing: 451, nothing kept, nothing delivered.
+	my $id3 = uid('edge-noq');
+	$r = $c->send_mail(from => 'noq@client.test', to => 'q@example.test',
+	    data => make_message(id => $id3, subject => 'HOLDME'));
+	is(raw($r->{end}), "451 4.3.0 Error: cannot keep the message, try again later\r\n",
+	    'edges: quarantine with quarantine_dir missing: 451 4.3.0');
+	like($p->wait_log(qr/(from=<noq\@client\.test>[^\n]*status=[^\n]*)/) // '', qr/ status=deferred /,
+	    'edges: logged as deferred');
+
+	# Over max_message_size while held: 552, and the session goes on.
+	$r = $c->send_mail(from => 'big@client.test', to => 'r@example.test',
+	    data => make_message(subject => 'too big', body => scalar(('x' x 998 . "\r\n") x 120)));
+	is(raw($r->{end}), "552 5.3.4 Error: message size exceeds fixed limit\r\n", 'edges: held message over the size limit: 552');
+	reply_ok($c->cmd('NOOP'), 250, undef, 'edges: the session goes on after it');
+
+	# A header section over limits.max_header_size: 552.
+	$r = $c->send_mail(from => 'hdr@client.test', to => 'r@example.test',
+	    data => with_header_line('X-Huge: ' . ('h' x 3000)));
+	is(raw($r->{end}), "552 5.3.4 Error: message header size exceeds limit\r\n", 'edges: header section over max_header_size: 552');
+
+	# BDAT LAST gets the module's verdict.
+	for my $case (['REJECTME', "550 5.7.1 e: subject REJECTME\r\n"], ['DROPME', "250 2.0.0 Ok: discarded\r\n"]) {
+		my ($word, $want) = @$case;
+		my $msg = make_message(subject => "bdat $word");
+		$c->send("MAIL FROM:<bdat\@client.test>\r\nRCPT TO:<r\@example.test>\r\nBDAT 10\r\n" . substr($msg, 0, 10));
+		@r = map { $c->read_reply } 1 .. 3;
+		is(raw($r[2]), "250 2.0.0 Ok: 10 octets received\r\n", "edges: BDAT $word: the first chunk is taken");
+		$c->send('BDAT ' . (length($msg) - 10) . " LAST\r\n" . substr($msg, 10));
+		is(raw($c->read_reply), $want, "edges: BDAT $word: BDAT LAST gets the module's answer");
+	}
+	$c->quit;
+
+	# The client goes away while a pending module holds its message.
+	my $id4 = uid('edge-gone');
+	my $g = ehlo_client($p->port);
+	$g->begin_data(from => 'gone@client.test', to => 'r@example.test');
+	$g->send(dot_stuff(with_header_line(join("\r\n", map { "X-Gone-$_: v" } 1 .. 60), id => $id4)) . ".\r\n");
+	sleep 0.2;
+	$g->close;
+	ok($p->wait_log(qr/(client disconnected in the middle of a message[^\n]*)/),
+	    'edges: a client gone while its message is held: logged, the message dropped');
+	ok($p->alive, 'edges: the proxy is still running');
+	ok(flush_sink($p->port), 'edges: another session works');
+	ok(not_at_sink($id2) && not_at_sink($id3) && not_at_sink($id4), 'edges: nothing discarded, unkept or dropped was delivered');
+	$p->stop_ok('edge-case proxy exits 0');
 }
 
 # --- BDAT into a holding chain (CHUNKING added in front of smtp-sink)
