@@ -449,6 +449,10 @@ host_get(struct sc_ctx *c, const char *name)
 		if (strcmp(name, "cipher") == 0)
 			return tls_conn_cipher(s->tls);
 	}
+	if (s->auth_done && strcmp(name, "auth_authen") == 0)
+		return s->auth_user[0] ? s->auth_user : NULL;
+	if (s->auth_done && strcmp(name, "auth_type") == 0)
+		return s->auth_mech;
 	if (strcmp(name, "nrcpt") == 0) {
 		snprintf(c->scratch, sizeof(c->scratch), "%u", s->rcpt_ok);
 		return c->scratch;

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <openssl/evp.h>
 
 #include "filter.h"
 #include "log.h"
@@ -42,7 +43,7 @@
 #include "session.h"
 
 static const char *const state_names[SS_STATE_MAX] = {
-	"CONNECT", "COMMAND", "DATA", "BDAT", "DISCARD", "FILTER", "CLOSING",
+	"CONNECT", "COMMAND", "DATA", "BDAT", "DISCARD", "FILTER", "AUTH", "CLOSING",
 };
 
 /* What processing one unit of client input led to. */
@@ -112,6 +113,29 @@ printable(const char *p, size_t n, char *out, size_t outlen)
 }
 
 /*
+ * Credentials never reach the log: an AUTH command shows its mechanism
+ * only, and every line of an AUTH exchange is masked.  Returns true when
+ * p was such a line (out then holds what may be shown).
+ */
+static bool
+auth_secret(const struct session *s, const char *p, size_t n, char *out, size_t outlen)
+{
+	size_t m = 5;
+
+	if (s->state == SS_AUTH) {
+		snprintf(out, outlen, "(AUTH data not logged)");
+		return true;
+	}
+	if (n < 5 || strncasecmp(p, "AUTH ", 5) != 0)
+		return false;
+	while (m < n && p[m] != ' ')
+		m++;
+	snprintf(out, outlen, "%.*s%s", (int)(m < 64 ? m : 64), p,
+	    m < n ? " (initial response not logged)" : "");
+	return true;
+}
+
+/*
  * Transcript: each line of p (a command or a whole reply) with a direction
  * mark: c>p client to proxy, p>b proxy to backend, b>p, p>c.  The final CRLF
  * is not shown; an inner bare CR or LF is.
@@ -130,7 +154,10 @@ session_transcript(struct session *s, const char *dir, const char *p, size_t n)
 
 		if (shown >= 2 && p[shown - 2] == '\r' && p[shown - 1] == '\n')
 			shown -= 2;
-		printable(p, shown, line, sizeof(line));
+		if (dir[0] != 'b' && dir[2] != 'c' && auth_secret(s, p, shown, line, sizeof(line)))
+			;	/* client-to-backend AUTH data: masked */
+		else
+			printable(p, shown, line, sizeof(line));
 		log_msg(LOG_LVL_INFO, "%s: %s %s", s->id, dir, line);
 		p += len;
 		n -= len;
@@ -794,6 +821,146 @@ cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, si
 	return STEP_NEXT;
 }
 
+/* The EHLO line of the backend's AUTH keyword ("AUTH PLAIN LOGIN"), or NULL. */
+static char *
+backend_auth_line(const char *r, size_t n)
+{
+	const char *end = r + n, *p = r;
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t len = eol ? (size_t)(eol - p) : (size_t)(end - p);
+
+		if (len > 2 && p[len - 1] == '\r')
+			len--;
+		if (len > 9 && strncasecmp(p + 4, "AUTH ", 5) == 0)
+			return xstrndup(p + 4, len - 4);
+		p = eol ? eol + 1 : end;
+	}
+	return NULL;
+}
+
+/* Whether the client may be offered AUTH now (the backend has it; TLS if required). */
+static bool
+auth_allowed(const struct session *s)
+{
+	return s->backend_auth && !s->auth_done && (s->tls || !s->cfg->auth_requires_tls);
+}
+
+/*
+ * The identity in a SASL response, for filters and logs (never the
+ * secret): PLAIN's authcid, LOGIN's user name, CRAM-MD5's user name.
+ */
+static void
+auth_identity(struct session *s, const char *b64, size_t n)
+{
+	unsigned char buf[1024];
+	int len;
+
+	if (s->auth_user[0] || n == 0 || n > 1300 || (n == 1 && b64[0] == '*'))
+		return;
+	if ((len = EVP_DecodeBlock(buf, (const unsigned char *)b64, (int)n)) < 0)
+		return;
+	while (len > 0 && n >= 1 && b64[n - 1] == '=' && len > 0)
+		len--, n--;
+	if (strcasecmp(s->auth_mech, "PLAIN") == 0) {
+		unsigned char *a = memchr(buf, '\0', (size_t)len), *b;
+
+		if (a && (b = memchr(a + 1, '\0', (size_t)(len - (a + 1 - buf)))))
+			snprintf(s->auth_user, sizeof(s->auth_user), "%.*s", (int)(b - a - 1), a + 1);
+	} else if (strcasecmp(s->auth_mech, "LOGIN") == 0) {
+		snprintf(s->auth_user, sizeof(s->auth_user), "%.*s", len, buf);
+	} else if (strcasecmp(s->auth_mech, "CRAM-MD5") == 0) {
+		unsigned char *sp = memchr(buf, ' ', (size_t)len);
+
+		if (sp)
+			snprintf(s->auth_user, sizeof(s->auth_user), "%.*s", (int)(sp - buf), buf);
+	}
+	for (size_t i = 0; s->auth_user[i]; i++)	/* printable only */
+		if ((unsigned char)s->auth_user[i] < 0x20 || (unsigned char)s->auth_user[i] == 0x7f)
+			s->auth_user[i] = '?';
+	explicit_bzero(buf, sizeof(buf));
+}
+
+/*
+ * AUTH (RFC 4954): relayed to the backend, which does the checking; the
+ * exchange's lines follow in SS_AUTH.  Before TLS it gets 538 unless
+ * auth_requires_tls is off.
+ */
+static enum step_result
+cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
+{
+	const char *sp;
+	size_t mlen;
+
+	if (!offered(s, "AUTH")) {
+		if (s->backend_auth && !s->tls && s->cfg->auth_requires_tls && !s->auth_done)
+			local_reply(s, "538 5.7.11 Encryption required for requested "
+			    "authentication mechanism");
+		else if (s->auth_done)
+			local_reply(s, "503 5.5.1 Error: already authenticated");
+		else
+			local_reply(s, "502 5.5.1 Error: command not implemented");
+		return STEP_NEXT;
+	}
+	if (s->auth_done) {
+		local_reply(s, "503 5.5.1 Error: already authenticated");
+		return STEP_NEXT;
+	}
+	if (s->in_mail) {
+		local_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+		return STEP_NEXT;
+	}
+	if (s->pcount > 0)
+		return STEP_STOP;
+	sp = memchr(cmd->arg, ' ', cmd->arglen);
+	mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arglen;
+	if (mlen == 0 || mlen >= sizeof(s->auth_mech)) {
+		local_reply(s, "501 5.5.4 Syntax: AUTH mechanism");
+		return STEP_NEXT;
+	}
+	snprintf(s->auth_mech, sizeof(s->auth_mech), "%.*s", (int)mlen, cmd->arg);
+	s->auth_user[0] = '\0';
+	if (sp) {
+		const char *ir = sp + 1;
+
+		auth_identity(s, ir, cmd->arglen - (size_t)(ir - cmd->arg));
+	}
+	return relay(s, line, len, SMTP_AUTH, true);
+}
+
+/* One line of an AUTH exchange (after a 334): relayed as it is, "*" cancels. */
+static enum step_result
+process_auth(struct session *s)
+{
+	const char *head = iobuf_head(&s->cin);
+	const char *lf = memchr(head, '\n', s->cin.len);
+	size_t len;
+
+	if (lf == NULL) {
+		if (s->cin.len < 12288)	/* RFC 4954's line limit */
+			return STEP_STOP;
+		session_fail(s, "500 5.5.6 Error: authentication line too long");
+		return STEP_STOP;
+	}
+	len = (size_t)(lf - head) + 1;
+	session_transcript(s, "c>p", head, len);
+	if (len < 2 || head[len - 2] != '\r' || memchr(head, '\r', len - 2) ||
+	    memchr(head, '\0', len)) {
+		/* Not a clean line: cancel the exchange at the backend. */
+		backend_send(s, "*\r\n", 3, BS_COMMAND, SMTP_AUTH);
+	} else {
+		if (strcasecmp(s->auth_mech, "PLAIN") == 0 || strcasecmp(s->auth_mech, "CRAM-MD5") == 0 ||
+		    strcasecmp(s->auth_mech, "LOGIN") == 0)
+			auth_identity(s, head, len - 2);
+		backend_send(s, head, len, BS_COMMAND, SMTP_AUTH);
+	}
+	s->last_sync = true;
+	iobuf_consume(&s->cin, len);
+	session_set_state(s, SS_COMMAND, "AUTH line relayed");
+	return STEP_NEXT;
+}
+
 /* Commands the proxy refuses itself; they never reach the backend. */
 static enum step_result
 cmd_refuse(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
@@ -839,7 +1006,7 @@ static const struct command_rule {
 	{ SMTP_HELP,	 cmd_relay },
 	{ SMTP_ETRN,	 cmd_relay },
 	{ SMTP_STARTTLS, cmd_starttls },
-	{ SMTP_AUTH,	 cmd_refuse },
+	{ SMTP_AUTH,	 cmd_auth },
 	{ SMTP_XCLIENT,	 cmd_refuse },
 	{ SMTP_XFORWARD, cmd_refuse },
 	{ SMTP_ATRN,	 cmd_refuse },
@@ -1095,9 +1262,11 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 	if (s->tls && tls_conn_established(s->tls))
 		snprintf(tls, sizeof(tls), " tls=%s/%s", tls_conn_version(s->tls),
 		    tls_conn_cipher(s->tls));
-	session_log(s, LOG_LVL_INFO, "client=[%s]:%u helo=<%s> from=<%s> nrcpt=%u size=%" PRIu64
-	    "%s status=%s%s%s reply=\"%s\"", s->caddr, s->cport, s->helo, s->from, s->rcpt_ok,
-	    s->msg_octets, tls, status, by, s->msg_modified ? " modified=yes" : "", reply);
+	session_log(s, LOG_LVL_INFO, "client=[%s]:%u helo=<%s>%s%s from=<%s> nrcpt=%u size=%" PRIu64
+	    "%s status=%s%s%s reply=\"%s\"", s->caddr, s->cport, s->helo,
+	    s->auth_done ? " sasl_username=" : "", s->auth_done ? s->auth_user : "",
+	    s->from, s->rcpt_ok, s->msg_octets, tls, status, by,
+	    s->msg_modified ? " modified=yes" : "", reply);
 }
 
 /* The status word for a final reply code. */
@@ -1422,6 +1591,9 @@ again:
 		case SS_BDAT:
 			r = s->cin.len || s->bdat_left == 0 ? process_bdat(s) : STEP_STOP;
 			break;
+		case SS_AUTH:
+			r = s->cin.len ? process_auth(s) : STEP_STOP;
+			break;
 		default:
 			r = STEP_STOP;
 		}
@@ -1572,8 +1744,12 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 					    s->cfg->hostname);
 					return;
 				}
+				free(s->backend_auth);
+				s->backend_auth = backend_auth_line(r, n);
 				if (s->srv->tls && !s->tls)
 					m = ehlo_offer(out, (size_t)m, cap, "STARTTLS");
+				if (auth_allowed(s))
+					m = ehlo_offer(out, (size_t)m, cap, s->backend_auth);
 				free(s->offered);
 				s->offered = xstrndup(out, (size_t)m);
 				free(out);
@@ -1626,6 +1802,22 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 			backend_abort(s);
 			session_set_state(s, SS_CLOSING, "QUIT");
 			goto relayed;
+		case SMTP_AUTH:
+			if (code == 334) {
+				session_reply(s, r, n);
+				session_set_state(s, SS_AUTH, "334");
+				goto relayed;
+			}
+			if (code == 235) {
+				s->auth_done = true;
+				session_log(s, LOG_LVL_INFO, "authenticated: sasl_method=%s sasl_username=%s",
+				    s->auth_mech, s->auth_user[0] ? s->auth_user : "(unknown)");
+			} else {
+				session_log(s, LOG_LVL_INFO, "authentication failed: sasl_method=%s",
+				    s->auth_mech);
+				s->auth_user[0] = '\0';
+			}
+			break;
 		default:
 			break;
 		}
@@ -1937,6 +2129,7 @@ session_free(struct session *s)
 	reset_transaction(s);
 	free(s->greeting);
 	free(s->greeting_text);
+	free(s->backend_auth);
 	free(s->offered);
 	free(s->deferred);
 	free(s->rcpts);

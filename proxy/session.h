@@ -30,6 +30,7 @@ enum session_state {
 	SS_BDAT,		/* relaying the octets of one BDAT chunk */
 	SS_DISCARD,		/* message over the size limit: reading to its end */
 	SS_FILTER,		/* a held message: filters, then relayed to the backend */
+	SS_AUTH,		/* an AUTH exchange: client lines relayed as they are */
 	SS_CLOSING,		/* last reply going out, then close */
 	SS_STATE_MAX
 };
@@ -118,6 +119,10 @@ struct session {
 	uv_getaddrinfo_t	 aireq;
 
 	/* what the client was offered (after the rewrite) */
+	char			*backend_auth;	/* the backend's "AUTH mech..." EHLO line, or NULL */
+	bool			 auth_done;	/* the backend said 235 */
+	char			 auth_mech[32];
+	char			 auth_user[256];	/* the authenticated identity, for filters and logs */
 	bool			 ehlo_done;	/* a 250 to EHLO or HELO */
 	bool			 esmtp;		/* EHLO, not HELO */
 	struct ehlo_caps	 ccaps;

@@ -524,6 +524,7 @@ maildir_delivery:
 
 begin retry
 *   *   F,1h,10m
+@{[ $o{authenticators} ? "\nbegin authenticators\n$o{authenticators}" : '' ]}
 EOF
 	my $log = "$top/exim.out";
 	my $pid = spawn(argv => ['/usr/sbin/exim4', '-C', $conf, '-bdf', '-oX', "127.0.0.1:$port"],
