@@ -1,1 +1,1845 @@
-/* filters/milter/milter.c: being written */
+/*
+ * milter.c - the milter filter module: the MTA side of the sendmail milter
+ * protocol (version 6), so that existing milters (OpenDKIM, rspamd,
+ * ClamAV, ...) run as links of the smtpchain filter chain.
+ *
+ * SYNOPSIS
+ *	filter {
+ *		module = "milter";
+ *		socket = "inet:127.0.0.1:8891";	# or "inet:8891@127.0.0.1",
+ *						# "inet6:[::1]:8891", "unix:/path"
+ *		default_action = "tempfail";	# accept, reject, tempfail,
+ *						# quarantine, shutdown
+ *		timeout_connect = 30;		# seconds: connect + negotiation
+ *		timeout_command = 30;		# each command up to end of body
+ *		timeout_eom = 300;		# the end-of-message exchange
+ *		macros_connect = [ "j", "{daemon_name}", "v", "_" ];
+ *		# also macros_helo, macros_mail, macros_rcpt, macros_data,
+ *		# macros_eoh, macros_eom
+ *	}
+ *
+ * DESCRIPTION
+ *	One milter connection per SMTP session, opened by the connect hook
+ *	without blocking: socket connect, SMFIC_OPTNEG, then the client's
+ *	SMFIC_CONNECT; the connect hook pends until the milter has answered.
+ *	Each later hook sends its macros and command (SMFIC_HELO, MAIL, RCPT,
+ *	DATA, HEADER, EOH, BODY in chunks of at most MILTER_CHUNK_SIZE,
+ *	BODYEOB) and pends until the reply, except for the steps the milter
+ *	asked not to see (SMFIP_NO*) or not to answer (SMFIP_NR_*): these
+ *	return SC_CONTINUE at once.  abort() sends SMFIC_ABORT, close() sends
+ *	SMFIC_QUIT; a reply still owed for a cancelled hook is read and
+ *	dropped.
+ *
+ *	Replies: SMFIR_CONTINUE -> SC_CONTINUE, ACCEPT -> SC_ACCEPT, REJECT ->
+ *	SC_REJECT (the host's text), TEMPFAIL -> SC_TEMPFAIL, REPLYCODE ->
+ *	set_reply() and REJECT or TEMPFAIL by the code's class, DISCARD ->
+ *	SC_DISCARD, SKIP -> no more body chunks, PROGRESS -> the timer starts
+ *	again, CONN_FAIL -> SC_TEMPFAIL, SHUTDOWN -> "421 4.7.0" and
+ *	SC_TEMPFAIL from then on.  The message changes (SMFIR_ADDHEADER,
+ *	INSHEADER, CHGHEADER, ADDRCPT, ADDRCPT_PAR, DELRCPT, CHGFROM, REPLBODY,
+ *	QUARANTINE) arrive during end of message; they are kept in order and
+ *	made through the host when the final reply is CONTINUE or ACCEPT (a
+ *	QUARANTINE then turns the verdict into SC_QUARANTINE).  Header values
+ *	go to the milter without their leading space unless it negotiated
+ *	SMFIP_HDR_LEADSPC, and with folding as LF (as sendmail and Postfix
+ *	send them); values from the milter get the space back and CRLF.
+ *
+ *	Macros: per stage, the names of the macros_* option, or these
+ *	defaults (Postfix's milter_*_macros plus the client's address at
+ *	connect), or the list the milter asked for in its OPTNEG reply:
+ *	connect "j {daemon_name} {daemon_addr} v _ {client_addr} {client_port}
+ *	{client_name}", helo "{tls_version} {cipher} {cipher_bits}
+ *	{cert_subject} {cert_issuer}", mail "i {auth_type} {auth_authen}
+ *	{auth_author} {mail_addr} {mail_host} {mail_mailer}", rcpt "i
+ *	{rcpt_addr} {rcpt_host} {rcpt_mailer}", data, eoh and eom "i".  Values
+ *	come from host->get(): j and {daemon_name} are our hostname, v is
+ *	"smtpchain", _ is "NAME [ADDR]", {client_name} is "unknown" when the
+ *	client has no verified name, i is the session id, {mail_host} and
+ *	{rcpt_host} the address's domain, {mail_mailer} and {rcpt_mailer}
+ *	"smtp"; any other {name} is host->get("name").  A macro without a
+ *	value is not sent.
+ *
+ * DIAGNOSTICS
+ *	When the milter cannot be reached, closes the connection, sends
+ *	something that is not the protocol, or does not answer in time, one
+ *	warning names the socket and what happened, the connection is closed,
+ *	and default_action holds for the rest of the session: tempfail (451
+ *	4.7.1, at connect 421), reject (550 5.7.1, at connect 554), accept
+ *	(SC_CONTINUE without the milter), quarantine (SC_QUARANTINE at end of
+ *	message), shutdown (421 4.7.0).  The hook that was waiting gets the
+ *	verdict, and so does every later hook of a message (MAIL onwards); a
+ *	later HELO goes through.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <uv.h>
+
+#include <smtpchain/filter.h>
+
+#include "codec.h"
+
+#define DEFAULT_TIMEOUT_CONNECT	30	/* seconds */
+#define DEFAULT_TIMEOUT_COMMAND	30
+#define DEFAULT_TIMEOUT_EOM	300
+#define MAX_TIMEOUT		86400
+#define MAX_QUEUED_CHANGES	(256u * 1024 * 1024)	/* octets of changes held at eom */
+#define MAX_WAITING		8	/* replies owed at once (cancelled ones included) */
+
+/* What the module offers in SMFIC_OPTNEG. */
+#define OFFERED_ACTIONS	(SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_ADDRCPT | \
+	SMFIF_ADDRCPT_PAR | SMFIF_DELRCPT | SMFIF_QUARANTINE | SMFIF_CHGFROM | SMFIF_SETSYMLIST)
+/* Every protocol step but SMFIP_RCPT_REJ (refused recipients are not sent). */
+#define OFFERED_PROTOCOL (SMFI_CURR_PROT & ~SMFIP_RCPT_REJ)
+
+/* What happens when the milter is gone. */
+enum fail_action {
+	ACT_TEMPFAIL = 0,
+	ACT_ACCEPT,
+	ACT_REJECT,
+	ACT_QUARANTINE,
+	ACT_SHUTDOWN,
+	ACT_DEFAULT,		/* fail(): the configured one */
+};
+
+static const char *const action_names[] = {
+	"tempfail", "accept", "reject", "quarantine", "shutdown",
+};
+
+/* A list of macro names. */
+struct namelist {
+	char	**v;
+	size_t	  n;
+};
+
+/* One filter {} block. */
+struct milter_conf {
+	const char	*socket;	/* as configured, for logs */
+	enum { SOCK_INET, SOCK_UNIX } kind;
+	struct sockaddr_storage addr;	/* SOCK_INET */
+	const char	*path;		/* SOCK_UNIX */
+	enum fail_action default_action;
+	uint64_t	 timeout_connect, timeout_command, timeout_eom;	/* ms */
+	struct namelist	 macros[MC_NSTAGES];
+};
+
+/* The hooks, for the one that owes the host a resume(). */
+enum hook {
+	HOOK_NONE = 0,
+	HOOK_CONNECT,
+	HOOK_HELO,
+	HOOK_MAIL,
+	HOOK_RCPT,
+	HOOK_DATA,
+	HOOK_HEADER,
+	HOOK_EOH,
+	HOOK_BODY,
+	HOOK_EOM,
+};
+
+static const char *const hook_names[] = {
+	"none", "connect", "helo", "mail", "rcpt", "data", "header", "eoh", "body", "eom",
+};
+
+/* Where the conversation with the milter stands. */
+enum ms_state {
+	MS_CONNECTING = 0,	/* socket connect under way */
+	MS_NEGOTIATING,		/* SMFIC_OPTNEG sent, its reply not yet in */
+	MS_READY,		/* negotiated: commands and replies */
+	MS_FAILED,		/* gone: the failure action for the rest of the session */
+};
+
+static const char *const state_names[] = {
+	"connecting", "negotiating", "ready", "failed",
+};
+
+/* A reply the milter owes, oldest first. */
+struct waiting {
+	char		 cmd;		/* the SMFIC_* sent */
+	bool		 discard;	/* its hook was cancelled: drop the reply */
+};
+
+/* A message change received during end of message, made at its final reply. */
+struct change {
+	struct change	*next;
+	char		 cmd;		/* SMFIR_* */
+	uint32_t	 index;
+	char		*a, *b;		/* name/value, addr/args, reason */
+	unsigned char	*data;		/* SMFIR_REPLBODY */
+	size_t		 len;
+};
+
+struct msess;
+
+/*
+ * The connection to the milter: its libuv handles, freed when both are
+ * closed, so it can outlive the session it served (ms is NULL then).
+ */
+struct mlink {
+	union {
+		uv_handle_t	h;
+		uv_stream_t	s;
+		uv_tcp_t	tcp;
+		uv_pipe_t	pipe;
+	} io;
+	uv_timer_t	 timer;
+	uv_connect_t	 creq;
+	int		 open_handles;
+	bool		 connected;
+	struct mc_decoder dec;
+	struct msess	*ms;
+};
+
+/* A write under way: the request and its octets. */
+struct wreq {
+	uv_write_t	 req;
+	unsigned char	 data[];
+};
+
+/* One SMTP session's conversation with the milter (host->state()). */
+struct msess {
+	struct sc_ctx		*c;
+	const struct milter_conf *conf;
+	struct mlink		*link;
+	enum ms_state		 state;
+	enum fail_action	 fail_action;	/* MS_FAILED */
+
+	/* Negotiated. */
+	uint32_t		 actions, protocol;
+	struct namelist		 symlist[MC_NSTAGES];	/* the milter's own lists */
+	bool			 has_symlist[MC_NSTAGES];
+
+	/* The hook that waits for the milter, and an answer given during it. */
+	enum hook		 pending;
+	bool			 in_hook, have_early;
+	enum sc_verdict		 early;
+	struct waiting		 waiting[MAX_WAITING];
+	size_t			 nwaiting;
+
+	/* The current message. */
+	bool			 in_transaction;	/* the milter is inside MAIL..EOM */
+	bool			 msg_done;	/* the milter decided: no more commands */
+	bool			 skip_body;	/* SMFIR_SKIP during the body */
+	bool			 quarantine;
+	unsigned char		*body;		/* the rest of a body chunk to send */
+	size_t			 body_len, body_off;
+	struct change		*changes, **changes_tail;
+	size_t			 changes_size;
+
+	struct mc_buf		 out;		/* commands being put together */
+};
+
+static const struct sc_host *host;
+
+/* --- small helpers --------------------------------------------------------- */
+
+/* Free a list of names. */
+static void
+names_free(struct namelist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* Append the names in s (separated by spaces, tabs or commas) to l; -1 out of memory. */
+static int
+names_add(struct namelist *l, const char *s)
+{
+	static const char sep[] = " \t,";
+
+	for (s += strspn(s, sep); *s; s += strspn(s, sep)) {
+		size_t n = strcspn(s, sep);
+		char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+
+		if (v == NULL)
+			return -1;
+		l->v = v;
+		if ((l->v[l->n] = strndup(s, n)) == NULL)
+			return -1;
+		l->n++;
+		s += n;
+	}
+	return 0;
+}
+
+/* The milter command that goes with a macro stage. */
+static char
+stage_command(int stage)
+{
+	static const char cmds[MC_NSTAGES] = {
+		[SMFIM_CONNECT] = SMFIC_CONNECT, [SMFIM_HELO] = SMFIC_HELO,
+		[SMFIM_ENVFROM] = SMFIC_MAIL, [SMFIM_ENVRCPT] = SMFIC_RCPT,
+		[SMFIM_DATA] = SMFIC_DATA, [SMFIM_EOM] = SMFIC_BODYEOB,
+		[SMFIM_EOH] = SMFIC_EOH,
+	};
+
+	return cmds[stage];
+}
+
+/* The domain of an address, or NULL. */
+static const char *
+domain_of(const char *addr)
+{
+	const char *at = addr ? strrchr(addr, '@') : NULL;
+
+	return at && at[1] ? at + 1 : NULL;
+}
+
+/* --- state and logging ---------------------------------------------------- */
+
+/* The one place the conversation's state changes. */
+static void
+set_state(struct msess *ms, enum ms_state st, const char *why)
+{
+	if (ms->state != st)
+		host->log(ms->c, SC_LOG_DEBUG, "milter %s: %s -> %s (%s)", ms->conf->socket,
+		    state_names[ms->state], state_names[st], why);
+	ms->state = st;
+}
+
+/* The milter asked not to see a step (SMFIP_NO*). */
+static bool
+skips(const struct msess *ms, uint32_t flag)
+{
+	return (ms->protocol & flag) != 0;
+}
+
+/* --- answering the host ------------------------------------------------------ */
+
+/* The hook now waiting for the milter. */
+static void
+hook_enter(struct msess *ms, enum hook h)
+{
+	ms->pending = h;
+	ms->in_hook = true;
+	ms->have_early = false;
+}
+
+/* What a hook returns: its answer if it came already, or SC_PENDING. */
+static enum sc_verdict
+hook_return(struct msess *ms)
+{
+	ms->in_hook = false;
+	if (ms->have_early) {
+		ms->have_early = false;
+		return ms->early;
+	}
+	return SC_PENDING;
+}
+
+/*
+ * The waiting hook's answer: returned by the hook if we are still inside
+ * it, otherwise given to host->resume().  After a resume() the session may
+ * be gone: callers return at once.
+ */
+static void
+finish_hook(struct msess *ms, enum sc_verdict v)
+{
+	if (ms->pending == HOOK_NONE)
+		return;
+	ms->pending = HOOK_NONE;
+	if (ms->in_hook) {
+		ms->early = v;
+		ms->have_early = true;
+		return;
+	}
+	host->resume(ms->c, v);
+}
+
+/* The verdict of a hook once the milter is gone (and its reply, if any). */
+static enum sc_verdict
+failed_verdict(struct msess *ms, enum hook h, bool current)
+{
+	bool message = h >= HOOK_MAIL;
+
+	if (!current && !message)
+		return SC_CONTINUE;	/* a later HELO goes through */
+	switch (ms->fail_action) {
+	case ACT_ACCEPT:
+	case ACT_DEFAULT:
+		return SC_CONTINUE;
+	case ACT_QUARANTINE:
+		return h == HOOK_EOM ? SC_QUARANTINE : SC_CONTINUE;
+	case ACT_REJECT:
+		host->set_reply(ms->c, h == HOOK_CONNECT ? 554 : 550, "5.7.1", "Command rejected");
+		return SC_REJECT;
+	case ACT_SHUTDOWN:
+		host->set_reply(ms->c, 421, "4.7.0", "Server closing connection");
+		return SC_TEMPFAIL;
+	case ACT_TEMPFAIL:
+	default:
+		host->set_reply(ms->c, h == HOOK_CONNECT ? 421 : 451, "4.7.1",
+		    "Service unavailable - try again later");
+		return SC_TEMPFAIL;
+	}
+}
+
+/* --- the connection ------------------------------------------------------------ */
+
+static void	fail(struct msess *ms, enum fail_action act, const char *fmt, ...)
+		    __attribute__((format(printf, 3, 4)));
+
+/* A handle of the link is closed; the last one frees it. */
+static void
+on_link_closed(uv_handle_t *h)
+{
+	struct mlink *l = h->data;
+
+	if (--l->open_handles == 0) {
+		mc_decoder_free(&l->dec);
+		free(l);
+	}
+}
+
+/*
+ * Let go of the connection: say goodbye if the milter is listening (ABORT
+ * inside a transaction, then QUIT, written only if the socket takes them at
+ * once), then close both handles; the link frees itself.
+ */
+static void
+link_release(struct msess *ms, bool quit)
+{
+	struct mlink *l = ms->link;
+	struct mc_buf bye = { 0 };
+
+	if (l == NULL)
+		return;
+	ms->link = NULL;
+	l->ms = NULL;
+	if (quit && l->connected && ms->state == MS_READY && ms->nwaiting == 0 &&
+	    uv_stream_get_write_queue_size(&l->io.s) == 0) {
+		if ((!ms->in_transaction || mc_enc_abort(&bye) == 0) && mc_enc_quit(&bye) == 0) {
+			uv_buf_t b = uv_buf_init((char *)bye.p, (unsigned)bye.len);
+
+			(void)uv_try_write(&l->io.s, &b, 1);
+		}
+		mc_buf_free(&bye);
+	}
+	if (!uv_is_closing(&l->io.h))
+		uv_close(&l->io.h, on_link_closed);
+	if (!uv_is_closing((uv_handle_t *)&l->timer))
+		uv_close((uv_handle_t *)&l->timer, on_link_closed);
+}
+
+/* The timeout for a reply to cmd, in ms. */
+static uint64_t
+timeout_for(const struct msess *ms, char cmd)
+{
+	if (ms->state == MS_CONNECTING || cmd == SMFIC_OPTNEG)
+		return ms->conf->timeout_connect;
+	return cmd == SMFIC_BODYEOB ? ms->conf->timeout_eom : ms->conf->timeout_command;
+}
+
+static void on_timeout(uv_timer_t *t);
+
+/* (Re)start the timer for what we wait for now, or stop it. */
+static void
+arm_timer(struct msess *ms)
+{
+	struct mlink *l = ms->link;
+
+	if (l == NULL)
+		return;
+	if (ms->state == MS_CONNECTING)
+		uv_timer_start(&l->timer, on_timeout, timeout_for(ms, 0), 0);
+	else if (ms->nwaiting > 0)
+		uv_timer_start(&l->timer, on_timeout, timeout_for(ms, ms->waiting[0].cmd), 0);
+	else
+		uv_timer_stop(&l->timer);
+}
+
+/* Forget the changes of the current message. */
+static void
+changes_clear(struct msess *ms)
+{
+	struct change *ch, *next;
+
+	for (ch = ms->changes; ch != NULL; ch = next) {
+		next = ch->next;
+		free(ch->a);
+		free(ch->b);
+		free(ch->data);
+		free(ch);
+	}
+	ms->changes = NULL;
+	ms->changes_tail = &ms->changes;
+	ms->changes_size = 0;
+}
+
+/* A new message: nothing decided, nothing kept. */
+static void
+message_reset(struct msess *ms)
+{
+	ms->msg_done = false;
+	ms->skip_body = false;
+	ms->quarantine = false;
+	free(ms->body);
+	ms->body = NULL;
+	ms->body_len = ms->body_off = 0;
+	changes_clear(ms);
+}
+
+/*
+ * The milter is gone or broke the protocol: log why, close the connection,
+ * hold the failure action from now on, and answer the waiting hook.
+ */
+static void
+fail(struct msess *ms, enum fail_action act, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+
+	if (ms->state == MS_FAILED)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	ms->fail_action = act == ACT_DEFAULT ? ms->conf->default_action : act;
+	host->log(ms->c, SC_LOG_WARNING, "milter %s: %s; %s for the rest of the session%s%s",
+	    ms->conf->socket, why, action_names[ms->fail_action],
+	    ms->pending != HOOK_NONE ? ", starting at " : "",
+	    ms->pending != HOOK_NONE ? hook_names[ms->pending] : "");
+	link_release(ms, false);
+	set_state(ms, MS_FAILED, why);
+	ms->nwaiting = 0;
+	ms->in_transaction = false;
+	message_reset(ms);
+	if (ms->pending != HOOK_NONE)
+		finish_hook(ms, failed_verdict(ms, ms->pending, true));
+}
+
+static void
+on_written(uv_write_t *req, int status)
+{
+	struct mlink *l = req->handle->data;
+
+	free(req);
+	if (status < 0 && status != UV_ECANCELED && l->ms != NULL)
+		fail(l->ms, ACT_DEFAULT, "writing to the milter: %s", uv_strerror(status));
+}
+
+/* Send what ms->out holds; false after fail(). */
+static bool
+flush_out(struct msess *ms)
+{
+	struct mlink *l = ms->link;
+	struct wreq *w;
+	uv_buf_t b;
+	int rc;
+
+	if (ms->out.len == 0)
+		return true;
+	if (l == NULL) {
+		mc_buf_reset(&ms->out);
+		return false;
+	}
+	if ((w = malloc(sizeof(*w) + ms->out.len)) == NULL) {
+		mc_buf_reset(&ms->out);
+		fail(ms, ACT_DEFAULT, "out of memory");
+		return false;
+	}
+	memcpy(w->data, ms->out.p, ms->out.len);
+	b = uv_buf_init((char *)w->data, (unsigned)ms->out.len);
+	mc_buf_reset(&ms->out);
+	if ((rc = uv_write(&w->req, &l->io.s, &b, 1, on_written)) != 0) {
+		free(w);
+		fail(ms, ACT_DEFAULT, "writing to the milter: %s", uv_strerror(rc));
+		return false;
+	}
+	return true;
+}
+
+/* A reply is now owed for cmd. */
+static void
+expect_reply(struct msess *ms, char cmd)
+{
+	if (ms->nwaiting == MAX_WAITING) {
+		fail(ms, ACT_DEFAULT, "too many commands without replies");
+		return;
+	}
+	ms->waiting[ms->nwaiting].cmd = cmd;
+	ms->waiting[ms->nwaiting].discard = false;
+	if (ms->nwaiting++ == 0)
+		arm_timer(ms);
+}
+
+/* The oldest owed reply has come. */
+static void
+reply_received(struct msess *ms)
+{
+	memmove(ms->waiting, ms->waiting + 1, (ms->nwaiting - 1) * sizeof(ms->waiting[0]));
+	ms->nwaiting--;
+	arm_timer(ms);
+}
+
+/* The encoder ran out of memory. */
+static void
+encode_failed(struct msess *ms)
+{
+	mc_buf_reset(&ms->out);
+	fail(ms, ACT_DEFAULT, "out of memory encoding a command");
+}
+
+/* --- macros ------------------------------------------------------------------- */
+
+/* A macro's value for the milter, or NULL to leave it out. */
+static const char *
+macro_value(struct msess *ms, const char *name, char *buf, size_t buflen)
+{
+	struct sc_ctx *c = ms->c;
+	char key[64];
+	size_t n = strlen(name);
+	const char *v, *a;
+
+	if (n >= 2 && name[0] == '{' && name[n - 1] == '}')
+		snprintf(key, sizeof(key), "%.*s", (int)(n - 2), name + 1);
+	else
+		snprintf(key, sizeof(key), "%s", name);
+	if (strcmp(key, "j") == 0 || strcmp(key, "daemon_name") == 0)
+		return host->get(c, "hostname");
+	if (strcmp(key, "v") == 0)
+		return "smtpchain";
+	if (strcmp(key, "i") == 0)
+		return host->get(c, "session_id");
+	if (strcmp(key, "_") == 0) {
+		if ((a = host->get(c, "client_addr")) == NULL)
+			return NULL;
+		v = host->get(c, "client_name");
+		snprintf(buf, buflen, "%s [%s]", v ? v : "unknown", a);
+		return buf;
+	}
+	if (strcmp(key, "client_name") == 0)
+		return (v = host->get(c, "client_name")) ? v : "unknown";
+	if (strcmp(key, "mail_mailer") == 0 || strcmp(key, "rcpt_mailer") == 0)
+		return "smtp";
+	if (strcmp(key, "mail_host") == 0)
+		return domain_of(host->get(c, "mail_addr"));
+	if (strcmp(key, "rcpt_host") == 0)
+		return domain_of(host->get(c, "rcpt_addr"));
+	return host->get(c, key);
+}
+
+/* SMFIC_MACRO for a stage into ms->out (nothing when no macro has a value). */
+static bool
+put_macros(struct msess *ms, int stage)
+{
+	const struct namelist *l = ms->has_symlist[stage] ? &ms->symlist[stage] :
+	    &ms->conf->macros[stage];
+	const char **names, **values;
+	char **copies;
+	size_t n = 0;
+	int rc = 0;
+
+	if (l->n == 0)
+		return true;
+	names = calloc(l->n, sizeof(*names));
+	values = calloc(l->n, sizeof(*values));
+	copies = calloc(l->n, sizeof(*copies));
+	if (names == NULL || values == NULL || copies == NULL) {
+		rc = -1;
+		goto out;
+	}
+	for (size_t i = 0; i < l->n; i++) {
+		char buf[600];
+		const char *v = macro_value(ms, l->v[i], buf, sizeof(buf));
+
+		if (v == NULL)
+			continue;
+		if ((copies[n] = strdup(v)) == NULL) {	/* host->get() may reuse its buffer */
+			rc = -1;
+			goto out;
+		}
+		names[n] = l->v[i];
+		values[n] = copies[n];
+		n++;
+	}
+	if (n > 0)
+		rc = mc_enc_macro(&ms->out, stage_command(stage), names, values, n);
+out:
+	for (size_t i = 0; copies && i < n; i++)
+		free(copies[i]);
+	free(names);
+	free(values);
+	free(copies);
+	if (rc != 0)
+		encode_failed(ms);
+	return rc == 0;
+}
+
+/*
+ * One protocol step: the stage's macros, then the command (unless the
+ * milter asked not to see it), and a reply to wait for (unless it asked
+ * not to answer).  encode puts the command into ms->out.  The hook must
+ * have called hook_enter(); the answer goes through finish_hook().
+ */
+static void
+step(struct msess *ms, int stage, uint32_t no_flag, uint32_t nr_flag, char cmd,
+    int (*encode)(struct msess *ms, const void *arg), const void *arg)
+{
+	bool send = !skips(ms, no_flag);
+
+	if (stage >= 0 && !put_macros(ms, stage))
+		return;
+	if (send && encode(ms, arg) != 0) {
+		encode_failed(ms);
+		return;
+	}
+	if (!flush_out(ms))
+		return;
+	if (!send || skips(ms, nr_flag))
+		finish_hook(ms, SC_CONTINUE);
+	else
+		expect_reply(ms, cmd);
+}
+
+/* --- the message changes -------------------------------------------------------- */
+
+/* Keep a change for the final reply; false after fail(). */
+static bool
+change_keep(struct msess *ms, const struct mc_reply *r)
+{
+	struct change *ch = calloc(1, sizeof(*ch));
+	const char *a = r->name ? r->name : r->addr ? r->addr : r->text;
+	const char *b = r->name ? r->value : r->args;
+	size_t size = sizeof(*ch) + (a ? strlen(a) : 0) + (b ? strlen(b) : 0) + r->len;
+
+	if (ch == NULL)
+		goto nomem;
+	ch->cmd = r->cmd;
+	ch->index = r->index;
+	if ((a && (ch->a = strdup(a)) == NULL) || (b && (ch->b = strdup(b)) == NULL))
+		goto nomem;
+	if (r->cmd == SMFIR_REPLBODY && r->len > 0) {
+		if ((ch->data = malloc(r->len)) == NULL)
+			goto nomem;
+		memcpy(ch->data, r->data, r->len);
+		ch->len = r->len;
+	}
+	if (size > MAX_QUEUED_CHANGES - ms->changes_size) {
+		free(ch->a);
+		free(ch->b);
+		free(ch->data);
+		free(ch);
+		fail(ms, ACT_DEFAULT, "more than %u octets of message changes", MAX_QUEUED_CHANGES);
+		return false;
+	}
+	ms->changes_size += size;
+	*ms->changes_tail = ch;
+	ms->changes_tail = &ch->next;
+	return true;
+nomem:
+	if (ch) {
+		free(ch->a);
+		free(ch->b);
+		free(ch);
+	}
+	fail(ms, ACT_DEFAULT, "out of memory keeping a message change");
+	return false;
+}
+
+/*
+ * A header value from the milter as the host wants it: the leading space
+ * back (unless SMFIP_HDR_LEADSPC), LF line ends as CRLF.
+ */
+static char *
+header_value_in(const struct msess *ms, const char *v)
+{
+	size_t n = strlen(v), o = 0;
+	char *out = malloc(2 * n + 2);
+
+	if (out == NULL)
+		return NULL;
+	if (!skips(ms, SMFIP_HDR_LEADSPC))
+		out[o++] = ' ';
+	for (size_t i = 0; i < n; i++) {
+		if (v[i] == '\n' && (i == 0 || v[i - 1] != '\r'))
+			out[o++] = '\r';
+		out[o++] = v[i];
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* A header value for the milter: no leading space (unless asked for), LF line ends. */
+static char *
+header_value_out(const struct msess *ms, const char *v)
+{
+	size_t o = 0;
+	char *out;
+
+	if (!skips(ms, SMFIP_HDR_LEADSPC) && *v == ' ')
+		v++;
+	if ((out = malloc(strlen(v) + 1)) == NULL)
+		return NULL;
+	for (; *v; v++)
+		if (!(v[0] == '\r' && v[1] == '\n'))
+			out[o++] = *v;
+	out[o] = '\0';
+	return out;
+}
+
+/* An envelope address without its angle brackets (in place). */
+static char *
+unbracket(char *addr)
+{
+	size_t n = strlen(addr);
+
+	if (n >= 2 && addr[0] == '<' && addr[n - 1] == '>') {
+		addr[n - 1] = '\0';
+		return addr + 1;
+	}
+	return addr;
+}
+
+/* Whether the milter negotiated an action; logs when it did not. */
+static bool
+allowed(struct msess *ms, uint32_t action, char cmd)
+{
+	if (ms->actions & action)
+		return true;
+	host->log(ms->c, SC_LOG_WARNING, "milter %s: %s without negotiating it; ignored",
+	    ms->conf->socket, mc_name(cmd, 1));
+	return false;
+}
+
+/* Log a change the host refused. */
+static void
+check_change(struct msess *ms, int rc, char cmd, const char *arg)
+{
+	if (rc != 0)
+		host->log(ms->c, SC_LOG_WARNING, "milter %s: %s %s refused by the host",
+		    ms->conf->socket, mc_name(cmd, 1), arg ? arg : "");
+}
+
+/* Replace the body with one chunk from the milter, bare LF made CRLF. */
+static int
+replace_body_chunk(struct msess *ms, const struct change *ch, bool *prev_cr)
+{
+	static const unsigned char empty[1];
+	unsigned char buf[8192];
+	size_t o = 0;
+	int rc = 0;
+
+	if (ch->len == 0)
+		return host->replace_body(ms->c, empty, 0);
+	for (size_t i = 0; i < ch->len && rc == 0; i++) {
+		unsigned char ch_i = ch->data[i];
+
+		if (ch_i == '\n' && !*prev_cr)
+			buf[o++] = '\r';
+		buf[o++] = ch_i;
+		*prev_cr = ch_i == '\r';
+		if (o >= sizeof(buf) - 2) {
+			rc = host->replace_body(ms->c, buf, o);
+			o = 0;
+		}
+	}
+	if (rc == 0 && o > 0)
+		rc = host->replace_body(ms->c, buf, o);
+	return rc;
+}
+
+/* Make the kept changes through the host, in the order they came. */
+static void
+changes_apply(struct msess *ms)
+{
+	struct sc_ctx *c = ms->c;
+	bool prev_cr = false;
+	char *v;
+
+	for (struct change *ch = ms->changes; ch != NULL; ch = ch->next) {
+		switch (ch->cmd) {
+		case SMFIR_ADDHEADER:
+		case SMFIR_INSHEADER:
+			if (!allowed(ms, SMFIF_ADDHDRS, ch->cmd))
+				break;
+			if ((v = header_value_in(ms, ch->b)) == NULL)
+				break;
+			check_change(ms, ch->cmd == SMFIR_ADDHEADER ? host->add_header(c, ch->a, v) :
+			    host->insert_header(c, ch->index, ch->a, v), ch->cmd, ch->a);
+			free(v);
+			break;
+		case SMFIR_CHGHEADER:
+			if (!allowed(ms, SMFIF_CHGHDRS, ch->cmd))
+				break;
+			if (ch->b[0] == '\0') {
+				check_change(ms, host->change_header(c, ch->a, ch->index ? ch->index : 1,
+				    NULL), ch->cmd, ch->a);
+				break;
+			}
+			if ((v = header_value_in(ms, ch->b)) == NULL)
+				break;
+			check_change(ms, host->change_header(c, ch->a, ch->index ? ch->index : 1, v),
+			    ch->cmd, ch->a);
+			free(v);
+			break;
+		case SMFIR_ADDRCPT:
+			if (allowed(ms, SMFIF_ADDRCPT, ch->cmd))
+				check_change(ms, host->add_rcpt(c, unbracket(ch->a), NULL), ch->cmd, ch->a);
+			break;
+		case SMFIR_ADDRCPT_PAR:
+			if (allowed(ms, SMFIF_ADDRCPT_PAR, ch->cmd))
+				check_change(ms, host->add_rcpt(c, unbracket(ch->a), ch->b), ch->cmd, ch->a);
+			break;
+		case SMFIR_DELRCPT:
+			if (allowed(ms, SMFIF_DELRCPT, ch->cmd))
+				check_change(ms, host->del_rcpt(c, unbracket(ch->a)), ch->cmd, ch->a);
+			break;
+		case SMFIR_CHGFROM:
+			if (allowed(ms, SMFIF_CHGFROM, ch->cmd))
+				check_change(ms, host->change_from(c, unbracket(ch->a), ch->b), ch->cmd,
+				    ch->a);
+			break;
+		case SMFIR_REPLBODY:
+			if (allowed(ms, SMFIF_CHGBODY, ch->cmd))
+				check_change(ms, replace_body_chunk(ms, ch, &prev_cr), ch->cmd, NULL);
+			break;
+		case SMFIR_QUARANTINE:
+			if (allowed(ms, SMFIF_QUARANTINE, ch->cmd)) {
+				ms->quarantine = true;
+				host->log(c, SC_LOG_INFO, "milter %s: quarantine: %s",
+				    ms->conf->socket, ch->a ? ch->a : "");
+			}
+			break;
+		}
+	}
+	changes_clear(ms);
+}
+
+/* --- replies ------------------------------------------------------------------- */
+
+/* Whether s starts with a valid enhanced status code of class cls; its length. */
+static size_t
+enhanced_len(const char *s, char cls)
+{
+	const char *p = s;
+
+	if (*p++ != cls || *p++ != '.')
+		return 0;
+	for (int part = 0; part < 2; part++) {
+		size_t d = strspn(p, "0123456789");
+
+		if (d == 0 || d > 3)
+			return 0;
+		p += d;
+		if (part == 0 && *p++ != '.')
+			return 0;
+	}
+	return *p == ' ' || *p == '\0' ? (size_t)(p - s) : 0;
+}
+
+/*
+ * SMFIR_REPLYCODE: "550-5.7.1 a\r\n550 5.7.1 b" into set_reply(550,
+ * "5.7.1", "a\nb"); '%%' becomes '%' (the text was a sendmail format).
+ * Returns SC_REJECT or SC_TEMPFAIL, or SC_PENDING when it is not a 4xx/5xx
+ * reply.
+ */
+static enum sc_verdict
+reply_code(struct msess *ms, const char *reply)
+{
+	char enh[16] = "", *text, *o;
+	const char *line = reply;
+	size_t elen;
+	int code;
+
+	if (strlen(reply) < 3 || (reply[0] != '4' && reply[0] != '5') ||
+	    reply[1] < '0' || reply[1] > '9' || reply[2] < '0' || reply[2] > '9' ||
+	    (reply[3] != ' ' && reply[3] != '-' && reply[3] != '\0' && reply[3] != '\r'))
+		return SC_PENDING;
+	code = (reply[0] - '0') * 100 + (reply[1] - '0') * 10 + (reply[2] - '0');
+	if (reply[3] == ' ' || reply[3] == '-') {
+		elen = enhanced_len(reply + 4, reply[0]);
+		if (elen > 0 && elen < sizeof(enh))
+			snprintf(enh, sizeof(enh), "%.*s", (int)elen, reply + 4);
+	}
+	if ((text = o = malloc(strlen(reply) + 1)) == NULL)
+		return reply[0] == '5' ? SC_REJECT : SC_TEMPFAIL;
+	while (*line) {
+		size_t n = strcspn(line, "\r\n");
+		const char *p = line;
+
+		if (n >= 3 && strncmp(p, reply, 3) == 0 && (n == 3 || p[3] == ' ' || p[3] == '-')) {
+			p += n == 3 ? 3 : 4;
+			if (enh[0] && strncmp(p, enh, strlen(enh)) == 0 &&
+			    (p[strlen(enh)] == ' ' || p[strlen(enh)] == '\r' || p[strlen(enh)] == '\n' ||
+			    p[strlen(enh)] == '\0')) {
+				p += strlen(enh);
+				if (*p == ' ')
+					p++;
+			}
+		}
+		if (o != text)
+			*o++ = '\n';
+		for (; p < line + n; p++) {
+			if (p[0] == '%' && p + 1 < line + n && p[1] == '%')
+				p++;
+			else if (p[0] == '%')
+				continue;
+			*o++ = *p;
+		}
+		line += n;
+		if (line[0] == '\r' && line[1] == '\n')
+			line += 2;
+		else if (*line)
+			line++;
+	}
+	*o = '\0';
+	if (host->set_reply(ms->c, code, enh[0] ? enh : NULL, text) != 0)
+		host->log(ms->c, SC_LOG_WARNING, "milter %s: reply \"%s\" refused by the host; "
+		    "using the default", ms->conf->socket, reply);
+	free(text);
+	return reply[0] == '5' ? SC_REJECT : SC_TEMPFAIL;
+}
+
+static void	send_body_piece(struct msess *ms);
+
+/* The milter's answer to the waiting command cmd: the hook's verdict. */
+static void
+reply_final(struct msess *ms, char cmd, const struct mc_reply *r)
+{
+	enum sc_verdict v;
+	bool rcpt = cmd == SMFIC_RCPT, message = cmd != SMFIC_CONNECT && cmd != SMFIC_HELO;
+
+	switch (r->cmd) {
+	case SMFIR_CONTINUE:
+	case SMFIR_SKIP:
+		if (cmd == SMFIC_BODY) {
+			if (r->cmd == SMFIR_SKIP)
+				ms->skip_body = true;
+			else if (ms->body_off < ms->body_len) {
+				send_body_piece(ms);
+				return;
+			}
+		}
+		v = SC_CONTINUE;
+		break;
+	case SMFIR_ACCEPT:
+		v = SC_ACCEPT;
+		break;
+	case SMFIR_REJECT:
+		v = SC_REJECT;
+		break;
+	case SMFIR_TEMPFAIL:
+	case SMFIR_CONN_FAIL:
+		v = SC_TEMPFAIL;
+		break;
+	case SMFIR_REPLYCODE:
+		if ((v = reply_code(ms, r->text)) == SC_PENDING) {
+			fail(ms, ACT_DEFAULT, "malformed SMFIR_REPLYCODE \"%.100s\"", r->text);
+			return;
+		}
+		break;
+	case SMFIR_DISCARD:
+		v = SC_DISCARD;
+		break;
+	case SMFIR_SHUTDOWN:
+		fail(ms, ACT_SHUTDOWN, "SMFIR_SHUTDOWN in reply to %s", mc_name(cmd, 0));
+		return;
+	default:
+		fail(ms, ACT_DEFAULT, "unexpected %s in reply to %s", mc_name(r->cmd, 1),
+		    mc_name(cmd, 0));
+		return;
+	}
+	free(ms->body);
+	ms->body = NULL;
+	ms->body_len = ms->body_off = 0;
+	if (cmd == SMFIC_BODYEOB) {
+		/* The end of the message: its changes, then the verdict. */
+		if (v == SC_CONTINUE || v == SC_ACCEPT) {
+			changes_apply(ms);
+			if (ms->quarantine)
+				v = SC_QUARANTINE;
+		}
+		changes_clear(ms);
+		ms->in_transaction = false;
+		ms->msg_done = true;
+	} else if (message && (v == SC_ACCEPT || v == SC_DISCARD ||
+	    (!rcpt && (v == SC_REJECT || v == SC_TEMPFAIL)))) {
+		/* The milter is done with this message (libmilter is back at HELO). */
+		ms->msg_done = true;
+		if (!(rcpt && v == SC_DISCARD))
+			ms->in_transaction = false;
+	}
+	finish_hook(ms, v);
+}
+
+/* SMFIC_OPTNEG's reply: what was negotiated; then the connect step. */
+static void
+negotiated(struct msess *ms, const struct mc_reply *r);
+
+/* One reply from the milter. */
+static void
+on_reply(struct msess *ms, const struct mc_reply *r)
+{
+	struct waiting w;
+
+	if (ms->nwaiting == 0) {
+		fail(ms, ACT_DEFAULT, "%s when no reply was due", mc_name(r->cmd, 1));
+		return;
+	}
+	w = ms->waiting[0];
+	if (r->cmd == SMFIR_PROGRESS) {
+		arm_timer(ms);
+		return;
+	}
+	if (w.cmd == SMFIC_OPTNEG || r->cmd == SMFIC_OPTNEG) {
+		if (w.cmd != r->cmd) {
+			fail(ms, ACT_DEFAULT, "%s in reply to %s", mc_name(r->cmd, 1),
+			    mc_name(w.cmd, 0));
+			return;
+		}
+		reply_received(ms);
+		negotiated(ms, r);
+		return;
+	}
+	if (!mc_reply_is_final(r->cmd)) {
+		if (w.cmd != SMFIC_BODYEOB) {
+			fail(ms, ACT_DEFAULT, "%s in reply to %s (only allowed at end of message)",
+			    mc_name(r->cmd, 1), mc_name(w.cmd, 0));
+			return;
+		}
+		if (!w.discard)
+			change_keep(ms, r);
+		return;
+	}
+	reply_received(ms);
+	if (w.discard)
+		return;
+	reply_final(ms, w.cmd, r);
+}
+
+/* Read what the milter sent, one reply at a time while the session listens. */
+static void
+on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct mlink *l = s->data;
+	struct mc_reply r;
+	int rc;
+
+	if (l->ms == NULL || nread == 0)
+		return;
+	if (nread < 0) {
+		if (nread == UV_EOF)
+			fail(l->ms, ACT_DEFAULT, "the milter closed the connection%s",
+			    l->ms->nwaiting ? " instead of replying" : "");
+		else
+			fail(l->ms, ACT_DEFAULT, "reading from the milter: %s",
+			    uv_strerror((int)nread));
+		return;
+	}
+	if (mc_decoder_feed(&l->dec, buf->base, (size_t)nread) != 0) {
+		fail(l->ms, ACT_DEFAULT, "reading from the milter: %s", mc_decoder_error(&l->dec));
+		return;
+	}
+	/* A reply may end the session (resume, then close): check l->ms each time. */
+	while (l->ms != NULL) {
+		if ((rc = mc_decoder_next(&l->dec, &r)) == MC_NEED_MORE)
+			break;
+		if (rc == MC_ERROR) {
+			fail(l->ms, ACT_DEFAULT, "malformed reply: %s", mc_decoder_error(&l->dec));
+			break;
+		}
+		on_reply(l->ms, &r);
+	}
+}
+
+/* Buffers for reads: one static area, consumed before the next read. */
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	static char area[65536];
+
+	(void)h;
+	(void)suggested;
+	*buf = uv_buf_init(area, sizeof(area));
+}
+
+static void
+on_timeout(uv_timer_t *t)
+{
+	struct mlink *l = t->data;
+	struct msess *ms = l->ms;
+
+	if (ms == NULL)
+		return;
+	if (ms->state == MS_CONNECTING)
+		fail(ms, ACT_DEFAULT, "no connection within %llu s",
+		    (unsigned long long)(ms->conf->timeout_connect / 1000));
+	else
+		fail(ms, ACT_DEFAULT, "no reply to %s within %llu s",
+		    ms->nwaiting ? mc_name(ms->waiting[0].cmd, 0) : "?",
+		    (unsigned long long)(timeout_for(ms, ms->nwaiting ? ms->waiting[0].cmd : 0) / 1000));
+}
+
+/* --- the connect step ------------------------------------------------------------ */
+
+/* The client as SMFIC_CONNECT tells it. */
+static int
+encode_connect(struct msess *ms, const void *arg)
+{
+	const char *addr = host->get(ms->c, "client_addr");
+	const char *name = host->get(ms->c, "client_name");
+	const char *port = host->get(ms->c, "client_port");
+	char hostname[300];
+
+	(void)arg;
+	if (addr == NULL)
+		return mc_enc_connect(&ms->out, name ? name : "localhost", SMFIA_UNKNOWN, 0, NULL);
+	if (name == NULL)
+		snprintf(hostname, sizeof(hostname), "[%s]", addr);
+	else
+		snprintf(hostname, sizeof(hostname), "%s", name);
+	return mc_enc_connect(&ms->out, hostname, strchr(addr, ':') ? SMFIA_INET6 : SMFIA_INET,
+	    (uint16_t)(port ? strtoul(port, NULL, 10) : 0), addr);
+}
+
+static void
+negotiated(struct msess *ms, const struct mc_reply *r)
+{
+	if (r->version < 2 || r->version > SMFI_PROT_VERSION) {
+		fail(ms, ACT_DEFAULT, "protocol version %u not supported", r->version);
+		return;
+	}
+	if (r->actions & ~(uint32_t)OFFERED_ACTIONS)
+		host->log(ms->c, SC_LOG_WARNING, "milter %s: actions 0x%x were not offered; ignored",
+		    ms->conf->socket, r->actions & ~(uint32_t)OFFERED_ACTIONS);
+	if (r->protocol & ~(uint32_t)(OFFERED_PROTOCOL | SMFI_INTERNAL))
+		host->log(ms->c, SC_LOG_WARNING, "milter %s: protocol steps 0x%x were not "
+		    "offered; ignored", ms->conf->socket,
+		    r->protocol & ~(uint32_t)(OFFERED_PROTOCOL | SMFI_INTERNAL));
+	ms->actions = r->actions & OFFERED_ACTIONS;
+	ms->protocol = r->protocol & OFFERED_PROTOCOL;
+	for (int i = 0; i < MC_NSTAGES; i++) {
+		if (r->macros[i] == NULL)
+			continue;
+		if (!(ms->actions & SMFIF_SETSYMLIST))
+			host->log(ms->c, SC_LOG_WARNING, "milter %s: macro list without "
+			    "SMFIF_SETSYMLIST; used anyway", ms->conf->socket);
+		names_free(&ms->symlist[i]);
+		if (names_add(&ms->symlist[i], r->macros[i]) != 0) {
+			fail(ms, ACT_DEFAULT, "out of memory");
+			return;
+		}
+		ms->has_symlist[i] = true;
+	}
+	host->log(ms->c, SC_LOG_DEBUG, "milter %s: version %u, actions 0x%x, protocol 0x%x",
+	    ms->conf->socket, r->version, ms->actions, ms->protocol);
+	set_state(ms, MS_READY, "negotiated");
+	step(ms, SMFIM_CONNECT, SMFIP_NOCONNECT, SMFIP_NR_CONN, SMFIC_CONNECT, encode_connect, NULL);
+}
+
+/* The socket is connected (or not): negotiate. */
+static void
+on_connected(uv_connect_t *req, int status)
+{
+	struct mlink *l = req->data;
+	struct msess *ms = l->ms;
+	int rc;
+
+	if (ms == NULL || status == UV_ECANCELED)
+		return;
+	if (status < 0) {
+		fail(ms, ACT_DEFAULT, "cannot connect: %s", uv_strerror(status));
+		return;
+	}
+	l->connected = true;
+	if ((rc = uv_read_start(&l->io.s, on_alloc, on_read)) != 0) {
+		fail(ms, ACT_DEFAULT, "cannot read: %s", uv_strerror(rc));
+		return;
+	}
+	set_state(ms, MS_NEGOTIATING, "connected");
+	if (mc_enc_optneg(&ms->out, SMFI_PROT_VERSION, OFFERED_ACTIONS, OFFERED_PROTOCOL) != 0) {
+		encode_failed(ms);
+		return;
+	}
+	if (flush_out(ms))
+		expect_reply(ms, SMFIC_OPTNEG);
+}
+
+/* Open the connection to the milter, without waiting; false after fail(). */
+static bool
+link_open(struct msess *ms)
+{
+	const struct milter_conf *conf = ms->conf;
+	uv_loop_t *loop = host->loop(ms->c);
+	struct mlink *l = calloc(1, sizeof(*l));
+	int rc;
+
+	if (l == NULL) {
+		fail(ms, ACT_DEFAULT, "out of memory");
+		return false;
+	}
+	mc_decoder_init(&l->dec, MC_MAX_PACKET);
+	l->ms = ms;
+	ms->link = l;
+	uv_timer_init(loop, &l->timer);
+	l->timer.data = l;
+	l->open_handles++;
+	rc = conf->kind == SOCK_INET ? uv_tcp_init(loop, &l->io.tcp) : uv_pipe_init(loop, &l->io.pipe, 0);
+	if (rc != 0) {
+		/* Only the timer to close. */
+		ms->link = NULL;
+		l->ms = NULL;
+		uv_close((uv_handle_t *)&l->timer, on_link_closed);
+		fail(ms, ACT_DEFAULT, "cannot make a socket: %s", uv_strerror(rc));
+		return false;
+	}
+	l->io.h.data = l;
+	l->open_handles++;
+	l->creq.data = l;
+	arm_timer(ms);
+	if (conf->kind == SOCK_INET) {
+		rc = uv_tcp_connect(&l->creq, &l->io.tcp, (const struct sockaddr *)&conf->addr,
+		    on_connected);
+	} else {
+		uv_pipe_connect(&l->creq, &l->io.pipe, conf->path, on_connected);
+		rc = 0;
+	}
+	if (rc != 0) {
+		fail(ms, ACT_DEFAULT, "cannot connect: %s", uv_strerror(rc));
+		return false;
+	}
+	return true;
+}
+
+/* --- sessions ------------------------------------------------------------------ */
+
+/* This session's conversation, or NULL (no connect hook ran, or out of memory). */
+static struct msess *
+session_of(struct sc_ctx *c)
+{
+	return *host->state(c);
+}
+
+/*
+ * Common start of a hook: the verdict to return at once (the milter is
+ * gone or done with this message), or SC_PENDING to go on.
+ */
+static enum sc_verdict
+hook_precheck(struct msess *ms, enum hook h)
+{
+	if (ms == NULL)
+		return SC_CONTINUE;
+	if (ms->pending != HOOK_NONE) {
+		host->log(ms->c, SC_LOG_ERROR, "milter %s: %s hook while %s waits; tempfail",
+		    ms->conf->socket, hook_names[h], hook_names[ms->pending]);
+		return SC_TEMPFAIL;
+	}
+	if (ms->state == MS_FAILED)
+		return failed_verdict(ms, h, false);
+	if (ms->state != MS_READY)
+		return SC_CONTINUE;
+	if (h > HOOK_MAIL && ms->msg_done)
+		return SC_CONTINUE;
+	return SC_PENDING;
+}
+
+static enum sc_verdict
+m_connect(struct sc_ctx *c)
+{
+	void **slot = host->state(c);
+	struct msess *ms;
+
+	if (*slot != NULL)
+		return SC_CONTINUE;
+	if ((ms = calloc(1, sizeof(*ms))) == NULL) {
+		host->log(c, SC_LOG_ERROR, "milter: out of memory");
+		return SC_TEMPFAIL;
+	}
+	ms->c = c;
+	ms->conf = host->instance(c);
+	ms->changes_tail = &ms->changes;
+	ms->state = MS_CONNECTING;
+	*slot = ms;
+	hook_enter(ms, HOOK_CONNECT);
+	link_open(ms);
+	return hook_return(ms);
+}
+
+static int
+encode_helo(struct msess *ms, const void *arg)
+{
+	return mc_enc_helo(&ms->out, arg);
+}
+
+static enum sc_verdict
+m_helo(struct sc_ctx *c, const char *name)
+{
+	struct msess *ms = session_of(c);
+	enum sc_verdict v;
+
+	if ((v = hook_precheck(ms, HOOK_HELO)) != SC_PENDING)
+		return v;
+	hook_enter(ms, HOOK_HELO);
+	step(ms, SMFIM_HELO, SMFIP_NOHELO, SMFIP_NR_HELO, SMFIC_HELO, encode_helo, name);
+	return hook_return(ms);
+}
+
+/* MAIL and RCPT arguments for the encoders. */
+struct envelope_arg {
+	const char	*addr, *params;
+};
+
+static int
+encode_mail(struct msess *ms, const void *arg)
+{
+	const struct envelope_arg *e = arg;
+
+	return mc_enc_mail(&ms->out, e->addr, e->params);
+}
+
+static int
+encode_rcpt(struct msess *ms, const void *arg)
+{
+	const struct envelope_arg *e = arg;
+
+	return mc_enc_rcpt(&ms->out, e->addr, e->params);
+}
+
+static enum sc_verdict
+m_mail(struct sc_ctx *c, const char *addr, const char *params)
+{
+	struct msess *ms = session_of(c);
+	struct envelope_arg e = { addr ? addr : "", params };
+	enum sc_verdict v;
+
+	if ((v = hook_precheck(ms, HOOK_MAIL)) != SC_PENDING)
+		return v;
+	message_reset(ms);
+	hook_enter(ms, HOOK_MAIL);
+	if (ms->in_transaction && mc_enc_abort(&ms->out) != 0)
+		encode_failed(ms);
+	ms->in_transaction = true;
+	if (ms->state == MS_READY)
+		step(ms, SMFIM_ENVFROM, SMFIP_NOMAIL, SMFIP_NR_MAIL, SMFIC_MAIL, encode_mail, &e);
+	return hook_return(ms);
+}
+
+static enum sc_verdict
+m_rcpt(struct sc_ctx *c, const char *addr, const char *params)
+{
+	struct msess *ms = session_of(c);
+	struct envelope_arg e = { addr ? addr : "", params };
+	enum sc_verdict v;
+
+	if ((v = hook_precheck(ms, HOOK_RCPT)) != SC_PENDING)
+		return v;
+	hook_enter(ms, HOOK_RCPT);
+	step(ms, SMFIM_ENVRCPT, SMFIP_NORCPT, SMFIP_NR_RCPT, SMFIC_RCPT, encode_rcpt, &e);
+	return hook_return(ms);
+}
+
+static int
+encode_data(struct msess *ms, const void *arg)
+{
+	(void)arg;
+	return mc_enc_data(&ms->out);
+}
+
+static enum sc_verdict
+m_data(struct sc_ctx *c)
+{
+	struct msess *ms = session_of(c);
+	enum sc_verdict v;
+
+	if ((v = hook_precheck(ms, HOOK_DATA)) != SC_PENDING)
+		return v;
+	hook_enter(ms, HOOK_DATA);
+	step(ms, SMFIM_DATA, SMFIP_NODATA, SMFIP_NR_DATA, SMFIC_DATA, encode_data, NULL);
+	return hook_return(ms);
+}
+
+/* A header for the encoder. */
+struct header_arg {
+	const char	*name, *value;
+};
+
+static int
+encode_header(struct msess *ms, const void *arg)
+{
+	const struct header_arg *h = arg;
+	char *v = header_value_out(ms, h->value);
+	int rc;
+
+	if (v == NULL)
+		return -1;
+	rc = mc_enc_header(&ms->out, h->name, v);
+	free(v);
+	return rc;
+}
+
+static enum sc_verdict
+m_header(struct sc_ctx *c, const char *name, const char *value)
+{
+	struct msess *ms = session_of(c);
+	struct header_arg h = { name, value };
+	enum sc_verdict v;
+
+	if ((v = hook_precheck(ms, HOOK_HEADER)) != SC_PENDING)
+		return v;
+	if (skips(ms, SMFIP_NOHDRS))
+		return SC_CONTINUE;
+	hook_enter(ms, HOOK_HEADER);
+	step(ms, -1, SMFIP_NOHDRS, SMFIP_NR_HDR, SMFIC_HEADER, encode_header, &h);
+	return hook_return(ms);
+}
+
+static int
+encode_eoh(struct msess *ms, const void *arg)
+{
+	(void)arg;
+	return mc_enc_eoh(&ms->out);
+}
+
+static enum sc_verdict
+m_eoh(struct sc_ctx *c)
+{
+	struct msess *ms = session_of(c);
+	enum sc_verdict v;
+
+	if ((v = hook_precheck(ms, HOOK_EOH)) != SC_PENDING)
+		return v;
+	hook_enter(ms, HOOK_EOH);
+	step(ms, SMFIM_EOH, SMFIP_NOEOH, SMFIP_NR_EOH, SMFIC_EOH, encode_eoh, NULL);
+	return hook_return(ms);
+}
+
+/*
+ * The next piece of the body chunk (at most MILTER_CHUNK_SIZE); with
+ * SMFIP_NR_BODY all of it at once, and the hook continues.
+ */
+static void
+send_body_piece(struct msess *ms)
+{
+	do {
+		size_t n = ms->body_len - ms->body_off;
+
+		if (n > MILTER_CHUNK_SIZE)
+			n = MILTER_CHUNK_SIZE;
+		if (mc_enc_body(&ms->out, ms->body + ms->body_off, n) != 0) {
+			encode_failed(ms);
+			return;
+		}
+		ms->body_off += n;
+	} while (skips(ms, SMFIP_NR_BODY) && ms->body_off < ms->body_len);
+	if (!flush_out(ms))
+		return;
+	if (skips(ms, SMFIP_NR_BODY)) {
+		free(ms->body);
+		ms->body = NULL;
+		ms->body_len = ms->body_off = 0;
+		finish_hook(ms, SC_CONTINUE);
+	} else {
+		expect_reply(ms, SMFIC_BODY);
+	}
+}
+
+static enum sc_verdict
+m_body(struct sc_ctx *c, const unsigned char *p, size_t n)
+{
+	struct msess *ms = session_of(c);
+	enum sc_verdict v;
+
+	if ((v = hook_precheck(ms, HOOK_BODY)) != SC_PENDING)
+		return v;
+	if (skips(ms, SMFIP_NOBODY) || ms->skip_body || n == 0)
+		return SC_CONTINUE;
+	free(ms->body);
+	if ((ms->body = malloc(n)) == NULL) {
+		host->log(c, SC_LOG_ERROR, "milter %s: out of memory", ms->conf->socket);
+		return SC_TEMPFAIL;
+	}
+	memcpy(ms->body, p, n);	/* p is valid during this call only */
+	ms->body_len = n;
+	ms->body_off = 0;
+	hook_enter(ms, HOOK_BODY);
+	send_body_piece(ms);
+	return hook_return(ms);
+}
+
+static int
+encode_bodyeob(struct msess *ms, const void *arg)
+{
+	(void)arg;
+	return mc_enc_bodyeob(&ms->out);
+}
+
+static enum sc_verdict
+m_eom(struct sc_ctx *c)
+{
+	struct msess *ms = session_of(c);
+	enum sc_verdict v;
+
+	if ((v = hook_precheck(ms, HOOK_EOM)) != SC_PENDING) {
+		/* The milter left the message earlier: close its transaction. */
+		if (ms && ms->state == MS_READY && ms->in_transaction && ms->pending == HOOK_NONE) {
+			ms->in_transaction = false;
+			if (mc_enc_abort(&ms->out) != 0)
+				encode_failed(ms);
+			else
+				flush_out(ms);
+		}
+		return v;
+	}
+	hook_enter(ms, HOOK_EOM);
+	changes_clear(ms);
+	step(ms, SMFIM_EOM, 0, 0, SMFIC_BODYEOB, encode_bodyeob, NULL);
+	return hook_return(ms);
+}
+
+/* The message ended without our verdict: tell the milter, drop an owed reply. */
+static void
+m_abort(struct sc_ctx *c)
+{
+	struct msess *ms = session_of(c);
+
+	if (ms == NULL)
+		return;
+	if (ms->pending != HOOK_NONE) {
+		/* Cancelled: its reply is read and dropped, resume() is not called. */
+		ms->pending = HOOK_NONE;
+		for (size_t i = 0; i < ms->nwaiting; i++)
+			ms->waiting[i].discard = true;
+	}
+	message_reset(ms);
+	if (ms->state == MS_READY && ms->in_transaction) {
+		ms->in_transaction = false;
+		if (mc_enc_abort(&ms->out) != 0)
+			encode_failed(ms);
+		else
+			flush_out(ms);
+	}
+}
+
+/* The session is over: QUIT, close the connection, free the state. */
+static void
+m_close(struct sc_ctx *c)
+{
+	void **slot = host->state(c);
+	struct msess *ms = *slot;
+
+	if (ms == NULL)
+		return;
+	*slot = NULL;
+	ms->pending = HOOK_NONE;
+	link_release(ms, true);
+	message_reset(ms);
+	for (int i = 0; i < MC_NSTAGES; i++)
+		names_free(&ms->symlist[i]);
+	mc_buf_free(&ms->out);
+	free(ms);
+}
+
+/* --- options ------------------------------------------------------------------- */
+
+/* Parse a port number; -1 when it is not 1..65535. */
+static int
+parse_port(const char *s)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v == 0 || v > 65535)
+		return -1;
+	return (int)v;
+}
+
+/*
+ * socket: "inet:HOST:PORT", "inet:PORT@HOST", "inet6:[ADDR]:PORT",
+ * "inet6:ADDR:PORT", "inet6:PORT@ADDR", "unix:/path", "local:/path";
+ * numeric addresses only.
+ */
+static int
+parse_socket(struct milter_conf *conf, const struct sc_options *o, const char *s)
+{
+	char hostpart[128], portpart[16];
+	const char *rest, *at, *colon;
+	bool v6;
+	int port, rc;
+
+	if (strncmp(s, "unix:", 5) == 0 || strncmp(s, "local:", 6) == 0) {
+		conf->kind = SOCK_UNIX;
+		conf->path = strchr(s, ':') + 1;
+		if (conf->path[0] != '/')
+			return host->opt_error(o, "socket", "\"%s\": expected an absolute path", s);
+		return 0;
+	}
+	if (strncmp(s, "inet:", 5) == 0)
+		v6 = false, rest = s + 5;
+	else if (strncmp(s, "inet6:", 6) == 0)
+		v6 = true, rest = s + 6;
+	else
+		return host->opt_error(o, "socket", "\"%s\": expected inet:HOST:PORT, "
+		    "inet6:[ADDR]:PORT or unix:/path", s);
+	if ((at = strchr(rest, '@')) != NULL) {		/* libmilter's PORT@HOST */
+		snprintf(portpart, sizeof(portpart), "%.*s", (int)(at - rest), rest);
+		snprintf(hostpart, sizeof(hostpart), "%s", at + 1);
+	} else if (v6 && rest[0] == '[') {
+		const char *rbracket = strchr(rest, ']');
+
+		if (rbracket == NULL || rbracket[1] != ':')
+			return host->opt_error(o, "socket", "\"%s\": expected inet6:[ADDR]:PORT", s);
+		snprintf(hostpart, sizeof(hostpart), "%.*s", (int)(rbracket - rest - 1), rest + 1);
+		snprintf(portpart, sizeof(portpart), "%s", rbracket + 2);
+	} else {
+		if ((colon = strrchr(rest, ':')) == NULL)
+			return host->opt_error(o, "socket", "\"%s\": no port", s);
+		snprintf(hostpart, sizeof(hostpart), "%.*s", (int)(colon - rest), rest);
+		snprintf(portpart, sizeof(portpart), "%s", colon + 1);
+	}
+	if (!v6 && hostpart[0] == '[' && hostpart[strlen(hostpart) - 1] == ']') {
+		memmove(hostpart, hostpart + 1, strlen(hostpart));
+		hostpart[strlen(hostpart) - 1] = '\0';
+	}
+	if ((port = parse_port(portpart)) < 0)
+		return host->opt_error(o, "socket", "\"%s\": bad port \"%s\"", s, portpart);
+	conf->kind = SOCK_INET;
+	if (v6)
+		rc = uv_ip6_addr(hostpart, port, (struct sockaddr_in6 *)&conf->addr);
+	else
+		rc = uv_ip4_addr(hostpart, port, (struct sockaddr_in *)&conf->addr);
+	if (rc != 0)
+		return host->opt_error(o, "socket", "\"%s\": \"%s\" is not a numeric IPv%c address",
+		    s, hostpart, v6 ? '6' : '4');
+	return 0;
+}
+
+/* A timeout_* option in seconds, kept in ms. */
+static int
+opt_timeout(const struct sc_options *o, const char *key, uint64_t *ms, long long dflt)
+{
+	long long v = dflt;
+
+	if (host->opt_int(o, key, &v) == -1)
+		return -1;
+	if (v < 1 || v > MAX_TIMEOUT)
+		return host->opt_error(o, key, "%lld is out of range (1..%d seconds)", v, MAX_TIMEOUT);
+	*ms = (uint64_t)v * 1000;
+	return 0;
+}
+
+static void m_fini(void *instance);
+
+static int
+m_init(const struct sc_host *h, const struct sc_options *o, void **instance,
+    char *err, size_t errlen)
+{
+	static const struct {
+		const char	*key;
+		int		 stage;
+		const char	*dflt;
+	} macro_opts[] = {
+		{ "macros_connect", SMFIM_CONNECT, "j {daemon_name} {daemon_addr} v _ "
+		    "{client_addr} {client_port} {client_name}" },
+		{ "macros_helo", SMFIM_HELO, "{tls_version} {cipher} {cipher_bits} "
+		    "{cert_subject} {cert_issuer}" },
+		{ "macros_mail", SMFIM_ENVFROM, "i {auth_type} {auth_authen} {auth_author} "
+		    "{mail_addr} {mail_host} {mail_mailer}" },
+		{ "macros_rcpt", SMFIM_ENVRCPT, "i {rcpt_addr} {rcpt_host} {rcpt_mailer}" },
+		{ "macros_data", SMFIM_DATA, "i" },
+		{ "macros_eoh", SMFIM_EOH, "i" },
+		{ "macros_eom", SMFIM_EOM, "i" },
+	};
+	struct milter_conf *conf;
+	const char *s, *const *list;
+	size_t n;
+	int rc;
+
+	host = h;
+	if ((conf = calloc(1, sizeof(*conf))) == NULL) {
+		snprintf(err, errlen, "milter: out of memory");
+		return -1;
+	}
+	if ((rc = h->opt_string(o, "socket", &conf->socket)) == 1) {
+		snprintf(err, errlen, "milter: missing key \"socket\"");
+		goto fail;
+	}
+	if (rc == -1 || parse_socket(conf, o, conf->socket) == -1)
+		goto fail;
+	conf->default_action = ACT_TEMPFAIL;
+	if ((rc = h->opt_string(o, "default_action", &s)) == -1)
+		goto fail;
+	if (rc == 0) {
+		size_t i;
+
+		for (i = 0; i < sizeof(action_names) / sizeof(action_names[0]); i++)
+			if (strcmp(s, action_names[i]) == 0)
+				break;
+		if (i == sizeof(action_names) / sizeof(action_names[0])) {
+			h->opt_error(o, "default_action", "\"%s\": expected tempfail, accept, "
+			    "reject, quarantine or shutdown", s);
+			goto fail;
+		}
+		conf->default_action = (enum fail_action)i;
+	}
+	if (opt_timeout(o, "timeout_connect", &conf->timeout_connect, DEFAULT_TIMEOUT_CONNECT) ||
+	    opt_timeout(o, "timeout_command", &conf->timeout_command, DEFAULT_TIMEOUT_COMMAND) ||
+	    opt_timeout(o, "timeout_eom", &conf->timeout_eom, DEFAULT_TIMEOUT_EOM))
+		goto fail;
+	for (size_t i = 0; i < sizeof(macro_opts) / sizeof(macro_opts[0]); i++) {
+		struct namelist *l = &conf->macros[macro_opts[i].stage];
+
+		if ((rc = h->opt_list(o, macro_opts[i].key, &list, &n)) == -1)
+			goto fail;
+		if (rc == 1) {
+			if (names_add(l, macro_opts[i].dflt) != 0)
+				goto nomem;
+			continue;
+		}
+		for (size_t j = 0; j < n; j++)
+			if (names_add(l, list[j]) != 0)
+				goto nomem;
+	}
+	*instance = conf;
+	return 0;
+nomem:
+	snprintf(err, errlen, "milter: out of memory");
+fail:
+	m_fini(conf);
+	return -1;
+}
+
+static void
+m_fini(void *instance)
+{
+	struct milter_conf *conf = instance;
+
+	if (conf == NULL)
+		return;
+	for (int i = 0; i < MC_NSTAGES; i++)
+		names_free(&conf->macros[i]);
+	free(conf);
+}
+
+const struct sc_filter smtpchain_filter = {
+	.abi = SC_FILTER_ABI,
+	.size = sizeof(struct sc_filter),
+	.name = "milter",
+	.needs = SC_NEED_HEADERS | SC_NEED_BODY,
+	.init = m_init,
+	.fini = m_fini,
+	.connect = m_connect,
+	.helo = m_helo,
+	.mail = m_mail,
+	.rcpt = m_rcpt,
+	.data = m_data,
+	.header = m_header,
+	.eoh = m_eoh,
+	.body = m_body,
+	.eom = m_eom,
+	.abort = m_abort,
+	.close = m_close,
+};
