@@ -460,7 +460,7 @@ host_get(struct sc_ctx *c, const char *name)
 	return NULL;
 }
 
-static void
+static void __attribute__((format(printf, 3, 4)))
 host_log(struct sc_ctx *c, int level, const char *fmt, ...)
 {
 	char line[1024];
