@@ -248,6 +248,23 @@ EOF
 	$pd->stop_ok('the -d proxy exits 0');
 }
 
+# --- a backend without ESMTP: EHLO refused is relayed, the client falls back to HELO (RFC 5321)
+{
+	my $plain = start_sink(name => 'noesmtp', args => ['-e']);
+	my $pp = start_proxy(<<"EOF", name => 'noesmtp');
+backend = "127.0.0.1:${\ $plain->port }";
+timeout { shutdown = 5; }
+EOF
+	my @r = smtp_session($pp->port, ['EHLO client.test', 'HELO client.test',
+	    'MAIL FROM:<a@client.test>', 'RCPT TO:<b@example.test>', 'DATA',
+	    ["Subject: helo-fallback\r\n\r\nbody\r\n.\r\n", 1], 'QUIT']);
+	like($r[1]{raw}, qr/^5\d\d /, 'EHLO refused by the backend: its 5xx is relayed');
+	like($r[2]{raw}, qr/^250 /, 'HELO then works');
+	like($r[6]{raw}, qr/^250 /, 'and a message goes through after the fallback');
+	ok(scalar $plain->wait_find(qr/helo-fallback/), 'delivered');
+	$pp->stop_ok('the no-ESMTP proxy exits 0 on SIGTERM');
+}
+
 # --- IPv6 listener
 SKIP: {
 	my $v6 = eval { SmtpChainTest::free_port('::1') };
