@@ -521,6 +521,247 @@ $p->stop_ok('proxy with one milter exits 0');
 	$px->stop_ok('exit-at-rcpt proxy exits 0');
 }
 
+# --- a milter that breaks the protocol (a fake written here)
+#
+# It answers SMFIC_OPTNEG with version, actions and protocol as asked, every
+# other command with SMFIR_CONTINUE, except what the sender's local part
+# asks for (see fake_reply); it logs each command it gets, one line each:
+# the command letter, then the data with NUL as '|' and CR, LF as \r, \n.
+use IO::Socket::IP;
+use POSIX ();
+
+# A milter packet.
+sub pkt { my ($cmd, $data) = @_; $data //= ''; return pack('N', 1 + length $data) . $cmd . $data }
+
+# What the fake answers to one command, given the sender's local part.
+sub fake_reply {
+	my ($mode, $cmd, $data, $st) = @_;
+	if ($cmd eq 'M') {
+		($st->{mode}) = $data =~ /^<([^@>]*)/;
+		$st->{body} = 0;
+		$mode = $st->{mode} // '';
+		return pkt('4') if $mode eq 'shutdown';
+		return pkt('y', "250 2.0.0 not a refusal\0") if $mode eq 'badcode';
+		return pkt('y', "451-4.7.1 first line\r\n451 4.7.1 second line\0") if $mode eq 'multi';
+		return pkt('y', "550 5.7.1 100%% sure\0") if $mode eq 'percent';
+	}
+	if ($cmd eq 'R') {
+		return pkt('f') if $mode eq 'connfail' && $data =~ /^<fail\@/;
+		return "\xff\xff\xff\xff" if $mode eq 'garbage';
+		return pkt('h', "X-Early\0no\0") . pkt('c') if $mode eq 'modearly';
+		return pkt('Z') if $mode eq 'unknown';
+		return pkt('c') . pkt('c') if $mode eq 'twice';
+	}
+	if ($cmd eq 'B' && $mode eq 'skipbody') {
+		return $st->{body}++ ? pkt('c') : pkt('s');
+	}
+	if ($cmd eq 'E') {
+		if ($mode eq 'eomstuff') {
+			return pkt('b', "line one\nline two\r\nline three\n") .
+			    pkt('m', pack('N', 0) . "X-Change-Me\0new\n\tfolded\0") .
+			    pkt('i', pack('N', 1) . "X-Second\0at index 1\0") .
+			    pkt('+', "<plain\@example.org>\0") .
+			    pkt('e', "<>\0") . pkt('p') . pkt('c');
+		}
+		if ($mode eq 'slow') {
+			sleep 2;
+			return pkt('c');
+		}
+		return pkt('a') if $mode eq 'shutdownlater';
+	}
+	return '' if $cmd =~ /^[DAQK]$/;
+	return pkt('c');
+}
+
+# Start the fake on a free port: version, actions, protocol for its OPTNEG reply.
+sub start_fake {
+	my ($name, %o) = @_;
+	my $srv = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0, Listen => 16,
+	    ReuseAddr => 1, Proto => 'tcp') or die "fake: $@\n";
+	my $port = $srv->sockport;
+	my $log = "$dir/fake-$name.log";
+	my $pid = fork();
+	die "fork: $!\n" unless defined $pid;
+	if ($pid == 0) {
+		$SIG{$_} = 'DEFAULT' for qw(TERM INT ALRM PIPE);
+		open(my $lf, '>>', $log) or POSIX::_exit(1);
+		$lf->autoflush(1);
+		while (my $c = $srv->accept) {
+			my %st;
+			binmode $c;
+			print $lf "connect\n";
+			while (1) {
+				my $h = '';
+				last unless read($c, $h, 4) == 4;
+				my $len = unpack('N', $h);
+				my $p = '';
+				last unless $len >= 1 && read($c, $p, $len) == $len;
+				my ($cmd, $data) = (substr($p, 0, 1), substr($p, 1));
+				(my $shown = $data) =~ s/\0/|/g;
+				$shown =~ s/\r/\\r/g;
+				$shown =~ s/\n/\\n/g;
+				$shown = 'len=' . length($data) if $cmd eq 'B';
+				print $lf "$cmd $shown\n";
+				my $reply = $cmd eq 'O'
+				    ? pkt('O', pack('NNN', $o{version} // 6, $o{actions} // 0x1ff, $o{protocol} // 0))
+				    : fake_reply($st{mode} // '', $cmd, $data, \%st);
+				print $c $reply if length $reply;
+				$c->flush;
+			}
+			print $lf "eof\n";
+			close $c;
+		}
+		POSIX::_exit(0);
+	}
+	close $srv;
+	SmtpChainTest::on_cleanup("fake milter $name", sub { SmtpChainTest::stop_pid($pid, 'KILL', 5) });
+	return { name => $name, port => $port, pid => $pid, log => $log };
+}
+
+{
+	my $fk = start_fake('fake', protocol => 0x400);
+	my $pk = proxy_with('fake', milter_block("inet:127.0.0.1:$fk->{port}", timeout_command => 3,
+	    timeout_eom => 5));
+	my $flog = sub { slurp($fk->{log}) // '' };
+	my $session = sub {
+		my ($mode, %o) = @_;
+		my $c = smtp_connect($pk->port, timeout => 20);
+		$c->read_reply;
+		$c->ehlo('client.test');
+		return $c;
+	};
+
+	# What the milter is sent.
+	my ($tag, $data) = message('bytes', headers => "X-Folded: one\r\n\ttwo\r\n");
+	my $c = $session->();
+	my $r = $c->send_mail(from => 'bytes@client.test', to => 'rcpt@example.test',
+	    mail_params => 'BODY=8BITMIME', data => $data);
+	reply_ok($r->{end}, 250, undef, 'fake: a plain message');
+	reply_ok($c->cmd('MAIL FROM:<x@client.test>'), 250, undef, 'fake: MAIL');
+	reply_ok($c->cmd('RSET'), 250, undef, 'fake: RSET');
+	$c->quit;
+	wait_until(sub { $flog->() =~ /^Q/m }, 5);
+	my $l = $flog->();
+	like($l, qr/^D Cj\|proxy\.test\|.*\|\{client_addr\}\|127\.0\.0\.1\|/m, 'bytes: connect macros');
+	like($l, qr/^D C.*\|_\|\S+ \[127\.0\.0\.1\]\|/m, 'bytes: the _ macro is "NAME [ADDR]"');
+	like($l, qr/^C [^|]*\|4\S\S127\.0\.0\.1\|$/m, 'bytes: CONNECT with family 4, a port and the address');
+	like($l, qr/^H client\.test\|$/m, 'bytes: HELO');
+	like($l, qr/^M <bytes\@client\.test>\|BODY=8BITMIME\|$/m, 'bytes: MAIL with its parameter as a second string');
+	like($l, qr/^D R.*\{rcpt_addr\}\|rcpt\@example\.test\|/m, 'bytes: rcpt macros');
+	like($l, qr/^R <rcpt\@example\.test>\|$/m, 'bytes: RCPT');
+	like($l, qr/^T $/m, 'bytes: DATA');
+	like($l, qr/^L Subject\|bytes \Q$tag\E\|$/m, 'bytes: a header value without its leading space');
+	like($l, qr/^L X-Folded\|one\\n\ttwo\|$/m, 'bytes: a folded value with LF, as sendmail sends it');
+	like($l, qr/^N $/m, 'bytes: EOH');
+	like($l, qr/^B len=\d+$/m, 'bytes: BODY');
+	like($l, qr/^E $/m, 'bytes: BODYEOB');
+	like($l, qr/^M <x\@client\.test>\|\n(?:D [^\n]*\n)*A $/m, 'bytes: SMFIC_ABORT after the RSET');
+	like($l, qr/^Q $/m, 'bytes: SMFIC_QUIT at the end of the session');
+
+	# SHUTDOWN at MAIL: 421 4.7.0 from then on.
+	$c = $session->();
+	$r = $c->cmd('MAIL FROM:<shutdown@client.test>');
+	reply_ok($r, 421, '4.7.0', 'SMFIR_SHUTDOWN: 421 4.7.0');
+	$r = $c->cmd('MAIL FROM:<other@client.test>');
+	reply_ok($r, 421, '4.7.0', 'SMFIR_SHUTDOWN: the next MAIL too');
+	$c->close;
+	like($pk->log_text, qr/SMFIR_SHUTDOWN in reply to SMFIC_MAIL; shutdown for the rest of the session/,
+	    'SMFIR_SHUTDOWN: logged');
+
+	# CONN_FAIL at one RCPT: that recipient gets 4xx, the next is fine.
+	$c = $session->();
+	reply_ok($c->cmd('MAIL FROM:<connfail@client.test>'), 250, undef, 'CONN_FAIL: MAIL');
+	reply_ok($c->cmd('RCPT TO:<fail@example.test>'), 451, undef, 'CONN_FAIL: 451 for that recipient');
+	reply_ok($c->cmd('RCPT TO:<ok@example.test>'), 250, undef, 'CONN_FAIL: the next recipient is accepted');
+	$c->quit;
+
+	# Broken replies: the default action (tempfail) and a clear line each.
+	for my $case (['garbage', qr/malformed reply: packet of 4294967295 octets \(limit 1048576\)/],
+	    ['modearly', qr/SMFIR_ADDHEADER in reply to SMFIC_RCPT \(only allowed at end of message\)/],
+	    ['unknown', qr/malformed reply: unknown reply command 'Z'/],
+	    ['badcode', qr/malformed SMFIR_REPLYCODE "250 2\.0\.0 not a refusal"/]) {
+		my ($mode, $re) = @$case;
+		$c = $session->();
+		my $m = $c->cmd("MAIL FROM:<$mode\@client.test>");
+		my $rr = $m->{code} && $m->{code} == 250 ? $c->cmd('RCPT TO:<a@example.test>') : $m;
+		reply_ok($rr, 451, '4.7.1', "$mode: 451 4.7.1");
+		$c->close;
+		like($pk->log_text, $re, "$mode: logged");
+	}
+
+	# A reply nobody asked for (two answers to RCPT): the next step fails.
+	$c = $session->();
+	reply_ok($c->cmd('MAIL FROM:<twice@client.test>'), 250, undef, 'twice: MAIL');
+	reply_ok($c->cmd('RCPT TO:<a@example.test>'), 250, undef, 'twice: RCPT (its first answer)');
+	sleep 0.5;
+	reply_ok($c->cmd('DATA'), 451, '4.7.1', 'twice: then 451 4.7.1 at DATA');
+	$c->close;
+	like($pk->log_text, qr/SMFIR_CONTINUE when no reply was due; tempfail/, 'twice: logged');
+
+	# REPLYCODE: multi-line, and %% as %.
+	$c = $session->();
+	$r = $c->cmd('MAIL FROM:<multi@client.test>');
+	is($r->{raw}, "451-4.7.1 first line\r\n451 4.7.1 second line\r\n", 'REPLYCODE: a multi-line 451 as the milter sent it');
+	$r = $c->cmd('MAIL FROM:<percent@client.test>');
+	is($r->{raw}, "550 5.7.1 100% sure\r\n", 'REPLYCODE: %% becomes % (sendmail format)');
+	$c->quit;
+
+	# Changes at end of message, bare LF in the body, CHGHEADER index 0, PROGRESS.
+	($tag, $data) = message('eomstuff');
+	$c = $session->();
+	$r = $c->send_mail(from => 'eomstuff@client.test', to => 'rcpt@example.test', data => $data);
+	reply_ok($r->{end}, 250, undef, 'eom changes: 250');
+	$c->quit;
+	my $m = delivered($tag);
+	body_is($m, "line one\nline two\nline three\n", 'REPLBODY: bare LF made CRLF (the sink shows LF)');
+	like($m->{raw} // '', qr/line one\nline two\nline three\n/, 'REPLBODY: no stray CR');
+	my @h = $m ? headers_of($m) : ();
+	my ($chg) = grep { $_->[0] eq 'X-Change-Me' } @h;
+	is($chg && $chg->[1], 'new folded', 'CHGHEADER index 0 is the first occurrence; folding kept');
+	like($m->{message} // '', qr/^X-Change-Me: new\n\tfolded\n/m, 'CHGHEADER: LF made CRLF, the space given back');
+	is($h[1] && $h[1][0], 'X-Second', 'INSHEADER at index 1');
+	is($m && $m->{mail}, '<>', 'CHGFROM to the null sender');
+	ok($m && grep({ /^<plain\@example\.org>$/ } @{ $m->{rcpt} }), 'ADDRCPT');
+
+	# SKIP: no more BODY after it.
+	my $body = 'y' x 100 . "\r\n";
+	$body x= 1500;
+	($tag, $data) = message('skipbody', body => $body);
+	my $before = () = $flog->() =~ /^B /mg;
+	$c = $session->();
+	$r = $c->send_mail(from => 'skipbody@client.test', to => 'rcpt@example.test', data => $data);
+	reply_ok($r->{end}, 250, undef, 'SKIP: 250');
+	$c->quit;
+	my $after = () = $flog->() =~ /^B /mg;
+	is($after - $before, 1, 'SKIP: one BODY sent, none after SMFIR_SKIP');
+
+	# The client leaves while the milter thinks: no resume, no crash, the next session works.
+	($tag, $data) = message('slow');
+	$c = $session->();
+	$c->begin_data(from => 'slow@client.test', to => 'rcpt@example.test');
+	$c->send(SmtpChainTest::dot_stuff($data) . ".\r\n");
+	sleep 0.3;
+	$c->close;
+	sleep 2.5;
+	ok($pk->alive, 'client gone during a pending eom: the proxy is alive');
+	($tag, $data) = message('afterslow');
+	$c = $session->();
+	$r = $c->send_mail(from => 'sender@client.test', to => 'rcpt@example.test', data => $data);
+	reply_ok($r->{end}, 250, undef, 'client gone during a pending eom: the next session works');
+	$c->quit;
+	$pk->stop_ok('fake-milter proxy exits 0');
+
+	# A milter speaking protocol version 1: refused at negotiation.
+	my $old = start_fake('old', version => 1);
+	my $po = proxy_with('old', milter_block("inet:127.0.0.1:$old->{port}", default_action => '"accept"'));
+	($tag, $data) = message('plain');
+	$r = transact($po->port, data => $data);
+	reply_ok($r->{end}, 250, undef, 'version 1: accept as default_action');
+	like($po->log_text, qr/protocol version 1 not supported; accept for the rest of the session/,
+	    'version 1: logged');
+	$po->stop_ok('old-milter proxy exits 0');
+}
+
 # --- bad configurations
 {
 	my $sport = $sink->port;
