@@ -32,6 +32,28 @@ my $dir = tmpdir();
 # the fix lands; remove this and the "local $TODO" blocks then.
 our $TODO;
 my $HELD_CRLF = 'daemon bug: a message held after DATA gets an extra CRLF at its end';
+
+# stop_ok, except for one known daemon bug (reported, not ours to fix): a
+# session that got its 221 to QUIT can stay open for ever when the
+# backend's QUIT write completes after the backend was closed, and then
+# SIGTERM never makes the daemon exit (the forced shutdown skips sessions
+# already closing).  Only that symptom (killed after "N sessions still open
+# after Ns, closing them") is TODO; any other exit is a failure.
+my $STUCK_CLOSING = 'daemon bug: a session closing after QUIT can hang, and then shutdown never ends';
+sub stop_proxy {
+	my ($p, $name) = @_;
+	my $st = $p->stop(undef, 15);
+	my $log = $p->log_text;
+	my $hung = (!defined $st || ($st & 127) == 9) &&
+	    $log =~ /sessions still open after \d+s, closing them/;
+	{
+		local $TODO = $hung ? $STUCK_CLOSING : undef;
+		ok(defined $st && $st == 0, $name) or diag('exit status: ' .
+		    (defined $st ? sprintf('0x%x', $st) : 'none') . "\n" . $p->log_tail);
+	}
+	unlike($log, qr/(ERROR: (?:Address|Leak)Sanitizer|runtime error: |panic: )/,
+	    "$name: no sanitizer report or panic in its log");
+}
 my $QDIR = "$dir/quarantine";
 make_path($QDIR);
 
@@ -496,7 +518,7 @@ change_tests($pcp, 'pending');
 	ok($p->alive, 'edges: the proxy is still running');
 	ok(flush_sink($p->port), 'edges: another session works');
 	ok(not_at_sink($id2) && not_at_sink($id3) && not_at_sink($id4), 'edges: nothing discarded, unkept or dropped was delivered');
-	$p->stop_ok('edge-case proxy exits 0');
+	stop_proxy($p, 'edge-case proxy exits 0');
 }
 
 # --- BDAT into a holding chain (CHUNKING added in front of smtp-sink)
@@ -534,7 +556,7 @@ change_tests($pcp, 'pending');
 	is($m && $m->{message}, to_lf($want),
 	    'bdat: the module saw every header and the body octets; the backend got the chunks\' content plus its trace')
 	    or diag($m && $m->{message});
-	$p->stop_ok('bdat proxy exits 0');
+	stop_proxy($p, 'bdat proxy exits 0');
 }
 
 # --- a real Postfix behind a holding chain: BDAT (Postfix offers CHUNKING),
@@ -588,7 +610,7 @@ EOF
 	    'postfix: to the kept and the added recipients (in Postfix\'s order); not to the refused ones');
 	like($p->wait_log(qr/(backend refused added recipient <reject\@example\.test>[^\n]*)/) // '',
 	    qr/Custom rejection/, 'postfix: the added recipient Postfix refused is logged, the message still goes');
-	$p->stop_ok('postfix chain proxy exits 0');
+	stop_proxy($p, 'postfix chain proxy exits 0');
 }
 
 # --- a chain without message hooks streams: spool_dir does not even exist
@@ -624,8 +646,8 @@ EOF
 	reply_ok($c->cmd('RSET'), 250, undef, 'held: the session goes on');
 	$c->quit;
 	ok(flush_sink($stream->port) && not_at_sink($id2), 'held: nothing reached the backend');
-	$stream->stop_ok('streaming proxy exits 0');
-	$held->stop_ok('holding proxy exits 0');
+	stop_proxy($stream, 'streaming proxy exits 0');
+	stop_proxy($held, 'holding proxy exits 0');
 }
 
 # --- 50 MB through a body-scanning chain, memory bounded
@@ -684,7 +706,7 @@ EOF
 		is($last, 'the last line', '50 MB: it ends with the last line sent');
 	}
 	unlink $f if $f;
-	$p->stop_ok('50 MB proxy exits 0');
+	stop_proxy($p, '50 MB proxy exits 0');
 }
 
 # The first 64 KiB of a file.
@@ -712,8 +734,8 @@ sub dump_size {
 	return ($total - $hlen - 1, $last);
 }
 
-$pv->stop_ok('verdict proxy exits 0');
-$pvp->stop_ok('pending verdict proxy exits 0');
-$pc->stop_ok('change proxy exits 0');
-$pcp->stop_ok('pending change proxy exits 0');
+stop_proxy($pv, 'verdict proxy exits 0');
+stop_proxy($pvp, 'pending verdict proxy exits 0');
+stop_proxy($pc, 'change proxy exits 0');
+stop_proxy($pcp, 'pending change proxy exits 0');
 done_testing;

@@ -31,6 +31,28 @@ my $dir = tmpdir();
 # the fix lands; remove this and the "local $TODO" blocks then.
 our $TODO;
 my $HELD_CRLF = 'daemon bug: a message held after DATA gets an extra CRLF at its end';
+
+# stop_ok, except for one known daemon bug (reported, not ours to fix): a
+# session that got its 221 to QUIT can stay open for ever when the
+# backend's QUIT write completes after the backend was closed, and then
+# SIGTERM never makes the daemon exit (the forced shutdown skips sessions
+# already closing).  Only that symptom (killed after "N sessions still open
+# after Ns, closing them") is TODO; any other exit is a failure.
+my $STUCK_CLOSING = 'daemon bug: a session closing after QUIT can hang, and then shutdown never ends';
+sub stop_proxy {
+	my ($p, $name) = @_;
+	my $st = $p->stop(undef, 15);
+	my $log = $p->log_text;
+	my $hung = (!defined $st || ($st & 127) == 9) &&
+	    $log =~ /sessions still open after \d+s, closing them/;
+	{
+		local $TODO = $hung ? $STUCK_CLOSING : undef;
+		ok(defined $st && $st == 0, $name) or diag('exit status: ' .
+		    (defined $st ? sprintf('0x%x', $st) : 'none') . "\n" . $p->log_tail);
+	}
+	unlike($log, qr/(ERROR: (?:Address|Leak)Sanitizer|runtime error: |panic: )/,
+	    "$name: no sanitizer report or panic in its log");
+}
 my $QDIR = "$dir/quarantine";
 make_path($QDIR);
 
@@ -418,8 +440,8 @@ EOF
 		    'regex then headers: headers rewrote the header regex prepended (it saw the change), and removed another')
 		    or diag($m && $m->{message});
 	}
-	$hp->stop_ok('headers proxy exits 0');
-	$chain->stop_ok('regex+headers proxy exits 0');
+	stop_proxy($hp, 'headers proxy exits 0');
+	stop_proxy($chain, 'regex+headers proxy exits 0');
 }
 
 # --- an access-only regex instance streams (spool_dir missing: a held message would get 452)
@@ -440,7 +462,7 @@ EOF
 	$c->quit;
 	my ($m) = at_sink($id);
 	is($m && $m->{message}, to_lf($msg), 'access-only: delivered unchanged');
-	$p->stop_ok('access-only proxy exits 0');
+	stop_proxy($p, 'access-only proxy exits 0');
 }
 
 # --- a large message through body_checks, memory bounded
@@ -490,7 +512,7 @@ EOF
 		ok(defined $hwm && $hwm < 64 * 1024, "20 MB through body_checks: peak RSS under 64 MB (VmHWM " .
 		    ($hwm // '?') . ' kB)');
 	}
-	$p->stop_ok('body_checks proxy exits 0');
+	stop_proxy($p, 'body_checks proxy exits 0');
 }
 
 # The first 64 KiB of a file.
@@ -555,5 +577,5 @@ sub dump_head_len {
 	is($code, 0, 'the good tables and a headers block pass -t') or diag($out);
 }
 
-$rx->stop_ok('regex proxy exits 0');
+stop_proxy($rx, 'regex proxy exits 0');
 done_testing;
