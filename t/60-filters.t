@@ -442,7 +442,8 @@ change_tests($pcp, 'pending');
 # --- edge cases of a held message, with a pending module
 {
 	my $p = chain_proxy('edges', tf_block(tag => 'e', pending => 'true', reject_rcpt => 'nobody@example.test',
-	    del_rcpt => 'only@example.test', verdict_subject => [ 'HOLDME=quarantine', 'REJECTME=reject', 'DROPME=discard' ]),
+	    del_rcpt => 'only@example.test', verdict_subject => [ 'HOLDME=quarantine', 'REJECTME=reject', 'DROPME=discard' ],
+	    add_header => 'X-Long-Added:' . ('v' x 9000)),
 	    qq{quarantine_dir = "$dir/no-such-quarantine";\nlimits { max_message_size = 100000; max_header_size = 2048; }\n} .
 	    qq{ehlo { add = [ "CHUNKING" ]; }\n});
 	my $c = ehlo_client($p->port);
@@ -459,6 +460,14 @@ change_tests($pcp, 'pending');
 	is(raw($c->read_reply), "250 2.0.0 Ok\r\n", 'edges: and the message goes');
 	my ($m) = at_sink($id);
 	is_deeply($m && $m->{rcpt}, ['<a@example.test>', '<b@example.test>'], 'edges: to the two accepted recipients');
+	{
+		# add_header with a 9000-octet value written without the space
+		# after the colon: the host adds the space (filter.h), whatever
+		# the length.
+		local $TODO = 'daemon bug: header_value() in proxy/filter.c refuses such a value over 8 KB';
+		like($m ? $m->{message} : '', qr/^X-Long-Added: v{9000}$/m,
+		    'edges: a module\'s 9000-octet header value without a leading space is added, with the space');
+	}
 
 	# Every recipient refused by the module: DATA gets 554, the backend no DATA.
 	$c->send("MAIL FROM:<none\@client.test>\r\nRCPT TO:<nobody\@example.test>\r\nDATA\r\n");
