@@ -54,6 +54,7 @@ sub stop_proxy {
 	unlike($log, qr/(ERROR: (?:Address|Leak)Sanitizer|runtime error: |panic: )/,
 	    "$name: no sanitizer report or panic in its log");
 }
+
 my $QDIR = "$dir/quarantine";
 make_path($QDIR);
 
