@@ -30,6 +30,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -49,7 +50,7 @@
 #define MODULE_PATH		"/usr/local/lib/smtpchain"	/* set by the build: pkglibdir */
 #endif
 
-#define CONFIG_MAX_KEYS		16	/* rows in one block table */
+#define CONFIG_MAX_KEYS		32	/* rows in one block table */
 #define EHLO_LINE_MAX		500	/* an ehlo.add entry, without "250-" and CRLF */
 #define TIMEOUT_MAX		86400	/* seconds */
 
@@ -526,6 +527,73 @@ set_path(struct config_ctx *ctx, const struct config_key *key,
 	return 0;
 }
 
+/* backend_tls: "none", "may" or "encrypt". */
+static int
+set_backend_tls(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	static const struct { const char *name; enum backend_tls_mode mode; } modes[] = {
+		{ "none", BACKEND_TLS_NONE }, { "may", BACKEND_TLS_MAY },
+		{ "encrypt", BACKEND_TLS_ENCRYPT },
+	};
+
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (strcmp(node->str, modes[i].name) == 0) {
+			*(enum backend_tls_mode *)config_field(ctx, key) = modes[i].mode;
+			return 0;
+		}
+	config_error(ctx, node->line, "%s: expected \"none\", \"may\" or \"encrypt\", "
+	    "got \"%s\"", path, node->str);
+	return -1;
+}
+
+/* A file the daemon reads at start-up: an absolute path that can be read now. */
+static int
+set_file(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	if (set_path(ctx, key, node, path) == -1)
+		return -1;
+	if (access(node->str, R_OK) == -1) {
+		config_error(ctx, node->line, "%s: %s: %s", path, node->str, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * backend_tls_name: a DNS name (letters, digits, '-', '.'), the one the
+ * backend's certificate must carry; no address literals (a certificate is
+ * checked against a name here, never against an address).
+ */
+static int
+set_tls_name(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	const char *s;
+	size_t len;
+	bool good;
+
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	s = node->str;
+	len = strlen(s);
+	good = len > 0 && len <= 253 && s[0] != '.' && s[0] != '-' && s[len - 1] != '.';
+	for (size_t i = 0; good && i < len; i++)
+		good = isalnum((unsigned char)s[i]) || s[i] == '-' ||
+		    (s[i] == '.' && s[i + 1] != '.');
+	if (!good) {
+		config_error(ctx, node->line, "%s: bad name \"%s\" (expected a DNS name "
+		    "such as mx.example.org)", path, s);
+		return -1;
+	}
+	free(*(char **)config_field(ctx, key));
+	*(char **)config_field(ctx, key) = xstrdup(s);
+	return 0;
+}
+
 /*
  * filter { module = "..."; ... }: one entry of cfg->filters, in file
  * order.  Only "module" is ours (required, a non-empty string); the other
@@ -643,6 +711,9 @@ static const struct config_key top_keys[] = {
 	{ "tls",	set_block,	0,		0, 0, tls_keys, 0 },
 	{ "xclient",	set_bool,	F(xclient),	0, 0, NULL, 0 },
 	{ "auth_requires_tls", set_bool, F(auth_requires_tls), 0, 0, NULL, 0 },
+	{ "backend_tls", set_backend_tls, F(backend_tls), 0, 0, NULL, 0 },
+	{ "backend_tls_ca", set_file,	F(backend_tls_ca), 0, 0, NULL, 0 },
+	{ "backend_tls_name", set_tls_name, F(backend_tls_name), 0, 0, NULL, 0 },
 	{ "xforward",	set_bool,	F(xforward),	0, 0, NULL, 0 },
 	{ "filter",	set_filter,	0,		0, 0, NULL, KEY_REPEAT },
 	{ "module_path", set_path,	F(module_path),	0, 0, NULL, 0 },
@@ -731,6 +802,7 @@ config_defaults(struct config *cfg)
 	cfg->xclient = true;
 	cfg->xforward = true;
 	cfg->auth_requires_tls = true;
+	cfg->backend_tls = BACKEND_TLS_NONE;
 	cfg->module_path = xstrdup(MODULE_PATH);
 	cfg->quarantine_dir = xstrdup("/var/spool/smtpchain/quarantine");
 	cfg->spool_dir = xstrdup("/var/tmp");
@@ -779,6 +851,12 @@ config_load(const char *path, char *err, size_t errlen)
 	if (cfg->hostname == NULL)
 		cfg->hostname = config_default_hostname();
 	cfg->tls.enabled = cfg->tls.cert != NULL;
+	if (cfg->backend_tls == BACKEND_TLS_ENCRYPT && cfg->backend_tls_name == NULL) {
+		config_error(&ctx, cfg_get(root, "backend_tls")->line, "backend_tls: \"encrypt\" "
+		    "needs backend_tls_name (the name in the backend's certificate)");
+		config_free(cfg);
+		return NULL;
+	}
 	for (size_t i = 0; i < cfg->nlisten; i++)
 		if (cfg->listen[i].implicit_tls && !cfg->tls.enabled) {
 			config_error(&ctx, cfg->listen[i].line, "listen: %s: tls = \"implicit\" "
@@ -821,6 +899,8 @@ config_free(struct config *cfg)
 	free(cfg->tls.key);
 	free(cfg->tls.protocols);
 	free(cfg->tls.ciphers);
+	free(cfg->backend_tls_ca);
+	free(cfg->backend_tls_name);
 	cfg_free(cfg->tree);
 	free(cfg);
 }

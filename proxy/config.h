@@ -33,6 +33,14 @@ struct config_strlist {
 
 struct cfg_node;
 
+/* "backend_tls": TLS from the proxy to the backend (STARTTLS, RFC 3207). */
+enum backend_tls_mode {
+	BACKEND_TLS_NONE = 0,	/* plaintext (the default) */
+	BACKEND_TLS_MAY,	/* STARTTLS when offered; the certificate is not checked */
+	BACKEND_TLS_ENCRYPT,	/* STARTTLS required, certificate verified against
+				   backend_tls_ca for backend_tls_name; else 421 */
+};
+
 /* One filter {} block: which module, and the options it is given. */
 struct config_filter {
 	char			*module;	/* "module": a name (module_path/NAME.so), or a path if it has a '/' */
@@ -84,6 +92,13 @@ struct config {
 		char		*protocols;	/* tls.protocols: "TLSv1.2:TLSv1.3" (default) */
 		char		*ciphers;	/* tls.ciphers: OpenSSL list for TLS 1.2; default OpenSSL's */
 	} tls;
+
+	enum backend_tls_mode	backend_tls;	/* "backend_tls": "none" (default), "may", "encrypt" */
+	char			*backend_tls_ca;/* "backend_tls_ca": CA file (PEM) for "encrypt";
+						   default NULL = the system's store */
+	char			*backend_tls_name;/* "backend_tls_name": the name the backend's
+						   certificate must carry, also sent as SNI;
+						   required with "encrypt" */
 
 	bool			auth_requires_tls;	/* "auth_requires_tls": AUTH only inside TLS; default true */
 	bool			xclient;	/* "xclient": default true */

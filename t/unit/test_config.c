@@ -225,6 +225,9 @@ test_defaults(void)
 	is_str(cfg->spool_dir, "/var/tmp", "default spool_dir");
 	is_int(cfg->spool_memory, 262144, "default limits.spool_memory");
 	is_int(cfg->max_header_size, 1048576, "default limits.max_header_size");
+	is_int(cfg->backend_tls, BACKEND_TLS_NONE, "default backend_tls none");
+	ok(cfg->backend_tls_ca == NULL, "default backend_tls_ca: none (the system's store)");
+	ok(cfg->backend_tls_name == NULL, "default backend_tls_name: none");
 	config_free(cfg);
 
 	/* Empty blocks keep the defaults too; blocks with or without '='. */
@@ -337,8 +340,81 @@ test_sample(void)
 	is_int(sample->max_header_size, defaults->max_header_size,
 	    "sample: limits.max_header_size");
 	is_int(sample->nfilters, 0, "sample: no filters (the example is commented out)");
+	is_int(sample->backend_tls, defaults->backend_tls, "sample: backend_tls");
+	ok(sample->backend_tls_ca == NULL && sample->backend_tls_name == NULL,
+	    "sample: backend_tls_ca and backend_tls_name not set");
 	config_free(defaults);
 	config_free(sample);
+}
+
+/* backend_tls, backend_tls_ca, backend_tls_name: values and errors. */
+static void
+test_backend_tls(void)
+{
+	struct config *cfg;
+	char ca[64], text[512];
+	int fd;
+
+	/* Any readable file does for the load; its contents are checked at start-up. */
+	snprintf(ca, sizeof(ca), "/tmp/test_config_ca.XXXXXX");
+	if ((fd = mkstemp(ca)) == -1) {
+		perror("mkstemp");
+		exit(2);
+	}
+	close(fd);
+
+	cfg = load(BASE "backend_tls = \"may\"\n");
+	ok(cfg && cfg->backend_tls == BACKEND_TLS_MAY, "backend_tls may");
+	config_free(cfg);
+	cfg = load(BASE "backend_tls = \"none\"\nbackend_tls_name = \"mx.example.org\"\n");
+	ok(cfg && cfg->backend_tls == BACKEND_TLS_NONE, "backend_tls none (a name is allowed)");
+	config_free(cfg);
+	snprintf(text, sizeof(text), BASE "backend_tls = \"encrypt\"\nbackend_tls_ca = \"%s\"\n"
+	    "backend_tls_name = \"Mx-1.Example.org\"\n", ca);
+	cfg = load(text);
+	ok(cfg && cfg->backend_tls == BACKEND_TLS_ENCRYPT, "backend_tls encrypt");
+	if (cfg) {
+		is_str(cfg->backend_tls_ca, ca, "backend_tls_ca");
+		is_str(cfg->backend_tls_name, "Mx-1.Example.org", "backend_tls_name");
+	} else {
+		diag("%s", errbuf);
+	}
+	config_free(cfg);
+	cfg = load(BASE "backend_tls = \"encrypt\"\nbackend_tls_name = \"localhost\"\n");
+	ok(cfg && cfg->backend_tls_ca == NULL, "encrypt without a CA file: the system's store");
+	config_free(cfg);
+
+	is_str(load_err(BASE "backend_tls = \"yes\"\n"),
+	    "F:3: backend_tls: expected \"none\", \"may\" or \"encrypt\", got \"yes\"",
+	    "backend_tls: unknown mode");
+	is_str(load_err(BASE "backend_tls = \"Encrypt\"\n"),
+	    "F:3: backend_tls: expected \"none\", \"may\" or \"encrypt\", got \"Encrypt\"",
+	    "backend_tls: case-sensitive");
+	is_str(load_err(BASE "backend_tls = true\n"),
+	    "F:3: backend_tls: expected a string, got boolean", "backend_tls boolean");
+	is_str(load_err(BASE "\nbackend_tls = \"encrypt\"\n"),
+	    "F:4: backend_tls: \"encrypt\" needs backend_tls_name (the name in the backend's "
+	    "certificate)", "encrypt without backend_tls_name");
+	is_str(load_err(BASE "backend_tls_ca = \"/nonexistent/ca.pem\"\n"),
+	    "F:3: backend_tls_ca: /nonexistent/ca.pem: No such file or directory",
+	    "missing backend_tls_ca");
+	is_str(load_err(BASE "backend_tls_ca = \"ca.pem\"\n"),
+	    "F:3: backend_tls_ca: \"ca.pem\" is not an absolute path", "relative backend_tls_ca");
+	is_str(load_err(BASE "backend_tls_name = \"[192.0.2.1]\"\n"),
+	    "F:3: backend_tls_name: bad name \"[192.0.2.1]\" (expected a DNS name such as "
+	    "mx.example.org)", "address literal as backend_tls_name");
+	is_str(load_err(BASE "backend_tls_name = \"mx..example.org\"\n"),
+	    "F:3: backend_tls_name: bad name \"mx..example.org\" (expected a DNS name such as "
+	    "mx.example.org)", "empty label in backend_tls_name");
+	is_str(load_err(BASE "backend_tls_name = \"\"\n"),
+	    "F:3: backend_tls_name: bad name \"\" (expected a DNS name such as mx.example.org)",
+	    "empty backend_tls_name");
+	is_str(load_err(BASE "backend_tls_name = \"*.example.org\"\n"),
+	    "F:3: backend_tls_name: bad name \"*.example.org\" (expected a DNS name such as "
+	    "mx.example.org)", "wildcard as backend_tls_name");
+	is_str(load_err(BASE "backend_tls = \"may\"\nbackend_tls = \"none\"\n"),
+	    "F:4: backend_tls: duplicate key (first set at line 3)", "duplicate backend_tls");
+	unlink(ca);
 }
 
 /* Each error class, with its line. */
@@ -575,6 +651,7 @@ main(void)
 	test_defaults();
 	test_sample();
 	test_errors();
+	test_backend_tls();
 	test_addr();
 	return done_testing();
 }
