@@ -136,13 +136,23 @@ main(int argc, char **argv)
 		config_free(srv.cfg);
 		return 1;
 	}
+	if (srv.cfg->backend_tls != BACKEND_TLS_NONE &&
+	    tls_client_init(srv.cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: %s\n", path, err);
+		tls_server_free(srv.tls);
+		config_free(srv.cfg);
+		return 1;
+	}
 	if (modules_load(srv.cfg, filter_host(), &srv.chain, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s\n", err);
+		tls_client_free();
+		tls_server_free(srv.tls);
 		config_free(srv.cfg);
 		return 1;
 	}
 	if (check) {
 		modules_unload(&srv.chain);
+		tls_client_free();
 		tls_server_free(srv.tls);
 		config_free(srv.cfg);
 		return 0;
@@ -174,6 +184,7 @@ main(int argc, char **argv)
 	uv_run(srv.loop, UV_RUN_DEFAULT);
 	uv_loop_close(srv.loop);
 	modules_unload(&srv.chain);
+	tls_client_free();
 	tls_server_free(srv.tls);
 	free(srv.listeners);
 	config_free(srv.cfg);

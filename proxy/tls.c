@@ -1,10 +1,14 @@
 /*
- * tls.c - client-side TLS with OpenSSL over memory BIOs (see tls.h).
+ * tls.c - TLS with OpenSSL over memory BIOs (see tls.h): the server role
+ * toward clients, the client role toward the backend.
  *
  * The read BIO takes what the session read from the socket; the write BIO
  * collects what must go out, which the session drains into its output
  * queue.  Plaintext written before the handshake is done waits in a small
  * buffer and goes out as soon as OpenSSL accepts it.
+ *
+ * The client role's context is process-wide (client_ctx below): made once
+ * at start-up by tls_client_init(), shared by every backend connection.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +16,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "log.h"
 #include "tls.h"
@@ -22,12 +27,16 @@ struct tls_server {
 
 struct tls_conn {
 	SSL		*ssl;
-	BIO		*in;		/* ciphertext from the client */
-	BIO		*out;		/* ciphertext to the client */
+	BIO		*in;		/* ciphertext from the peer */
+	BIO		*out;		/* ciphertext to the peer */
 	struct iobuf	 pending;	/* plaintext waiting for the handshake */
+	const char	*peer;		/* "client" or "backend", for messages */
 	bool		 failed;
-	char		 error[160];
+	bool		 closed;	/* close_notify sent */
+	char		 error[200];
 };
+
+static SSL_CTX	*client_ctx;	/* the client role (backend_tls), see tls_client_init */
 
 /* The OpenSSL error queue's first entry as text (and the queue cleared). */
 static void
@@ -142,13 +151,13 @@ tls_server_free(struct tls_server *ts)
 	free(ts);
 }
 
-/* A connection in the server role, waiting for the client's hello. */
-struct tls_conn *
-tls_conn_new(struct tls_server *ts)
+/* A connection on ctx with its two memory BIOs. */
+static struct tls_conn *
+conn_alloc(SSL_CTX *ctx, const char *peer)
 {
 	struct tls_conn *tc = xcalloc(1, sizeof(*tc));
 
-	if ((tc->ssl = SSL_new(ts->ctx)) == NULL)
+	if ((tc->ssl = SSL_new(ctx)) == NULL)
 		log_fatal("tls: SSL_new failed");
 	tc->in = BIO_new(BIO_s_mem());
 	tc->out = BIO_new(BIO_s_mem());
@@ -156,7 +165,83 @@ tls_conn_new(struct tls_server *ts)
 		log_fatal("tls: BIO_new failed");
 	BIO_set_mem_eof_return(tc->in, -1);	/* empty means "more to come" */
 	SSL_set_bio(tc->ssl, tc->in, tc->out);
+	tc->peer = peer;
+	return tc;
+}
+
+/* A connection in the server role, waiting for the client's hello. */
+struct tls_conn *
+tls_conn_new(struct tls_server *ts)
+{
+	struct tls_conn *tc = conn_alloc(ts->ctx, "client");
+
 	SSL_set_accept_state(tc->ssl);
+	return tc;
+}
+
+/* The client role's context: TLS 1.2 or later, the CA file or the system's store. */
+int
+tls_client_init(const struct config *cfg, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (ctx == NULL) {
+		ssl_error_text(err, errlen, "backend_tls: cannot create a context");
+		return -1;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	if (cfg->backend_tls_ca != NULL) {
+		if (SSL_CTX_load_verify_locations(ctx, cfg->backend_tls_ca, NULL) != 1) {
+			char what[600];
+
+			snprintf(what, sizeof(what), "backend_tls_ca: %s", cfg->backend_tls_ca);
+			ssl_error_text(err, errlen, what);
+			SSL_CTX_free(ctx);
+			return -1;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		ssl_error_text(err, errlen, "backend_tls: the system's CA store");
+		SSL_CTX_free(ctx);
+		return -1;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);	/* per connection, see tls_conn_connect */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_free(client_ctx);
+	client_ctx = ctx;
+	return 0;
+}
+
+void
+tls_client_free(void)
+{
+	SSL_CTX_free(client_ctx);
+	client_ctx = NULL;
+}
+
+/* A connection in the client role; its ClientHello is in the write BIO. */
+struct tls_conn *
+tls_conn_connect(const char *name, bool verify)
+{
+	struct tls_conn *tc;
+	int r;
+
+	if (client_ctx == NULL)
+		log_panic("tls_conn_connect: no client context (tls_client_init)");
+	tc = conn_alloc(client_ctx, "backend");
+	if (name != NULL) {
+		if (SSL_set_tlsext_host_name(tc->ssl, name) != 1 || SSL_set1_host(tc->ssl, name) != 1)
+			log_fatal("tls: cannot set the backend's name %s", name);
+		SSL_set_hostflags(tc->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	}
+	SSL_set_verify(tc->ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+	SSL_set_connect_state(tc->ssl);
+	r = SSL_do_handshake(tc->ssl);
+	if (r <= 0 && SSL_get_error(tc->ssl, r) != SSL_ERROR_WANT_READ &&
+	    SSL_get_error(tc->ssl, r) != SSL_ERROR_WANT_WRITE) {
+		ssl_error_text(tc->error, sizeof(tc->error), "TLS handshake");
+		tc->failed = true;
+	}
 	return tc;
 }
 
@@ -218,12 +303,18 @@ tls_conn_read(struct tls_conn *tc, char *buf, size_t n)
 	case SSL_ERROR_WANT_WRITE:
 		return flush_pending(tc) == 0 ? 0 : -1;
 	case SSL_ERROR_ZERO_RETURN:
-		snprintf(tc->error, sizeof(tc->error), "client closed TLS (close_notify)");
+		snprintf(tc->error, sizeof(tc->error), "%s closed TLS (close_notify)", tc->peer);
 		tc->failed = true;
 		return -1;
 	default:
 		ssl_error_text(tc->error, sizeof(tc->error), SSL_is_init_finished(tc->ssl) ?
 		    "TLS read" : "TLS handshake");
+		if (!SSL_is_init_finished(tc->ssl) && SSL_get_verify_result(tc->ssl) != X509_V_OK) {
+			size_t len = strlen(tc->error);
+
+			snprintf(tc->error + len, sizeof(tc->error) - len, " (%s)",
+			    X509_verify_cert_error_string(SSL_get_verify_result(tc->ssl)));
+		}
 		tc->failed = true;
 		return -1;
 	}
@@ -254,6 +345,23 @@ tls_conn_drain(struct tls_conn *tc, struct outq *q)
 		outq_append(q, buf, (size_t)n);
 }
 
+void
+tls_conn_close(struct tls_conn *tc)
+{
+	if (tc->failed || tc->closed || !SSL_is_init_finished(tc->ssl))
+		return;
+	tc->closed = true;
+	if (flush_pending(tc) == 0)
+		SSL_shutdown(tc->ssl);	/* 0: sent, the peer's is not awaited */
+	ERR_clear_error();
+}
+
+bool
+tls_conn_failed(const struct tls_conn *tc)
+{
+	return tc->failed;
+}
+
 bool
 tls_conn_established(const struct tls_conn *tc)
 {
@@ -276,4 +384,14 @@ const char *
 tls_conn_error(const struct tls_conn *tc)
 {
 	return tc->error[0] ? tc->error : "TLS error";
+}
+
+const char *
+tls_conn_verify_error(const struct tls_conn *tc)
+{
+	long v = SSL_get_verify_result(tc->ssl);
+
+	if (SSL_get0_peer_certificate(tc->ssl) == NULL)
+		return "no certificate";
+	return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
 }

@@ -1,11 +1,14 @@
 /*
- * tls.h - TLS for the client side (STARTTLS, RFC 3207, and implicit TLS,
- * RFC 8314) with OpenSSL over memory BIOs.
+ * tls.h - TLS with OpenSSL over memory BIOs, on both sides of a session:
+ * toward the client in the server role (STARTTLS, RFC 3207, and implicit
+ * TLS, RFC 8314), toward the backend in the client role (backend_tls: our
+ * STARTTLS to Postfix or Exim).
  *
  * No sockets here: the session feeds the ciphertext it read, takes the
  * plaintext out, hands plaintext in and drains the ciphertext to its output
  * queue.  So TLS runs on the libuv loop like everything else and the
- * session keeps owning all I/O, timeouts and backpressure.
+ * session keeps owning all I/O, timeouts and backpressure.  A struct
+ * tls_conn works the same in either role.
  */
 #ifndef SMTPCHAIN_TLS_H
 #define SMTPCHAIN_TLS_H
@@ -29,13 +32,31 @@ struct tls_server *tls_server_new(const struct config *cfg, char *err, size_t er
 void	tls_server_free(struct tls_server *ts);
 
 struct tls_conn *tls_conn_new(struct tls_server *ts);
+
+/*
+ * The client role, for backend_tls.  One context per process, made at
+ * start-up from cfg (TLS 1.2 or later; trust anchors from backend_tls_ca,
+ * else the system's store) and freed at exit; both from main.c.  0, or -1
+ * with a message in err when the CA file cannot be used.
+ */
+int	tls_client_init(const struct config *cfg, char *err, size_t errlen);
+void	tls_client_free(void);
+/*
+ * A connection in the client role, its ClientHello already waiting to be
+ * drained.  name (may be NULL) is sent as SNI and is the name the
+ * certificate is checked for; with verify, the handshake fails unless the
+ * certificate chains to a trusted CA and carries name.
+ */
+struct tls_conn *tls_conn_connect(const char *name, bool verify);
+
 void	tls_conn_free(struct tls_conn *tc);
 
 /* Ciphertext from the client. */
 void	tls_conn_feed(struct tls_conn *tc, const char *p, size_t n);
 /*
  * Plaintext for the session: > 0 bytes, 0 when more input is needed, -1 on
- * a fatal error or the client's close_notify (the reason in tls_conn_error).
+ * a fatal error or the peer's close_notify (the reason in tls_conn_error).
+ * Call it until it returns 0: plaintext may wait inside.
  */
 ssize_t	tls_conn_read(struct tls_conn *tc, char *buf, size_t n);
 /* Whether plaintext is waiting inside (call tls_conn_read again). */
@@ -44,10 +65,16 @@ bool	tls_conn_readable(struct tls_conn *tc);
 int	tls_conn_write(struct tls_conn *tc, const char *p, size_t n);
 /* Move the ciphertext waiting to go (handshake, records, alerts) to q. */
 void	tls_conn_drain(struct tls_conn *tc, struct outq *q);
+/* Send close_notify (drain it afterwards); nothing may be written after it. */
+void	tls_conn_close(struct tls_conn *tc);
+/* Whether the connection failed (a read or a write returned -1). */
+bool	tls_conn_failed(const struct tls_conn *tc);
 
 bool	tls_conn_established(const struct tls_conn *tc);
 const char *tls_conn_version(const struct tls_conn *tc);	/* "TLSv1.3" */
 const char *tls_conn_cipher(const struct tls_conn *tc);
 const char *tls_conn_error(const struct tls_conn *tc);		/* the last failure, for logs */
+/* Why the peer's certificate is not trusted for the name, or NULL when it is. */
+const char *tls_conn_verify_error(const struct tls_conn *tc);
 
 #endif
