@@ -12,6 +12,23 @@
  * which the client sees as the greeting.  A backend that does not offer
  * XCLIENT (or refuses it) gets XFORWARD before each MAIL when it offers
  * that; otherwise the client sees the first greeting.
+ *
+ * With backend_tls (may or encrypt) the prelude starts with TLS: greeting
+ * 220 -> our EHLO -> STARTTLS -> 220 -> the handshake (client role, SNI and
+ * verification for backend_tls_name) -> our EHLO again, inside TLS -> then
+ * XCLIENT as above, or the first greeting.  The client sees none of it.
+ * With "may", a backend that does not offer STARTTLS (or refuses it) is
+ * used in plaintext; with "encrypt" that, a failed handshake or an
+ * untrusted certificate ends the session with BTLS_FAILED.  A handshake
+ * that fails ends it in either mode: the connection is unusable then.  The
+ * prelude's commands all answer to BS_PRELUDE_EHLO; pending.verb tells
+ * EHLO and STARTTLS apart.
+ *
+ * Once TLS is on, every byte to the backend goes through SSL_write and its
+ * ciphertext straight into bout (so outq_pending(&s->bout), which the
+ * session checks against OUT_HIGH_WATER, counts what really waits for the
+ * socket); what is read is decrypted into bin until OpenSSL holds no more
+ * plaintext, replies being taken out of bin as they complete.
  */
 
 #include <inttypes.h>
@@ -42,13 +59,16 @@ static void	name_looked_up(uv_getnameinfo_t *req, int status, const char *host, 
 static void	name_confirmed(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
 static void	send_xclient(struct session *s);
 
+/* The client's answer when backend_tls cannot be had (the log says why). */
+#define BTLS_FAILED	"421 4.7.5 %s Service not available, backend TLS failed"
+
 /* (Re)start the backend timer while the backend owes us a reply or a read. */
 static void
 backend_timer_arm(struct session *s)
 {
 	if (!s->backend_up || s->backend_closed)
 		return;
-	if (s->pcount > 0 || outq_pending(&s->bout) > 0)
+	if (s->pcount > 0 || outq_pending(&s->bout) > 0 || (s->btls && !s->btls_up))
 		uv_timer_start(&s->btimer, backend_timeout, (uint64_t)s->cfg->timeout.backend * 1000, 0);
 	else
 		uv_timer_stop(&s->btimer);
@@ -117,6 +137,18 @@ backend_connected(uv_connect_t *req, int status)
 	backend_timer_arm(s);
 }
 
+/* Bytes to the backend: as they are, or through TLS once our STARTTLS got 220. */
+static void
+backend_out(struct session *s, const char *p, size_t n)
+{
+	if (s->btls == NULL) {
+		outq_append(&s->bout, p, n);
+		return;
+	}
+	tls_conn_write(s->btls, p, n);	/* a failure is seen by backend_flush */
+	tls_conn_drain(s->btls, &s->bout);
+}
+
 /* Queue a command; a reply is expected for it (step says what it answers). */
 void
 backend_send(struct session *s, const char *p, size_t n, enum backend_step step, int verb)
@@ -133,7 +165,7 @@ backend_send(struct session *s, const char *p, size_t n, enum backend_step step,
 	s->pcount++;
 	if (n > 0) {
 		session_transcript(s, "p>b", p, n);
-		outq_append(&s->bout, p, n);
+		backend_out(s, p, n);
 	}
 }
 
@@ -158,7 +190,7 @@ void
 backend_data(struct session *s, const char *p, size_t n)
 {
 	if (s->backend_up && n > 0)
-		outq_append(&s->bout, p, n);
+		backend_out(s, p, n);
 }
 
 /* Start writing what has gathered for the backend. */
@@ -169,6 +201,14 @@ backend_flush(struct session *s)
 
 	if (!s->backend_up)
 		return;
+	if (s->btls && tls_conn_failed(s->btls)) {
+		session_log(s, LOG_LVL_WARNING, "backend %s: TLS: %s", s->cfg->backend.text,
+		    tls_conn_error(s->btls));
+		backend_abort(s);
+		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
+		    s->cfg->hostname);
+		return;
+	}
 	if ((rc = outq_flush(&s->bout)) != 0) {
 		session_log(s, LOG_LVL_WARNING, "backend write: %s", uv_strerror(rc));
 		backend_abort(s);
@@ -208,6 +248,10 @@ backend_quit(struct session *s)
 	}
 	s->backend_quitting = true;
 	backend_send(s, "QUIT\r\n", 6, BS_QUIT, SMTP_QUIT);
+	if (s->btls && s->btls_up) {
+		tls_conn_close(s->btls);	/* close_notify after QUIT */
+		tls_conn_drain(s->btls, &s->bout);
+	}
 	backend_flush(s);
 }
 
@@ -241,6 +285,8 @@ backend_release(struct session *s)
 	backend_abort(s);
 timer:
 	uv_close((uv_handle_t *)&s->btimer, backend_closed_cb);
+	tls_conn_free(s->btls);		/* what it had to send is in bout already */
+	s->btls = NULL;
 }
 
 static void
@@ -249,14 +295,22 @@ backend_closed_cb(uv_handle_t *h)
 	session_unref(h->data);
 }
 
-/* libuv asks where to put backend bytes: into bin. */
+/* Ciphertext from the backend, read here and fed to OpenSSL at once (one loop, one thread). */
+static char btls_raw[65536];
+
+/* libuv asks where to put backend bytes: into bin, or btls_raw under TLS. */
 static void
 backend_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
 	struct session *s = h->data;
 	size_t avail;
-	char *p = iobuf_space(&s->bin, BACKEND_INBUF, &avail);
+	char *p;
 
+	if (s->btls) {
+		*buf = uv_buf_init(btls_raw, sizeof(btls_raw));
+		return;
+	}
+	p = iobuf_space(&s->bin, BACKEND_INBUF, &avail);
 	*buf = uv_buf_init(p, (unsigned)avail);
 }
 
@@ -272,6 +326,21 @@ backend_lost(struct session *s, const char *why)
 	}
 	session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
 	    s->cfg->hostname);
+}
+
+/* backend_tls could not be had: tell the client, close, log why. */
+static void
+backend_tls_fail(struct session *s, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	session_log(s, LOG_LVL_WARNING, "backend %s: TLS failed: %s", s->cfg->backend.text, why);
+	backend_abort(s);
+	session_fail(s, BTLS_FAILED, s->cfg->hostname);
 }
 
 /* The client sees the backend's greeting (the first one, or XCLIENT's). */
@@ -375,35 +444,144 @@ backend_xforward(struct session *s)
 	    s->esmtp ? "ESMTP" : "SMTP", helo);
 }
 
+/* A command of the prelude (EHLO, STARTTLS): its reply comes back as BS_PRELUDE_EHLO. */
+static void
+prelude_send(struct session *s, int verb, const char *line)
+{
+	backend_send(s, line, strlen(line), BS_PRELUDE_EHLO, verb);
+}
+
+/* Our EHLO before the prelude (first, or again inside TLS). */
+static void
+prelude_ehlo(struct session *s)
+{
+	char line[300];
+
+	snprintf(line, sizeof(line), "EHLO %s\r\n", s->cfg->hostname);
+	prelude_send(s, SMTP_EHLO, line);
+}
+
+/* The prelude after EHLO (and TLS): XCLIENT when it applies, else the first greeting. */
+static void
+prelude_done(struct session *s)
+{
+	if (s->cfg->xclient && s->bcaps.xclient && (s->xclient_attrs & XA_ADDR)) {
+		if (s->cname_done)
+			send_xclient(s);
+		else
+			s->xclient_wait = true;
+		return;
+	}
+	relay_greeting(s, s->greeting, strlen(s->greeting));
+}
+
+/* The backend's answer to our EHLO: STARTTLS next when backend_tls wants it. */
+static void
+prelude_ehlo_reply(struct session *s, const char *r, size_t n, int code)
+{
+	enum backend_tls_mode mode = s->cfg->backend_tls;
+
+	if (code != 250) {
+		session_log(s, LOG_LVL_WARNING, "backend refused our EHLO: %.*s",
+		    (int)(n > 2 ? n - 2 : n), r);
+		if (mode == BACKEND_TLS_ENCRYPT && !s->btls_up) {
+			backend_tls_fail(s, "EHLO refused, so no STARTTLS (backend_tls = encrypt)");
+			return;
+		}
+		relay_greeting(s, s->greeting, strlen(s->greeting));
+		return;
+	}
+	ehlo_caps_parse(r, n, &s->bcaps);
+	s->xclient_attrs = xclient_attributes(r, n);
+	if (mode != BACKEND_TLS_NONE && s->btls == NULL) {
+		if (s->bcaps.starttls) {
+			prelude_send(s, SMTP_STARTTLS, "STARTTLS\r\n");
+			return;
+		}
+		if (mode == BACKEND_TLS_ENCRYPT) {
+			backend_tls_fail(s, "STARTTLS not offered (backend_tls = encrypt)");
+			return;
+		}
+		session_log(s, LOG_LVL_INFO, "backend %s offers no STARTTLS: going on in "
+		    "plaintext (backend_tls = may)", s->cfg->backend.text);
+	}
+	prelude_done(s);
+}
+
+/* The backend's answer to our STARTTLS: 220 starts the handshake. */
+static void
+prelude_starttls_reply(struct session *s, const char *r, size_t n, int code)
+{
+	if (code != 220) {
+		if (s->cfg->backend_tls == BACKEND_TLS_ENCRYPT) {
+			backend_tls_fail(s, "STARTTLS refused: %.*s", (int)(n > 2 ? n - 2 : n), r);
+			return;
+		}
+		session_log(s, LOG_LVL_WARNING, "backend refused STARTTLS, going on in plaintext "
+		    "(backend_tls = may): %.*s", (int)(n > 2 ? n - 2 : n), r);
+		prelude_done(s);
+		return;
+	}
+	/* r is at the head of bin: anything after it was sent before TLS, in the clear. */
+	if (s->bin.len > n) {
+		backend_tls_fail(s, "%zu bytes after the 220 to STARTTLS", s->bin.len - n);
+		return;
+	}
+	s->btls = tls_conn_connect(s->cfg->backend_tls_name,
+	    s->cfg->backend_tls == BACKEND_TLS_ENCRYPT);
+	if (tls_conn_failed(s->btls)) {
+		backend_tls_fail(s, "%s", tls_conn_error(s->btls));
+		return;
+	}
+	tls_conn_drain(s->btls, &s->bout);	/* the ClientHello */
+}
+
+/* The handshake is done: log what was agreed, then EHLO again (RFC 3207 4.2). */
+static void
+backend_tls_up(struct session *s)
+{
+	const char *bad = tls_conn_verify_error(s->btls);
+	const char *name = s->cfg->backend_tls_name;
+
+	s->btls_up = true;
+	if (s->cfg->backend_tls == BACKEND_TLS_ENCRYPT && bad != NULL) {
+		backend_tls_fail(s, "certificate not trusted: %s", bad);	/* OpenSSL checked already */
+		return;
+	}
+	if (bad != NULL)
+		session_log(s, LOG_LVL_INFO, "backend TLS established: %s with cipher %s, "
+		    "certificate not verified (%s)", tls_conn_version(s->btls),
+		    tls_conn_cipher(s->btls), bad);
+	else
+		session_log(s, LOG_LVL_INFO, "backend TLS established: %s with cipher %s, "
+		    "certificate verified%s%s", tls_conn_version(s->btls), tls_conn_cipher(s->btls),
+		    name ? " for " : "", name ? name : "");
+	prelude_ehlo(s);
+}
+
 /* A reply to one of the proxy's own commands. */
 static void
 prelude_reply(struct session *s, struct pending p, const char *r, size_t n, int code)
 {
 	switch (p.step) {
 	case BS_GREETING:
-		if (code == 220 && s->cfg->xclient) {
+		if (code == 220 && (s->cfg->xclient || s->cfg->backend_tls != BACKEND_TLS_NONE)) {
 			s->greeting = xstrndup(r, n);
-			backend_sendf(s, BS_PRELUDE_EHLO, "EHLO %s\r\n", s->cfg->hostname);
+			prelude_ehlo(s);
+			return;
+		}
+		if (s->cfg->backend_tls == BACKEND_TLS_ENCRYPT) {
+			backend_tls_fail(s, "greeting is not 220, so no STARTTLS: %.*s",
+			    (int)(n > 2 ? n - 2 : n), r);
 			return;
 		}
 		relay_greeting(s, r, n);
 		return;
 	case BS_PRELUDE_EHLO:
-		if (code == 250) {
-			ehlo_caps_parse(r, n, &s->bcaps);
-			s->xclient_attrs = xclient_attributes(r, n);
-			if (s->bcaps.xclient && (s->xclient_attrs & XA_ADDR)) {
-				if (s->cname_done)
-					send_xclient(s);
-				else
-					s->xclient_wait = true;
-				return;
-			}
-		} else {
-			session_log(s, LOG_LVL_WARNING, "backend refused our EHLO: %.*s",
-			    (int)(n > 2 ? n - 2 : n), r);
-		}
-		relay_greeting(s, s->greeting, strlen(s->greeting));
+		if (p.verb == SMTP_STARTTLS)
+			prelude_starttls_reply(s, r, n, code);
+		else
+			prelude_ehlo_reply(s, r, n, code);
 		return;
 	case BS_XCLIENT:
 		if (code == 220) {
@@ -432,26 +610,13 @@ prelude_reply(struct session *s, struct pending p, const char *r, size_t n, int 
 	}
 }
 
-/* Bytes (or EOF) from the backend: split into replies, match each to its command. */
+/* Split bin into replies and match each to its command. */
 static void
-backend_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+backend_replies(struct session *s)
 {
-	struct session *s = stream->data;
 	size_t rlen;
 	int code, rc;
 
-	if (nread == 0 || s->backend_closed)
-		return;
-	if (s->closing) {		/* the answer to our QUIT, or its EOF */
-		if (nread < 0)
-			backend_abort(s);
-		return;
-	}
-	if (nread < 0) {
-		backend_lost(s, nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
-		return;
-	}
-	iobuf_commit(&s->bin, (size_t)nread);
 	while (s->backend_up && !s->closing && s->bin.len > 0) {
 		const char *r = iobuf_head(&s->bin);
 		struct pending p;
@@ -483,6 +648,77 @@ backend_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		prelude_reply(s, p, r, rlen, code);
 		if (!s->backend_closed)
 			iobuf_consume(&s->bin, rlen);
+	}
+}
+
+/*
+ * Ciphertext was fed: take out all the plaintext OpenSSL has (into bin,
+ * replies taken out as they complete, so bin always has room), send what
+ * the handshake wants sent, and go on with the prelude once it is done.
+ */
+static void
+backend_tls_input(struct session *s)
+{
+	for (;;) {
+		size_t avail;
+		char *p = iobuf_space(&s->bin, BACKEND_INBUF, &avail);
+		ssize_t n;
+
+		if (avail == 0)		/* backend_replies refuses a full bin first */
+			log_panic("%s: backend_tls_input: input buffer full", s->id);
+		if ((n = tls_conn_read(s->btls, p, avail)) > 0) {
+			iobuf_commit(&s->bin, (size_t)n);
+			backend_replies(s);
+			if (!s->backend_up || s->closing)
+				return;
+			continue;
+		}
+		if (n == 0)
+			break;
+		if (!s->btls_up) {
+			backend_tls_fail(s, "%s", tls_conn_error(s->btls));
+		} else {
+			char why[256];
+
+			snprintf(why, sizeof(why), "TLS: %s", tls_conn_error(s->btls));
+			backend_lost(s, why);
+		}
+		return;
+	}
+	tls_conn_drain(s->btls, &s->bout);
+	if (!s->btls_up && tls_conn_established(s->btls))
+		backend_tls_up(s);
+	backend_flush(s);
+}
+
+/* Bytes (or EOF) from the backend: plaintext into bin, or ciphertext into OpenSSL. */
+static void
+backend_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct session *s = stream->data;
+
+	if (nread == 0 || s->backend_closed)
+		return;
+	if (s->closing) {		/* the answer to our QUIT, or its EOF */
+		if (nread < 0)
+			backend_abort(s);
+		return;
+	}
+	if (nread < 0) {
+		const char *why = nread == UV_EOF ? "connection closed" : uv_strerror((int)nread);
+
+		if (s->btls && !s->btls_up)
+			backend_tls_fail(s, "in the handshake: %s", why);
+		else
+			backend_lost(s, why);
+		return;
+	}
+	if (s->btls) {
+		tls_conn_feed(s->btls, buf->base, (size_t)nread);
+		backend_tls_input(s);
+	} else {
+		iobuf_commit(&s->bin, (size_t)nread);
+		backend_replies(s);
 	}
 	if (!s->closing) {
 		backend_timer_arm(s);
@@ -519,6 +755,10 @@ backend_timeout(uv_timer_t *t)
 		backend_abort(s);
 		session_fail(s, "421 4.3.0 %s Service not available, backend unreachable",
 		    s->cfg->hostname);
+		return;
+	}
+	if (s->btls && !s->btls_up) {
+		backend_tls_fail(s, "timeout in the handshake");
 		return;
 	}
 	session_log(s, LOG_LVL_WARNING, "backend %s: timeout (%u replies outstanding)",

@@ -94,6 +94,8 @@ struct session {
 	struct sockaddr_storage	 peer;		/* the client's address */
 	const struct config_addr *laddr;	/* the listener it came in on */
 	struct tls_conn		*tls;		/* after STARTTLS, or from the start (implicit) */
+	struct tls_conn		*btls;		/* to the backend, after our STARTTLS (backend_tls) */
+	bool			 btls_up;	/* its handshake is done (EHLO again, then on) */
 	bool			 tls_logged;
 	char			*deferred;	/* a local reply waiting for the backend's answers */
 
