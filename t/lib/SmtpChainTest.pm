@@ -349,7 +349,9 @@ sub find_program {
 # mail relayed to relay_port (an smtp-sink, so the delivered message can be
 # read back exactly).  Options: name, port, relay_port (required), main (extra
 # main.cf text), rcpt_access (a pcre table text for check_recipient_access),
-# smtpd_args (extra -o options for the smtpd line).
+# smtpd_args (extra -o options for the smtpd line), tls_cert and tls_key
+# (PEM files: the smtpd offers STARTTLS with them, security level "may",
+# TLS logged and named in its Received header; a tlsmgr is added).
 sub start_postfix {
 	my (%o) = @_;
 	my $postfix = find_program('postfix') or die "postfix not found\n";
@@ -366,6 +368,14 @@ sub start_postfix {
 	my $relay = $o{relay_port} or die "start_postfix: relay_port is required\n";
 	my $maillog = "$top/maillog";
 	my $rcpt = '';
+	my $tls = "smtpd_tls_security_level = none\n";
+	my $tlsmgr = '';
+	if ($o{tls_cert}) {
+		$tls = "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = $o{tls_cert}\n"
+		    . "smtpd_tls_key_file = " . ($o{tls_key} || $o{tls_cert}) . "\n"
+		    . "smtpd_tls_loglevel = 1\nsmtpd_tls_received_header = yes\n";
+		$tlsmgr = "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n";
+	}
 	if (defined $o{rcpt_access}) {
 		spew("$conf/rcpt_access.pcre", $o{rcpt_access});
 		$rcpt = "smtpd_recipient_restrictions = check_recipient_access pcre:$conf/rcpt_access.pcre, permit_mynetworks, reject\n";
@@ -397,8 +407,7 @@ smtpd_authorized_xforward_hosts = 127.0.0.0/8
 # Postfix before 3.9 takes a bare LF as a line end: the smuggling tests
 # rely on that (and check it without the proxy first).
 smtpd_forbid_bare_newline = no
-smtpd_tls_security_level = none
-smtp_tls_security_level = none
+${tls}smtp_tls_security_level = none
 biff = no
 # One delivery per connection: smtp-sink finishes a dump file only at the
 # next command, so a cached idle connection would delay it.
@@ -409,7 +418,7 @@ maximal_queue_lifetime = 1h
 bounce_queue_lifetime = 1h
 EOF
 	my $extra = join(' ', map { "-o $_" } @{ $o{smtpd_args} || [] });
-	spew("$conf/master.cf", <<"EOF");
+	spew("$conf/master.cf", <<"EOF" . $tlsmgr);
 # master.cf written by SmtpChainTest: no chroot, one smtpd on the test's port
 127.0.0.1:$port inet n - n - - smtpd $extra
 pickup    unix  n       -       n       60      1       pickup
