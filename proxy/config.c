@@ -359,6 +359,11 @@ set_listen(struct config_ctx *ctx, const struct config_key *key,
 	size_t n = 0;
 
 	(void)key;
+	if (node->type != CFG_ARRAY && node->type != CFG_STRING && node->type != CFG_OBJECT) {
+		config_error(ctx, node->line, "%s: expected a string, an object or an array "
+		    "of them, got %s", path, cfg_type_name(node->type));
+		return -1;
+	}
 	if (node->type == CFG_ARRAY) {
 		first = node->child;
 		for (c = first; c != NULL; c = c->next)

@@ -39,6 +39,13 @@ enum dot_state {
 	DS_DONE,	/* stuffer: dot_stuff_finish() has written the end */
 };
 
+/* Whether the last byte scanned was a '.' at the start of a line. */
+bool
+dot_scan_at_dot(const struct dot_scanner *s)
+{
+	return s->state == DS_DOT;
+}
+
 /* Start of a message: just after the 354. */
 void
 dot_scanner_init(struct dot_scanner *s)

@@ -15,6 +15,7 @@
 #ifndef SMTPCHAIN_DOTSTREAM_H
 #define SMTPCHAIN_DOTSTREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,13 @@ void dot_scanner_init(struct dot_scanner *s);
  * dot_scanner_init().
  */
 enum dot_result dot_scan(struct dot_scanner *s, const char *buf, size_t len, size_t *used);
+
+/*
+ * After DOT_MORE: whether the last byte consumed was a '.' at the start of
+ * a line, whose meaning (a stuffed line, or the end marker) the next bytes
+ * decide.  A caller that unstuffs holds it back until then.
+ */
+bool	dot_scan_at_dot(const struct dot_scanner *s);
 
 struct dot_stuffer {
 	uint8_t		state;		/* private */

@@ -551,27 +551,10 @@ changed(struct sc_ctx *c, int rc, const char *what, const char *arg)
 	return rc;
 }
 
-/*
- * A header value as the store keeps it (everything after the colon): a
- * value that does not start with a space or tab gets one, as an MTA writes
- * "Name: value".  Returns value itself or buf; NULL if it does not fit.
- */
-static const char *
-header_value(const char *value, char *buf, size_t buflen)
-{
-	if (value == NULL || value[0] == ' ' || value[0] == '\t')
-		return value;
-	if ((size_t)snprintf(buf, buflen, " %s", value) >= buflen)
-		return NULL;
-	return buf;
-}
-
 static int
 host_add_header(struct sc_ctx *c, const char *name, const char *value)
 {
-	char buf[8192];
-
-	if (!in_eom(c) || !name || !(value = header_value(value, buf, sizeof(buf))))
+	if (!in_eom(c) || !name || !value)
 		return -1;
 	return changed(c, msgstore_add_header(c->s->store, name, value), "add header", name);
 }
@@ -579,9 +562,7 @@ host_add_header(struct sc_ctx *c, const char *name, const char *value)
 static int
 host_insert_header(struct sc_ctx *c, size_t index, const char *name, const char *value)
 {
-	char buf[8192];
-
-	if (!in_eom(c) || !name || !(value = header_value(value, buf, sizeof(buf))))
+	if (!in_eom(c) || !name || !value)
 		return -1;
 	return changed(c, msgstore_insert_header(c->s->store, index, name, value),
 	    "insert header", name);
@@ -590,11 +571,7 @@ host_insert_header(struct sc_ctx *c, size_t index, const char *name, const char 
 static int
 host_change_header(struct sc_ctx *c, const char *name, size_t occurrence, const char *value)
 {
-	char buf[8192];
-
 	if (!in_eom(c) || !name || occurrence == 0)
-		return -1;
-	if (value && !(value = header_value(value, buf, sizeof(buf))))
 		return -1;
 	return changed(c, msgstore_change_header(c->s->store, name, occurrence, value),
 	    value ? "change header" : "delete header", name);

@@ -60,6 +60,7 @@ static void	handle_closed(uv_handle_t *h);
 static void	reset_transaction(struct session *s);
 static void	reset_bdat(struct session *s);
 static void	hold_end(struct session *s);
+static void	hold_feed(struct session *s, const char *p, size_t used, enum dot_result r);
 static void	client_eof(struct session *s);
 static int	client_tls_input(struct session *s);
 static void	local_reply(struct session *s, const char *fmt, ...)
@@ -503,6 +504,11 @@ filter_allows(struct session *s, enum filter_step step, const char *a1, const ch
 		*r = STEP_STOP;
 		return false;
 	case FILTER_REFUSE:
+		if (strncmp(reply, "421", 3) == 0) {	/* a module shutting the session */
+			session_fail(s, "%s", reply);
+			*r = STEP_STOP;
+			return false;
+		}
 		local_reply(s, "%s", reply);
 		*r = STEP_NEXT;
 		return false;
@@ -656,6 +662,7 @@ hold_begin(struct session *s)
 		return "554 5.5.1 Error: no valid recipients";
 	s->store = msgstore_new(s->cfg->spool_dir, s->cfg->spool_memory, s->cfg->max_header_size);
 	s->spooling = true;
+	s->held_dot = false;
 	s->store_errno = 0;
 	s->msg_octets = 0;
 	return NULL;
@@ -1094,6 +1101,37 @@ store_error_reply(int err)
 	return "452 4.3.1 Error: insufficient system storage";
 }
 
+/*
+ * Checked DATA bytes into the store, without the end marker ".\r\n" (whose
+ * dot may have ended the previous piece: a line-start dot is held back
+ * until the next bytes tell what it is).
+ */
+static void
+hold_feed(struct session *s, const char *p, size_t used, enum dot_result r)
+{
+	size_t n = used;
+
+	if (s->store_errno != 0)
+		return;
+	if (s->held_dot) {
+		s->held_dot = false;
+		if (r == DOT_END && used == 2)
+			return;		/* that dot began the end marker */
+		if (msgstore_feed(s->store, ".", 1) != 0) {
+			s->store_errno = errno;
+			return;
+		}
+	}
+	if (r == DOT_END) {
+		n = used - 3;
+	} else if (r == DOT_MORE && used > 0 && dot_scan_at_dot(&s->dot)) {
+		n = used - 1;
+		s->held_dot = true;
+	}
+	if (n > 0 && msgstore_feed(s->store, p, n) != 0)
+		s->store_errno = errno;
+}
+
 /* Message data after 354: check it, pass it on (or to the store), find its end. */
 static enum step_result
 process_data(struct session *s)
@@ -1114,9 +1152,8 @@ process_data(struct session *s)
 			session_transcript(s, "c>p", iobuf_head(&s->cin), used);
 		if (!s->spooling)
 			backend_data(s, iobuf_head(&s->cin), used);
-		else if (s->store_errno == 0 &&
-		    msgstore_feed(s->store, iobuf_head(&s->cin), used) != 0)
-			s->store_errno = errno;
+		else
+			hold_feed(s, iobuf_head(&s->cin), used, r);
 	}
 	iobuf_consume(&s->cin, used);
 	s->msg_octets = s->dot.octets;
@@ -1283,6 +1320,11 @@ status_of(int code)
 static void
 hold_outcome_local(struct session *s, const char *reply, const char *status)
 {
+	if (strncmp(reply, "421", 3) == 0) {	/* a module shutting the session */
+		log_outcome(s, reply, strlen(reply), status);
+		session_fail(s, "%s", reply);
+		return;
+	}
 	local_reply(s, "%s", reply);
 	log_outcome(s, reply, strlen(reply), status);
 	s->nmessages++;
@@ -1623,8 +1665,8 @@ again:
 		return;
 	}
 	if (s->state == SS_CLOSING && outq_pending(&s->cout) == 0 &&
-	    outq_pending(&s->bout) == 0) {
-		session_close(s);
+	    (s->backend_closed || outq_pending(&s->bout) == 0)) {
+		session_close(s);	/* a dropped backend's last write does not count */
 		return;
 	}
 	session_update_reading(s);
@@ -2006,8 +2048,13 @@ client_timeout(uv_timer_t *t)
 void
 session_shutdown(struct session *s)
 {
-	if (s->closing || s->state == SS_CLOSING)
+	if (s->closing)
 		return;
+	if (s->state == SS_CLOSING) {
+		if (s->srv->shutdown_forced)
+			session_close(s);	/* its last words had their chance */
+		return;
+	}
 	if (s->srv->shutdown_forced || (s->state == SS_COMMAND && s->pcount == 0 && !s->in_mail)) {
 		session_fail(s, "421 4.3.2 %s Service shutting down, closing connection",
 		    s->cfg->hostname);

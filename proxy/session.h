@@ -162,6 +162,7 @@ struct session {
 	/* a message held for the filters */
 	struct msgstore		*store;
 	bool			 spooling;	/* message data goes to the store */
+	bool			 held_dot;	/* a line-start '.' not yet given to the store */
 	int			 store_errno;
 	bool			 pumping;	/* the store is being sent to the backend */
 	char			*mail_line;	/* the MAIL command as relayed, no CRLF */

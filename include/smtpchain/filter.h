@@ -118,9 +118,9 @@ struct sc_host {
 	 * Message changes, in eom only (and in a resume() for a pending eom).
 	 * Header indexes count from 0 over the current header list; occurrence
 	 * counts from 1 among headers of that name (case-insensitive), as in
-	 * milter.  A value is what follows the colon: one that does not start
-	 * with a space or tab gets one ("Name: value"); folding is written as
-	 * "\r\n\t" inside the value (values up to 8 KiB).  They take effect for the filters after this one and for
+	 * milter.  A value is everything after the colon, written exactly as
+	 * given (byte for byte, as milter's SMFIP_HDR_LEADSPC expects): pass
+	 * " value" for the usual "Name: value"; folding is "\r\n\t" inside it.  They take effect for the filters after this one and for
 	 * what the backend receives.  Each returns 0, or -1 on a bad argument.
 	 */
 	int	(*add_header)(struct sc_ctx *c, const char *name, const char *value);

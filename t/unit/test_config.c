@@ -455,7 +455,8 @@ test_errors(void)
 	is_str(load_err(BASE "hostname = [ \"a\" ]\n"),
 	    "F:3: hostname: expected a string, got array", "hostname array");
 	is_str(load_err("listen = 25\nbackend = \"127.0.0.1:25\"\n"),
-	    "F:1: listen: expected a string or an array of strings, got number", "listen number");
+	    "F:1: listen: expected a string, an object or an array of them, got number",
+	    "listen number");
 	is_str(load_err("listen = [\n \"127.0.0.1:1\",\n 2 ]\nbackend = \"127.0.0.1:25\"\n"),
 	    "F:3: listen: expected a string, got number", "listen element number");
 	is_str(load_err("listen = []\nbackend = \"127.0.0.1:25\"\n"),
