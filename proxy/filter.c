@@ -7,7 +7,10 @@
  * the hook of the step is called; for the held message (FILTER_MESSAGE) a
  * module gets all its headers, eoh, its body in chunks and eom before the
  * next module starts, so each module sees the changes of the ones before
- * it, as milters do behind Postfix.  SC_PENDING suspends the run until the
+ * it, as milters do behind Postfix.  A command the proxy does not know is
+ * a step of its own (FILTER_UNKNOWN, the modules' unknown hook, called
+ * only when the module's descriptor is recent enough to have it).
+ * SC_PENDING suspends the run until the
  * module calls resume(); the session is then woken up with
  * session_filter_resumed().
  */
@@ -28,7 +31,7 @@
 #define BODY_CHUNK	65536
 
 static const char *const step_names[FILTER_STEP_MAX] = {
-	"connect", "helo", "mail", "rcpt", "data", "message",
+	"connect", "helo", "mail", "rcpt", "data", "message", "unknown command",
 };
 
 static void *global_loop;
@@ -92,7 +95,7 @@ filter_message_end(struct session *s)
 
 	if (s->fctx == NULL)
 		return;
-	if (s->run.active && s->run.step >= FILTER_MAIL) {
+	if (s->run.active && FILTER_STEP_IN_MESSAGE(s->run.step)) {
 		if (s->run.waiting)
 			pending = s->run.idx;	/* its abort() cancels the pending hook */
 		run_clear(&s->run);
@@ -141,6 +144,8 @@ default_reply(enum filter_step step, enum sc_verdict v)
 	case FILTER_MESSAGE:
 		return temp ? "451 4.7.1 Message temporarily refused, try again later" :
 		    "550 5.7.1 Message content rejected";
+	case FILTER_UNKNOWN:
+		return temp ? "451 4.7.1 Try again later" : "550 5.7.1 Command rejected";
 	default:
 		return temp ? "451 4.7.1 Try again later" : "550 5.7.1 Access denied";
 	}
@@ -167,7 +172,7 @@ chain_verdict(struct session *s, enum sc_verdict v)
 	case SC_ACCEPT:
 		if (r->step <= FILTER_HELO)
 			s->filter_skip_session = true;
-		else
+		else if (r->step != FILTER_UNKNOWN)	/* there: this command only */
 			s->filter_skip_message = true;
 		session_log(s, LOG_LVL_DEBUG, "filter %s: accept at %s", m->name, step_names[r->step]);
 		r->verdict = v;
@@ -193,6 +198,12 @@ chain_verdict(struct session *s, enum sc_verdict v)
 	}
 	case SC_DISCARD:
 	case SC_QUARANTINE:
+		if (r->step == FILTER_UNKNOWN && !s->in_mail) {
+			session_log(s, LOG_LVL_INFO, "filter %s: %s at %s outside a transaction; "
+			    "ignored", m->name, v == SC_DISCARD ? "discard" : "quarantine",
+			    step_names[r->step]);
+			return false;
+		}
 		/* The message's outcome; a later refusal of this step still counts. */
 		if (s->msg_outcome == SC_CONTINUE || v == SC_DISCARD) {
 			s->msg_outcome = v;
@@ -318,7 +329,7 @@ call_module(struct session *s, size_t idx)
 	struct sc_ctx *c = &s->fctx[idx];
 	const struct sc_filter *d = chain_of(s)->v[idx].desc;
 
-	if (r->step >= FILTER_MAIL)
+	if (FILTER_STEP_IN_MESSAGE(r->step))
 		c->in_message = true;
 	switch (r->step) {
 	case FILTER_CONNECT:
@@ -333,6 +344,9 @@ call_module(struct session *s, size_t idx)
 		return d->data ? CALL_HOOK(r, d->data(c)) : SC_CONTINUE;
 	case FILTER_MESSAGE:
 		return message_through(s, c);
+	case FILTER_UNKNOWN:
+		return SC_FILTER_HAS(d, unknown) && d->unknown ?
+		    CALL_HOOK(r, d->unknown(c, r->arg1)) : SC_CONTINUE;
 	default:
 		log_panic("%s: step %d", s->id, (int)r->step);
 	}
@@ -372,7 +386,7 @@ filter_phase(struct session *s, enum filter_step step, const char *a1, const cha
 
 	*reply = NULL;
 	if (chain_of(s)->n == 0 || s->filter_skip_session ||
-	    (step >= FILTER_MAIL && s->filter_skip_message))
+	    (FILTER_STEP_IN_MESSAGE(step) && s->filter_skip_message))
 		return FILTER_GO;
 	if (r->active && r->step != step)
 		log_panic("%s: step %s asked while %s runs", s->id, step_names[step],

@@ -2,7 +2,7 @@
  * filter.h - the filter chain as a session drives it.
  *
  * The session asks filter_phase() at each protocol step (connect, helo,
- * mail, rcpt, data, and the held message); the chain calls each module's
+ * mail, rcpt, data, the held message, and any command it does not know); the chain calls each module's
  * hook in order and comes back with one verdict.  A hook that answers
  * SC_PENDING suspends the run: filter_phase() returns FILTER_WAIT, the
  * session stops where it is, and when the module calls host->resume() the
@@ -32,6 +32,7 @@ enum filter_step {
 	FILTER_RCPT,
 	FILTER_DATA,
 	FILTER_MESSAGE,		/* header..eom over the held message */
+	FILTER_UNKNOWN,		/* a command the proxy does not know (any time) */
 	FILTER_STEP_MAX
 };
 
@@ -40,6 +41,9 @@ enum filter_answer {
 	FILTER_WAIT,		/* a module is pending: stop, you will be woken up */
 	FILTER_REFUSE,		/* refuse the step: reply is set */
 };
+
+/* Whether a step belongs to a message (MAIL up to its end). */
+#define FILTER_STEP_IN_MESSAGE(step)	((step) >= FILTER_MAIL && (step) <= FILTER_MESSAGE)
 
 /* Where a run stands inside FILTER_MESSAGE for one module. */
 enum filter_stage { STAGE_HEADERS = 0, STAGE_EOH, STAGE_BODY, STAGE_EOM, STAGE_DONE };
@@ -85,8 +89,9 @@ void	filter_session_close(struct session *s);
 void	filter_message_end(struct session *s);
 
 /*
- * Run (or look up the finished run of) one step.  a1/a2: the helo name, or
- * the address and the parameter string; NULL otherwise.  On FILTER_REFUSE,
+ * Run (or look up the finished run of) one step.  a1/a2: the helo name,
+ * the address and the parameter string, or the unknown command's line;
+ * NULL otherwise.  On FILTER_REFUSE,
  * *reply is the full reply text (lines joined by CRLF, no final CRLF).
  */
 enum filter_answer filter_phase(struct session *s, enum filter_step step,

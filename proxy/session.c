@@ -984,6 +984,24 @@ cmd_relay(struct session *s, const struct smtp_cmd *cmd, const char *line, size_
 	return relay(s, line, len, cmd->verb, true);
 }
 
+/*
+ * A verb the proxy does not know: the chain sees the line first (as a
+ * milter gets SMFIC_UNKNOWN before Postfix's smtpd answers 502), then the
+ * backend answers it.
+ */
+static enum step_result
+cmd_unknown(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
+{
+	enum step_result r;
+	char *text = xstrndup(line, len - 2);
+	bool go = filter_allows(s, FILTER_UNKNOWN, text, NULL, &r);
+
+	free(text);
+	if (!go)
+		return r;
+	return relay(s, line, len, cmd->verb, true);
+}
+
 /* RSET may be pipelined (RFC 2920). */
 static enum step_result
 cmd_relay_group(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
@@ -992,8 +1010,9 @@ cmd_relay_group(struct session *s, const struct smtp_cmd *cmd, const char *line,
 }
 
 /*
- * The command table: one row per verb.  Unknown verbs are relayed: the
- * backend may implement what the proxy does not know.
+ * The command table: one row per verb.  Unknown verbs go through the
+ * filter chain and are relayed: the backend may implement what the proxy
+ * does not know.
  */
 static const struct command_rule {
 	enum smtp_verb	verb;
@@ -1018,7 +1037,7 @@ static const struct command_rule {
 	{ SMTP_XFORWARD, cmd_refuse },
 	{ SMTP_ATRN,	 cmd_refuse },
 	{ SMTP_TURN,	 cmd_refuse },
-	{ SMTP_UNKNOWN,	 cmd_relay },
+	{ SMTP_UNKNOWN,	 cmd_unknown },
 };
 
 /* Whether the next command may be sent before the answers to earlier ones. */

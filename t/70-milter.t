@@ -175,6 +175,34 @@ my $p = proxy_with('one', milter_block("inet:127.0.0.1:$one->{port}",
 	body_is($m, "Hello.\nSecond line.\n", 'plain: body unchanged');
 }
 
+# --- an unknown command: SMFIC_UNKNOWN before the backend answers it
+{
+	my $c = smtp_connect($p->port, timeout => 20);
+	reply_ok($c->read_reply, 220, undef, 'unknown: greeting');
+	$c->ehlo('client.test');
+	my $r = $c->cmd('XYZZY MILTER-REJECT now');
+	reply_ok($r, 550, '5.7.1', 'unknown: the milter\'s REJECT reaches the client');
+	like($r->{raw} // '', qr/^550 5\.7\.1 testmilter: unknown command refused\r\n\z/,
+	    'unknown: with the milter\'s text');
+	$r = $c->cmd('XYZZY MILTER-TEMPFAIL');
+	reply_ok($r, 451, '4.7.1', 'unknown: the milter\'s TEMPFAIL reaches the client');
+	$r = $c->cmd('XYZZY plain');
+	reply_ok($r, 500, undef, 'unknown: CONTINUE, so the backend answers (smtp-sink: 500)');
+	my ($tag, $data) = message('plain');
+	$r = $c->send_mail(from => 'sender@client.test', to => 'rcpt@example.test', data => $data);
+	reply_ok($r->{end}, 250, undef, 'unknown: a transaction after them is fine');
+	$c->quit;
+	ok(delivered($tag), 'unknown: that message is delivered');
+	my $ml = milter_log($one);
+	like($ml, qr/^one: unknown XYZZY MILTER-REJECT now$/m, 'unknown: the milter got the whole line');
+	like($ml, qr/^one: unknown XYZZY plain$/m, 'unknown: every unknown command goes to the milter');
+	my $sl = slurp($sink->{log}) // '';
+	unlike($sl, qr/MILTER-REJECT|MILTER-TEMPFAIL/, 'unknown: refused lines never reach the backend');
+	like($sl, qr/XYZZY plain/, 'unknown: an accepted line is relayed');
+	like($p->log_text, qr/filter milter: reject at unknown command: 550 5\.7\.1 testmilter: unknown command refused/,
+	    'unknown: the refusal is logged');
+}
+
 # --- header changes
 {
 	my ($tag, $data) = message('addheader insheader chgheader delheader');
@@ -374,8 +402,8 @@ $p->stop_ok('proxy with one milter exits 0');
 
 # --- protocol flags and macro lists
 {
-	my $f = start_milter('flags', '-P', 'nohdrs,nr_body,nr_rcpt', '-M', 'connect={client_addr}');
-	my $lead = start_milter('lead', '-P', 'leadspc,nr_hdr,nobody,nr_rcpt');
+	my $f = start_milter('flags', '-P', 'nohdrs,nr_body,nr_rcpt,nounknown', '-M', 'connect={client_addr}');
+	my $lead = start_milter('lead', '-P', 'leadspc,nr_hdr,nobody,nr_rcpt,nr_unkn');
 	my $pf = proxy_with('flags', milter_block("inet:$f->{port}\@127.0.0.1", timeout_eom => 4),
 	    milter_block("inet6:[::ffff:127.0.0.1]:$lead->{port}", timeout_eom => 4));
 	my ($tag, $data) = message('flags', body => "a\r\n" x 30000);
@@ -399,6 +427,15 @@ $p->stop_ok('proxy with one milter exits 0');
 	# The module passes the value as the milter sent it (no space added);
 	# the host puts one space after the colon of a value that has none.
 	like($m->{message} // '', qr/^X-Testmilter-lead: ?helo=/m, 'HDR_LEADSPC: no second space added to a new header');
+	my $c = smtp_connect($pf->port, timeout => 20);
+	$c->read_reply;
+	$c->ehlo('client.test');
+	reply_ok($c->cmd('XYZZY MILTER-REJECT'), 500, undef,
+	    'NOUNKNOWN and NR_UNKN: the unknown command goes to the backend (smtp-sink: 500)');
+	$c->quit;
+	wait_until(sub { milter_log($lead) =~ /unknown XYZZY/ }, 5);
+	like(milter_log($lead), qr/^lead: unknown XYZZY MILTER-REJECT$/m, 'NR_UNKN: the milter got it');
+	unlike(milter_log($f), qr/unknown/, 'NOUNKNOWN: the milter did not');
 	$pf->stop_ok('flags proxy exits 0');
 }
 

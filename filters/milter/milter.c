@@ -24,7 +24,8 @@
  *	SMFIC_CONNECT; the connect hook pends until the milter has answered.
  *	Each later hook sends its macros and command (SMFIC_HELO, MAIL, RCPT,
  *	DATA, HEADER, EOH, BODY in chunks of at most MILTER_CHUNK_SIZE,
- *	BODYEOB) and pends until the reply, except for the steps the milter
+ *	BODYEOB; SMFIC_UNKNOWN, without macros, for a command the proxy does
+ *	not know) and pends until the reply, except for the steps the milter
  *	asked not to see (SMFIP_NO*) or not to answer (SMFIP_NR_*): these
  *	return SC_CONTINUE at once.  abort() sends SMFIC_ABORT, close() sends
  *	SMFIC_QUIT; a reply still owed for a cancelled hook is read and
@@ -141,11 +142,16 @@ enum hook {
 	HOOK_EOH,
 	HOOK_BODY,
 	HOOK_EOM,
+	HOOK_UNKNOWN,		/* any time: not part of a message */
 };
 
 static const char *const hook_names[] = {
 	"none", "connect", "helo", "mail", "rcpt", "data", "header", "eoh", "body", "eom",
+	"unknown",
 };
+
+/* Whether a hook is a step of a message (MAIL up to its end). */
+#define HOOK_IN_MESSAGE(h)	((h) >= HOOK_MAIL && (h) <= HOOK_EOM)
 
 /* Where the conversation with the milter stands. */
 enum ms_state {
@@ -359,10 +365,10 @@ finish_hook(struct msess *ms, enum sc_verdict v)
 static enum sc_verdict
 failed_verdict(struct msess *ms, enum hook h, bool current)
 {
-	bool message = h >= HOOK_MAIL;
+	bool message = HOOK_IN_MESSAGE(h);
 
 	if (!current && !message)
-		return SC_CONTINUE;	/* a later HELO goes through */
+		return SC_CONTINUE;	/* a later HELO or unknown command goes through */
 	switch (ms->fail_action) {
 	case ACT_ACCEPT:
 	case ACT_DEFAULT:
@@ -1007,7 +1013,8 @@ static void
 reply_final(struct msess *ms, char cmd, const struct mc_reply *r)
 {
 	enum sc_verdict v;
-	bool rcpt = cmd == SMFIC_RCPT, message = cmd != SMFIC_CONNECT && cmd != SMFIC_HELO;
+	bool rcpt = cmd == SMFIC_RCPT;
+	bool message = cmd != SMFIC_CONNECT && cmd != SMFIC_HELO && cmd != SMFIC_UNKNOWN;
 
 	switch (r->cmd) {
 	case SMFIR_CONTINUE:
@@ -1338,7 +1345,7 @@ hook_precheck(struct msess *ms, enum hook h)
 		return failed_verdict(ms, h, false);
 	if (ms->state != MS_READY)
 		return SC_CONTINUE;
-	if (h > HOOK_MAIL && ms->msg_done)
+	if (h > HOOK_MAIL && HOOK_IN_MESSAGE(h) && ms->msg_done)
 		return SC_CONTINUE;
 	return SC_PENDING;
 }
@@ -1596,6 +1603,33 @@ m_eom(struct sc_ctx *c)
 	return hook_return(ms);
 }
 
+static int
+encode_unknown(struct msess *ms, const void *arg)
+{
+	return mc_enc_unknown(&ms->out, arg);
+}
+
+/*
+ * A command the proxy does not know: SMFIC_UNKNOWN with the line, unless
+ * the milter asked not to see it (SMFIP_NOUNKNOWN) or not to answer it
+ * (SMFIP_NR_UNKN).  No macros, as Postfix (milter_unknown_command_macros
+ * is empty by default) and sendmail.
+ */
+static enum sc_verdict
+m_unknown(struct sc_ctx *c, const char *line)
+{
+	struct msess *ms = session_of(c);
+	enum sc_verdict v;
+
+	if ((v = hook_precheck(ms, HOOK_UNKNOWN)) != SC_PENDING)
+		return v;
+	if (skips(ms, SMFIP_NOUNKNOWN))
+		return SC_CONTINUE;
+	hook_enter(ms, HOOK_UNKNOWN);
+	step(ms, -1, SMFIP_NOUNKNOWN, SMFIP_NR_UNKN, SMFIC_UNKNOWN, encode_unknown, line);
+	return hook_return(ms);
+}
+
 /* The message ended without our verdict: tell the milter, drop an owed reply. */
 static void
 m_abort(struct sc_ctx *c)
@@ -1842,4 +1876,5 @@ const struct sc_filter smtpchain_filter = {
 	.eom = m_eom,
 	.abort = m_abort,
 	.close = m_close,
+	.unknown = m_unknown,
 };

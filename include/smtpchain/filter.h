@@ -25,6 +25,10 @@
  * the module must not call resume() for it.  A NULL hook means "not
  * interested".
  *
+ * Hooks added after ABI 1 sit at the end of struct sc_filter (unknown);
+ * the host calls one only when the module's sc_filter.size covers it
+ * (SC_FILTER_HAS), so a module built against an older header keeps working.
+ *
  * Strings handed to hooks are NUL-terminated and valid only during the call.
  * Header names and values are passed as they are in the message: the value
  * starts after the colon (leading space kept) and keeps its folding (CRLF
@@ -176,7 +180,26 @@ struct sc_filter {
 	void		(*abort)(struct sc_ctx *c);
 	/* The session is over: free what *state points to. */
 	void		(*close)(struct sc_ctx *c);
+
+	/* --- added after ABI 1: used only when size covers them ----------- */
+
+	/*
+	 * A command line whose verb the proxy does not know (line without its
+	 * CRLF), at any point of the session, before it is relayed to the
+	 * backend (which then answers it, usually 502).  REJECT / TEMPFAIL
+	 * answer the client with set_reply() text (default "550 5.7.1 Command
+	 * rejected" / "451 4.7.1 Try again later") and the backend never sees
+	 * the line; a 421 reply closes the session.  CONTINUE and ACCEPT relay
+	 * it (ACCEPT skips the later filters for this command only).  DISCARD
+	 * and QUARANTINE count for the message under way, and are ignored
+	 * outside a transaction.  Milter's SMFIC_UNKNOWN.
+	 */
+	enum sc_verdict	(*unknown)(struct sc_ctx *c, const char *line);
 };
+
+/* Whether a module's descriptor has a field (for hooks added after ABI 1). */
+#define SC_FILTER_HAS(d, field) \
+	((d)->size >= offsetof(struct sc_filter, field) + sizeof((d)->field))
 
 /* What a module exports. */
 #define SC_FILTER_SYMBOL	"smtpchain_filter"

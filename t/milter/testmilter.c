@@ -16,12 +16,13 @@
  *	-P FLAGS	protocol flags it asks for, comma-separated: noconnect,
  *			nohelo, nomail, norcpt, nodata, nohdrs, noeoh, nobody,
  *			nr_conn, nr_helo, nr_mail, nr_rcpt, nr_data, nr_hdr,
- *			nr_eoh, nr_body, leadspc (SKIP is always asked for)
+ *			nr_eoh, nr_body, nounknown, nr_unkn, leadspc (SKIP is
+ *			always asked for)
  *	-M STAGE=LIST	the macros it wants at a stage (connect, helo, mail,
  *			rcpt, data, eoh, eom), sent with smfi_setsymlist
  *	-f MODE		fail on purpose: hang:STAGE sleeps an hour at STAGE,
  *			exit:STAGE exits at once at STAGE (connect, helo,
- *			mail, rcpt, data, header, eoh, body, eom)
+ *			mail, rcpt, data, header, eoh, body, eom, unknown)
  *
  * DESCRIPTION
  *	Runs in the foreground; one line per event on stdout ("NAME: eom ...",
@@ -58,7 +59,12 @@
  *	whose local part is milter-reject gets 550 5.7.1, milter-tempfail 451
  *	4.7.1; a recipient whose local part is milter-reject gets 550 5.7.1
  *	"NAME: recipient refused", milter-tempfail 451 4.7.1 (that recipient
- *	only).
+ *	only).  An unknown SMTP command whose line has MILTER-REJECT gets
+ *	550 5.7.1, MILTER-TEMPFAIL 451 4.7.1 ("NAME: unknown LINE" is printed).
+ *
+ *	Each SMFIC_OPTNEG prints "negotiate ..." and each SMFIC_CONNECT
+ *	"connect ...": more connects than negotiations means a connection was
+ *	used again after SMFIC_QUIT_NC.
  */
 #include <ctype.h>
 #include <stdarg.h>
@@ -182,6 +188,7 @@ static const struct flag_name proto_names[] = {
 	{ "nr_conn", SMFIP_NR_CONN }, { "nr_helo", SMFIP_NR_HELO }, { "nr_mail", SMFIP_NR_MAIL },
 	{ "nr_rcpt", SMFIP_NR_RCPT }, { "nr_data", SMFIP_NR_DATA }, { "nr_hdr", SMFIP_NR_HDR },
 	{ "nr_eoh", SMFIP_NR_EOH }, { "nr_body", SMFIP_NR_BODY },
+	{ "nounknown", SMFIP_NOUNKNOWN }, { "nr_unkn", SMFIP_NR_UNKN },
 	{ "leadspc", SMFIP_HDR_LEADSPC },
 }, action_names[] = {
 	{ "addhdrs", SMFIF_ADDHDRS }, { "chghdrs", SMFIF_CHGHDRS }, { "chgbody", SMFIF_CHGBODY },
@@ -437,6 +444,23 @@ tm_eom(SMFICTX *ctx)
 	return SMFIS_CONTINUE;
 }
 
+/* An SMTP command the MTA does not know: refused when it asks to be. */
+static sfsistat
+tm_unknown(SMFICTX *ctx, const char *line)
+{
+	say("unknown %s", line);
+	maybe_fail("unknown");
+	if (strstr(line, "MILTER-REJECT") != NULL) {
+		smfi_setreply(ctx, "550", "5.7.1", "testmilter: unknown command refused");
+		return SMFIS_REJECT;
+	}
+	if (strstr(line, "MILTER-TEMPFAIL") != NULL) {
+		smfi_setreply(ctx, "451", "4.7.1", "testmilter: unknown command deferred");
+		return SMFIS_TEMPFAIL;
+	}
+	return ok_or_noreply(SMFIP_NR_UNKN);
+}
+
 static sfsistat
 tm_abort(SMFICTX *ctx)
 {
@@ -534,6 +558,7 @@ main(int argc, char **argv)
 		.xxfi_close = tm_close,
 		.xxfi_data = tm_data,
 		.xxfi_negotiate = tm_negotiate,
+		.xxfi_unknown = tm_unknown,
 	};
 	const char *spec = NULL;
 	char *colon;
