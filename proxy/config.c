@@ -310,8 +310,10 @@ config_addr_same(const struct config_addr *a, const struct config_addr *b)
 }
 
 /*
- * One listen entry: "ADDR", or { address = "ADDR"; tls = "implicit" | "starttls"; }
- * (starttls, the default, means STARTTLS is offered when tls {} is there).
+ * One listen entry: "ADDR", or { address = "ADDR"; tls = "implicit" | "starttls";
+ * proxy_protocol = BOOL; } (starttls, the default, means STARTTLS is offered
+ * when tls {} is there; proxy_protocol, default false, means every connection
+ * starts with a PROXY protocol header from a load balancer).
  */
 static int
 listen_entry(struct config_ctx *ctx, const struct cfg_node *c, const char *path,
@@ -333,6 +335,10 @@ listen_entry(struct config_ctx *ctx, const struct cfg_node *c, const char *path,
 				return -1;
 			}
 			addr->implicit_tls = strcmp(k->str, "implicit") == 0;
+		} else if (strcmp(k->key, "proxy_protocol") == 0) {
+			if (config_expect(ctx, k, CFG_BOOL, path) == -1)
+				return -1;
+			addr->proxy_protocol = k->boolean;
 		} else {
 			config_error(ctx, k->line, "unknown key \"%s\" in %s {}", k->key, path);
 			return -1;
@@ -342,10 +348,11 @@ listen_entry(struct config_ctx *ctx, const struct cfg_node *c, const char *path,
 		config_error(ctx, c->line, "%s: missing key \"address\"", path);
 		return -1;
 	}
-	bool implicit = addr->implicit_tls;
+	bool implicit = addr->implicit_tls, proxied = addr->proxy_protocol;
 	if (config_addr(ctx, a, path, addr) == -1)
 		return -1;
 	addr->implicit_tls = implicit;
+	addr->proxy_protocol = proxied;
 	return 0;
 }
 
@@ -677,6 +684,7 @@ static const struct config_key timeout_keys[] = {
 	{ "backend",	set_uint, F(timeout.backend),	1, TIMEOUT_MAX, NULL, 0 },
 	{ "connect",	set_uint, F(timeout.connect),	1, TIMEOUT_MAX, NULL, 0 },
 	{ "shutdown",	set_uint, F(timeout.shutdown),	1, TIMEOUT_MAX, NULL, 0 },
+	{ "proxy_protocol", set_uint, F(timeout.proxy_protocol), 1, 300, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -799,6 +807,7 @@ config_defaults(struct config *cfg)
 	cfg->timeout.backend = 300;
 	cfg->timeout.connect = 30;
 	cfg->timeout.shutdown = 30;
+	cfg->timeout.proxy_protocol = 5;
 	cfg->limits.max_connections = 1000;
 	cfg->limits.max_message_size = 52428800;
 	cfg->limits.max_recipients = 1000;

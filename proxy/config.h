@@ -24,6 +24,8 @@ struct config_addr {
 	char			text[64];	/* as written: "127.0.0.1:25", "[::1]:25" */
 	int			line;		/* line in the config file, for messages */
 	bool			implicit_tls;	/* listen { tls = "implicit"; }: TLS from the first byte */
+	bool			proxy_protocol;	/* listen { proxy_protocol = true; }: a PROXY v1/v2
+						   header first, from a load balancer */
 };
 
 struct config_strlist {
@@ -70,6 +72,7 @@ struct config {
 		unsigned	backend;	/* timeout.backend: default 300 */
 		unsigned	connect;	/* timeout.connect: default 30 */
 		unsigned	shutdown;	/* timeout.shutdown: default 30 */
+		unsigned	proxy_protocol;	/* timeout.proxy_protocol: for the PROXY header; default 5, 1..300 */
 	} timeout;
 
 	struct {

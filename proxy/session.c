@@ -40,10 +40,11 @@
 #include "log.h"
 #include "module.h"
 #include "msgstore.h"
+#include "proxyproto.h"
 #include "session.h"
 
 static const char *const state_names[SS_STATE_MAX] = {
-	"CONNECT", "COMMAND", "DATA", "BDAT", "DISCARD", "FILTER", "AUTH", "CLOSING",
+	"CONNECT", "COMMAND", "DATA", "BDAT", "DISCARD", "FILTER", "AUTH", "CLOSING", "PROXY",
 };
 
 /* What processing one unit of client input led to. */
@@ -62,6 +63,7 @@ static void	reset_bdat(struct session *s);
 static void	hold_end(struct session *s);
 static void	hold_feed(struct session *s, const char *p, size_t used, enum dot_result r);
 static void	client_eof(struct session *s);
+static void	proxy_header_input(struct session *s);
 static int	client_tls_input(struct session *s);
 static void	local_reply(struct session *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -1973,7 +1975,8 @@ static void
 client_timer_arm(struct session *s)
 {
 	unsigned secs = s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_DISCARD ?
-	    s->cfg->timeout.data : s->cfg->timeout.command;
+	    s->cfg->timeout.data : s->state == SS_PROXY ? s->cfg->timeout.proxy_protocol :
+	    s->cfg->timeout.command;
 
 	uv_timer_start(&s->ctimer, client_timeout, (uint64_t)secs * 1000, 0);
 }
@@ -2000,6 +2003,10 @@ client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	} else {
 		iobuf_commit(&s->cin, (size_t)nread);
 	}
+	if (s->state == SS_PROXY) {
+		proxy_header_input(s);
+		return;
+	}
 	session_process(s);
 }
 
@@ -2011,6 +2018,12 @@ client_eof(struct session *s)
 	if (s->reading) {
 		uv_read_stop((uv_stream_t *)&s->client);
 		s->reading = false;
+	}
+	if (s->state == SS_PROXY) {
+		session_log(s, LOG_LVL_WARNING, "PROXY protocol: [%s]:%u closed the connection "
+		    "before a whole header (%zu bytes)", s->caddr, s->cport, s->cin.len);
+		session_close(s);
+		return;
 	}
 	if (session_backend_in_data(s) || s->state == SS_DATA || s->state == SS_BDAT ||
 	    s->state == SS_DISCARD || s->state == SS_FILTER) {
@@ -2050,6 +2063,13 @@ client_timeout(uv_timer_t *t)
 {
 	struct session *s = t->data;
 
+	if (s->state == SS_PROXY) {	/* a load balancer: no SMTP reply */
+		session_log(s, LOG_LVL_WARNING, "PROXY protocol: no header from [%s]:%u in %us "
+		    "(%zu bytes), closing", s->caddr, s->cport, s->cfg->timeout.proxy_protocol,
+		    s->cin.len);
+		session_close(s);
+		return;
+	}
 	if ((s->pcount > 0 && s->state != SS_DATA && s->state != SS_BDAT) ||
 	    s->state == SS_FILTER || s->run.waiting) {
 		client_timer_arm(s);	/* waiting for the backend or a filter, not the client */
@@ -2069,6 +2089,10 @@ session_shutdown(struct session *s)
 {
 	if (s->closing)
 		return;
+	if (s->state == SS_PROXY) {
+		session_close(s);	/* no session yet, and no SMTP reply to a load balancer */
+		return;
+	}
 	if (s->state == SS_CLOSING) {
 		if (s->srv->shutdown_forced)
 			session_close(s);	/* its last words had their chance */
@@ -2106,7 +2130,100 @@ session_discard(uv_tcp_t *client)
 	uv_close((uv_handle_t *)&s->client, handle_closed);
 }
 
-/* Set up a session on an accepted connection and connect to the backend. */
+/* Set the client's address and port (caddr, cport, peer) from a socket address. */
+static void
+set_client(struct session *s, const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+
+		uv_ip6_name(sin6, s->caddr, sizeof(s->caddr));
+		s->cport = ntohs(sin6->sin6_port);
+	} else {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+
+		uv_ip4_name(sin, s->caddr, sizeof(s->caddr));
+		s->cport = ntohs(sin->sin_port);
+	}
+	memcpy(&s->peer, ss, sizeof(*ss));
+}
+
+/*
+ * The client is known (the peer, or the client a PROXY header named): log
+ * it, apply the connection limits, start TLS on an implicit TLS listener,
+ * open the filters and connect to the backend.
+ */
+static void
+session_begin(struct session *s)
+{
+	struct server *srv = s->srv;
+
+	session_set_state(s, SS_CONNECT, "client known");
+	if (s->lbaddr[0])
+		session_log(s, LOG_LVL_INFO, "connect from [%s]:%u via [%s]:%u", s->caddr,
+		    s->cport, s->lbaddr, s->lbport);
+	else
+		session_log(s, LOG_LVL_INFO, "connect from [%s]:%u", s->caddr, s->cport);
+
+	if (srv->nsessions > s->cfg->limits.max_connections) {
+		session_log(s, LOG_LVL_WARNING, "too many connections (%u)", srv->nsessions - 1);
+		session_set_state(s, SS_CLOSING, "too many connections");
+		session_replyf(s, "421 4.7.0 %s Error: too many connections", s->cfg->hostname);
+		if (outq_flush(&s->cout) != 0)
+			session_close(s);
+		return;
+	}
+	if (s->laddr && s->laddr->implicit_tls && srv->tls) {
+		s->tls = tls_conn_new(srv->tls);	/* RFC 8314: TLS from the first byte */
+		if (s->cin.len > 0) {	/* sent right after the PROXY header */
+			tls_conn_feed(s->tls, iobuf_head(&s->cin), s->cin.len);
+			iobuf_consume(&s->cin, s->cin.len);
+			if (client_tls_input(s) != 0)
+				return;
+		}
+	}
+	client_timer_arm(s);
+	filter_session_open(s);
+	backend_connect(s);
+	if (!s->closing)
+		session_update_reading(s);
+}
+
+/*
+ * Bytes from a proxy_protocol listener before the header is whole: the
+ * header's client replaces the load balancer's address, what follows it
+ * stays in cin for the session.  A bad header closes the connection with
+ * no reply (the peer is a load balancer, not an SMTP client).
+ */
+static void
+proxy_header_input(struct session *s)
+{
+	struct proxyproto pp;
+	enum proxyproto_result r;
+
+	r = proxyproto_parse(iobuf_head(&s->cin), s->cin.len, &pp);
+	if (r == PP_NEED_MORE && s->cin.len < PROXYPROTO_MAX)
+		return;
+	if (r != PP_OK) {
+		session_log(s, LOG_LVL_WARNING, "PROXY protocol: bad header from [%s]:%u: %s, "
+		    "closing", s->caddr, s->cport, r == PP_BAD ? pp.error : "too long");
+		session_close(s);
+		return;
+	}
+	iobuf_consume(&s->cin, pp.len);
+	snprintf(s->lbaddr, sizeof(s->lbaddr), "%s", s->caddr);
+	s->lbport = s->cport;
+	if (pp.local)
+		session_log(s, LOG_LVL_INFO, "PROXY protocol v%d: LOCAL from [%s]:%u",
+		    pp.version, s->caddr, s->cport);
+	else
+		set_client(s, &pp.src);
+	session_begin(s);
+	if (!s->closing && s->state != SS_CLOSING && s->cin.len > 0)
+		session_process(s);	/* the client spoke before the greeting */
+}
+
+/* Set up a session on an accepted connection: read the PROXY header first, or begin. */
 void
 session_start(uv_tcp_t *client)
 {
@@ -2120,42 +2237,21 @@ session_start(uv_tcp_t *client)
 	srv->sessions = s;
 	srv->nsessions++;
 
-	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&ss, &sslen) == 0) {
-		if (ss.ss_family == AF_INET6) {
-			struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-			uv_ip6_name(sin6, s->caddr, sizeof(s->caddr));
-			s->cport = ntohs(sin6->sin6_port);
-		} else {
-			struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-			uv_ip4_name(sin, s->caddr, sizeof(s->caddr));
-			s->cport = ntohs(sin->sin_port);
-		}
-		memcpy(&s->peer, &ss, sizeof(ss));
-	}
+	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&ss, &sslen) == 0)
+		set_client(s, &ss);
 	uv_tcp_nodelay(&s->client, 1);
 	outq_init(&s->cout, (uv_stream_t *)&s->client, client_written, s);
 	uv_timer_init(srv->loop, &s->ctimer);
 	s->ctimer.data = s;
 	s->handles++;
-	session_log(s, LOG_LVL_INFO, "connect from [%s]:%u", s->caddr, s->cport);
 
-	if (srv->nsessions > s->cfg->limits.max_connections) {
-		session_log(s, LOG_LVL_WARNING, "too many connections (%u)", srv->nsessions - 1);
-		session_set_state(s, SS_CLOSING, "too many connections");
-		session_replyf(s, "421 4.7.0 %s Error: too many connections", s->cfg->hostname);
-		if (outq_flush(&s->cout) != 0)
-			session_close(s);
+	if (s->laddr && s->laddr->proxy_protocol) {
+		session_set_state(s, SS_PROXY, "proxy_protocol listener");
+		client_timer_arm(s);
+		session_update_reading(s);
 		return;
 	}
-	if (s->laddr && s->laddr->implicit_tls && srv->tls)
-		s->tls = tls_conn_new(srv->tls);	/* RFC 8314: TLS from the first byte */
-	client_timer_arm(s);
-	filter_session_open(s);
-	backend_connect(s);
-	if (!s->closing)
-		session_update_reading(s);
+	session_begin(s);
 }
 
 /* Close every handle; the session is freed when the last one has closed. */

@@ -32,6 +32,7 @@ enum session_state {
 	SS_FILTER,		/* a held message: filters, then relayed to the backend */
 	SS_AUTH,		/* an AUTH exchange: client lines relayed as they are */
 	SS_CLOSING,		/* last reply going out, then close */
+	SS_PROXY,		/* proxy_protocol listener: reading the PROXY header first */
 	SS_STATE_MAX
 };
 
@@ -91,7 +92,9 @@ struct session {
 	bool			 skip_line;	/* discarding the rest of an over-long line */
 	bool			 reading;
 	bool			 line_logged;	/* the current command line is in the transcript */
-	struct sockaddr_storage	 peer;		/* the client's address */
+	struct sockaddr_storage	 peer;		/* the client's address (the real one, after a PROXY header) */
+	char			 lbaddr[INET6_ADDRSTRLEN];	/* with a PROXY header: the load */
+	unsigned		 lbport;		/* balancer's address and port, else "" */
 	const struct config_addr *laddr;	/* the listener it came in on */
 	struct tls_conn		*tls;		/* after STARTTLS, or from the start (implicit) */
 	struct tls_conn		*btls;		/* to the backend, after our STARTTLS (backend_tls) */

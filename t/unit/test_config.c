@@ -645,6 +645,37 @@ test_addr(void)
 	    ntohs(((struct sockaddr_in6 *)&a.ss)->sin6_port) == 25, "IPv6 port set");
 }
 
+/* The network keys of issue 6: proxy_protocol listeners. */
+static void
+test_net(void)
+{
+	struct config *cfg;
+
+	cfg = load("listen = [ \"127.0.0.1:25\", { address = \"127.0.0.1:10025\"; proxy_protocol = true; },\n"
+	    "  { proxy_protocol = false; address = \"[::1]:10025\"; } ];\n"
+	    "backend = \"127.0.0.1:2525\";\ntimeout { proxy_protocol = 3; }\n");
+	ok(cfg != NULL, "proxy_protocol listeners load");
+	if (cfg != NULL) {
+		is_int(cfg->nlisten, 3, "three listeners");
+		ok(!cfg->listen[0].proxy_protocol, "a string entry: no PROXY header");
+		ok(cfg->listen[1].proxy_protocol, "proxy_protocol = true");
+		is_str(cfg->listen[1].text, "127.0.0.1:10025", "its address");
+		ok(!cfg->listen[2].proxy_protocol, "proxy_protocol = false, before the address");
+		is_int(cfg->timeout.proxy_protocol, 3, "timeout.proxy_protocol");
+		config_free(cfg);
+	}
+	cfg = load(BASE);
+	if (cfg != NULL) {
+		is_int(cfg->timeout.proxy_protocol, 5, "timeout.proxy_protocol defaults to 5");
+		config_free(cfg);
+	}
+	is_str(load_err("listen = { address = \"127.0.0.1:25\"; proxy_protocol = \"yes\"; };\n"
+	    "backend = \"127.0.0.1:2525\";\n"),
+	    "F:1: listen: expected a boolean, got string", "proxy_protocol must be a boolean");
+	is_str(load_err(BASE "timeout { proxy_protocol = 301; }\n"),
+	    "F:3: timeout.proxy_protocol: 301 is out of range (1..300)", "timeout.proxy_protocol bound");
+}
+
 int
 main(void)
 {
@@ -654,5 +685,6 @@ main(void)
 	test_errors();
 	test_backend_tls();
 	test_addr();
+	test_net();
 	return done_testing();
 }
