@@ -1,0 +1,169 @@
+# 80-proxy-protocol.t - PROXY protocol v1 and v2 on a listener, with a real
+# HAProxy in front.
+#
+# The chain: client (bound to 127.0.0.7) -> HAProxy (mode tcp, send-proxy-v2
+# on one frontend, send-proxy on another) -> the proxy's proxy_protocol
+# listener -> a private Postfix that takes XCLIENT -> smtp-sink.  Every hop
+# is on loopback, so the client binds 127.0.0.7: the real address then
+# differs from HAProxy's 127.0.0.1, and Postfix's Received header, its
+# maillog and the proxy's summary line must all show 127.0.0.7 and the
+# client's own port.  Then headers sent by hand: bad ones and none (closed
+# with no reply: the peer is a load balancer), LOCAL, and a v1 header with
+# the client's first command in the same packet.
+use strict;
+use warnings;
+
+use Test::More;
+use SmtpChainTest;
+
+plan skip_all => 'SMTPCHAIN is not set (run through make check)' unless $ENV{SMTPCHAIN};
+plan skip_all => 'a private Postfix needs root' unless $> == 0;
+my $haproxy = SmtpChainTest::find_program('haproxy');
+plan skip_all => 'haproxy is not installed (contrib/deps.sh)' unless $haproxy;
+
+my $dir = tmpdir();
+my $sink = start_sink(name => 'delivered');
+my $pf = start_postfix(relay_port => $sink->port, main => "smtpd_client_port_logging = yes\n");
+my $bport = $pf->port;
+
+my ($plain, $pp) = (SmtpChainTest::free_port(), SmtpChainTest::free_port());
+my $proxy = start_proxy(<<"EOF");
+listen = [ "127.0.0.1:$plain", { address = "127.0.0.1:$pp"; proxy_protocol = true; } ];
+backend = "127.0.0.1:$bport";
+timeout { shutdown = 5; proxy_protocol = 2; }
+EOF
+ok(SmtpChainTest::wait_until(sub { SmtpChainTest::port_listening($pp) }, 10),
+    'the proxy_protocol listener is up');
+
+# HAProxy in the foreground (-db), stopped by its pid.
+my ($h2, $h1) = (SmtpChainTest::free_port(), SmtpChainTest::free_port());
+my $hcfg = spew("$dir/haproxy.cfg", <<"EOF");
+global
+	maxconn 100
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+listen smtp_v2
+	bind 127.0.0.1:$h2
+	server smtpchain 127.0.0.1:$pp send-proxy-v2
+listen smtp_v1
+	bind 127.0.0.1:$h1
+	server smtpchain 127.0.0.1:$pp send-proxy
+EOF
+my $hpid = SmtpChainTest::spawn(argv => [$haproxy, '-db', '-f', $hcfg], output => "$dir/haproxy.log");
+SmtpChainTest::on_cleanup("haproxy $hpid", sub { SmtpChainTest::stop_pid($hpid, 'TERM', 10) });
+ok(SmtpChainTest::wait_until(sub {
+	(SmtpChainTest::port_listening($h2) && SmtpChainTest::port_listening($h1)) || !proc_alive($hpid)
+}, 15) && proc_alive($hpid), 'HAProxy is up') or BAIL_OUT('haproxy: ' . (slurp("$dir/haproxy.log") // ''));
+
+# One message through HAProxy from 127.0.0.7; returns [client port, queue id].
+sub through_haproxy {
+	my ($hport, $tag) = @_;
+	my $c = smtp_connect($hport, local_addr => '127.0.0.7')
+	    or BAIL_OUT("cannot connect to HAProxy from 127.0.0.7: $@");
+	my $cport = $c->local_port;
+	reply_ok($c->read_reply, 220, undef, "$tag: Postfix's greeting through HAProxy and the proxy");
+	reply_ok($c->ehlo('client.test'), 250, undef, "$tag: EHLO");
+	my $msg = make_message(from => "$tag\@client.test", to => 'rcpt@example.test',
+	    subject => "via $tag");
+	my $r = $c->send_mail(from => "$tag\@client.test", to => ['rcpt@example.test'], data => $msg);
+	reply_ok($r->{end}, 250, '2.0.0', "$tag: the message is queued");
+	my ($qid) = ($r->{end}{text} // '') =~ /queued as ([0-9A-F]+)/;
+	reply_ok($c->quit, 221, undef, "$tag: QUIT");
+	return ($cport, $qid);
+}
+
+for my $case ([$h2, 'v2'], [$h1, 'v1']) {
+	my ($hport, $tag) = @$case;
+	my ($cport, $qid) = through_haproxy($hport, $tag);
+
+	my ($m) = $sink->wait_find(qr/^Subject: via \Q$tag\E$/m, 30);
+	my $trace = $m && $m->{message} =~ /\A(Received: [^\n]*\n(?:[ \t][^\n]*\n)*)/ ? $1 : '';
+	like($trace, qr/\[127\.0\.0\.7\]/, "$tag: Postfix's Received header names the real client 127.0.0.7 (XCLIENT)")
+	    or diag($trace);
+	unlike($trace, qr/\[127\.0\.0\.1\]/, "$tag: not HAProxy's or the proxy's 127.0.0.1");
+	my $ml = $qid ? $pf->wait_maillog(qr/(\Q$qid\E: client=[^\n]*)/) : undef;
+	like($ml // '', qr/client=[^\s\[]*\[127\.0\.0\.7\]:\Q$cport\E\b/,
+	    "$tag: Postfix's maillog shows the real client and its port (XCLIENT ADDR and PORT)")
+	    or diag($pf->maillog);
+	my $cl = $proxy->wait_log(qr/(connect from \[127\.0\.0\.7\]:\Q$cport\E via [^\n]*)/);
+	like($cl // '', qr/via \[127\.0\.0\.1\]:\d+/, "$tag: the proxy logs the real client and the load balancer")
+	    or diag($proxy->log_tail);
+	my $sl = $proxy->wait_log(qr/(client=\[127\.0\.0\.7\]:\Q$cport\E [^\n]*from=<\Q$tag\E\@client\.test>[^\n]*)/);
+	ok($sl, "$tag: the summary line shows the real client and port") or diag($proxy->log_tail);
+}
+
+# A plain listener next to it is unchanged: no header expected.
+{
+	my @r = smtp_session($plain, ['EHLO plain.test', 'QUIT'], local_addr => '127.0.0.8');
+	reply_ok($r[0], 220, undef, 'the plain listener greets at once');
+	reply_ok($r[1], 250, undef, 'and takes EHLO');
+	ok($proxy->wait_log(qr/(connect from \[127\.0\.0\.8\]:\d+\n)/), 'logged with the peer address, no "via"');
+}
+
+# Bad headers: the connection is closed, nothing is sent, a line is logged.
+my @bad = (
+	['not a header', "EHLO client.test\r\n", qr/no PROXY protocol signature/],
+	['v1 with a bad address', "PROXY TCP4 127.0.0.300 127.0.0.1 1234 25\r\n", qr/v1: bad address/],
+	['v1 over 107 bytes', 'PROXY UNKNOWN ' . ('x' x 120), qr/v1: line too long/],
+	['v2 UDP', "\r\n\r\n\0\r\nQUIT\n\x21\x12\x00\x0c" . ("\0" x 12), qr/v2: not TCP/],
+	['v2 longer than the bound', "\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff", qr/v2: header too long/],
+);
+for my $b (@bad) {
+	my ($name, $bytes, $why) = @$b;
+	my $c = smtp_connect($pp, local_addr => '127.0.0.9') or BAIL_OUT("connect: $@");
+	$c->send($bytes);
+	ok($c->wait_closed(10), "$name: the connection is closed");
+	is($c->{transcript}, '', "$name: with no reply");
+	ok($proxy->wait_log(qr/(PROXY protocol: bad header from \[127\.0\.0\.9\]:\d+: [^\n]*)/)
+	    =~ $why, "$name: the log says why") or diag($proxy->log_tail);
+	$c->close;
+}
+
+# No header at all: closed after timeout.proxy_protocol, no reply.
+{
+	my $c = smtp_connect($pp, local_addr => '127.0.0.10') or BAIL_OUT("connect: $@");
+	$c->send("PROXY TCP4 ");	# a prefix, then nothing
+	ok($c->wait_closed(30), 'a header that never completes: the connection is closed');
+	is($c->{transcript}, '', 'with no reply');
+	like($proxy->wait_log(qr/(PROXY protocol: no header from \[127\.0\.0\.10\][^\n]*)/) // '',
+	    qr/in 2s/, 'logged after timeout.proxy_protocol');
+}
+
+# LOCAL (HAProxy's own health check): the connection's own address stands.
+{
+	my $c = smtp_connect($pp, local_addr => '127.0.0.11') or BAIL_OUT("connect: $@");
+	$c->send("\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00");
+	reply_ok($c->read_reply, 220, undef, 'v2 LOCAL: the greeting');
+	reply_ok($c->quit, 221, undef, 'v2 LOCAL: QUIT');
+	ok($proxy->wait_log(qr/(PROXY protocol v2: LOCAL from \[127\.0\.0\.11\][^\n]*)/), 'v2 LOCAL is logged');
+	ok($proxy->wait_log(qr/(connect from \[127\.0\.0\.11\]:\d+ via \[127\.0\.0\.11\][^\n]*)/),
+	    'and the peer address is the client');
+}
+
+# A v1 header with the client's EHLO in the same packet (an early talker):
+# the EHLO is kept and answered after the greeting; XCLIENT names the
+# header's client.
+{
+	my $c = smtp_connect($pp, local_addr => '127.0.0.12') or BAIL_OUT("connect: $@");
+	$c->send("PROXY TCP4 127.0.0.55 127.0.0.1 4242 25\r\nEHLO early.test\r\n");
+	reply_ok($c->read_reply, 220, undef, 'header and EHLO in one packet: the greeting');
+	reply_ok($c->read_reply, 250, undef, 'then the EHLO reply');
+	my $msg = make_message(from => 'early@client.test', to => 'rcpt@example.test', subject => 'early');
+	my $r = $c->send_mail(from => 'early@client.test', to => ['rcpt@example.test'], data => $msg);
+	reply_ok($r->{end}, 250, '2.0.0', 'and a message');
+	reply_ok($c->quit, 221, undef, 'QUIT');
+	my ($m) = $sink->wait_find(qr/^Subject: early$/m, 30);
+	like($m ? $m->{message} : '', qr/^Received: from early\.test \(unknown \[127\.0\.0\.55\]\)/m,
+	    'Postfix names the header\'s client 127.0.0.55, not the peer 127.0.0.12')
+	    or diag($m ? $m->{message} : 'no message');
+	ok($proxy->wait_log(qr/(client=\[127\.0\.0\.55\]:4242 [^\n]*from=<early\@client\.test>[^\n]*)/),
+	    'the summary line shows the header\'s client and port') or diag($proxy->log_tail);
+}
+
+ok(proc_alive($hpid), 'HAProxy is still running');
+is(SmtpChainTest::stop_pid($hpid, 'TERM', 10) >> 8, 0, 'HAProxy stopped');
+is($proxy->stop, 0, 'the proxy exits 0');
+done_testing();
