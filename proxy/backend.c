@@ -24,6 +24,16 @@
  * prelude's commands all answer to BS_PRELUDE_EHLO; pending.verb tells
  * EHLO and STARTTLS apart.
  *
+ * Several backends (backend = [ ... ]): a session tries them in order, from
+ * the first (backend_balance = "failover") or from the next in turn
+ * ("round-robin").  Until one greets with 2xx, a failure moves on to the
+ * next: the connect fails or times out, the connection drops or stalls, or
+ * the greeting is 4xx/5xx (that backend gets QUIT).  A backend that failed
+ * is marked down in this process for backend_hold_down seconds and skipped
+ * by new sessions, unless every untried one is down.  When none is left the
+ * client gets 421, or the last error greeting as it is.  Once a backend has
+ * greeted, a failure ends the session as with one backend.
+ *
  * Once TLS is on, every byte to the backend goes through SSL_write and its
  * ciphertext straight into bout (so outq_pending(&s->bout), which the
  * session checks against OUT_HIGH_WATER, counts what really waits for the
@@ -58,6 +68,26 @@ static void	backend_closed_cb(uv_handle_t *h);
 static void	name_looked_up(uv_getnameinfo_t *req, int status, const char *host, const char *service);
 static void	name_confirmed(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
 static void	send_xclient(struct session *s);
+static void	backend_dial(struct session *s);
+static bool	backend_failover(struct session *s, const char *why);
+
+/*
+ * Per process: when each backend of the config may be tried again, and
+ * where round robin goes next.  Reset when sessions of another config (a
+ * reload) come along.
+ */
+static struct {
+	const struct config	*cfg;
+	uint64_t		 down_until[CONFIG_MAX_BACKENDS];	/* uv_now() ms; 0 = up */
+	unsigned		 next;		/* round robin: the next first choice */
+} pool;
+
+/* The backend in use, as configured ("127.0.0.1:2525"), for logs. */
+static const char *
+backend_name(const struct session *s)
+{
+	return s->cfg->backends[s->bidx].text;
+}
 
 /* The client's answer when backend_tls cannot be had (the log says why). */
 #define BTLS_FAILED	"421 4.7.5 %s Service not available, backend TLS failed"
@@ -74,12 +104,46 @@ backend_timer_arm(struct session *s)
 		uv_timer_stop(&s->btimer);
 }
 
+/*
+ * Which backend to try next: the first untried one, counting from the
+ * balance's starting point, that is not held down; else the first untried
+ * one even if held down (better than none).  -1 when all were tried.
+ */
+static int
+backend_pick(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	uint64_t now = uv_now(s->srv->loop);
+	unsigned start = 0;
+	int fallback = -1;
+
+	if (pool.cfg != cfg) {
+		memset(&pool, 0, sizeof(pool));
+		pool.cfg = cfg;
+	}
+	if (cfg->backend_balance == BALANCE_ROUND_ROBIN) {
+		if (s->btried == 0)
+			s->bidx = pool.next++ % cfg->nbackends;
+		start = s->bidx;
+	}
+	for (unsigned k = 0; k < cfg->nbackends; k++) {
+		unsigned i = (start + k) % cfg->nbackends;
+
+		if (s->btried & (1u << i))
+			continue;
+		if (pool.down_until[i] <= now)
+			return (int)i;
+		if (fallback < 0)
+			fallback = (int)i;
+	}
+	return fallback;
+}
+
 /* Open the backend connection and start the reverse lookup for XCLIENT. */
 void
 backend_connect(struct session *s)
 {
 	const struct config *cfg = s->cfg;
-	int rc;
 
 	uv_tcp_init(s->srv->loop, &s->backend);
 	s->backend.data = s;
@@ -99,12 +163,30 @@ backend_connect(struct session *s)
 		}
 	}
 
+	backend_dial(s);
+}
+
+/* Connect s->backend (initialised, not connected) to the next backend to try. */
+static void
+backend_dial(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	int i = backend_pick(s);
+	int rc;
+
+	if (i < 0)
+		log_panic("%s: backend_dial: no backend left", s->id);
+	s->bidx = (unsigned)i;
+	s->btried |= 1u << i;
 	s->connect_req.data = s;
 	rc = uv_tcp_connect(&s->connect_req, &s->backend,
-	    (const struct sockaddr *)&cfg->backend.ss, backend_connected);
+	    (const struct sockaddr *)&cfg->backends[i].ss, backend_connected);
 	if (rc != 0) {
-		session_log(s, LOG_LVL_WARNING, "backend %s: connect: %s", cfg->backend.text,
-		    uv_strerror(rc));
+		char why[128];
+
+		snprintf(why, sizeof(why), "connect: %s", uv_strerror(rc));
+		if (backend_failover(s, why))
+			return;
 		session_fail(s, "421 4.3.0 %s Service not available, backend unreachable",
 		    cfg->hostname);
 		return;
@@ -113,6 +195,63 @@ backend_connect(struct session *s)
 	s->phead = 0;
 	s->pcount = 1;
 	uv_timer_start(&s->btimer, backend_timeout, (uint64_t)cfg->timeout.connect * 1000, 0);
+}
+
+/* The failed backend's handle is closed: connect the same handle to the next one. */
+static void
+backend_retry_closed(uv_handle_t *h)
+{
+	struct session *s = h->data;
+
+	s->bretry = false;
+	if (s->closing) {
+		session_unref(s);	/* the session ended meanwhile: the handle's last close */
+		return;
+	}
+	uv_tcp_init(s->srv->loop, &s->backend);
+	s->backend.data = s;
+	s->backend_closed = false;
+	backend_dial(s);
+}
+
+/*
+ * The backend in use failed before it greeted with 2xx: mark it down, log
+ * why, and when another one is left, close this connection (QUIT first if
+ * it is up: it may have greeted with 4xx/5xx) and go on with the next.
+ * False when nothing is left to try (the caller then fails the session, the
+ * backend still marked down).
+ */
+static bool
+backend_failover(struct session *s, const char *why)
+{
+	const struct config *cfg = s->cfg;
+	int next;
+
+	if (pool.cfg == cfg && cfg->backend_hold_down > 0)
+		pool.down_until[s->bidx] = uv_now(s->srv->loop) + (uint64_t)cfg->backend_hold_down * 1000;
+	if (s->bchosen || s->closing || (next = backend_pick(s)) < 0) {
+		if (cfg->nbackends > 1)
+			session_log(s, LOG_LVL_WARNING, "backend %s: %s; no backend left to try",
+			    backend_name(s), why);
+		else
+			session_log(s, LOG_LVL_WARNING, "backend %s: %s", backend_name(s), why);
+		return false;
+	}
+	session_log(s, LOG_LVL_WARNING, "backend %s: %s; trying %s", backend_name(s), why,
+	    cfg->backends[next].text);
+	if (s->backend_up) {
+		uv_buf_t quit = uv_buf_init((char *)"QUIT\r\n", 6);
+
+		(void)uv_try_write((uv_stream_t *)&s->backend, &quit, 1);	/* best effort */
+	}
+	s->backend_up = false;
+	s->backend_closed = true;
+	s->bretry = true;
+	s->pcount = 0;
+	iobuf_consume(&s->bin, s->bin.len);
+	uv_timer_stop(&s->btimer);
+	uv_close((uv_handle_t *)&s->backend, backend_retry_closed);
+	return true;
 }
 
 /* The TCP connect finished. */
@@ -124,8 +263,11 @@ backend_connected(uv_connect_t *req, int status)
 	if (s->closing || s->backend_closed)
 		return;
 	if (status != 0) {
-		session_log(s, LOG_LVL_WARNING, "backend %s: connect: %s", s->cfg->backend.text,
-		    uv_strerror(status));
+		char why[128];
+
+		snprintf(why, sizeof(why), "connect: %s", uv_strerror(status));
+		if (backend_failover(s, why))
+			return;
 		s->pcount = 0;
 		session_fail(s, "421 4.3.0 %s Service not available, backend unreachable",
 		    s->cfg->hostname);
@@ -202,7 +344,7 @@ backend_flush(struct session *s)
 	if (!s->backend_up)
 		return;
 	if (s->btls && tls_conn_failed(s->btls)) {
-		session_log(s, LOG_LVL_WARNING, "backend %s: TLS: %s", s->cfg->backend.text,
+		session_log(s, LOG_LVL_WARNING, "backend %s: TLS: %s", backend_name(s),
 		    tls_conn_error(s->btls));
 		backend_abort(s);
 		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
@@ -318,7 +460,10 @@ backend_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 static void
 backend_lost(struct session *s, const char *why)
 {
-	session_log(s, LOG_LVL_WARNING, "backend %s: %s", s->cfg->backend.text, why);
+	if (!s->bchosen && s->state == SS_CONNECT && backend_failover(s, why))
+		return;		/* before its greeting: the next one is tried */
+	if (s->bchosen || s->state != SS_CONNECT)
+		session_log(s, LOG_LVL_WARNING, "backend %s: %s", backend_name(s), why);
 	backend_abort(s);
 	if (s->state == SS_CLOSING) {
 		session_process(s);	/* closes once the last reply is out */
@@ -338,7 +483,7 @@ backend_tls_fail(struct session *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	session_log(s, LOG_LVL_WARNING, "backend %s: TLS failed: %s", s->cfg->backend.text, why);
+	session_log(s, LOG_LVL_WARNING, "backend %s: TLS failed: %s", backend_name(s), why);
 	backend_abort(s);
 	session_fail(s, BTLS_FAILED, s->cfg->hostname);
 }
@@ -503,7 +648,7 @@ prelude_ehlo_reply(struct session *s, const char *r, size_t n, int code)
 			return;
 		}
 		session_log(s, LOG_LVL_INFO, "backend %s offers no STARTTLS: going on in "
-		    "plaintext (backend_tls = may)", s->cfg->backend.text);
+		    "plaintext (backend_tls = may)", backend_name(s));
 	}
 	prelude_done(s);
 }
@@ -565,6 +710,20 @@ prelude_reply(struct session *s, struct pending p, const char *r, size_t n, int 
 {
 	switch (p.step) {
 	case BS_GREETING:
+		if (code / 100 != 2) {
+			char why[300];
+
+			snprintf(why, sizeof(why), "greeting %.*s", (int)(n > 2 ? n - 2 : n), r);
+			for (char *q = why; *q; q++)
+				if (*q == '\r' || *q == '\n')
+					*q = ' ';
+			if (backend_failover(s, why))
+				return;
+		} else {
+			s->bchosen = true;
+			if (s->cfg->nbackends > 1)
+				session_log(s, LOG_LVL_INFO, "using backend %s", backend_name(s));
+		}
 		if (code == 220 && (s->cfg->xclient || s->cfg->backend_tls != BACKEND_TLS_NONE)) {
 			s->greeting = xstrndup(r, n);
 			prelude_ehlo(s);
@@ -751,7 +910,8 @@ backend_timeout(uv_timer_t *t)
 	if (s->closing)
 		return;
 	if (!s->backend_up) {
-		session_log(s, LOG_LVL_WARNING, "backend %s: connect timeout", s->cfg->backend.text);
+		if (backend_failover(s, "connect timeout"))
+			return;
 		backend_abort(s);
 		session_fail(s, "421 4.3.0 %s Service not available, backend unreachable",
 		    s->cfg->hostname);
@@ -761,8 +921,10 @@ backend_timeout(uv_timer_t *t)
 		backend_tls_fail(s, "timeout in the handshake");
 		return;
 	}
+	if (!s->bchosen && backend_failover(s, "timeout waiting for the greeting"))
+		return;
 	session_log(s, LOG_LVL_WARNING, "backend %s: timeout (%u replies outstanding)",
-	    s->cfg->backend.text, s->pcount);
+	    backend_name(s), s->pcount);
 	backend_abort(s);
 	session_fail(s, "421 4.4.2 %s Error: backend timeout", s->cfg->hostname);
 }

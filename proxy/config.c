@@ -259,12 +259,61 @@ config_addr(struct config_ctx *ctx, const struct cfg_node *node,
 	return 0;
 }
 
-/* backend: one address. */
+static int config_strings(struct config_ctx *, const struct cfg_node *, const char *,
+    bool, const struct cfg_node **, size_t *);
+static bool config_addr_same(const struct config_addr *, const struct config_addr *);
+
+/* backend: one address or a list of them (tried in order), no repeats. */
 static int
-set_addr(struct config_ctx *ctx, const struct config_key *key,
+set_backends(struct config_ctx *ctx, const struct config_key *key,
     const struct cfg_node *node, const char *path)
 {
-	return config_addr(ctx, node, path, config_field(ctx, key));
+	struct config *cfg = ctx->cfg;
+	const struct cfg_node *c, *first;
+	size_t n;
+
+	(void)key;
+	if (config_strings(ctx, node, path, true, &first, &n) == -1)
+		return -1;
+	if (n > CONFIG_MAX_BACKENDS) {
+		config_error(ctx, node->line, "%s: at most %d backends", path, CONFIG_MAX_BACKENDS);
+		return -1;
+	}
+	cfg->backends = xcalloc(n, sizeof(*cfg->backends));
+	for (c = first; c != NULL && cfg->nbackends < n; c = c->next) {
+		struct config_addr *addr = &cfg->backends[cfg->nbackends];
+
+		if (config_addr(ctx, c, path, addr) == -1)
+			return -1;
+		for (size_t i = 0; i < cfg->nbackends; i++)
+			if (config_addr_same(&cfg->backends[i], addr)) {
+				config_error(ctx, c->line, "%s: \"%s\" is already listed at line %d",
+				    path, addr->text, cfg->backends[i].line);
+				return -1;
+			}
+		cfg->nbackends++;
+	}
+	cfg->backend = cfg->backends[0];
+	return 0;
+}
+
+/* backend_balance: "failover" or "round-robin". */
+static int
+set_balance(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	if (strcmp(node->str, "failover") == 0)
+		*(enum backend_balance *)config_field(ctx, key) = BALANCE_FAILOVER;
+	else if (strcmp(node->str, "round-robin") == 0)
+		*(enum backend_balance *)config_field(ctx, key) = BALANCE_ROUND_ROBIN;
+	else {
+		config_error(ctx, node->line, "%s: expected \"failover\" or \"round-robin\", "
+		    "got \"%s\"", path, node->str);
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -715,7 +764,9 @@ static const struct config_key tls_keys[] = {
 
 static const struct config_key top_keys[] = {
 	{ "listen",	set_listen,	0,		0, 0, NULL, KEY_REQUIRED },
-	{ "backend",	set_addr,	F(backend),	0, 0, NULL, KEY_REQUIRED },
+	{ "backend",	set_backends,	0,		0, 0, NULL, KEY_REQUIRED },
+	{ "backend_balance", set_balance, F(backend_balance), 0, 0, NULL, 0 },
+	{ "backend_hold_down", set_uint, F(backend_hold_down), 0, TIMEOUT_MAX, NULL, 0 },
 	{ "hostname",	set_hostname,	F(hostname),	0, 0, NULL, 0 },
 	{ "log",	set_block,	0,		0, 0, log_keys, 0 },
 	{ "timeout",	set_block,	0,		0, 0, timeout_keys, 0 },
@@ -817,6 +868,8 @@ config_defaults(struct config *cfg)
 	cfg->xforward = true;
 	cfg->auth_requires_tls = true;
 	cfg->backend_tls = BACKEND_TLS_NONE;
+	cfg->backend_balance = BALANCE_FAILOVER;
+	cfg->backend_hold_down = 30;
 	cfg->module_path = xstrdup(MODULE_PATH);
 	cfg->quarantine_dir = xstrdup("/var/spool/smtpchain/quarantine");
 	cfg->spool_dir = xstrdup("/var/tmp");
@@ -901,6 +954,7 @@ config_free(struct config *cfg)
 	free(cfg->file);
 	free(cfg->hostname);
 	free(cfg->listen);
+	free(cfg->backends);
 	config_strlist_free(&cfg->ehlo.remove);
 	config_strlist_free(&cfg->ehlo.add);
 	for (size_t i = 0; i < cfg->nfilters; i++)

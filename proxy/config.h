@@ -43,6 +43,14 @@ enum backend_tls_mode {
 				   backend_tls_ca for backend_tls_name; else 421 */
 };
 
+#define CONFIG_MAX_BACKENDS	32
+
+/* "backend_balance": which backend a new session tries first. */
+enum backend_balance {
+	BALANCE_FAILOVER = 0,	/* always the first; the next ones only when it fails */
+	BALANCE_ROUND_ROBIN,	/* each in turn; failover from there */
+};
+
 /* One filter {} block: which module, and the options it is given. */
 struct config_filter {
 	char			*module;	/* "module": a name (module_path/NAME.so), or a path if it has a '/' */
@@ -57,7 +65,12 @@ struct config {
 
 	struct config_addr	*listen;	/* "listen": string or list of strings; at least one */
 	size_t			 nlisten;
-	struct config_addr	 backend;	/* "backend": required */
+	struct config_addr	 backend;	/* "backend": required; the first one when a list */
+	struct config_addr	*backends;	/* "backend": string or list of strings, in order */
+	size_t			 nbackends;	/* 1..CONFIG_MAX_BACKENDS */
+	enum backend_balance	 backend_balance;/* "backend_balance": "failover" (default), "round-robin" */
+	unsigned		 backend_hold_down;/* "backend_hold_down": seconds a failed backend is
+						   skipped; default 30, 0 = never */
 
 	struct {
 		enum log_level	level;		/* log.level: error|warning|info|debug; default info */

@@ -49,7 +49,9 @@ listener_start(struct server *srv)
 			log_error("listen on %s: %s", l->addr->text, uv_strerror(rc));
 			return -1;
 		}
-		log_info("listening on %s, relaying to %s", l->addr->text, cfg->backend.text);
+		log_info("listening on %s%s, relaying to %s%s", l->addr->text,
+		    l->addr->proxy_protocol ? " (PROXY protocol)" : "", cfg->backends[0].text,
+		    cfg->nbackends > 1 ? " and the other backends" : "");
 	}
 	return 0;
 }

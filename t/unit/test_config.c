@@ -461,8 +461,8 @@ test_errors(void)
 	    "F:3: listen: expected a string, got number", "listen element number");
 	is_str(load_err("listen = []\nbackend = \"127.0.0.1:25\"\n"),
 	    "F:1: listen: expected at least one entry", "listen empty");
-	is_str(load_err("listen = \"127.0.0.1:1\"\nbackend = [ \"127.0.0.1:25\" ]\n"),
-	    "F:2: backend: expected a string, got array", "backend array");
+	is_str(load_err("listen = \"127.0.0.1:1\"\nbackend = { a = 1 }\n"),
+	    "F:2: backend: expected a string or an array of strings, got object", "backend object");
 	is_str(load_err(BASE "ehlo { remove = 1 }\n"),
 	    "F:3: ehlo.remove: expected a string or an array of strings, got number",
 	    "ehlo.remove number");
@@ -674,6 +674,37 @@ test_net(void)
 	    "F:1: listen: expected a boolean, got string", "proxy_protocol must be a boolean");
 	is_str(load_err(BASE "timeout { proxy_protocol = 301; }\n"),
 	    "F:3: timeout.proxy_protocol: 301 is out of range (1..300)", "timeout.proxy_protocol bound");
+
+	/* Several backends. */
+	cfg = load("listen = \"127.0.0.1:25\";\nbackend = [ \"127.0.0.1:2525\", \"[::1]:2526\" ];\n"
+	    "backend_balance = \"round-robin\";\nbackend_hold_down = 0;\n");
+	ok(cfg != NULL, "a list of backends loads");
+	if (cfg != NULL) {
+		is_int(cfg->nbackends, 2, "two backends");
+		is_str(cfg->backends[0].text, "127.0.0.1:2525", "the first");
+		is_str(cfg->backends[1].text, "[::1]:2526", "the second");
+		is_str(cfg->backend.text, "127.0.0.1:2525", "backend is the first one");
+		is_int(cfg->backend_balance, BALANCE_ROUND_ROBIN, "backend_balance round-robin");
+		is_int(cfg->backend_hold_down, 0, "backend_hold_down 0");
+		config_free(cfg);
+	}
+	cfg = load(BASE);
+	if (cfg != NULL) {
+		is_int(cfg->nbackends, 1, "a string: one backend");
+		is_str(cfg->backends[0].text, "127.0.0.1:25", "in the list too");
+		is_int(cfg->backend_balance, BALANCE_FAILOVER, "backend_balance defaults to failover");
+		is_int(cfg->backend_hold_down, 30, "backend_hold_down defaults to 30");
+		config_free(cfg);
+	}
+	is_str(load_err("listen = \"127.0.0.1:25\";\nbackend = [];\n"),
+	    "F:2: backend: expected at least one entry", "backend = [] is refused");
+	is_str(load_err("listen = \"127.0.0.1:25\";\nbackend = [ \"127.0.0.1:1\",\n \"127.0.0.1:1\" ];\n"),
+	    "F:3: backend: \"127.0.0.1:1\" is already listed at line 2", "a backend twice is refused");
+	is_str(load_err("listen = \"127.0.0.1:25\";\nbackend = [ \"127.0.0.1:1\", 2 ];\n"),
+	    "F:2: backend: expected a string, got number", "a backend that is not a string");
+	is_str(load_err(BASE "backend_balance = \"random\";\n"),
+	    "F:3: backend_balance: expected \"failover\" or \"round-robin\", got \"random\"",
+	    "backend_balance: unknown value");
 }
 
 int
