@@ -739,6 +739,7 @@ static const struct config_key timeout_keys[] = {
 
 static const struct config_key limits_keys[] = {
 	{ "max_connections",	set_uint, F(limits.max_connections),	1, 1000000, NULL, 0 },
+	{ "max_connections_per_client", set_uint, F(limits.max_connections_per_client), 0, 65535, NULL, 0 },
 	{ "max_message_size",	set_u64,  F(limits.max_message_size),	0, INT64_MAX, NULL, 0 },
 	{ "max_recipients",	set_uint, F(limits.max_recipients),	1, 1000000, NULL, 0 },
 	{ "max_line_length",	set_uint, F(limits.max_line_length),	512, 65536, NULL, 0 },
@@ -860,6 +861,7 @@ config_defaults(struct config *cfg)
 	cfg->timeout.shutdown = 30;
 	cfg->timeout.proxy_protocol = 5;
 	cfg->limits.max_connections = 1000;
+	cfg->limits.max_connections_per_client = 50;
 	cfg->limits.max_message_size = 52428800;
 	cfg->limits.max_recipients = 1000;
 	cfg->limits.max_line_length = 512;

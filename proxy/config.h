@@ -89,7 +89,9 @@ struct config {
 	} timeout;
 
 	struct {
-		unsigned	max_connections;	/* limits.max_connections: default 1000 */
+		unsigned	max_connections;	/* limits.max_connections: default 1000 (all processes) */
+		unsigned	max_connections_per_client;/* limits.max_connections_per_client: from one
+							   address, all processes; default 50, 0 = no limit */
 		uint64_t	max_message_size;	/* limits.max_message_size: default 52428800; 0 = none */
 		unsigned	max_recipients;		/* limits.max_recipients: default 1000 */
 		unsigned	max_line_length;	/* limits.max_line_length: command line incl. CRLF; default 512, 512..65536 */

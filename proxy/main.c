@@ -171,6 +171,7 @@ main(int argc, char **argv)
 	uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
 	uv_signal_start(&srv.sigint, on_signal, SIGINT);
 
+	connlimit_init(srv.cfg->limits.max_connections);	/* before any fork: shared counts */
 	if (listener_start(&srv) != 0) {
 		uv_walk(srv.loop, close_any, NULL);
 		uv_run(srv.loop, UV_RUN_DEFAULT);

@@ -2149,6 +2149,40 @@ set_client(struct session *s, const struct sockaddr_storage *ss)
 }
 
 /*
+ * Count the connection in the table shared by all processes (connlimit.c):
+ * over limits.max_connections in all, or limits.max_connections_per_client
+ * from this address (the real one, after a PROXY header), the client gets
+ * 421 4.7.0 and the session closes.  True when it is over.
+ */
+static bool
+over_limits(struct session *s)
+{
+	const struct config *cfg = s->cfg;
+	unsigned n;
+
+	switch (connlimit_acquire(&s->peer, cfg->limits.max_connections,
+	    cfg->limits.max_connections_per_client, &s->climit, &n)) {
+	case CONNLIMIT_OK:
+		return false;
+	case CONNLIMIT_TOTAL:
+		session_log(s, LOG_LVL_WARNING, "too many connections (%u, limits.max_connections)", n);
+		session_set_state(s, SS_CLOSING, "too many connections");
+		session_replyf(s, "421 4.7.0 %s Error: too many connections", cfg->hostname);
+		break;
+	case CONNLIMIT_CLIENT:
+		session_log(s, LOG_LVL_WARNING, "too many connections from [%s] (%u, "
+		    "limits.max_connections_per_client)", s->caddr, n);
+		session_set_state(s, SS_CLOSING, "too many connections from the client");
+		session_replyf(s, "421 4.7.0 %s Error: too many connections from %s",
+		    cfg->hostname, s->caddr);
+		break;
+	}
+	if (outq_flush(&s->cout) != 0)
+		session_close(s);
+	return true;
+}
+
+/*
  * The client is known (the peer, or the client a PROXY header named): log
  * it, apply the connection limits, start TLS on an implicit TLS listener,
  * open the filters and connect to the backend.
@@ -2165,14 +2199,8 @@ session_begin(struct session *s)
 	else
 		session_log(s, LOG_LVL_INFO, "connect from [%s]:%u", s->caddr, s->cport);
 
-	if (srv->nsessions > s->cfg->limits.max_connections) {
-		session_log(s, LOG_LVL_WARNING, "too many connections (%u)", srv->nsessions - 1);
-		session_set_state(s, SS_CLOSING, "too many connections");
-		session_replyf(s, "421 4.7.0 %s Error: too many connections", s->cfg->hostname);
-		if (outq_flush(&s->cout) != 0)
-			session_close(s);
+	if (over_limits(s))
 		return;
-	}
 	if (s->laddr && s->laddr->implicit_tls && srv->tls) {
 		s->tls = tls_conn_new(srv->tls);	/* RFC 8314: TLS from the first byte */
 		if (s->cin.len > 0) {	/* sent right after the PROXY header */
@@ -2270,6 +2298,7 @@ session_close(struct session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	srv->nsessions--;
+	connlimit_release(&s->climit);
 	session_log(s, LOG_LVL_DEBUG, "closing session (%" PRIu64 " messages)", s->nmessages);
 	backend_abort(s);
 	backend_release(s);

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <uv.h>
 
+#include "connlimit.h"
 #include "dotstream.h"
 #include "ehlo.h"
 #include "filter.h"
@@ -95,6 +96,7 @@ struct session {
 	struct sockaddr_storage	 peer;		/* the client's address (the real one, after a PROXY header) */
 	char			 lbaddr[INET6_ADDRSTRLEN];	/* with a PROXY header: the load */
 	unsigned		 lbport;		/* balancer's address and port, else "" */
+	struct connlimit_ticket	 climit;	/* counted in the shared connection table */
 	const struct config_addr *laddr;	/* the listener it came in on */
 	struct tls_conn		*tls;		/* after STARTTLS, or from the start (implicit) */
 	struct tls_conn		*btls;		/* to the backend, after our STARTTLS (backend_tls) */

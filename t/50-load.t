@@ -16,7 +16,7 @@ my $sink = start_sink(verbose => 0);
 my $bport = $sink->port;
 my $proxy = start_proxy(<<"EOF");
 backend = "127.0.0.1:$bport";
-limits { max_message_size = 0; max_connections = 1000; }
+limits { max_message_size = 0; max_connections = 1000; max_connections_per_client = 0; }	# 200 sessions from 127.0.0.1
 timeout { data = 300; backend = 300; shutdown = 10; }
 EOF
 my $port = $proxy->port;

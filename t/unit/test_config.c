@@ -675,6 +675,18 @@ test_net(void)
 	is_str(load_err(BASE "timeout { proxy_protocol = 301; }\n"),
 	    "F:3: timeout.proxy_protocol: 301 is out of range (1..300)", "timeout.proxy_protocol bound");
 
+	cfg = load(BASE "limits { max_connections_per_client = 0; }\n");
+	ok(cfg != NULL && cfg->limits.max_connections_per_client == 0,
+	    "limits.max_connections_per_client = 0 (no limit)");
+	config_free(cfg);
+	cfg = load(BASE);
+	ok(cfg != NULL && cfg->limits.max_connections_per_client == 50,
+	    "limits.max_connections_per_client defaults to 50");
+	config_free(cfg);
+	is_str(load_err(BASE "limits { max_connections_per_client = 65536; }\n"),
+	    "F:3: limits.max_connections_per_client: 65536 is out of range (0..65535)",
+	    "limits.max_connections_per_client bound");
+
 	/* Several backends. */
 	cfg = load("listen = \"127.0.0.1:25\";\nbackend = [ \"127.0.0.1:2525\", \"[::1]:2526\" ];\n"
 	    "backend_balance = \"round-robin\";\nbackend_hold_down = 0;\n");
