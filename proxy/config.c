@@ -655,6 +655,104 @@ set_tls_name(struct config_ctx *ctx, const struct config_key *key,
 	return 0;
 }
 
+/* A tls.sni name: a DNS name, or "*." and one (a wildcard for one label). */
+static bool
+config_sni_name(const char *s)
+{
+	size_t len;
+	bool good;
+
+	if (s[0] == '*' && s[1] == '.')
+		s += 2;
+	len = strlen(s);
+	good = len > 0 && len <= 253 && s[0] != '.' && s[0] != '-' && s[len - 1] != '.';
+	for (size_t i = 0; good && i < len; i++)
+		good = isalnum((unsigned char)s[i]) || s[i] == '-' ||
+		    (s[i] == '.' && s[i + 1] != '.');
+	return good;
+}
+
+/*
+ * One tls.sni entry: { names = NAME or [ NAMES ]; cert = PATH; key = PATH; },
+ * all three required.  The files are opened by tls.c at start-up (and -t).
+ */
+static int
+tls_sni_entry(struct config_ctx *ctx, const struct cfg_node *obj, const char *path,
+    struct config_tls_sni *e)
+{
+	const struct cfg_node *k, *c, *names = NULL;
+	size_t n;
+
+	if (config_expect(ctx, obj, CFG_OBJECT, path) == -1)
+		return -1;
+	e->line = obj->line;
+	for (k = obj->child; k != NULL; k = k->next) {
+		char **field = strcmp(k->key, "cert") == 0 ? &e->cert :
+		    strcmp(k->key, "key") == 0 ? &e->key : NULL;
+
+		if (strcmp(k->key, "names") == 0 && names == NULL) {
+			names = k;
+		} else if (field != NULL && *field == NULL) {
+			if (config_expect(ctx, k, CFG_STRING, path) == -1)
+				return -1;
+			if (k->str[0] != '/') {
+				config_error(ctx, k->line, "%s.%s: \"%s\" is not an absolute "
+				    "path", path, k->key, k->str);
+				return -1;
+			}
+			*field = xstrdup(k->str);
+		} else {
+			config_error(ctx, k->line, "%s: %s key \"%s\"", path,
+			    strcmp(k->key, "names") == 0 || field ? "duplicate" : "unknown", k->key);
+			return -1;
+		}
+	}
+	if (names == NULL || e->cert == NULL || e->key == NULL) {
+		config_error(ctx, obj->line, "%s: missing key \"%s\"", path,
+		    names == NULL ? "names" : e->cert == NULL ? "cert" : "key");
+		return -1;
+	}
+	if (config_strings(ctx, names, path, true, &c, &n) == -1)
+		return -1;
+	for (; c != NULL && n > 0; c = c->next, n--) {
+		if (!config_sni_name(c->str)) {
+			config_error(ctx, c->line, "%s.names: bad name \"%s\" (expected a "
+			    "DNS name, or *. and one)", path, c->str);
+			return -1;
+		}
+		config_strlist_add(&e->names, c->str);
+		for (char *q = e->names.v[e->names.n - 1]; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+	}
+	return 0;
+}
+
+/* tls.sni: one entry or a list of them (see tls_sni_entry). */
+static int
+set_tls_sni(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	struct config *cfg = ctx->cfg;
+	const struct cfg_node *c;
+	size_t n = 0;
+
+	(void)key;
+	if (node->type == CFG_OBJECT) {
+		cfg->tls.sni = xcalloc(1, sizeof(*cfg->tls.sni));
+		cfg->tls.nsni = 1;
+		return tls_sni_entry(ctx, node, path, &cfg->tls.sni[0]);
+	}
+	if (config_expect(ctx, node, CFG_ARRAY, path) == -1)
+		return -1;
+	for (c = node->child; c != NULL; c = c->next)
+		n++;
+	cfg->tls.sni = xcalloc(n ? n : 1, sizeof(*cfg->tls.sni));
+	for (c = node->child; c != NULL; c = c->next)
+		if (tls_sni_entry(ctx, c, path, &cfg->tls.sni[cfg->tls.nsni++]) == -1)
+			return -1;
+	return 0;
+}
+
 /*
  * filter { module = "..."; ... }: one entry of cfg->filters, in file
  * order.  Only "module" is ours (required, a non-empty string); the other
@@ -760,6 +858,9 @@ static const struct config_key tls_keys[] = {
 	{ "key",	set_path,	F(tls.key),		0, 0, NULL, KEY_REQUIRED },
 	{ "protocols",	set_string,	F(tls.protocols),	0, 0, NULL, 0 },
 	{ "ciphers",	set_string,	F(tls.ciphers),		0, 0, NULL, 0 },
+	{ "sni",	set_tls_sni,	0,			0, 0, NULL, 0 },
+	{ "ask_client_cert", set_bool,	F(tls.ask_client_cert),	0, 0, NULL, 0 },
+	{ "client_ca",	set_file,	F(tls.client_ca),	0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -969,6 +1070,13 @@ config_free(struct config *cfg)
 	free(cfg->tls.key);
 	free(cfg->tls.protocols);
 	free(cfg->tls.ciphers);
+	for (size_t i = 0; i < cfg->tls.nsni; i++) {
+		config_strlist_free(&cfg->tls.sni[i].names);
+		free(cfg->tls.sni[i].cert);
+		free(cfg->tls.sni[i].key);
+	}
+	free(cfg->tls.sni);
+	free(cfg->tls.client_ca);
 	free(cfg->backend_tls_ca);
 	free(cfg->backend_tls_name);
 	cfg_free(cfg->tree);

@@ -51,6 +51,14 @@ enum backend_balance {
 	BALANCE_ROUND_ROBIN,	/* each in turn; failover from there */
 };
 
+/* One tls.sni entry: the certificate served to clients asking for these names. */
+struct config_tls_sni {
+	struct config_strlist	 names;		/* "mx.example.org", "*.example.net"; lower case */
+	char			*cert;		/* PEM chain */
+	char			*key;		/* PEM key */
+	int			 line;		/* of the entry, for messages */
+};
+
 /* One filter {} block: which module, and the options it is given. */
 struct config_filter {
 	char			*module;	/* "module": a name (module_path/NAME.so), or a path if it has a '/' */
@@ -109,6 +117,13 @@ struct config {
 		char		*key;		/* tls.key: PEM key, required in tls {} */
 		char		*protocols;	/* tls.protocols: "TLSv1.2:TLSv1.3" (default) */
 		char		*ciphers;	/* tls.ciphers: OpenSSL list for TLS 1.2; default OpenSSL's */
+		struct config_tls_sni *sni;	/* tls.sni: certificates chosen by SNI; the
+						   default (cert, key) when none matches */
+		size_t		 nsni;
+		bool		 ask_client_cert;/* tls.ask_client_cert: ask (never require) a
+						   client certificate; default false */
+		char		*client_ca;	/* tls.client_ca: CA file (PEM) client
+						   certificates are verified against */
 	} tls;
 
 	enum backend_tls_mode	backend_tls;	/* "backend_tls": "none" (default), "may", "encrypt" */

@@ -462,6 +462,13 @@ host_get(struct sc_ctx *c, const char *name)
 			return tls_conn_version(s->tls);
 		if (strcmp(name, "cipher") == 0)
 			return tls_conn_cipher(s->tls);
+		if (strcmp(name, "verify") == 0)
+			return tls_conn_peer_verify(s->tls);
+		/* As Postfix: the client certificate's CNs only when it verified. */
+		if (strcmp(name, "cert_subject") == 0 || strcmp(name, "cert_issuer") == 0)
+			return strcmp(tls_conn_peer_verify(s->tls), "OK") != 0 ? NULL :
+			    name[5] == 's' ? tls_conn_peer_subject(s->tls) :
+			    tls_conn_peer_issuer(s->tls);
 	}
 	if (s->auth_done && strcmp(name, "auth_authen") == 0)
 		return s->auth_user[0] ? s->auth_user : NULL;

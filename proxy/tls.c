@@ -10,11 +10,13 @@
  * The client role's context is process-wide (client_ctx below): made once
  * at start-up by tls_client_init(), shared by every backend connection.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -22,7 +24,13 @@
 #include "tls.h"
 
 struct tls_server {
-	SSL_CTX		*ctx;
+	SSL_CTX		*ctx;		/* the default certificate (tls.cert, tls.key) */
+	struct tls_sni {
+		SSL_CTX				*ctx;
+		const struct config_strlist	*names;	/* in the config */
+	}		*sni;		/* tls.sni, in config order: the first match wins */
+	size_t		 nsni;
+	bool		 ask_client_cert;
 };
 
 struct tls_conn {
@@ -33,6 +41,10 @@ struct tls_conn {
 	const char	*peer;		/* "client" or "backend", for messages */
 	bool		 failed;
 	bool		 closed;	/* close_notify sent */
+	bool		 asked_cert;	/* a client certificate was asked for */
+	bool		 peer_done;	/* peer_subject, peer_issuer filled in */
+	char		 peer_subject[256];	/* the CN of the client's certificate */
+	char		 peer_issuer[256];	/* the CN of its issuer */
 	char		 error[200];
 };
 
@@ -95,13 +107,56 @@ tls_protocols(SSL_CTX *ctx, const char *spec, char *err, size_t errlen)
 	return 0;
 }
 
-/* The server context from the tls {} block. */
-struct tls_server *
-tls_server_new(const struct config *cfg, char *err, size_t errlen)
+/* Accept any client certificate: the verdict is kept for {verify}, never enforced. */
+static int
+accept_any_cert(int ok, X509_STORE_CTX *store)
 {
-	struct tls_server *ts;
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	(void)ok;
+	(void)store;
+	return 1;
+}
+
+/*
+ * The private key file for the certificate just loaded into ctx; an error
+ * when it cannot be read or is not that certificate's key (whatever its type).
+ */
+static int
+load_key(SSL_CTX *ctx, const char *key, const char *what, char *err, size_t errlen)
+{
+	X509 *cert = SSL_CTX_get0_certificate(ctx);
+	EVP_PKEY *pkey = NULL;
+	BIO *in = BIO_new_file(key, "r");
+	char msg[600];
+	int rc = -1;
+
+	snprintf(msg, sizeof(msg), "%s.key: %s", what, key);
+	if (in == NULL || (pkey = PEM_read_bio_PrivateKey(in, NULL, NULL, NULL)) == NULL)
+		ssl_error_text(err, errlen, msg);
+	else if (cert == NULL || X509_check_private_key(cert, pkey) != 1) {
+		ERR_clear_error();
+		snprintf(err, errlen, "%s: not the key of %s.cert (key values mismatch)", msg, what);
+	} else if (SSL_CTX_use_PrivateKey(ctx, pkey) != 1)
+		ssl_error_text(err, errlen, msg);
+	else
+		rc = 0;
+	EVP_PKEY_free(pkey);
+	BIO_free(in);
+	return rc;
+}
+
+/*
+ * One server context: the settings of the tls {} block with the
+ * certificate chain cert and key (what names them in messages: "tls" or
+ * "tls.sni (line N)").  Every context gets the same settings, as the
+ * servername callback may switch a connection to any of them.
+ */
+static SSL_CTX *
+server_ctx_new(const struct config *cfg, const char *cert, const char *key,
+    const char *what, char *err, size_t errlen)
+{
 	static const unsigned char sid_ctx[] = "smtpchain";
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	char msg[700];
 
 	if (ctx == NULL) {
 		ssl_error_text(err, errlen, "tls: cannot create a context");
@@ -114,31 +169,107 @@ tls_server_new(const struct config *cfg, char *err, size_t errlen)
 		ssl_error_text(err, errlen, "tls.ciphers");
 		goto fail;
 	}
-	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls.cert) != 1) {
-		char what[600];
-
-		snprintf(what, sizeof(what), "tls.cert: %s", cfg->tls.cert);
-		ssl_error_text(err, errlen, what);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		snprintf(msg, sizeof(msg), "%s.cert: %s", what, cert);
+		ssl_error_text(err, errlen, msg);
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls.key, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1) {
-		char what[600];
-
-		snprintf(what, sizeof(what), "tls.key: %s", cfg->tls.key);
-		ssl_error_text(err, errlen, what);
+	if (load_key(ctx, key, what, err, errlen) != 0)
 		goto fail;
+	if (cfg->tls.client_ca != NULL) {
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->tls.client_ca);
+
+		if (names == NULL ||
+		    SSL_CTX_load_verify_locations(ctx, cfg->tls.client_ca, NULL) != 1) {
+			sk_X509_NAME_pop_free(names, X509_NAME_free);
+			snprintf(msg, sizeof(msg), "tls.client_ca: %s", cfg->tls.client_ca);
+			ssl_error_text(err, errlen, msg);
+			goto fail;
+		}
+		SSL_CTX_set_client_CA_list(ctx, names);	/* the CAs named in the request */
 	}
+	if (cfg->tls.ask_client_cert)	/* asked, never required (no FAIL_IF_NO_PEER_CERT) */
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, accept_any_cert);
 	/* Resumption: the internal session cache and TLS 1.3 tickets. */
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-	ts = xcalloc(1, sizeof(*ts));
-	ts->ctx = ctx;
-	return ts;
+	return ctx;
 fail:
 	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Whether an SNI name (lower case) matches a tls.sni name ("*.d" = one label before d). */
+static bool
+sni_name_matches(const char *pattern, const char *name)
+{
+	const char *dot;
+
+	if (pattern[0] == '*' && pattern[1] == '.') {
+		dot = strchr(name, '.');
+		return dot != NULL && dot != name && strcmp(dot + 1, pattern + 2) == 0;
+	}
+	return strcmp(pattern, name) == 0;
+}
+
+/*
+ * The servername callback: the client's SNI picks the tls.sni entry whose
+ * context (certificate) the connection switches to; the default stays
+ * when there is no SNI or no entry matches.
+ */
+static int
+sni_select(SSL *ssl, int *alert, void *arg)
+{
+	const struct tls_server *ts = arg;
+	const char *sent = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	char name[256];
+	size_t len;
+
+	(void)alert;
+	if (sent == NULL || (len = strlen(sent)) == 0 || len >= sizeof(name))
+		return SSL_TLSEXT_ERR_OK;
+	for (size_t i = 0; i <= len; i++)
+		name[i] = (char)tolower((unsigned char)sent[i]);
+	if (name[len - 1] == '.')
+		name[len - 1] = '\0';
+	for (size_t i = 0; i < ts->nsni; i++)
+		for (size_t j = 0; j < ts->sni[i].names->n; j++)
+			if (sni_name_matches(ts->sni[i].names->v[j], name)) {
+				SSL_set_SSL_CTX(ssl, ts->sni[i].ctx);
+				return SSL_TLSEXT_ERR_OK;
+			}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* The server contexts from the tls {} block: the default, then one per tls.sni entry. */
+struct tls_server *
+tls_server_new(const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls_server *ts = xcalloc(1, sizeof(*ts));
+
+	if ((ts->ctx = server_ctx_new(cfg, cfg->tls.cert, cfg->tls.key, "tls", err, errlen)) == NULL)
+		goto fail;
+	ts->sni = xcalloc(cfg->tls.nsni ? cfg->tls.nsni : 1, sizeof(*ts->sni));
+	for (size_t i = 0; i < cfg->tls.nsni; i++) {
+		const struct config_tls_sni *e = &cfg->tls.sni[i];
+		char what[64];
+
+		snprintf(what, sizeof(what), "tls.sni (line %d)", e->line);
+		if ((ts->sni[i].ctx = server_ctx_new(cfg, e->cert, e->key, what, err, errlen)) == NULL)
+			goto fail;
+		ts->sni[i].names = &e->names;
+		ts->nsni++;
+	}
+	if (ts->nsni > 0) {
+		SSL_CTX_set_tlsext_servername_callback(ts->ctx, sni_select);
+		SSL_CTX_set_tlsext_servername_arg(ts->ctx, ts);
+	}
+	ts->ask_client_cert = cfg->tls.ask_client_cert;
+	return ts;
+fail:
+	tls_server_free(ts);
 	return NULL;
 }
 
@@ -148,6 +279,9 @@ tls_server_free(struct tls_server *ts)
 	if (ts == NULL)
 		return;
 	SSL_CTX_free(ts->ctx);
+	for (size_t i = 0; i < ts->nsni; i++)
+		SSL_CTX_free(ts->sni[i].ctx);
+	free(ts->sni);
 	free(ts);
 }
 
@@ -175,6 +309,7 @@ tls_conn_new(struct tls_server *ts)
 {
 	struct tls_conn *tc = conn_alloc(ts->ctx, "client");
 
+	tc->asked_cert = ts->ask_client_cert;
 	SSL_set_accept_state(tc->ssl);
 	return tc;
 }
@@ -394,4 +529,76 @@ tls_conn_verify_error(const struct tls_conn *tc)
 	if (SSL_get0_peer_certificate(tc->ssl) == NULL)
 		return "no certificate";
 	return v == X509_V_OK ? NULL : X509_verify_cert_error_string(v);
+}
+
+/* The CommonName of a certificate name into buf ("" when there is none), printable only. */
+static void
+name_cn(const X509_NAME *name, char *buf, size_t len)
+{
+	int i = name ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+	unsigned char *utf8 = NULL;
+	int n;
+
+	buf[0] = '\0';
+	if (i < 0 || (n = ASN1_STRING_to_UTF8(&utf8,
+	    X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)))) < 0)
+		return;
+	snprintf(buf, len, "%.*s", n, (const char *)utf8);
+	for (char *q = buf; *q; q++)
+		if ((unsigned char)*q < 0x20 || *q == 0x7f || *q == '"')
+			*q = '?';
+	OPENSSL_free(utf8);
+}
+
+/* The client certificate's subject and issuer CNs, once per connection. */
+static void
+peer_names(struct tls_conn *tc)
+{
+	X509 *cert;
+
+	if (tc->peer_done || !SSL_is_init_finished(tc->ssl))
+		return;
+	tc->peer_done = true;
+	if ((cert = SSL_get0_peer_certificate(tc->ssl)) == NULL)
+		return;
+	name_cn(X509_get_subject_name(cert), tc->peer_subject, sizeof(tc->peer_subject));
+	name_cn(X509_get_issuer_name(cert), tc->peer_issuer, sizeof(tc->peer_issuer));
+}
+
+const char *
+tls_conn_peer_verify(struct tls_conn *tc)
+{
+	if (!tc->asked_cert)
+		return "NONE";
+	if (SSL_get0_peer_certificate(tc->ssl) == NULL)
+		return "NO";
+	return SSL_get_verify_result(tc->ssl) == X509_V_OK ? "OK" : "FAIL";
+}
+
+const char *
+tls_conn_peer_subject(struct tls_conn *tc)
+{
+	peer_names(tc);
+	return tc->peer_subject[0] ? tc->peer_subject : NULL;
+}
+
+const char *
+tls_conn_peer_issuer(struct tls_conn *tc)
+{
+	peer_names(tc);
+	return tc->peer_issuer[0] ? tc->peer_issuer : NULL;
+}
+
+void
+tls_conn_summary(struct tls_conn *tc, char *buf, size_t len)
+{
+	const char *subject = tls_conn_peer_subject(tc), *issuer = tls_conn_peer_issuer(tc);
+	int n = snprintf(buf, len, " tls=%s/%s", tls_conn_version(tc), tls_conn_cipher(tc));
+
+	if (!tc->asked_cert || n < 0 || (size_t)n >= len)
+		return;
+	n += snprintf(buf + n, len - (size_t)n, " verify=%s", tls_conn_peer_verify(tc));
+	if (subject != NULL && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, " cert_subject=\"%s\" cert_issuer=\"%s\"",
+		    subject, issuer ? issuer : "");
 }

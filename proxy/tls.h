@@ -24,9 +24,11 @@ struct tls_server;	/* the certificate, key and settings: one per process */
 struct tls_conn;	/* one client connection */
 
 /*
- * The server context from cfg->tls (certificate chain, key, protocols,
- * ciphers, session resumption).  NULL with a message in err when the
- * files cannot be used.
+ * The server contexts from cfg->tls (certificate chain, key, protocols,
+ * ciphers, session resumption, client certificates), one more per
+ * tls.sni entry, chosen by the client's SNI.  NULL with a message in err
+ * when a file cannot be used or a key does not match its certificate.
+ * It keeps pointers into cfg, which must outlive it.
  */
 struct tls_server *tls_server_new(const struct config *cfg, char *err, size_t errlen);
 void	tls_server_free(struct tls_server *ts);
@@ -74,6 +76,21 @@ bool	tls_conn_established(const struct tls_conn *tc);
 const char *tls_conn_version(const struct tls_conn *tc);	/* "TLSv1.3" */
 const char *tls_conn_cipher(const struct tls_conn *tc);
 const char *tls_conn_error(const struct tls_conn *tc);		/* the last failure, for logs */
+/*
+ * The client certificate (server role, tls.ask_client_cert): "NONE" when
+ * none was asked for, "NO" when the client sent none, "OK" when it chains
+ * to tls.client_ca, else "FAIL" (sendmail's {verify} values).
+ */
+const char *tls_conn_peer_verify(struct tls_conn *tc);
+/* The CommonName of its subject and of its issuer, or NULL (verified or not). */
+const char *tls_conn_peer_subject(struct tls_conn *tc);
+const char *tls_conn_peer_issuer(struct tls_conn *tc);
+/*
+ * For the summary log line: " tls=VERSION/CIPHER", and when a client
+ * certificate was asked for " verify=OK|FAIL|NO" and, if one came,
+ * cert_subject="CN" cert_issuer="CN" (logged verified or not).
+ */
+void	tls_conn_summary(struct tls_conn *tc, char *buf, size_t len);
 /* Why the peer's certificate is not trusted for the name, or NULL when it is. */
 const char *tls_conn_verify_error(const struct tls_conn *tc);
 

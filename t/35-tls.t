@@ -124,5 +124,128 @@ my $port = $proxy->port;
 	is($rc, 0, 'another session still works');
 }
 
+# --- session resumption: a session from one connection is reused by the next
+for my $v ([ 'TLSv1.3', '-tls1_3' ], [ 'TLSv1.2', '-tls1_2' ]) {
+	my ($name, $flag) = @$v;
+	my $sess = "$dir/sess-$name.pem";
+	my $first = `printf 'QUIT\\r\\n' | timeout 20 openssl s_client $flag -starttls smtp -connect 127.0.0.1:$port -sess_out $sess -ign_eof 2>&1`;
+	like($first, qr/^New, \Q$name\E, /m, "$name: the first connection makes a new session");
+	my $again = `printf 'QUIT\\r\\n' | timeout 20 openssl s_client $flag -starttls smtp -connect 127.0.0.1:$port -sess_in $sess -ign_eof 2>&1`;
+	like($again, qr/^Reused, \Q$name\E, /m, "$name: the second one resumes it (\"Reused\")");
+	like($again, qr/^221 /m, "$name: and SMTP goes on inside the resumed session");
+}
+
+# --- several certificates chosen by SNI; client certificates asked for
+my $TF = ($ENV{SMTPCHAIN_BUILDDIR} || SmtpChainTest::srcdir()) . '/t/modules/.libs/testfilter.so';
+SKIP: {
+	skip "$TF is not built (make check builds it)", 1 unless -f $TF;
+
+	# A key and a certificate for CN: self-signed, or signed by the CA named.
+	my $mkcert = sub {
+		my ($name, $cn, $ca) = @_;
+		my $req = "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+		    . "-keyout $dir/$name.key -subj '/CN=$cn'";
+		my $cmd = $ca ? "$req -out $dir/$name.csr && openssl x509 -req -in $dir/$name.csr "
+		    . "-CA $dir/$ca.pem -CAkey $dir/$ca.key -CAcreateserial -days 2 -out $dir/$name.pem"
+		    : "$req -x509 -days 2 -out $dir/$name.pem";
+		system("($cmd) >/dev/null 2>&1") == 0 or die "openssl failed for $cn\n";
+	};
+	$mkcert->('mx', 'mx.example.org');
+	$mkcert->('net', 'any.example.net');
+	$mkcert->('ca', 'Test Client CA');
+	$mkcert->('client', 'client.example.com', 'ca');
+	$mkcert->('rogue', 'rogue.example.com');
+
+	my $sni = <<"SNI";
+	sni = [ { names = "mx.example.org"; cert = "$dir/mx.pem"; key = "$dir/mx.key"; },
+	        { names = [ "*.example.net", "other.test" ];
+	          cert = "$dir/net.pem"; key = "$dir/net.key"; } ];
+SNI
+	# -t: unreadable files and a key that is not the certificate's
+	my $check = sub {
+		my ($name, $tls) = @_;
+		my $conf = spew("$dir/$name.conf", qq{listen = "127.0.0.1:1"; backend = "127.0.0.1:2";\n}
+		    . qq{tls { cert = "$cert"; key = "$key";\n$tls}\n});
+		my $out = `$ENV{SMTPCHAIN} -t -c $conf 2>&1`;
+		return ($? >> 8, $out);
+	};
+	my ($rc, $out) = $check->('sni-ok', "$sni ask_client_cert = true; client_ca = \"$dir/ca.pem\";\n");
+	is($rc, 0, '-t: tls.sni, ask_client_cert and client_ca pass the check') or diag($out);
+	($rc, $out) = $check->('sni-nocert', qq{sni = { names = "a.test"; cert = "$dir/none.pem"; key = "$dir/mx.key"; };\n});
+	is($rc, 1, '-t: an SNI certificate that cannot be read fails');
+	like($out, qr/tls\.sni \(line 3\)\.cert: \Q$dir\E\/none\.pem/, '-t: naming the entry\'s line and the file');
+	($rc, $out) = $check->('sni-mismatch', qq{sni = { names = "a.test"; cert = "$dir/mx.pem"; key = "$dir/net.key"; };\n});
+	is($rc, 1, '-t: an SNI key that is not its certificate\'s fails');
+	like($out, qr/tls\.sni \(line 3\)\.key: \Q$dir\E\/net\.key: not the key of tls\.sni \(line 3\)\.cert/, '-t: saying key values mismatch')
+	    or diag($out);
+	spew("$dir/mismatch.conf", qq{listen = "127.0.0.1:1"; backend = "127.0.0.1:2";\n}
+	    . qq{tls { cert = "$cert"; key = "$dir/mx.key"; }\n});
+	$out = `$ENV{SMTPCHAIN} -t -c $dir/mismatch.conf 2>&1`;
+	is($? >> 8, 1, '-t: the default key not matching tls.cert fails');
+	like($out, qr/tls\.key: \Q$dir\E\/mx\.key: not the key of tls\.cert \(key values mismatch\)/, '-t: saying so') or diag($out);
+	($rc, $out) = $check->('sni-badname', qq{sni = { names = [ "ok.test", "bad name" ]; cert = "$dir/mx.pem"; key = "$dir/mx.key"; };\n});
+	like($out, qr/sni-badname\.conf:3: tls\.sni\.names: bad name "bad name"/, '-t: a bad SNI name, with file:line')
+	    or diag($out);
+	($rc, $out) = $check->('sni-nokey', qq{sni = [ { names = "a.test"; cert = "$dir/mx.pem"; } ];\n});
+	like($out, qr/sni-nokey\.conf:3: tls\.sni: missing key "key"/, '-t: an SNI entry without key') or diag($out);
+	($rc, $out) = $check->('noca', qq{ask_client_cert = true; client_ca = "$dir/missing-ca.pem";\n});
+	like($out, qr/noca\.conf:3: tls\.client_ca: \Q$dir\E\/missing-ca\.pem: No such file/, '-t: a missing client_ca')
+	    or diag($out);
+
+	my $multi = start_proxy(<<"CONF");
+listen = "127.0.0.1:${\ free_port() }";
+backend = "127.0.0.1:${\ $sink->port }";
+tls { cert = "$cert"; key = "$key";
+$sni	ask_client_cert = true; client_ca = "$dir/ca.pem"; }
+timeout { shutdown = 5; }
+filter { module = "$TF"; tag = "tls"; trace_get = [ "tls_version", "verify", "cert_subject", "cert_issuer" ]; }
+CONF
+	my $mport = $multi->port;
+
+	# The subject CN of the certificate served for an SNI name (undef: none sent).
+	my $served = sub {
+		my ($name) = @_;
+		my $arg = defined $name ? "-servername $name" : '-noservername';
+		my $o = `timeout 20 openssl s_client -starttls smtp -connect 127.0.0.1:$mport $arg </dev/null 2>/dev/null`;
+		return $o =~ /^subject=.*?CN\s*=\s*([^,\n]+)/m ? $1 : "(none: $o)";
+	};
+	is($served->(undef), 'proxy.test', 'SNI: no name, the default certificate');
+	is($served->('mx.example.org'), 'mx.example.org', 'SNI: mx.example.org gets its own certificate');
+	is($served->('MX.Example.Org'), 'mx.example.org', 'SNI: names compare without case');
+	is($served->('smtp.example.net'), 'any.example.net', 'SNI: *.example.net matches one label');
+	is($served->('other.test'), 'any.example.net', 'SNI: the second name of an entry');
+	is($served->('a.b.example.net'), 'proxy.test', 'SNI: the wildcard never spans two labels');
+	is($served->('example.net'), 'proxy.test', 'SNI: nor matches the bare domain');
+	is($served->('unknown.test'), 'proxy.test', 'SNI: an unknown name gets the default');
+
+	# resumption still works with the SNI-selected context
+	my $s1 = `printf 'QUIT\\r\\n' | timeout 20 openssl s_client -starttls smtp -connect 127.0.0.1:$mport -servername mx.example.org -sess_out $dir/sni-sess.pem -ign_eof 2>&1`;
+	my $s2 = `printf 'QUIT\\r\\n' | timeout 20 openssl s_client -starttls smtp -connect 127.0.0.1:$mport -servername mx.example.org -sess_in $dir/sni-sess.pem -ign_eof 2>&1`;
+	like($s2, qr/^Reused, TLSv1\.3, /m, 'SNI: a session of an SNI certificate is resumed');
+
+	# client certificates: trusted, untrusted, none; the message is accepted each time
+	my @cases = (
+	    [ 'trusted', [ '--tls-cert', "$dir/client.pem", '--tls-key', "$dir/client.key" ],
+	      qr/ verify=OK cert_subject=client\.example\.com cert_issuer=Test Client CA$/m,
+	      qr/ verify=OK cert_subject="client\.example\.com" cert_issuer="Test Client CA" status=sent/ ],
+	    [ 'untrusted', [ '--tls-cert', "$dir/rogue.pem", '--tls-key', "$dir/rogue.key" ],
+	      qr/ verify=FAIL cert_subject=- cert_issuer=-$/m,
+	      qr/ verify=FAIL cert_subject="rogue\.example\.com" cert_issuer="rogue\.example\.com" status=sent/ ],
+	    [ 'none', [], qr/ verify=NO cert_subject=- cert_issuer=-$/m, qr/ verify=NO status=sent/ ],
+	);
+	for my $c (@cases) {
+		my ($what, $args, $header, $logline) = @$c;
+		my ($rc, $o) = swaks('--server', '127.0.0.1', '--port', $mport, '--tls', @$args,
+		    '--from', 'a@client.test', '--to', 'b@example.test', '--header', "Subject: ccert-$what");
+		is($rc, 0, "client certificate $what: the message is accepted") or diag($o);
+		my ($m) = $sink->wait_find(qr/ccert-\Q$what\E/);
+		my ($h) = ($m ? $m->{message} : '') =~ /^X-Testfilter-tls-Get:(.*)$/m;
+		like($h // '', qr/^ tls_version=TLSv1\.[23] /, "client certificate $what: the filter sees tls_version");
+		like(($h // '') =~ s/\r$//r, $header, "client certificate $what: the filter sees verify and the CNs");
+		ok($multi->wait_log($logline), "client certificate $what: the summary line") or diag($multi->log_tail);
+	}
+	$multi->stop_ok('the SNI proxy exits 0 on SIGTERM');
+}
+
 $proxy->stop_ok('proxy exits 0 on SIGTERM');
 done_testing();

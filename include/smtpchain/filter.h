@@ -104,7 +104,10 @@ struct sc_host {
 	 * "client_addr", "client_port", "client_name" (verified reverse name),
 	 * "helo", "mail_addr", "rcpt_addr" (the one being checked, in rcpt),
 	 * "hostname" (ours), "nrcpt" (accepted recipients so far),
-	 * "tls_version", "cipher", "auth_authen" (NULL until TLS/AUTH exist).
+	 * "tls_version", "cipher", "auth_authen", "auth_type" (NULL until
+	 * TLS/AUTH exist); with tls.ask_client_cert, "verify" (OK, FAIL, NO:
+	 * none sent; NONE: not asked) and "cert_subject", "cert_issuer" (the
+	 * CommonNames of the client's certificate, only when it verified).
 	 */
 	const char *(*get)(struct sc_ctx *c, const char *name);
 

@@ -21,6 +21,8 @@
  *		add_rcpt = "extra@example.org";
  *		del_rcpt = "gone@example.org";
  *		trace = true;		# add "X-Testfilter-<tag>: helo=H from=F rcpts=N headers=N body=N"
+ *		trace_get = [ "cert_subject", "verify" ];	# at eom, add "X-Testfilter-<tag>-Get:
+ *					# cert_subject=V verify=V" (host->get(); "-" when NULL)
  *		pending = true;		# answer every hook later, from a 10 ms libuv timer
  *		needs = [ "headers", "body" ];	# the default; sets sc_filter.needs
  *		hooks = [ "connect", "rcpt" ];	# the hooks it has; default all
@@ -100,6 +102,9 @@ struct tf {
 	const char	*change_from, *add_rcpt, *del_rcpt;
 	int		 trace, pending;
 	char		*trace_name;	/* "X-Testfilter-<tag>" */
+	char		*get_name;	/* "X-Testfilter-<tag>-Get" */
+	const char *const *get;	/* trace_get: host->get() names */
+	size_t		 nget;
 };
 
 /* Per session (host->state()). */
@@ -310,7 +315,8 @@ tf_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 	    tf_header_opt(o, "change_header", &tf->change) == -1 ||
 	    tf_rules(o, tf) == -1 || tf_needs(o) == -1 || tf_hooks(o) == -1 ||
 	    h->opt_bool(o, "trace", &tf->trace) == -1 ||
-	    h->opt_bool(o, "pending", &tf->pending) == -1)
+	    h->opt_bool(o, "pending", &tf->pending) == -1 ||
+	    h->opt_list(o, "trace_get", &tf->get, &tf->nget) == -1)
 		goto fail;
 	if (tf->pending && (uv_timer_init == NULL || uv_timer_start == NULL ||
 	    uv_timer_stop == NULL || uv_close == NULL)) {
@@ -323,6 +329,11 @@ tf_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 		goto fail;
 	}
 	snprintf(tf->trace_name, len, "X-Testfilter-%s", tf->tag);
+	if ((tf->get_name = malloc(len + 4)) == NULL) {
+		snprintf(err, errlen, "testfilter: out of memory");
+		goto fail;
+	}
+	snprintf(tf->get_name, len + 4, "X-Testfilter-%s-Get", tf->tag);
 	*instance = tf;
 	return 0;
 
@@ -345,6 +356,7 @@ tf_fini(void *instance)
 	free(tf->insert.name);
 	free(tf->change.name);
 	free(tf->trace_name);
+	free(tf->get_name);
 	free(tf);
 }
 
@@ -467,6 +479,18 @@ tf_eom_changes(struct tf_session *ss)
 		    ss->helo ? ss->helo : "", ss->from ? ss->from : "", ss->rcpts,
 		    ss->headers, ss->body);
 		tf_check(ss, host->add_header(c, tf->trace_name, trace), "trace header");
+	}
+	if (tf->nget > 0) {
+		size_t n = 0;
+
+		for (size_t i = 0; i < tf->nget && n < sizeof(trace); i++) {
+			const char *v = host->get(c, tf->get[i]);
+			int k = snprintf(trace + n, sizeof(trace) - n, " %s=%s", tf->get[i],
+			    v ? v : "-");
+
+			n += k > 0 ? (size_t)k : 0;
+		}
+		tf_check(ss, host->add_header(c, tf->get_name, trace), "trace_get header");
 	}
 }
 
