@@ -1309,7 +1309,7 @@ process_bdat(struct session *s)
 static void
 log_outcome(struct session *s, const char *r, size_t n, const char *status)
 {
-	char reply[512], by[128] = "", tls[96] = "";
+	char reply[512], by[128] = "", tls[700] = "", btls[96] = "";
 	const char *decider = s->run.verdict != SC_CONTINUE ? filter_decider(s) : "";
 
 	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
@@ -1318,12 +1318,15 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 	if (decider[0])
 		snprintf(by, sizeof(by), " filter=%s", decider);
 	if (s->tls && tls_conn_established(s->tls))
-		snprintf(tls, sizeof(tls), " tls=%s/%s", tls_conn_version(s->tls),
-		    tls_conn_cipher(s->tls));
+		tls_conn_summary(s->tls, tls, sizeof(tls));
+	if (s->cfg->backend_tls != BACKEND_TLS_NONE)
+		snprintf(btls, sizeof(btls), " backend_tls=%s%s%s", s->btls && s->btls_up ?
+		    tls_conn_version(s->btls) : "none", s->btls && s->btls_up ? "/" : "",
+		    s->btls && s->btls_up ? tls_conn_cipher(s->btls) : "");
 	session_log(s, LOG_LVL_INFO, "client=[%s]:%u helo=<%s>%s%s from=<%s> nrcpt=%u size=%" PRIu64
-	    "%s status=%s%s%s reply=\"%s\"", s->caddr, s->cport, s->helo,
+	    "%s%s status=%s%s%s reply=\"%s\"", s->caddr, s->cport, s->helo,
 	    s->auth_done ? " sasl_username=" : "", s->auth_done ? s->auth_user : "",
-	    s->from, s->rcpt_ok, s->msg_octets, tls, status, by,
+	    s->from, s->rcpt_ok, s->msg_octets, tls, btls, status, by,
 	    s->msg_modified ? " modified=yes" : "", reply);
 }
 

@@ -130,6 +130,8 @@ EOF
 	    'encrypt: Postfix\'s maillog shows the TLS connection') or diag($pf->maillog);
 	ok($enc->wait_log(qr/(backend TLS established: TLSv1\.[23] with cipher \S+, certificate verified for backend\.test)/),
 	    'encrypt: the proxy logs TLS and the verified name') or diag($enc->log_tail);
+	ok($enc->wait_log(qr/( nrcpt=1 size=\d+ backend_tls=TLSv1\.[23]\/\S+ status=sent )/),
+	    'encrypt: the summary line shows the backend side\'s TLS') or diag($enc->log_tail);
 }
 
 # --- encrypt: the client's EHLO list is Postfix's list after TLS, STARTTLS never shown
@@ -235,6 +237,8 @@ EOF
 	is($m && $m->{message}, to_lf($msg), 'may, no STARTTLS offered: delivered byte for byte');
 	ok($maysink->wait_log(qr/(offers no STARTTLS: going on in plaintext \(backend_tls = may\))/),
 	    'may, no STARTTLS offered: logged') or diag($maysink->log_tail);
+	ok($maysink->wait_log(qr/( size=\d+ backend_tls=none status=sent )/),
+	    'may, no STARTTLS offered: the summary line says backend_tls=none') or diag($maysink->log_tail);
 	$maysink->stop_ok('may-sink proxy exits 0');
 }
 
