@@ -1,6 +1,6 @@
 # 37-auth.t - AUTH (RFC 4954) relayed to a real Exim with plaintext
 # authenticators: offered only inside TLS (538 before), PLAIN and LOGIN
-# with success, failure and cancel, the identity in the summary line, and
+# with success, failure and cancel, CRAM-MD5 (swaks) with success and failure, the identity in the summary line, and
 # no credential anywhere in the transcript.
 use strict;
 use warnings;
@@ -27,6 +27,11 @@ login:
   public_name = LOGIN
   server_prompts = Username:: : Password::
   server_condition = \${if and {{eq{\$auth1}{$user}}{eq{\$auth2}{$pass}}}}
+  server_set_id = \$auth1
+cram:
+  driver = cram_md5
+  public_name = CRAM-MD5
+  server_secret = \${if eq{\$auth1}{$user}{$pass}fail}
   server_set_id = \$auth1
 AUTH
 
@@ -115,6 +120,28 @@ sub tls_client {
 	    'log: authenticated with LOGIN as the user');
 }
 
+# --- CRAM-MD5 with swaks over STARTTLS: the 334 challenge, the digest response
+my @cram_responses;
+{
+	my @common = ('--server', '127.0.0.1', '--port', $port, '--tls', '--auth', 'CRAM-MD5',
+	    '--auth-user', $user, '--from', "$user\@example.test", '--to', 'bob@example.test');
+	my ($rc, $out) = swaks(@common, '--auth-password', $pass, '--header', 'Subject: cram-ok');
+	is($rc, 0, 'CRAM-MD5: swaks authenticates and sends') or diag($out);
+	like($out, qr/^ *<~ +334 \S+/m, 'CRAM-MD5: the client saw the 334 challenge');
+	like($out, qr/^ *<~ +235 /m, 'CRAM-MD5: 235 from Exim');
+	push @cram_responses, $out =~ /^ *<~ +334 \S+\s*^ *~> +(\S+)/mg;
+	ok($proxy->wait_log(qr/authenticated: sasl_method=CRAM-MD5 sasl_username=\Q$user\E/),
+	    'log: authenticated with CRAM-MD5 as the user') or diag($proxy->log_tail);
+	ok(wait_until(sub { $exim->mainlog =~ /A=cram:\Q$user\E/ }, 10),
+	    'CRAM-MD5: Exim logged the authenticated user');
+
+	($rc, $out) = swaks(@common, '--auth-password', 'wrong-password', '--header', 'Subject: cram-bad');
+	isnt($rc, 0, 'CRAM-MD5 with a wrong password: swaks fails');
+	like($out, qr/^ *<~\* +535 /m, 'CRAM-MD5 with a wrong password: 535 from Exim') or diag($out);
+	push @cram_responses, $out =~ /^ *<~ +334 \S+\s*^ *~> +(\S+)/mg;
+	is(scalar @cram_responses, 2, 'CRAM-MD5: both digest responses taken from swaks\'s output');
+}
+
 # --- no secret in the transcript
 {
 	my $log = $proxy->log_text;
@@ -126,6 +153,9 @@ sub tls_client {
 	like($log, qr/c>p AUTH PLAIN \(initial response not logged\)/,
 	    'transcript: AUTH shows the mechanism only');
 	like($log, qr/c>p \(AUTH data not logged\)/, 'transcript: continuation lines masked');
+	unlike($log, qr/\Q$_\E/, 'transcript: no CRAM-MD5 response line') for @cram_responses;
+	like($log, qr/c>p AUTH CRAM-MD5\r?$/m, 'transcript: AUTH CRAM-MD5 shown');
+	like($log, qr/p>c 334 \S+/, 'transcript: the 334 challenge may show');
 }
 
 $proxy->stop_ok('proxy exits 0 on SIGTERM');
