@@ -192,6 +192,19 @@ SNI
 	like($out, qr/noca\.conf:3: tls\.client_ca: \Q$dir\E\/missing-ca\.pem: No such file/, '-t: a missing client_ca')
 	    or diag($out);
 
+	# The milter module with the test milter, when both are built: the HELO macros.
+	my $build = $ENV{SMTPCHAIN_BUILDDIR} || SmtpChainTest::srcdir();
+	my ($milter, $milter_block) = (undef, '');
+	if (-f "$build/filters/milter/.libs/milter.so" && -x "$build/t/milter/testmilter") {
+		my $tmport = free_port();
+		$milter = { log => "$dir/testmilter.log" };
+		my $pid = SmtpChainTest::spawn(argv => [ "$build/t/milter/testmilter", '-p',
+		    "inet:$tmport\@127.0.0.1", '-n', 'tm' ], output => $milter->{log});
+		SmtpChainTest::on_cleanup('testmilter', sub { SmtpChainTest::stop_pid($pid, 'KILL', 5) });
+		wait_until(sub { SmtpChainTest::port_listening($tmport) || !proc_alive($pid) }, 10);
+		$milter_block = "filter { module = \"$build/filters/milter/.libs/milter.so\"; "
+		    . "socket = \"inet:$tmport\@127.0.0.1\"; }\n";
+	}
 	my $multi = start_proxy(<<"CONF");
 listen = "127.0.0.1:${\ free_port() }";
 backend = "127.0.0.1:${\ $sink->port }";
@@ -199,6 +212,7 @@ tls { cert = "$cert"; key = "$key";
 $sni	ask_client_cert = true; client_ca = "$dir/ca.pem"; }
 timeout { shutdown = 5; }
 filter { module = "$TF"; tag = "tls"; trace_get = [ "tls_version", "verify", "cert_subject", "cert_issuer" ]; }
+$milter_block
 CONF
 	my $mport = $multi->port;
 
@@ -243,6 +257,14 @@ CONF
 		like($h // '', qr/^ tls_version=TLSv1\.[23] /, "client certificate $what: the filter sees tls_version");
 		like(($h // '') =~ s/\r$//r, $header, "client certificate $what: the filter sees verify and the CNs");
 		ok($multi->wait_log($logline), "client certificate $what: the summary line") or diag($multi->log_tail);
+	}
+	SKIP: {
+		skip 'the milter module or t/milter/testmilter is not built', 2 unless $milter;
+		my $mlog = sub { SmtpChainTest::slurp($milter->{log}) // '' };
+		ok(wait_until(sub { $mlog->() =~ /helo-tls .*cert_subject=client\.example\.com/ }, 10),
+		    'milter: HELO inside TLS carries {cert_subject}') or diag($mlog->());
+		like($mlog->(), qr/^tm: helo-tls tls_version=TLSv1\.[23] cert_subject=client\.example\.com cert_issuer=Test Client CA$/m,
+		    'milter: {tls_version}, {cert_subject}, {cert_issuer} at HELO (trusted certificate)');
 	}
 	$multi->stop_ok('the SNI proxy exits 0 on SIGTERM');
 }

@@ -26,7 +26,9 @@
  *
  * DESCRIPTION
  *	Runs in the foreground; one line per event on stdout ("NAME: eom ...",
- *	"NAME: abort", "NAME: close"), so a test can tell what it saw.
+ *	"NAME: abort", "NAME: close"), so a test can tell what it saw.  A HELO
+ *	inside TLS adds "NAME: helo-tls tls_version=V cert_subject=S
+ *	cert_issuer=I" (the HELO macros, "-" when missing).
  *
  *	The words of the Subject choose what happens at end of message, in
  *	this order:
@@ -258,6 +260,14 @@ tm_helo(SMFICTX *ctx, char *helo)
 
 	snprintf(s->helo, sizeof(s->helo), "%s", helo);
 	say("helo %s", helo);
+	if (smfi_getsymval(ctx, "{tls_version}") != NULL) {
+		char v[64], subject[256], issuer[256];
+
+		macro(ctx, "{tls_version}", v, sizeof(v));
+		macro(ctx, "{cert_subject}", subject, sizeof(subject));
+		macro(ctx, "{cert_issuer}", issuer, sizeof(issuer));
+		say("helo-tls tls_version=%s cert_subject=%s cert_issuer=%s", v, subject, issuer);
+	}
 	maybe_fail("helo");
 	if (strcasecmp(helo, "milter-reject.test") == 0) {
 		smfi_setreply(ctx, "550", "5.7.1", "testmilter: helo refused");
