@@ -9,7 +9,10 @@
 # maillog and the proxy's summary line must all show 127.0.0.7 and the
 # client's own port.  Then headers sent by hand: bad ones and none (closed
 # with no reply: the peer is a load balancer), LOCAL, and a v1 header with
-# the client's first command in the same packet.
+# the client's first command in the same packet.  Last, swaks with implicit
+# TLS through HAProxy (send-proxy-v2) to a listener with tls = "implicit" and
+# proxy_protocol: the header comes before the handshake, and a milter's
+# {client_addr} macro is the real client.
 use strict;
 use warnings;
 
@@ -35,8 +38,10 @@ EOF
 ok(SmtpChainTest::wait_until(sub { SmtpChainTest::port_listening($pp) }, 10),
     'the proxy_protocol listener is up');
 
-# HAProxy in the foreground (-db), stopped by its pid.
-my ($h2, $h1) = (SmtpChainTest::free_port(), SmtpChainTest::free_port());
+# HAProxy in the foreground (-db), stopped by its pid.  A third frontend
+# goes to the implicit TLS listener of a second proxy, started further down.
+my ($h2, $h1, $h3) = (SmtpChainTest::free_port(), SmtpChainTest::free_port(), SmtpChainTest::free_port());
+my $ppt = SmtpChainTest::free_port();
 my $hcfg = spew("$dir/haproxy.cfg", <<"EOF");
 global
 	maxconn 100
@@ -51,6 +56,9 @@ listen smtp_v2
 listen smtp_v1
 	bind 127.0.0.1:$h1
 	server smtpchain 127.0.0.1:$pp send-proxy
+listen smtps_v2
+	bind 127.0.0.1:$h3
+	server smtpchain 127.0.0.1:$ppt send-proxy-v2
 EOF
 my $hpid = SmtpChainTest::spawn(argv => [$haproxy, '-db', '-f', $hcfg], output => "$dir/haproxy.log");
 SmtpChainTest::on_cleanup("haproxy $hpid", sub { SmtpChainTest::stop_pid($hpid, 'TERM', 10) });
@@ -161,6 +169,52 @@ for my $b (@bad) {
 	    or diag($m ? $m->{message} : 'no message');
 	ok($proxy->wait_log(qr/(client=\[127\.0\.0\.55\]:4242 [^\n]*from=<early\@client\.test>[^\n]*)/),
 	    'the summary line shows the header\'s client and port') or diag($proxy->log_tail);
+}
+
+# Implicit TLS behind HAProxy: the PROXY header comes before the TLS
+# handshake.  A milter (t/milter/testmilter) sees the real client in its
+# {client_addr} macro.
+{
+	my $build = $ENV{SMTPCHAIN_BUILDDIR} // '';
+	my $module = "$build/filters/milter/.libs/milter.so";
+	my $testmilter = "$build/t/milter/testmilter";
+	my ($cert, $key) = ("$dir/cert.pem", "$dir/key.pem");
+	system("openssl req -x509 -newkey rsa:2048 -nodes -keyout $key -out $cert -days 2 "
+	    . "-subj /CN=proxy.test >/dev/null 2>&1") == 0 or die "openssl req failed\n";
+	my $filter = '';
+	my $mport = SmtpChainTest::free_port();
+	if (-f $module && -x $testmilter) {
+		my $mpid = SmtpChainTest::spawn(argv => [$testmilter, '-p', "inet:$mport\@127.0.0.1",
+		    '-n', 'pp'], output => "$dir/milter.log");
+		SmtpChainTest::on_cleanup("testmilter $mpid", sub { SmtpChainTest::stop_pid($mpid, 'KILL', 5) });
+		wait_until(sub { SmtpChainTest::port_listening($mport) || !proc_alive($mpid) }, 10);
+		$filter = qq{filter {\n\tmodule = "$module";\n\tsocket = "inet:127.0.0.1:$mport";\n}\n};
+	}
+	my $tp = start_proxy(<<"EOF", name => 'tls');
+listen = [ "127.0.0.1:@{[SmtpChainTest::free_port()]}", { address = "127.0.0.1:$ppt"; tls = "implicit"; proxy_protocol = true; } ];
+backend = "127.0.0.1:$bport";
+tls { cert = "$cert"; key = "$key"; }
+timeout { shutdown = 5; }
+$filter
+EOF
+	wait_until(sub { SmtpChainTest::port_listening($ppt) }, 10);
+	my ($rc, $out) = swaks('--server', '127.0.0.1', '--port', $h3, '--tlsc',
+	    '--local-interface', '127.0.0.14', '--ehlo', 'tls.client.test',
+	    '--from', 'tls@client.test', '--to', 'rcpt@example.test', '--header', 'Subject: via tls-pp');
+	is($rc, 0, 'swaks --tlsc through HAProxy send-proxy-v2: implicit TLS after the PROXY header')
+	    or diag($out);
+	my ($m) = $sink->wait_find(qr/^Subject: via tls-pp$/m, 30);
+	like($m ? $m->{message} : '', qr/^Received: from tls\.client\.test \(unknown \[127\.0\.0\.14\]\)/m,
+	    'Postfix names the real client 127.0.0.14 (XCLIENT)') or diag($m ? $m->{message} : 'none');
+	ok($tp->wait_log(qr/(connect from \[127\.0\.0\.14\]:\d+ via \[127\.0\.0\.1\][^\n]*)/),
+	    'the proxy logs the real client');
+	ok($tp->wait_log(qr/(TLS established[^\n]*)/), 'and TLS');
+	SKIP: {
+		skip 'the milter module or testmilter is not built', 1 unless $filter;
+		like($m ? $m->{message} : '', qr/^X-Testmilter-pp: [^\n]*\bclient_addr=127\.0\.0\.14\b/m,
+		    'the milter\'s {client_addr} macro is the real client');
+	}
+	is($tp->stop, 0, 'the TLS proxy exits 0');
 }
 
 ok(proc_alive($hpid), 'HAProxy is still running');
