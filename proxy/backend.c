@@ -27,8 +27,9 @@
  * Several backends (backend = [ ... ]): a session tries them in order, from
  * the first (backend_balance = "failover") or from the next in turn
  * ("round-robin").  Until one greets with 2xx, a failure moves on to the
- * next: the connect fails or times out, the connection drops or stalls, or
- * the greeting is 4xx/5xx (that backend gets QUIT).  A backend that failed
+ * next: the connect fails or times out, the connection drops, no greeting
+ * comes within timeout.connect, or the greeting is 4xx/5xx (that backend
+ * gets QUIT).  A backend that failed
  * is marked down in this process for backend_hold_down seconds and skipped
  * by new sessions, unless every untried one is down.  When none is left the
  * client gets 421, or the last error greeting as it is.  Once a backend has
@@ -92,14 +93,16 @@ backend_name(const struct session *s)
 /* The client's answer when backend_tls cannot be had (the log says why). */
 #define BTLS_FAILED	"421 4.7.5 %s Service not available, backend TLS failed"
 
-/* (Re)start the backend timer while the backend owes us a reply or a read. */
+/* (Re)start the backend timer while the backend owes us a reply or a read:
+ * timeout.connect until it has greeted, timeout.backend after. */
 static void
 backend_timer_arm(struct session *s)
 {
 	if (!s->backend_up || s->backend_closed)
 		return;
 	if (s->pcount > 0 || outq_pending(&s->bout) > 0 || (s->btls && !s->btls_up))
-		uv_timer_start(&s->btimer, backend_timeout, (uint64_t)s->cfg->timeout.backend * 1000, 0);
+		uv_timer_start(&s->btimer, backend_timeout, (uint64_t)(s->bchosen ?
+		    s->cfg->timeout.backend : s->cfg->timeout.connect) * 1000, 0);
 	else
 		uv_timer_stop(&s->btimer);
 }

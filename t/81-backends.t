@@ -146,12 +146,12 @@ EOF
 	is($p->stop, 0, 'proxy stops');
 }
 
-# 5. A backend that never greets: after timeout.backend, the next one.
+# 5. A backend that never greets: after timeout.connect, the next one.
 {
 	my $mute = start_fake('mute', '');
 	my $p = start_proxy(<<"EOF", name => 'mute');
 backend = [ "127.0.0.1:$mute->{port}", "127.0.0.1:$s1" ];
-timeout { backend = 1; shutdown = 5; }
+timeout { connect = 1; shutdown = 5; }
 EOF
 	my $g = greeting_of($p->port);
 	like($g->{text} // '', qr/^one\.test\b/, 'a backend that never greets: the next one is used');
