@@ -20,7 +20,11 @@ package SmtpChainTest;
 #
 # Environment: SMTPCHAIN (the daemon), SMTPCHAIN_SRCDIR, SMTPCHAIN_BUILDDIR
 # (set by "make check"), SMTPCHAIN_KEEP=1 keeps t/tmp/NAME after a pass,
-# SMTPCHAIN_EXIM overrides /opt/exim-test.
+# SMTPCHAIN_EXIM overrides /opt/exim-test.  SMTPCHAIN_VALGRIND=1 runs every
+# daemon start_proxy starts under valgrind (memcheck, definite leaks are
+# errors; its report in NAME.valgrind.PID), stop_ok then fails on any error
+# it reported, and every bounded wait (wait_until, client reads) is
+# stretched by SMTPCHAIN_TIME_SCALE (default 5 under valgrind, else 1).
 
 use strict;
 use warnings;
@@ -45,7 +49,10 @@ our @EXPORT = qw(
 	proc_alive
 );
 
-our $WATCHDOG = $ENV{SMTPCHAIN_WATCHDOG} || 900;
+our $VALGRIND = $ENV{SMTPCHAIN_VALGRIND} ? 1 : 0;
+# How much longer every bounded wait may take (a slower daemon under valgrind).
+our $TIME_SCALE = $ENV{SMTPCHAIN_TIME_SCALE} || ($VALGRIND ? 5 : 1);
+our $WATCHDOG = ($ENV{SMTPCHAIN_WATCHDOG} || 900) * ($VALGRIND ? 2 : 1);
 
 my @CLEANUPS;		# [ description, code ], run in reverse order at END
 my $TMPDIR;
@@ -98,9 +105,10 @@ sub traversable {
 	return 1;
 }
 
-# Whether the daemon under test is built with AddressSanitizer (its memory
-# use is then not the daemon's own).
+# Whether the daemon under test is built with AddressSanitizer or runs under
+# valgrind (its memory use is then not the daemon's own).
 sub sanitized {
+	return 1 if $VALGRIND;
 	my $bin = $ENV{SMTPCHAIN} or return 0;
 	my $t = slurp($bin) // return 0;
 	return index($t, '__asan_init') >= 0 ? 1 : 0;
@@ -138,11 +146,12 @@ sub free_port {
 	return $port;
 }
 
-# Poll code every step seconds until it returns true or timeout seconds pass;
-# returns its last value.  Bounded in time and in count.
+# Poll code every step seconds until it returns true or timeout seconds
+# (times $TIME_SCALE) pass; returns its last value.  Bounded in time and in
+# count.
 sub wait_until {
 	my ($code, $timeout, $step) = @_;
-	$timeout ||= 10;
+	$timeout = ($timeout || 10) * $TIME_SCALE;
 	$step ||= 0.05;
 	my $deadline = time + $timeout;
 	my $max = int($timeout / $step) + 2;
@@ -283,9 +292,12 @@ sub start_proxy {
 	$text = qq{hostname = "proxy.test";\n} . $text unless $text =~ /^\s*hostname\b/m;
 	my $conf = spew("$dir/$name.conf", $text);
 	my $log = "$dir/$name.log";
-	my $pid = spawn(argv => [$bin, '-c', $conf, @{ $o{args} || [] }], output => $log);
+	my @argv = ($bin, '-c', $conf, @{ $o{args} || [] });
+	unshift @argv, valgrind_argv("$dir/$name.valgrind") if $VALGRIND;
+	my $pid = spawn(argv => \@argv, output => $log);
 	my $p = bless { pid => $pid, port => $port, conf => $conf, log => $log,
-	    name => $name }, 'SmtpChainTest::Proxy';
+	    name => $name, valgrind => $VALGRIND ? "$dir/$name.valgrind" : undef },
+	    'SmtpChainTest::Proxy';
 	on_cleanup("proxy $pid", sub { $p->stop });
 	return $p if defined $o{wait} && !$o{wait};
 	my $up = wait_until(sub { port_listening($port) || !proc_alive($pid) }, 15);
@@ -295,6 +307,18 @@ sub start_proxy {
 		die "proxy did not come up on port $port; its log:\n$l\n";
 	}
 	return $p;
+}
+
+# The valgrind command line start_proxy puts before the daemon's: memcheck,
+# exit status 99 on any error (definite leaks count), forks followed, one
+# report file per process (PREFIX.PID).
+sub valgrind_argv {
+	my ($prefix) = @_;
+	my $vg = find_program('valgrind') or die "SMTPCHAIN_VALGRIND is set but valgrind is not installed\n";
+	return ($vg, '-q', '--error-exitcode=99', '--leak-check=full',
+	    '--errors-for-leak-kinds=definite', '--show-leak-kinds=definite',
+	    '--track-fds=no', '--child-silent-after-fork=no', '--trace-children=no',
+	    '--num-callers=30', "--log-file=$prefix.%p");
 }
 
 # ---------------------------------------------------------------------------
@@ -728,7 +752,24 @@ sub stop_ok {
 	my $l = $self->log_text;
 	Test::More::unlike($l, qr/(ERROR: (?:Address|Leak)Sanitizer|runtime error: |panic: )/,
 	    "no sanitizer report or panic in the proxy log");
+	if ($self->{valgrind}) {
+		my $report = $self->valgrind_report;
+		Test::More::is($report, '', 'valgrind reported no error')
+		    or Test::More::diag("valgrind reports in $self->{valgrind}.*");
+	}
 	return $ok;
+}
+
+# What valgrind wrote about this daemon (and its forks), '' when nothing.
+sub valgrind_report {
+	my ($self) = @_;
+	return '' unless $self->{valgrind};
+	my $all = '';
+	for my $f (sort glob("$self->{valgrind}.*")) {
+		my $t = SmtpChainTest::slurp($f) // next;
+		$all .= "== $f\n$t" if $t =~ /\S/;
+	}
+	return $all;
 }
 
 # The last lines of its log, indented for diag().
@@ -963,7 +1004,7 @@ sub new {
 	binmode $sock;
 	$sock->autoflush(1);
 	return bless { sock => $sock, buf => '', eof => 0, transcript => '',
-	    timeout => $o{timeout} || 15 }, $class;
+	    timeout => ($o{timeout} || 15) * $SmtpChainTest::TIME_SCALE }, $class;
 }
 
 sub socket { $_[0]{sock} }
@@ -1031,7 +1072,7 @@ sub _fill {
 # EOF/timeout with {eof}/{timed_out} telling which.
 sub read_line {
 	my ($self, $timeout) = @_;
-	my $deadline = time + ($timeout || $self->{timeout});
+	my $deadline = time + ($timeout ? $timeout * $SmtpChainTest::TIME_SCALE : $self->{timeout});
 	$self->{timed_out} = 0;
 	for (1 .. 100000) {
 		if ($self->{buf} =~ s/\A([^\n]*\n)//) {
@@ -1079,7 +1120,7 @@ sub read_reply {
 # it sends meanwhile is kept in {transcript}).
 sub wait_closed {
 	my ($self, $timeout) = @_;
-	my $deadline = time + ($timeout || 10);
+	my $deadline = time + ($timeout || 10) * $SmtpChainTest::TIME_SCALE;
 	for (1 .. 100000) {
 		return 1 if $self->{eof};
 		my $n = $self->_fill($deadline);

@@ -1,0 +1,189 @@
+# 90-faults.t - the fault matrix: no message is ever lost.
+#
+# A scripted backend (SmtpChainFaults::start_backend) fails on purpose at
+# every step: it answers 4xx or 5xx (greeting, EHLO, MAIL, RCPT, DATA, end
+# of data), hangs up without a reply, stalls past timeout.backend, or dies
+# in the middle of the message data.  Then a milter that hangs or dies, and
+# clients that drop in the middle of DATA or right after their end of data.
+# For each case the client's view is checked (a clear 4xx/5xx or a closed
+# connection, never a 250 the backend did not give), and at the end one
+# ledger of every message tried is held against what the backends have:
+# every 250 delivered exactly once, nothing refused delivered, lost == 0.
+use strict;
+use warnings;
+
+use Test::More;
+use SmtpChainTest;
+use SmtpChainFaults;
+
+plan skip_all => 'SMTPCHAIN is not set (run through make check)' unless $ENV{SMTPCHAIN};
+
+my $H = 'proxy.test';
+my @backends;
+my $ledger = ledger(messages => sub { map { $_->message_texts } @backends });
+
+# A backend scripted by on, and a proxy in front of it.
+sub rig {
+	my ($name, $on, $extra) = @_;
+	my $b = start_backend(name => "be-$name", on => $on);
+	push @backends, $b;
+	my $p = start_proxy(qq{backend = "127.0.0.1:@{[ $b->port ]}";\n} .
+	    "timeout { backend = 3; connect = 3; shutdown = 5; }\n" . ($extra // ''), name => $name);
+	return ($b, $p);
+}
+
+# A message through a clean path after a fault: the proxy is still fine.
+sub still_relays {
+	my ($p, $what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $r = try_message($p->port, $ledger, prefix => 'after');
+	reply_ok($r->{end}, 250, undef, "$what: the next session relays normally");
+}
+
+# --- the backend refuses at each step, 4xx and 5xx
+my @stages = (
+	# stage, 4xx reply, 5xx reply, what the client must see
+	['greeting', '421 4.3.2 backend busy', '554 5.3.0 no service'],
+	['mail', '451 4.3.0 try later', '550 5.7.1 sender refused'],
+	['rcpt', '450 4.2.0 mailbox busy', '550 5.1.1 no such user'],
+	['data', '451 4.3.0 not now', '554 5.5.0 no data'],
+	['dot', '451 4.3.0 queue trouble', '554 5.7.1 content refused'],
+);
+for my $s (@stages) {
+	my ($stage, @replies) = @$s;
+	for my $reply (@replies) {
+		my $class = substr($reply, 0, 1);
+		my $tag_fail = "fail-$stage-${class}xx";
+		# Only the message marked for failure fails, so the same backend
+		# then shows that the proxy relays the next one normally.
+		my ($b, $p) = rig("$stage-${class}xx", sub {
+			my ($st, $line, $state) = @_;
+			return undef unless $st eq $stage;
+			return $state->{n} == 1 ? $reply : undef;
+		});
+		my $r = try_message($p->port, $ledger, prefix => $tag_fail);
+		my $last = $r->{last};
+		if ($stage eq 'greeting') {
+			ok($last->{code} && $last->{code} =~ /^$class/ || !$r->{ehlo}{code} || $r->{ehlo}{code} >= 400,
+			    "backend $reply at $stage: the client is refused")
+			    or diag(SmtpChainTest::Client::describe($last));
+			ok(!$r->{end}, "backend $reply at $stage: no transaction");
+		} else {
+			ok($last->{code} && substr($last->{code}, 0, 1) eq $class,
+			    "backend '$reply' at $stage: the client gets a ${class}xx")
+			    or diag(SmtpChainTest::Client::describe($last));
+			isnt($r->{end} && $r->{end}{code}, 250, "backend '$reply' at $stage: never a 250 for the message");
+		}
+		still_relays($p, "after '$reply' at $stage");
+		$p->stop_ok("$stage ${class}xx proxy exits 0");
+	}
+}
+
+# --- EHLO refused: the client is told, HELO then works
+{
+	my ($b, $p) = rig('ehlo-5xx', sub { $_[0] eq 'ehlo' ? '502 5.5.2 no ESMTP here' : undef });
+	my $r = try_message($p->port, $ledger, prefix => 'ehlo-5xx');
+	ok(!$r->{ehlo}{code} || $r->{ehlo}{code} != 250 || $r->{helo}, 'backend refusing EHLO: relayed or handled');
+	reply_ok($r->{end}, 250, undef, 'backend refusing EHLO: the message goes through with HELO');
+	$p->stop_ok('ehlo-5xx proxy exits 0');
+}
+
+# --- the backend hangs up without a reply at each step
+for my $stage (qw(greeting ehlo mail rcpt data dot)) {
+	my ($b, $p) = rig("close-$stage", sub {
+		my ($st, $line, $state) = @_;
+		return $st eq $stage && $state->{n} == 1 ? 'close' : undef;
+	});
+	my $r = try_message($p->port, $ledger, prefix => "close-$stage");
+	my $last = $r->{last};
+	ok($last->{eof} || ($last->{code} && $last->{code} =~ /^4/),
+	    "backend hangs up at $stage: 4xx or a closed connection")
+	    or diag(SmtpChainTest::Client::describe($last));
+	isnt($r->{end} && $r->{end}{code}, 250, "backend hangs up at $stage: no 250");
+	still_relays($p, "backend hung up at $stage");
+	$p->stop_ok("close-$stage proxy exits 0");
+}
+
+# --- the backend stalls past timeout.backend (3 s) at each step
+for my $stage (qw(greeting mail rcpt data dot)) {
+	my ($b, $p) = rig("stall-$stage", sub {
+		my ($st, $line, $state) = @_;
+		return $st eq $stage && $state->{n} == 1 ? 'stall' : undef;
+	});
+	my $r = try_message($p->port, $ledger, prefix => "stall-$stage", timeout => 60);
+	my $last = $r->{last};
+	ok($last->{code} && $last->{code} =~ /^4/, "backend stalls at $stage: a 4xx")
+	    or diag(SmtpChainTest::Client::describe($last));
+	like($last->{raw} // '', qr/^421 4\.4\.2 .*timeout|^4\d\d /, "backend stalls at $stage: says so");
+	still_relays($p, "backend stalled at $stage");
+	$p->stop_ok("stall-$stage proxy exits 0");
+}
+
+# --- the backend dies in the middle of the message data
+for my $where (['early', qr/^\.A line/], ['late', qr/^End-Of-Message /]) {
+	my ($when, $re) = @$where;
+	my ($b, $p) = rig("die-$when", sub {
+		my ($st, $line, $state) = @_;
+		return $st eq 'body' && $state->{n} == 1 && $line =~ $re ? 'exit' : undef;
+	});
+	my $big = join('', map { sprintf("line %06d of a body long enough to be streamed in pieces\r\n", $_) } 1 .. 3000);
+	my $r = try_message($p->port, $ledger, prefix => "die-$when",
+	    body => $when eq 'early' ? ".A line first\r\n$big" : $big);
+	my $end = $r->{end};
+	ok(!$end || !$end->{code} || $end->{code} =~ /^4/, "backend killed mid-DATA ($when): 4xx or no reply")
+	    or diag(SmtpChainTest::Client::describe($end));
+	isnt($end && $end->{code}, 250, "backend killed mid-DATA ($when): never a 250");
+	still_relays($p, "backend killed mid-DATA ($when)");
+	$p->stop_ok("die-$when proxy exits 0");
+}
+
+# --- the client goes away in the middle of DATA, or right after its end of data
+{
+	my ($b, $p) = rig('client-drop', undef);
+	my $body = join('', map { "body line $_\r\n" } 1 .. 2000);
+	for my $i (1 .. 5) {
+		try_message($p->port, $ledger, prefix => "drop-$i", body => $body,
+		    drop_after => qr/^body line \Q${\ ($i * 300)}\E\r/m);
+	}
+	for my $i (1 .. 5) {
+		try_message($p->port, $ledger, prefix => "nowait-$i", no_wait => 1);
+	}
+	still_relays($p, 'clients dropped mid-DATA');
+	$p->stop_ok('client-drop proxy exits 0');
+}
+
+# --- a milter that hangs or dies
+SKIP: {
+	my $build = $ENV{SMTPCHAIN_BUILDDIR} // '';
+	my $module = "$build/filters/milter/.libs/milter.so";
+	my $testmilter = "$build/t/milter/testmilter";
+	skip 'the milter module or t/milter/testmilter is not built', 1
+	    unless -f $module && -x $testmilter;
+	my $dir = tmpdir();
+	for my $mode ('hang:body', 'exit:body', 'hang:rcpt', 'exit:eom', 'hang:eom') {
+		(my $name = $mode) =~ s/:/-/;
+		my $mport = free_port();
+		my $mpid = SmtpChainTest::spawn(argv => [$testmilter, '-p', "inet:$mport\@127.0.0.1",
+		    '-n', $name, '-f', $mode], output => "$dir/milter-$name.log");
+		SmtpChainTest::on_cleanup("testmilter $name", sub { SmtpChainTest::stop_pid($mpid, 'KILL', 5) });
+		wait_until(sub { SmtpChainTest::port_listening($mport) || !proc_alive($mpid) }, 10);
+		my ($b, $p) = rig("milter-$name", undef, <<"EOF");
+filter {
+	module = "$module";
+	socket = "inet:127.0.0.1:$mport";
+	timeout_command = 2;
+	timeout_eom = 2;
+}
+EOF
+		my $r = try_message($p->port, $ledger, prefix => "milter-$name", timeout => 60);
+		my $last = $r->{last};
+		ok($last->{code} && ($last->{code} =~ /^4/ || $last->{code} == 250),
+		    "milter $mode: a 4xx, or accepted by the default action")
+		    or diag(SmtpChainTest::Client::describe($last));
+		$p->stop_ok("milter $mode proxy exits 0");
+		SmtpChainTest::stop_pid($mpid, 'KILL', 5);
+	}
+}
+
+$ledger->check('fault matrix', min_accepted => 20);
+done_testing();
