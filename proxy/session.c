@@ -57,6 +57,7 @@ static void	client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void	client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void	client_written(struct outq *q, int status);
 static void	client_timeout(uv_timer_t *t);
+static void	client_timer_arm(struct session *s);
 static void	handle_closed(uv_handle_t *h);
 static void	reset_transaction(struct session *s);
 static void	reset_bdat(struct session *s);
@@ -1048,6 +1049,15 @@ may_send_next(const struct session *s)
 {
 	if (s->pcount == 0)
 		return true;
+	/*
+	 * The ring of commands in flight is full (a client pipelining more
+	 * than PENDING_MAX RCPTs used to hit backend_send()'s panic and take
+	 * the daemon down): read no further until the backend answers.  A
+	 * few slots stay free for what one command may add later (a BDAT
+	 * chunk and its end, an RSET after a message).
+	 */
+	if (s->pcount + 4 > PENDING_MAX)
+		return false;
 	return !s->last_sync && s->bcaps.pipelining && s->esmtp;
 }
 
@@ -1067,8 +1077,10 @@ process_command(struct session *s)
 	lf = memchr(head, '\n', s->cin.len);
 	if (s->skip_line) {
 		iobuf_consume(&s->cin, lf ? (size_t)(lf - head) + 1 : s->cin.len);
-		if (lf)
+		if (lf) {
 			s->skip_line = false;
+			client_timer_arm(s);	/* a whole (refused) line: the next one may start */
+		}
 		return lf ? STEP_NEXT : STEP_STOP;
 	}
 	if (lf == NULL && s->cin.len < max)
@@ -1078,6 +1090,8 @@ process_command(struct session *s)
 		local_reply(s, "500 5.5.2 Error: command line too long");
 		s->skip_line = lf == NULL;
 		iobuf_consume(&s->cin, lf ? (size_t)(lf - head) + 1 : s->cin.len);
+		if (lf)
+			client_timer_arm(s);
 		return STEP_NEXT;
 	}
 	len = (size_t)(lf - head) + 1;
@@ -1092,6 +1106,7 @@ process_command(struct session *s)
 		session_log(s, LOG_LVL_WARNING, "bare <CR> or <LF> or NUL in command from client");
 		local_reply(s, "500 5.5.2 Error: bare <CR> or <LF> in command");
 		iobuf_consume(&s->cin, len);
+		client_timer_arm(s);
 		return STEP_NEXT;
 	}
 	if (!s->line_logged) {
@@ -1101,6 +1116,23 @@ process_command(struct session *s)
 	if (smtp_parse_command(head, len - 2, &cmd) != 0) {
 		local_reply(s, "500 5.5.2 Error: bad syntax");
 		r = STEP_NEXT;
+	} else if (s->bdat_data_open && cmd.verb != SMTP_BDAT) {
+		/*
+		 * Between BDAT chunks turned into DATA the backend is inside its
+		 * DATA: a relayed line would become message text and its reply
+		 * never come (the session hung).  NOOP is answered here; anything
+		 * else ends the session, and the half message is dropped.
+		 */
+		if (cmd.verb == SMTP_NOOP) {
+			local_reply(s, "250 2.0.0 Ok");
+			r = STEP_NEXT;
+		} else {
+			session_log(s, LOG_LVL_WARNING, "%s between BDAT chunks relayed as DATA",
+			    smtp_verb_name(cmd.verb) ? smtp_verb_name(cmd.verb) : "a command");
+			session_fail(s, "421 4.5.0 %s Error: only BDAT may follow a BDAT chunk here, "
+			    "closing connection", s->cfg->hostname);
+			r = STEP_STOP;
+		}
 	} else {
 		for (rule = command_table; rule->verb != cmd.verb && rule->verb != SMTP_UNKNOWN; rule++)
 			;
@@ -1109,6 +1141,7 @@ process_command(struct session *s)
 	if (r == STEP_NEXT && s->state != SS_CLOSING) {
 		iobuf_consume(&s->cin, len);
 		s->line_logged = false;
+		client_timer_arm(s);	/* timeout.command runs from here to the next line's end */
 	}
 	return r;
 }
@@ -1998,7 +2031,15 @@ client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 		client_eof(s);
 		return;
 	}
-	client_timer_arm(s);
+	/*
+	 * Between commands, timeout.command bounds the time to send a whole
+	 * command line: bytes dripped one at a time must not keep a session
+	 * for ever, so reading does not restart it (a complete line or a
+	 * reply written does).  Message data and AUTH lines: any byte is
+	 * progress, timeout.data is the longest pause.
+	 */
+	if (s->state != SS_COMMAND)
+		client_timer_arm(s);
 	if (s->tls) {
 		tls_conn_feed(s->tls, buf->base, (size_t)nread);
 		if (client_tls_input(s) != 0)
@@ -2057,6 +2098,8 @@ client_written(struct outq *q, int status)
 		session_close(s);
 		return;
 	}
+	if (s->state == SS_COMMAND)
+		client_timer_arm(s);	/* a reply went out: the client's turn starts now */
 	session_process(s);
 }
 
