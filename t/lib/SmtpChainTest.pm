@@ -311,14 +311,16 @@ sub start_proxy {
 
 # The valgrind command line start_proxy puts before the daemon's: memcheck,
 # exit status 99 on any error (definite leaks count), forks followed, one
-# report file per process (PREFIX.PID).
+# report file per process (PREFIX.PID), known false positives (PCRE2's JIT)
+# suppressed by t/valgrind.supp.
 sub valgrind_argv {
 	my ($prefix) = @_;
 	my $vg = find_program('valgrind') or die "SMTPCHAIN_VALGRIND is set but valgrind is not installed\n";
 	return ($vg, '-q', '--error-exitcode=99', '--leak-check=full',
 	    '--errors-for-leak-kinds=definite', '--show-leak-kinds=definite',
 	    '--track-fds=no', '--child-silent-after-fork=no', '--trace-children=no',
-	    '--num-callers=30', "--log-file=$prefix.%p");
+	    '--num-callers=30', '--suppressions=' . srcdir() . '/t/valgrind.supp',
+	    "--log-file=$prefix.%p");
 }
 
 # ---------------------------------------------------------------------------

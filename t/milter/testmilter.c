@@ -5,7 +5,7 @@
  *
  * SYNOPSIS
  *	testmilter -p inet:PORT@127.0.0.1 [-n NAME] [-a ACTIONS] [-P FLAGS]
- *	    [-M STAGE=MACROS]... [-f hang:STAGE|exit:STAGE]
+ *	    [-M STAGE=MACROS]... [-f hang:STAGE|exit:STAGE] [-D BYTES]
  *
  * OPTIONS
  *	-p SPEC		libmilter's socket (smfi_setconn), e.g. inet:8891@127.0.0.1
@@ -23,6 +23,8 @@
  *	-f MODE		fail on purpose: hang:STAGE sleeps an hour at STAGE,
  *			exit:STAGE exits at once at STAGE (connect, helo,
  *			mail, rcpt, data, header, eoh, body, eom, unknown)
+ *	-D BYTES	the largest command libmilter reads (smfi_setmaxdatasize;
+ *			its default is 65535: a longer header makes it hang up)
  *
  * DESCRIPTION
  *	Runs in the foreground; one line per event on stdout ("NAME: eom ...",
@@ -546,7 +548,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: testmilter -p SPEC [-n NAME] [-a ACTIONS] [-P FLAGS] "
-	    "[-M STAGE=MACROS] [-f hang:STAGE|exit:STAGE]\n");
+	    "[-M STAGE=MACROS] [-f hang:STAGE|exit:STAGE] [-D BYTES]\n");
 	exit(2);
 }
 
@@ -574,7 +576,7 @@ main(int argc, char **argv)
 	char *colon;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "p:n:a:P:M:f:")) != -1) {
+	while ((ch = getopt(argc, argv, "p:n:a:P:M:f:D:")) != -1) {
 		switch (ch) {
 		case 'p':
 			spec = optarg;
@@ -601,6 +603,9 @@ main(int argc, char **argv)
 			fail_stage = colon + 1;
 			if (strcmp(fail_mode, "hang") != 0 && strcmp(fail_mode, "exit") != 0)
 				usage();
+			break;
+		case 'D':
+			smfi_setmaxdatasize((size_t)strtoul(optarg, NULL, 10));
 			break;
 		default:
 			usage();
