@@ -31,7 +31,7 @@ note("$N sessions, seed $seed (SMTPCHAIN_SEED=$seed replays this run)");
 my $sink = start_sink(backlog => 4096, verbose => 0);
 my $proxy = start_proxy(<<"EOF");
 backend = "127.0.0.1:@{[ $sink->port ]}";
-limits { max_connections = @{[ $N * 2 ]}; }
+limits { max_connections = @{[ $N * 2 ]}; max_connections_per_client = 0; }
 timeout { command = 120; data = 120; backend = 120; shutdown = 10; }
 EOF
 my $ledger = ledger(messages => sub { map { $_->{message} } $sink->messages });
