@@ -26,8 +26,9 @@
 struct tls_server {
 	SSL_CTX		*ctx;		/* the default certificate (tls.cert, tls.key) */
 	struct tls_sni {
-		SSL_CTX				*ctx;
-		const struct config_strlist	*names;	/* in the config */
+		SSL_CTX		*ctx;
+		char		**names;	/* lower case; "*.d" = one label before d */
+		size_t		 nnames;
 	}		*sni;		/* tls.sni, in config order: the first match wins */
 	size_t		 nsni;
 	bool		 ask_client_cert;
@@ -235,8 +236,8 @@ sni_select(SSL *ssl, int *alert, void *arg)
 	if (name[len - 1] == '.')
 		name[len - 1] = '\0';
 	for (size_t i = 0; i < ts->nsni; i++)
-		for (size_t j = 0; j < ts->sni[i].names->n; j++)
-			if (sni_name_matches(ts->sni[i].names->v[j], name)) {
+		for (size_t j = 0; j < ts->sni[i].nnames; j++)
+			if (sni_name_matches(ts->sni[i].names[j], name)) {
 				SSL_set_SSL_CTX(ssl, ts->sni[i].ctx);
 				return SSL_TLSEXT_ERR_OK;
 			}
@@ -259,8 +260,10 @@ tls_server_new(const struct config *cfg, char *err, size_t errlen)
 		snprintf(what, sizeof(what), "tls.sni (line %d)", e->line);
 		if ((ts->sni[i].ctx = server_ctx_new(cfg, e->cert, e->key, what, err, errlen)) == NULL)
 			goto fail;
-		ts->sni[i].names = &e->names;
 		ts->nsni++;
+		ts->sni[i].names = xcalloc(e->names.n ? e->names.n : 1, sizeof(char *));
+		for (size_t j = 0; j < e->names.n; j++)
+			ts->sni[i].names[ts->sni[i].nnames++] = xstrdup(e->names.v[j]);
 	}
 	if (ts->nsni > 0) {
 		SSL_CTX_set_tlsext_servername_callback(ts->ctx, sni_select);
@@ -279,8 +282,12 @@ tls_server_free(struct tls_server *ts)
 	if (ts == NULL)
 		return;
 	SSL_CTX_free(ts->ctx);
-	for (size_t i = 0; i < ts->nsni; i++)
+	for (size_t i = 0; i < ts->nsni; i++) {
 		SSL_CTX_free(ts->sni[i].ctx);
+		for (size_t j = 0; j < ts->sni[i].nnames; j++)
+			free(ts->sni[i].names[j]);
+		free(ts->sni[i].names);
+	}
 	free(ts->sni);
 	free(ts);
 }

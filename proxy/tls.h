@@ -28,7 +28,7 @@ struct tls_conn;	/* one client connection */
  * ciphers, session resumption, client certificates), one more per
  * tls.sni entry, chosen by the client's SNI.  NULL with a message in err
  * when a file cannot be used or a key does not match its certificate.
- * It keeps pointers into cfg, which must outlive it.
+ * It keeps nothing of cfg: a reloaded config may free the old one.
  */
 struct tls_server *tls_server_new(const struct config *cfg, char *err, size_t errlen);
 void	tls_server_free(struct tls_server *ts);

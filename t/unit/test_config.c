@@ -417,6 +417,58 @@ test_backend_tls(void)
 	unlink(ca);
 }
 
+/* tls {}: sni entries, ask_client_cert, client_ca (files are opened by tls.c, not here). */
+static void
+test_tls_sni(void)
+{
+	struct config *cfg;
+
+#define TLS_OPEN BASE "tls {\n cert = \"/c.pem\"; key = \"/k.pem\";\n"
+	cfg = load(TLS_OPEN " sni = [ { names = [ \"MX.Example.org\", \"*.example.net\" ];\n"
+	    "   cert = \"/mx.pem\"; key = \"/mx.key\"; },\n"
+	    "  { names = \"other.test\"; cert = \"/o.pem\"; key = \"/o.key\"; } ];\n"
+	    " ask_client_cert = true;\n}\n");
+	ok(cfg && cfg->tls.nsni == 2, "tls.sni: two entries");
+	if (cfg && cfg->tls.nsni == 2) {
+		is_int((long)cfg->tls.sni[0].names.n, 2, "tls.sni[0]: two names");
+		is_str(cfg->tls.sni[0].names.v[0], "mx.example.org", "tls.sni: names in lower case");
+		is_str(cfg->tls.sni[0].names.v[1], "*.example.net", "tls.sni: a wildcard name");
+		is_str(cfg->tls.sni[0].cert, "/mx.pem", "tls.sni[0].cert");
+		is_str(cfg->tls.sni[1].key, "/o.key", "tls.sni[1].key");
+		is_int(cfg->tls.sni[1].line, 7, "tls.sni[1]: its line");
+		ok(cfg->tls.ask_client_cert && cfg->tls.client_ca == NULL,
+		    "ask_client_cert without client_ca");
+	}
+	config_free(cfg);
+	cfg = load(TLS_OPEN " sni = { names = \"a.test\"; cert = \"/a.pem\"; key = \"/a.key\"; }\n}\n");
+	ok(cfg && cfg->tls.nsni == 1 && !cfg->tls.ask_client_cert, "tls.sni: one entry as a block");
+	config_free(cfg);
+
+	is_str(load_err(TLS_OPEN " sni = { names = \"a.test\"; cert = \"/a.pem\"; }\n}\n"),
+	    "F:5: tls.sni: missing key \"key\"", "tls.sni: an entry without key");
+	is_str(load_err(TLS_OPEN " sni = { cert = \"/a.pem\"; key = \"/a.key\"; }\n}\n"),
+	    "F:5: tls.sni: missing key \"names\"", "tls.sni: an entry without names");
+	is_str(load_err(TLS_OPEN " sni = { names = []; cert = \"/a.pem\"; key = \"/a.key\"; }\n}\n"),
+	    "F:5: tls.sni: expected at least one entry", "tls.sni: no names");
+	is_str(load_err(TLS_OPEN " sni = { names = \"a.*.test\"; cert = \"/a.pem\"; key = \"/a.key\"; }\n}\n"),
+	    "F:5: tls.sni.names: bad name \"a.*.test\" (expected a DNS name, or *. and one)",
+	    "tls.sni: a wildcard not in front");
+	is_str(load_err(TLS_OPEN " sni = { names = \"a.test\"; cert = \"a.pem\"; key = \"/a.key\"; }\n}\n"),
+	    "F:5: tls.sni.cert: \"a.pem\" is not an absolute path", "tls.sni: a relative cert");
+	is_str(load_err(TLS_OPEN " sni = { names = \"a.test\"; size = 1; }\n}\n"),
+	    "F:5: tls.sni: unknown key \"size\"", "tls.sni: an unknown key");
+	is_str(load_err(TLS_OPEN " sni = { names = \"a.test\"; names = \"b.test\"; }\n}\n"),
+	    "F:5: tls.sni: duplicate key \"names\"", "tls.sni: a key twice");
+	is_str(load_err(TLS_OPEN " sni = \"a.test\";\n}\n"),
+	    "F:5: tls.sni: expected an array, got string", "tls.sni: a string");
+	is_str(load_err(TLS_OPEN " client_ca = \"/nonexistent/ca.pem\";\n}\n"),
+	    "F:5: tls.client_ca: /nonexistent/ca.pem: No such file or directory",
+	    "tls.client_ca: a missing file");
+	is_str(load_err(TLS_OPEN " ask_client_cert = \"yes\";\n}\n"),
+	    "F:5: tls.ask_client_cert: expected a boolean, got string", "tls.ask_client_cert: a string");
+#undef TLS_OPEN
+}
+
 /* Each error class, with its line. */
 static void
 test_errors(void)
@@ -727,6 +779,7 @@ main(void)
 	test_sample();
 	test_errors();
 	test_backend_tls();
+	test_tls_sni();
 	test_addr();
 	test_net();
 	return done_testing();
