@@ -159,8 +159,14 @@ backend_connect(struct session *s)
 	s->cname_done = true;
 	if (cfg->xclient || cfg->xforward) {
 		s->nireq.data = s;
+		/*
+		 * NI_NUMERICSERV: only the host name is wanted; without it
+		 * glibc also looks the client's port up in /etc/services,
+		 * reading the whole file for every session (a tenth of the
+		 * proxy's CPU in the bench's profile).
+		 */
 		if (uv_getnameinfo(s->srv->loop, &s->nireq, name_looked_up,
-		    (const struct sockaddr *)&s->peer, NI_NAMEREQD) == 0) {
+		    (const struct sockaddr *)&s->peer, NI_NAMEREQD | NI_NUMERICSERV) == 0) {
 			s->handles++;
 			s->cname_done = false;
 		}
