@@ -90,6 +90,9 @@ my @SYSTEMS = split /,/, $opt{systems} || $ENV{BENCH_SYSTEMS} || 'direct,empty,r
 my %WL_SYSTEMS = (idle => { empty => 1, regex => 1, haraka => 1 }, big => { regex => 1, milter => 1 });
 for (@WORKLOADS) { die "unknown workload $_\n" unless $WL{$_} }
 
+# Our files in the harness's t/tmp/NAME (NAME from $0): one directory per
+# run, so a smoke test and a full run in the same build tree do not meet.
+$0 = "bench.$$";
 my $dir = tmpdir();
 my $CLK = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
 
@@ -166,8 +169,11 @@ my $sink_port = free_port();
 my $sink_out = "$dir/sink.out";
 my $sink_bin = SmtpChainTest::find_program('smtp-sink') or die "smtp-sink not found (apt-get install postfix)\n";
 my $source_bin = SmtpChainTest::find_program('smtp-source') or die "smtp-source not found (apt-get install postfix)\n";
+# -m: more simultaneous sessions than the idle workload opens (default 256),
+# -t: idle sessions outlive the measurement (default 100 s).
 my $sink_pid = SmtpChainTest::spawn(argv => [$sink_bin, ($> == 0 ? ('-u', 'nobody') : ()), '-c',
-    '-h', 'sink.bench', "127.0.0.1:$sink_port", 4096], output => $sink_out);
+    '-m', $WL{idle}{n} + 2000, '-t', 3600, '-h', 'sink.bench', "127.0.0.1:$sink_port", 4096],
+    output => $sink_out);
 SmtpChainTest::on_cleanup("sink $sink_pid", sub { SmtpChainTest::stop_pid($sink_pid, 'TERM', 10) });
 wait_until(sub { SmtpChainTest::port_listening($sink_port) }, 10) or die "smtp-sink did not come up\n";
 
@@ -215,7 +221,7 @@ sub start_opendkim {
 		$dkim_why = 'opendkim/opendkim-genkey missing (apt-get install opendkim opendkim-tools)';
 		return undef;
 	}
-	system($gen, '-D', $dir, '-d', 'example.test', '-s', 'bench', '-b', '2048') == 0
+	system($gen, '-D', $dir, '-d', 'example.test', '-s', 'bench', '-b', ($Q ? '1024' : '2048')) == 0
 	    or do { $dkim_why = 'opendkim-genkey failed'; return undef };
 	my $port = free_port();
 	my $conf = spew("$dir/opendkim.conf", "Syslog no\nBackground no\nRequireSafeKeys false\n" .
@@ -391,7 +397,8 @@ sub run_idle {
 	my @roots = @{ $sys->{pids} };
 	return { ok => 0, why => 'no proxy' } unless @roots;
 	my $n = $w->{n};
-	sleep 0.5;
+	my $settle = $Q ? 0.2 : 1;	# for the process to reach a steady RSS
+	sleep $settle / 2;
 	my $rss0 = tree_mem('VmRSS', @roots);
 	reset_hwm(@roots);
 	my $deadline = time + ($Q ? 60 : 600);
@@ -424,13 +431,13 @@ sub run_idle {
 		}
 		push @socks, @new;
 	}
-	sleep 1;
+	sleep $settle;
 	my $rss1 = tree_mem('VmRSS', @roots);
 	my $hwm = tree_mem('VmHWM', @roots);
 	my $opened = @socks;
 	close $_ for @socks;
 	@socks = ();
-	sleep 1;
+	sleep $settle;
 	my $per = $greeted ? ($rss1 - $rss0) / $greeted : undef;
 	note_line(sprintf("  idle: %d opened, %d greeted, RSS %d -> %d kB: %s KiB per session",
 	    $opened, $greeted, $rss0, $rss1, defined $per ? sprintf('%.1f', $per) : '?'));
@@ -439,14 +446,16 @@ sub run_idle {
 }
 
 # ---------------------------------------------------------------------------
-# Main loop: systems one after the other (each started, measured for every
-# workload, then stopped), runs interleaved within a system.
+# Main loop.  Every system is started first and stays up; then for each
+# workload and each run, the systems take their turn one after the other.
+# The machine may be shared (other builds, tests): interleaving spreads a
+# burst of outside load over every system alike, so the ratios of one run
+# stay fair, and the median over the runs drops the odd one out.
 
-my (@rows, @runs_rows, %skipped);
+my (@rows, @runs_rows, %skipped, %SYS, @UP);
 for my $name (@SYSTEMS) {
 	my $start = $START{$name} or die "unknown system $name\n";
-	my @wls = grep { !$WL_SYSTEMS{$_} || $WL_SYSTEMS{$_}{$name} } @WORKLOADS;
-	next unless @wls;
+	next unless grep { !$WL_SYSTEMS{$_} || $WL_SYSTEMS{$_}{$name} } @WORKLOADS;
 	my $sys = eval { $start->() };
 	$sys = "start failed: $@" unless defined $sys;
 	unless (ref $sys) {
@@ -458,26 +467,30 @@ for my $name (@SYSTEMS) {
 	note_line("$name: port $sys->{port}" . (@{ $sys->{pids} } ? ", proxy pid @{ $sys->{pids} }" : ''));
 	# A warm-up: the first connections of a fresh process cost more.
 	run_source($sys, { s => 2, m => 10, l => 1024 }) unless $name eq 'direct';
-	for my $wl (@wls) {
-		my $w = $WL{$wl};
-		my @res;
-		my $runs = $wl eq 'idle' || $wl eq 'big' ? 1 : $RUNS;
-		for my $i (1 .. $runs) {
+	$SYS{$name} = $sys;
+	push @UP, $name;
+}
+
+for my $wl (@WORKLOADS) {
+	my $w = $WL{$wl};
+	my @names = grep { !$WL_SYSTEMS{$wl} || $WL_SYSTEMS{$wl}{$_} } @UP;
+	my %res;
+	my $runs = $wl eq 'idle' || $wl eq 'big' ? 1 : $RUNS;
+	for my $i (1 .. $runs) {
+		for my $name (@names) {
+			my $sys = $SYS{$name};
 			my $r = $wl eq 'idle' ? run_idle($sys, $w) : run_source($sys, $w);
-			push @res, $r;
+			push @{ $res{$name} }, $r;
 			push @runs_rows, [$name, $wl, $i, map { $r->{$_} } qw(rate secs sent delivered ok
 			    proxy_cpu sink_cpu milter_cpu source_cpu hwm_kb idle_kb)];
-			note_line(sprintf("  %-6s %-6s run %d: %s", $name, $wl, $i, $wl eq 'idle'
+			note_line(sprintf("  %-7s %-6s run %d: %s", $name, $wl, $i, $wl eq 'idle'
 			    ? sprintf('%s KiB/session', fmt($r->{idle_kb}, 1))
 			    : sprintf('%.1f msg/s, %d/%d delivered, proxy cpu %s s, sink cpu %.2f s, peak RSS %s kB',
 				$r->{rate}, $r->{delivered}, $r->{sent}, fmt($r->{proxy_cpu}, 2), $r->{sink_cpu},
 				fmt($r->{hwm_kb}, 0))));
 		}
-		push @rows, summarize($name, $wl, \@res);
 	}
-	if ($sys->{postfix}) { $sys->{postfix}->stop }
-	elsif ($sys->{haraka}) { SmtpChainTest::stop_pid($sys->{haraka}, 'TERM', 15) }
-	elsif (@{ $sys->{pids} }) { SmtpChainTest::stop_pid($sys->{pids}[0], 'TERM', 20) }
+	push @rows, summarize($_, $wl, $res{$_}) for @names;
 }
 
 sub fmt {
