@@ -35,7 +35,8 @@
 # (smtpchain workers and Haraka nodes, when the daemon has "workers"; default
 # the number of CPUs), BENCH_PAR_MSGS, BENCH_SEQ_MSGS, BENCH_1M_MSGS,
 # BENCH_IDLE, BENCH_BIG_MB, BENCH_CACHE (default /var/tmp/smtpchain-bench),
-# BENCH_NO_INSTALL=1 (never run npm).
+# BENCH_NO_INSTALL=1 (never run npm), BENCH_BASELINE=DIR (an older build
+# tree run side by side as empty-base and regex-base: before/after numbers).
 #
 # Nothing is timed against a target here: the numbers are for people.  Every
 # process is started by the harness (t/lib/SmtpChainTest.pm) or here, and
@@ -192,6 +193,7 @@ sub sink_count {
 # The systems under test: each start sub returns { port, pids => [tree
 # roots charged as the proxy], milter => [pids] } or a string saying why not.
 
+our $SUFFIX = '';	# file names of a baseline proxy (BENCH_BASELINE)
 my %MODULE = map { $_ => "$BUILD/filters/$_/.libs/$_.so" } qw(regex milter);
 my ($dkim, $dkim_why);
 
@@ -262,14 +264,14 @@ sub probe_message {
 my %START = (
 	direct => sub { return { port => $sink_port, pids => [] } },
 	empty => sub {
-		my $p = start_proxy(proxy_conf(''), name => 'empty');
+		my $p = start_proxy(proxy_conf(''), name => "empty$SUFFIX");
 		return { port => $p->port, pids => [$p->pid] };
 	},
 	regex => sub {
 		return "$MODULE{regex} is not built" unless -f $MODULE{regex};
 		my $p = start_proxy(proxy_conf("filter {\n\tmodule = \"$MODULE{regex}\";\n" .
 		    "\theader_checks = \"$SRC/bench/header_checks\";\n" .
-		    "\tbody_checks = \"$SRC/bench/body_checks\";\n}\n"), name => 'regex');
+		    "\tbody_checks = \"$SRC/bench/body_checks\";\n}\n"), name => "regex$SUFFIX");
 		return { port => $p->port, pids => [$p->pid] };
 	},
 	milter => sub {
@@ -293,6 +295,24 @@ my %START = (
 	},
 	haraka => \&start_haraka,
 );
+
+# BENCH_BASELINE=DIR: a build tree of an older smtpchain (DIR/proxy/smtpchain
+# and DIR/filters/*/.libs/*.so) run side by side as empty-base and
+# regex-base, for before/after numbers from one run.
+if (my $base = $ENV{BENCH_BASELINE}) {
+	die "BENCH_BASELINE: $base/proxy/smtpchain is not there\n" unless -x "$base/proxy/smtpchain";
+	for my $which (grep { my $w = $_; grep { $_ eq $w } @SYSTEMS } qw(empty regex)) {
+		$START{"$which-base"} = sub {
+			local $ENV{SMTPCHAIN} = "$base/proxy/smtpchain";
+			local $MODULE{regex} = "$base/filters/regex/.libs/regex.so";
+			local $SUFFIX = '-base';
+			my $sys = $START{$which}->();
+			return $sys;
+		};
+		$WL_SYSTEMS{$_}{"$which-base"} = 1 for grep { $WL_SYSTEMS{$_}{$which} } keys %WL_SYSTEMS;
+		push @SYSTEMS, "$which-base" unless grep { $_ eq "$which-base" } @SYSTEMS;
+	}
+}
 
 # Haraka 3 with smtp_forward to the sink; installs the npm package into
 # BENCH_CACHE/haraka the first time.
@@ -569,7 +589,7 @@ print $rcsv "system,workload,run,rate,secs,sent,delivered,ok,proxy_cpu,sink_cpu,
 print $rcsv join(',', map { defined $_ ? $_ : '' } @$_), "\n" for @runs_rows;
 close $rcsv;
 
-my @H = (['system', 8], ['workload', 8], ['msgs', 6], ['msg/s min', 10], ['msg/s med', 10], ['x direct', 8],
+my @H = (['system', 10], ['workload', 8], ['msgs', 6], ['msg/s min', 10], ['msg/s med', 10], ['x direct', 8],
     ['cpu s/1k', 9], ['sink s/1k', 9], ['cpu/sink', 8], ['milter/1k', 9], ['peakRSS kB', 10],
     ['idle KiB', 8], ['all ok', 6]);
 my @HC = qw(system workload messages rate_min rate_median ratio_direct proxy_cpu_1000 sink_cpu_1000
