@@ -1305,6 +1305,12 @@ link_open(struct msess *ms)
 	l->creq.data = l;
 	arm_timer(ms);
 	if (conf->kind == SOCK_INET) {
+		/*
+		 * No Nagle: commands that need no reply (headers with NR_HDR,
+		 * body chunks) go out back to back, and a small write held
+		 * until the milter's delayed ACK costs up to 40 ms a message.
+		 */
+		uv_tcp_nodelay(&l->io.tcp, 1);
 		rc = uv_tcp_connect(&l->creq, &l->io.tcp, (const struct sockaddr *)&conf->addr,
 		    on_connected);
 	} else {
