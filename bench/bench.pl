@@ -197,20 +197,30 @@ our $SUFFIX = '';	# file names of a baseline proxy (BENCH_BASELINE)
 my %MODULE = map { $_ => "$BUILD/filters/$_/.libs/$_.so" } qw(regex milter);
 my ($dkim, $dkim_why);
 
-# Whether this daemon knows the "workers" key (another branch adds it).
-sub daemon_has_workers {
-	my $c = spew("$dir/workers-probe.conf", qq{listen = "127.0.0.1:1";\nbackend = "127.0.0.1:2";\nworkers = 2;\n});
-	return system("$BIN -t -c $c >/dev/null 2>&1") == 0;
+# Whether the daemon $ENV{SMTPCHAIN} takes this config text (keys that newer
+# versions have: workers, limits.max_connections_per_client), memoized.
+my %KNOWS;
+sub daemon_knows {
+	my ($text) = @_;
+	my $bin = $ENV{SMTPCHAIN};
+	return $KNOWS{"$bin\0$text"} //= do {
+		my $c = spew("$dir/probe-key.conf", qq{listen = "127.0.0.1:1";\nbackend = "127.0.0.1:2";\n$text\n});
+		system("$bin -t -c $c >/dev/null 2>&1") == 0 ? 1 : 0;
+	};
 }
-my $WORKERS = $ENV{BENCH_WORKERS} || (daemon_has_workers() ? $NCPU : 1);
+my $WORKERS = $ENV{BENCH_WORKERS} || (daemon_knows('workers = 2;') ? $NCPU : 1);
 note_line("smtpchain workers: " . ($WORKERS > 1 ? $WORKERS : 'none (single process)'));
 
 # The smtpchain config for a bench system with this filter text.
 sub proxy_conf {
-	my ($filters) = @_;
-	return qq{backend = "127.0.0.1:$sink_port";\nhostname = "proxy.bench";\n} .
-	    ($WORKERS > 1 ? "workers = $WORKERS;\n" : '') .
-	    "limits { max_connections = 30000; max_message_size = 0; }\n" .
+	my ($filters, $backend_port) = @_;
+	$backend_port ||= $sink_port;
+	return qq{backend = "127.0.0.1:$backend_port";\nhostname = "proxy.bench";\n} .
+	    ($WORKERS > 1 && daemon_knows("workers = $WORKERS;") ? "workers = $WORKERS;\n" : '') .
+	    # Every bench client comes from 127.0.0.1: no per-client cap.
+	    "limits { max_connections = 30000; max_message_size = 0; " .
+	    (daemon_knows('limits { max_connections_per_client = 0; }')
+		? 'max_connections_per_client = 0; ' : '') . "}\n" .
 	    "timeout { shutdown = 5; }\nspool_dir = \"$dir\";\nquarantine_dir = \"$dir\";\n" . $filters;
 }
 
@@ -265,14 +275,17 @@ my %START = (
 	direct => sub { return { port => $sink_port, pids => [] } },
 	empty => sub {
 		my $p = start_proxy(proxy_conf(''), name => "empty$SUFFIX");
-		return { port => $p->port, pids => [$p->pid] };
+		return { port => $p->port, pids => [$p->pid], filters => '', bin => $ENV{SMTPCHAIN},
+		    name => "empty$SUFFIX" };
 	},
 	regex => sub {
 		return "$MODULE{regex} is not built" unless -f $MODULE{regex};
-		my $p = start_proxy(proxy_conf("filter {\n\tmodule = \"$MODULE{regex}\";\n" .
+		my $f = "filter {\n\tmodule = \"$MODULE{regex}\";\n" .
 		    "\theader_checks = \"$SRC/bench/header_checks\";\n" .
-		    "\tbody_checks = \"$SRC/bench/body_checks\";\n}\n"), name => "regex$SUFFIX");
-		return { port => $p->port, pids => [$p->pid] };
+		    "\tbody_checks = \"$SRC/bench/body_checks\";\n}\n";
+		my $p = start_proxy(proxy_conf($f), name => "regex$SUFFIX");
+		return { port => $p->port, pids => [$p->pid], filters => $f, bin => $ENV{SMTPCHAIN},
+		    name => "regex$SUFFIX" };
 	},
 	milter => sub {
 		return "$MODULE{milter} is not built" unless -f $MODULE{milter};
@@ -411,9 +424,75 @@ sub run_source {
 	return \%r;
 }
 
+# The backend for idle sessions: smtp-sink keeps its timers in a sorted list,
+# so with thousands of open sessions every event costs it a walk of that list
+# and 10,000 sessions take many minutes to open.  This child process only
+# greets, answers every line with 250 (221 to QUIT) and holds connections,
+# with poll(2): bounded by BENCH time and by its parent's life.
+my $idle_backend;
+sub idle_backend_port {
+	return $idle_backend->{port} if $idle_backend;
+	my $l = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0, Listen => 4096,
+	    ReuseAddr => 1, Proto => 'tcp') or die "idle backend: listen: $@\n";
+	my $port = $l->sockport;
+	my $parent = $$;
+	my $pid = fork() // die "fork: $!\n";
+	if ($pid == 0) {
+		$SIG{$_} = 'DEFAULT' for qw(TERM INT ALRM PIPE);
+		alarm(7200);
+		$l->blocking(0);
+		my $poll = IO::Poll->new;
+		$poll->mask($l => POLLIN);
+		my %buf;
+		while (getppid() == $parent) {
+			next if $poll->poll(1) <= 0;
+			for my $h ($poll->handles(POLLIN | POLLERR | POLLHUP)) {
+				if ($h == $l) {
+					for (1 .. 256) {
+						my $c = $l->accept or last;
+						$c->blocking(0);
+						syswrite($c, "220 idle.bench ESMTP\r\n");
+						$poll->mask($c => POLLIN);
+						$buf{ fileno($c) } = '';
+					}
+					next;
+				}
+				my $fd = fileno($h);
+				my $n = sysread($h, my $in, 4096);
+				my $b = ($buf{$fd} // '') . ($n ? $in : '');
+				my $quit = !$n;
+				while (!$quit && $b =~ s/\A([^\n]*)\n//) {
+					$quit = $1 =~ /^QUIT/i;
+					syswrite($h, $quit ? "221 bye\r\n" : "250 idle.bench\r\n");
+				}
+				$buf{$fd} = substr($b, 0, 4096);
+				if ($quit) {
+					$poll->remove($h);
+					delete $buf{$fd};
+					close $h;
+				}
+			}
+		}
+		POSIX::_exit(0);
+	}
+	close $l;
+	SmtpChainTest::on_cleanup("idle backend $pid", sub { SmtpChainTest::stop_pid($pid, 'TERM', 5) });
+	$idle_backend = { port => $port, pid => $pid };
+	return $port;
+}
+
 # n idle sessions (greeted, then nothing) to sys; the proxy's RSS per session.
+# An smtpchain system gets a proxy of its own for this, with the same
+# filters in front of the idle backend above.
 sub run_idle {
 	my ($sys, $w) = @_;
+	if (defined $sys->{filters}) {
+		local $ENV{SMTPCHAIN} = $sys->{bin};
+		my $p = start_proxy(proxy_conf($sys->{filters}, idle_backend_port()), name => "$sys->{name}-idle");
+		my $r = run_idle({ port => $p->port, pids => [$p->pid] }, $w);
+		$p->stop;
+		return $r;
+	}
 	my @roots = @{ $sys->{pids} };
 	return { ok => 0, why => 'no proxy' } unless @roots;
 	my $n = $w->{n};
