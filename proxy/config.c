@@ -316,6 +316,14 @@ set_balance(struct config_ctx *ctx, const struct config_key *key,
 	return 0;
 }
 
+/* One address (metrics.listen). */
+static int
+set_addr(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	return config_addr(ctx, node, path, config_field(ctx, key));
+}
+
 /*
  * For keys taking a string or an array of strings: the first string node
  * (NULL for []) and how many there are.  Error if the type is wrong, or if
@@ -864,6 +872,11 @@ static const struct config_key tls_keys[] = {
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
+static const struct config_key metrics_keys[] = {
+	{ "listen",	set_addr,	F(metrics.listen),	0, 0, NULL, KEY_REQUIRED },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
 static const struct config_key top_keys[] = {
 	{ "listen",	set_listen,	0,		0, 0, NULL, KEY_REQUIRED },
 	{ "backend",	set_backends,	0,		0, 0, NULL, KEY_REQUIRED },
@@ -885,6 +898,8 @@ static const struct config_key top_keys[] = {
 	{ "module_path", set_path,	F(module_path),	0, 0, NULL, 0 },
 	{ "quarantine_dir", set_path,	F(quarantine_dir), 0, 0, NULL, 0 },
 	{ "spool_dir",	set_path,	F(spool_dir),	0, 0, NULL, 0 },
+	{ "workers",	set_uint,	F(workers),	1, 64, NULL, 0 },
+	{ "metrics",	set_block,	0,		0, 0, metrics_keys, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -947,6 +962,15 @@ config_walk(struct config_ctx *ctx, const struct config_key *table,
 	return 0;
 }
 
+/* One worker per online CPU, 1..64. */
+static unsigned
+config_default_workers(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
+}
+
 /* The defaults of struct config (see config.h). */
 static void
 config_defaults(struct config *cfg)
@@ -978,6 +1002,7 @@ config_defaults(struct config *cfg)
 	cfg->spool_dir = xstrdup("/var/tmp");
 	cfg->spool_memory = 262144;
 	cfg->max_header_size = 1048576;
+	cfg->workers = config_default_workers();
 }
 
 /* Our host name, for when the config gives none. */
@@ -1021,6 +1046,7 @@ config_load(const char *path, char *err, size_t errlen)
 	if (cfg->hostname == NULL)
 		cfg->hostname = config_default_hostname();
 	cfg->tls.enabled = cfg->tls.cert != NULL;
+	cfg->metrics.enabled = cfg->metrics.listen.sslen != 0;
 	if (cfg->backend_tls == BACKEND_TLS_ENCRYPT && cfg->backend_tls_name == NULL) {
 		config_error(&ctx, cfg_get(root, "backend_tls")->line, "backend_tls: \"encrypt\" "
 		    "needs backend_tls_name (the name in the backend's certificate)");
