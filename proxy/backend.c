@@ -886,6 +886,7 @@ backend_replies(struct session *s)
 			break;
 		}
 		session_transcript(s, "b>p", r, rlen);
+		metrics_backend_reply(code);
 		if (s->pcount == 0) {
 			if (code == 421) {	/* e.g. the backend's own idle timeout */
 				session_reply(s, r, rlen);

@@ -166,6 +166,7 @@ chain_verdict(struct session *s, enum sc_verdict v)
 	struct filter_run *r = &s->run;
 	const struct filter_module *m = &chain_of(s)->v[r->idx];
 
+	metrics_filter_verdict(m->name, (int)v);
 	switch (v) {
 	case SC_CONTINUE:
 		return false;

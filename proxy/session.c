@@ -177,6 +177,7 @@ session_set_state(struct session *s, enum session_state st, const char *why)
 	session_log(s, LOG_LVL_DEBUG, "state %s -> %s (%s)", state_names[s->state],
 	    state_names[st], why);
 	s->state = st;
+	metrics_session_state(s, state_names[st]);
 }
 
 /* Send bytes to the client as they are (a relayed or rewritten reply). */
@@ -186,6 +187,7 @@ session_reply(struct session *s, const char *p, size_t n)
 	if (s->closing || s->client_gone)
 		return;
 	session_transcript(s, "p>c", p, n);
+	metrics_bytes_out(s, n);
 	if (s->tls) {
 		if (tls_conn_write(s->tls, p, n) != 0)
 			session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->tls));
@@ -1347,6 +1349,7 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 
 	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
 		n--;
+	metrics_message_outcome(s, status);
 	printable(r, n, reply, sizeof(reply));
 	if (decider[0])
 		snprintf(by, sizeof(by), " filter=%s", decider);
@@ -1869,6 +1872,7 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 		case SMTP_MAIL:
 			if (code / 100 == 2) {
 				s->in_mail = true;
+				metrics_message_start(s);
 				reset_bdat(s);
 			} else {
 				log_refusal(s, "MAIL", r, n);
@@ -2040,6 +2044,7 @@ client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	 */
 	if (s->state != SS_COMMAND)
 		client_timer_arm(s);
+	metrics_bytes_in(s, (size_t)nread);
 	if (s->tls) {
 		tls_conn_feed(s->tls, buf->base, (size_t)nread);
 		if (client_tls_input(s) != 0)
@@ -2318,6 +2323,7 @@ session_start(uv_tcp_t *client)
 	uv_timer_init(srv->loop, &s->ctimer);
 	s->ctimer.data = s;
 	s->handles++;
+	metrics_session_open(s);
 
 	if (s->laddr && s->laddr->proxy_protocol) {
 		session_set_state(s, SS_PROXY, "proxy_protocol listener");
@@ -2345,13 +2351,14 @@ session_close(struct session *s)
 		s->next->prev = s->prev;
 	srv->nsessions--;
 	connlimit_release(&s->climit);
+	metrics_session_close(s);
 	session_log(s, LOG_LVL_DEBUG, "closing session (%" PRIu64 " messages)", s->nmessages);
 	backend_abort(s);
 	backend_release(s);
 	filter_session_close(s);
 	uv_close((uv_handle_t *)&s->client, handle_closed);
 	uv_close((uv_handle_t *)&s->ctimer, handle_closed);
-	if (srv->stopping && srv->nsessions == 0)
+	if ((srv->stopping || srv->retiring) && srv->nsessions == 0)
 		server_drained(srv);
 }
 

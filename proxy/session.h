@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "connlimit.h"
+#include "metrics.h"
 #include "dotstream.h"
 #include "ehlo.h"
 #include "filter.h"
@@ -184,6 +185,8 @@ struct session {
 	unsigned		 replay_wait;	/* replayed RCPT replies still to come */
 	unsigned		 replay_ok;
 	char			*replay_error;	/* the envelope replay failed */
+
+	struct metrics_session	 metrics;	/* metrics.c: live row, timings */
 
 	unsigned		 handles;	/* open uv handles; free at zero */
 	bool			 closing;

@@ -1,0 +1,65 @@
+/*
+ * metrics.h - counters shared by the workers, served by the master.
+ *
+ * One fixed-size MAP_SHARED region, created by the master before the first
+ * fork (metrics_init), holds a slot of counters per worker, updated with
+ * __atomic operations and summed when scraped, and a bounded table of the
+ * live sessions.  The master serves them over HTTP when metrics {} is set:
+ * GET /metrics (Prometheus text format 0.0.4) and GET /status (live
+ * sessions, plain text).  Metric names: smtpchain(8), METRICS.
+ *
+ * Session code calls the metrics_session_* and metrics_* functions below,
+ * one line each; they do nothing before metrics_worker_init (unit tests).
+ */
+#ifndef SMTPCHAIN_METRICS_H
+#define SMTPCHAIN_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "config.h"
+
+#define METRICS_MAX_WORKERS	64	/* worker slots: running and retiring */
+#define METRICS_MAX_SESSIONS	1024	/* rows of the live session table */
+#define METRICS_MAX_FILTERS	32	/* distinct filter names counted */
+
+struct session;
+
+/* What a session keeps for its metrics (struct session's "metrics"). */
+struct metrics_session {
+	int		row;		/* in the live table, -1 if it was full */
+	uint64_t	started;	/* uv_hrtime() at accept */
+	uint64_t	msg_started;	/* uv_hrtime() at MAIL, 0 outside a transaction */
+};
+
+/* master.c */
+int	metrics_init(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen);
+void	metrics_http_reconfigure(uv_loop_t *loop, const struct config *cfg);
+void	metrics_http_stop(void);
+void	metrics_http_child(void);	/* in a new child: close the master's sockets */
+void	metrics_worker_started(unsigned slot, pid_t pid);
+void	metrics_worker_gone(unsigned slot, bool unexpected);	/* clears its sessions */
+
+/* worker.c */
+void	metrics_worker_init(unsigned slot);
+void	metrics_filters(const char *const *names, size_t n);	/* the loaded chain */
+
+/* session.c, backend.c, filter.c */
+void	metrics_session_open(struct session *s);
+void	metrics_session_state(struct session *s, const char *state);
+void	metrics_session_close(struct session *s);
+void	metrics_bytes_in(struct session *s, size_t n);
+void	metrics_bytes_out(struct session *s, size_t n);
+void	metrics_message_start(struct session *s);
+void	metrics_message_outcome(struct session *s, const char *status);	/* log_outcome's word */
+void	metrics_backend_reply(int code);
+void	metrics_filter_verdict(const char *filter, int verdict);	/* enum sc_verdict */
+
+/* For tests and the status page: render into buf; returns the length. */
+size_t	metrics_render(char *buf, size_t len);
+size_t	metrics_render_status(char *buf, size_t len);
+
+#endif
