@@ -1,6 +1,8 @@
 /*
- * server.h - the daemon's process-wide state: the loop, the loaded config,
- * the listeners and the live sessions.  One struct server per process.
+ * server.h - a worker process's state: the loop, the loaded config, the
+ * listeners (inherited from the master) and the live sessions.  One struct
+ * server per worker.  The master (master.c) binds the listening sockets,
+ * forks the workers and supervises them; see smtpchain(8).
  */
 #ifndef SMTPCHAIN_SERVER_H
 #define SMTPCHAIN_SERVER_H
@@ -27,21 +29,30 @@ struct server {
 	struct filter_chain	 chain;		/* the loaded filter modules */
 	struct tls_server	*tls;		/* tls {}: STARTTLS and implicit TLS */
 	bool			 transcript;	/* log.transcript or -d */
+	const int		*listen_fds;	/* bound by the master, one per cfg->listen[] */
 	struct listener		*listeners;
 	size_t			 nlisteners;
 	struct session		*sessions;	/* doubly linked, for shutdown */
 	unsigned		 nsessions;
 	uint64_t		 next_id;
 	bool			 stopping;	/* SIGTERM: no new sessions */
+	bool			 retiring;	/* reloaded: no new connections, sessions go on */
 	bool			 shutdown_forced;/* its deadline passed */
 	uv_timer_t		 shutdown_timer;
-	uv_signal_t		 sigterm, sigint;
+	uv_timer_t		 retire_timer;	/* retiring: then stop like SIGTERM */
+	uv_signal_t		 sigterm, sigretire;
 };
 
-/* main.c */
-void	server_drained(struct server *srv);	/* stopping, and the last session closed */
+/* master.c */
+int	master_run(struct config *cfg, bool debug);	/* exit status */
+int	config_check_runtime(const struct config *cfg, char *err, size_t errlen);	/* as -t */
+
+/* worker.c */
+int	worker_run(struct config *cfg, const int *listen_fds, unsigned serial, bool transcript);
+void	server_drained(struct server *srv);	/* stopping or retiring, and the last session closed */
 
 /* listener.c */
+int	listener_bind(const struct config_addr *addr, char *err, size_t errlen);	/* fd, or -1 */
 int	listener_start(struct server *srv);		/* 0, or -1 after logging */
 void	listener_stop(struct server *srv);
 

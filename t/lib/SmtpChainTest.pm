@@ -274,7 +274,8 @@ END {
 # hostname lines when it has none), start the daemon in the foreground with
 # its stderr in a log file, wait until it listens.  Options: name (files are
 # NAME.conf and NAME.log), args (extra command line arguments), wait (0 to
-# not wait for the port, e.g. for a config that must fail).
+# not wait for the port, e.g. for a config that must fail), env (a hash of
+# environment variables for the daemon).
 # Returns a SmtpChainTest::Proxy; dies if it does not come up.
 sub start_proxy {
 	my ($text, %o) = @_;
@@ -294,7 +295,7 @@ sub start_proxy {
 	my $log = "$dir/$name.log";
 	my @argv = ($bin, '-c', $conf, @{ $o{args} || [] });
 	unshift @argv, valgrind_argv("$dir/$name.valgrind") if $VALGRIND;
-	my $pid = spawn(argv => \@argv, output => $log);
+	my $pid = spawn(argv => \@argv, output => $log, env => $o{env});
 	my $p = bless { pid => $pid, port => $port, conf => $conf, log => $log,
 	    name => $name, valgrind => $VALGRIND ? "$dir/$name.valgrind" : undef },
 	    'SmtpChainTest::Proxy';
@@ -710,11 +711,30 @@ sub wait_log {
 	return $m;
 }
 
-# Peak resident set size (VmHWM) in kB, undef if the process is gone.
+# The pids of the master's worker processes now (its children, from /proc).
+sub worker_pids {
+	my ($self) = @_;
+	my @pids;
+	opendir(my $dh, '/proc') or return ();
+	for my $p (grep { /^\d+\z/ } readdir $dh) {
+		my $st = SmtpChainTest::slurp("/proc/$p/stat") // next;
+		push @pids, $p if $st =~ /^\d+ \(.*\) [^Z] (\d+) /s && $1 == $self->{pid};
+	}
+	closedir $dh;
+	return sort { $a <=> $b } @pids;
+}
+
+# Peak resident set size (VmHWM) in kB of the biggest of the master and its
+# workers, undef if the master is gone.
 sub vmhwm {
 	my ($self) = @_;
-	my $s = SmtpChainTest::slurp("/proc/$self->{pid}/status") // return undef;
-	return $s =~ /^VmHWM:\s+(\d+)\s+kB/m ? $1 : undef;
+	my $max;
+	for my $p ($self->{pid}, $self->worker_pids) {
+		my $s = SmtpChainTest::slurp("/proc/$p/status") // next;
+		next unless $s =~ /^VmHWM:\s+(\d+)\s+kB/m;
+		$max = $1 if !defined $max || $1 > $max;
+	}
+	return $max;
 }
 
 sub alive { SmtpChainTest::proc_alive($_[0]{pid}) }

@@ -1,0 +1,97 @@
+# 85-workers.t - the master and its workers: a worker killed mid-session
+# loses only its own session (the client sees a drop, nothing half reaches
+# the backend), a session on another worker completes, the master logs the
+# death and starts a new worker; SIGTERM to the master stops every worker.
+use strict;
+use warnings;
+
+use Test::More;
+use SmtpChainTest;
+
+plan skip_all => 'SMTPCHAIN is not set (run through make check)' unless $ENV{SMTPCHAIN};
+
+my $sink = start_sink();
+my $p = start_proxy(<<"EOF");
+backend = "127.0.0.1:@{[ $sink->port ]}";
+workers = 2;
+timeout { shutdown = 10; }
+EOF
+my $port = $p->port;
+
+my @w;
+ok(SmtpChainTest::wait_until(sub { @w = $p->worker_pids; @w == 2 }, 15), 'the master runs 2 workers')
+    or diag("workers: @w");
+like($p->log_text, qr/worker \d+ started \(pid $w[0]\)/, 'the master logs each worker it starts');
+
+# The pid of the worker serving the client on this local port (its
+# "connect from" log line carries the worker's pid).
+sub worker_of {
+	my ($c) = @_;
+	my $lport = $c->local_port;
+	my $pid = $p->wait_log(qr/smtpchain\[(\d+)\]: info: [0-9A-F]+: connect from \[127\.0\.0\.1\]:$lport\n/);
+	return $pid;
+}
+
+# A client in the middle of DATA on some worker.
+my $a = smtp_connect($port);
+reply_ok($a->read_reply, 220, undef, 'session A: greeting');
+reply_ok($a->ehlo, 250, undef, 'session A: EHLO');
+my $ra = $a->begin_data(from => 'a@client.test', to => 'a@example.test');
+reply_ok($ra->{data}, 354, undef, 'session A: DATA');
+$a->send("Subject: half a message from A\r\n\r\nfirst line\r\n");
+my $apid = worker_of($a);
+ok($apid && grep({ $_ == $apid } @w), "session A is on worker $apid, a child of the master");
+
+# A second client on the other worker (connections go to whichever worker
+# accepts first: bounded retries until one lands elsewhere).
+my ($b, $bpid);
+for (1 .. 40) {
+	my $c = smtp_connect($port);
+	$c->read_reply;
+	my $pid = worker_of($c);
+	if ($pid && $pid != $apid) {
+		($b, $bpid) = ($c, $pid);
+		last;
+	}
+	$c->quit;
+}
+ok($b, "session B is on the other worker ($bpid)") or BAIL_OUT('no session on the second worker');
+reply_ok($b->ehlo, 250, undef, 'session B: EHLO');
+my $rb = $b->begin_data(from => 'b@client.test', to => 'b@example.test');
+reply_ok($rb->{data}, 354, undef, 'session B: DATA');
+
+# Kill A's worker.
+ok(kill('KILL', $apid), "SIGKILL to worker $apid");
+ok($a->wait_closed(10), 'session A: the client sees the connection drop');
+my $dead = $p->wait_log(qr/(worker \d+ \(pid $apid\) killed by signal 9[^\n]*)/);
+ok($dead, 'the master logs the death with the signal') or diag($p->log_tail);
+like($dead // '', qr/unexpectedly/, 'as unexpected');
+
+# B goes on and completes.
+$b->send(dot_stuff(make_message(subject => 'whole message from B')) . ".\r\n");
+reply_ok($b->read_reply, 250, undef, 'session B: the message is accepted after A\'s worker died');
+reply_ok($b->cmd('NOOP'), 250, undef, 'session B goes on');
+$b->quit;
+ok($sink->wait_find(qr/^Subject: whole message from B$/m), 'B\'s message is at the sink');
+
+# A new worker replaces the dead one.
+my @w2;
+ok(SmtpChainTest::wait_until(sub { @w2 = $p->worker_pids; @w2 == 2 && !grep({ $_ == $apid } @w2) }, 15),
+    'a new worker replaces the dead one') or diag("workers: @w2");
+like($p->log_text, qr/worker \d+ started \(pid $w2[-1]\)/, 'and its start is logged');
+for my $i (1 .. 4) {
+	my @r = smtp_session($port, ['EHLO client.test', 'QUIT']);
+	reply_ok($r[0], 220, undef, "new connection $i after the restart: greeting");
+}
+
+# Half of A's message never reached the backend.
+ok(!$sink->find(qr/half a message from A/), 'nothing of A\'s message reached the sink');
+
+# SIGTERM to the master stops every worker, and the master exits 0.
+my @last = $p->worker_pids;
+$p->stop_ok('the master exits 0 on SIGTERM');
+ok(!grep({ SmtpChainTest::proc_alive($_) || kill(0, $_) } @last), 'and its workers are gone')
+    or diag("still there: @last");
+like($p->log_text, qr/all workers exited/, 'the master waited for its workers');
+
+done_testing;

@@ -1,0 +1,159 @@
+# 86-reload.t - SIGHUP: a good config is taken by new sessions while a
+# session in flight finishes on the old one, with no failed transaction
+# under load; a bad config (syntax or a module that does not load) is
+# refused with an error in the log and the old one keeps running; listen
+# addresses added and removed; sd_notify READY/RELOADING/STOPPING.
+use strict;
+use warnings;
+
+use IO::Socket::UNIX;
+use Socket qw(SOCK_DGRAM);
+use Test::More;
+use SmtpChainTest;
+
+plan skip_all => 'SMTPCHAIN is not set (run through make check)' unless $ENV{SMTPCHAIN};
+
+my $dir = tmpdir();
+my $sink = start_sink(verbose => 0);
+my $bport = $sink->port;
+my $port = free_port();
+
+# systemd's side of sd_notify: a datagram socket named by $NOTIFY_SOCKET.
+my $nsock = "$dir/notify.sock";
+my $notify = IO::Socket::UNIX->new(Type => SOCK_DGRAM, Local => $nsock)
+    or die "cannot bind $nsock: $!\n";
+my @notes;
+sub notes {
+	my ($want, $timeout) = @_;
+	$timeout = 0.01 if $want eq '';
+	SmtpChainTest::wait_until(sub {
+		while (1) {
+			my $rin = '';
+			vec($rin, fileno($notify), 1) = 1;
+			last unless select(my $rout = $rin, undef, undef, 0) > 0;
+			my $m;
+			defined $notify->recv($m, 4096) or last;
+			push @notes, $m;
+		}
+		return grep { $_ eq $want } @notes;
+	}, $timeout || 10);
+	return scalar grep { $_ eq $want } @notes;
+}
+
+my $base = <<"EOF";
+listen = "127.0.0.1:$port";
+backend = "127.0.0.1:$bport";
+workers = 2;
+timeout { shutdown = 30; }
+EOF
+my $p = start_proxy($base, env => { NOTIFY_SOCKET => $nsock });
+my $conf = $p->{conf};
+ok(notes('READY=1'), 'sd_notify: READY=1 at start');
+
+# The EHLO keywords a new session sees.
+sub keywords {
+	my ($c) = smtp_connect($port);
+	$c->read_reply;
+	my $e = $c->ehlo;
+	$c->quit;
+	return ehlo_keywords($e);
+}
+sub reloads { my @n = $p->log_text =~ /info: reloaded: /g; scalar @n }
+sub failures { my @n = $p->log_text =~ /reload failed/g; scalar @n }
+
+# Rewrite the config and send SIGHUP; wait for the master to say how it went.
+sub reload {
+	my ($text, $good) = @_;
+	my ($r, $f) = (reloads(), failures());
+	notes('');	# read what is queued
+	SmtpChainTest::spew($conf, qq{hostname = "proxy.test";\n} . $text);
+	kill 'HUP', $p->pid;
+	return SmtpChainTest::wait_until(sub { $good ? reloads() > $r : failures() > $f }, 20);
+}
+
+ok((grep { $_ eq '8BITMIME' } keywords()), 'before the reload, 8BITMIME is offered');
+
+# A session in the middle of a transaction when the reload comes.
+my $a = smtp_connect($port);
+$a->read_reply;
+$a->ehlo;
+my $ra = $a->begin_data(from => 'inflight@client.test', to => 'inflight@example.test');
+reply_ok($ra->{data}, 354, undef, 'session A in DATA before the reload');
+$a->send("Subject: across the reload\r\n\r\nfirst half\r\n");
+my @old = $p->worker_pids;
+
+ok(reload($base . qq{ehlo { remove = [ "8BITMIME" ]; }\n}, 1), 'SIGHUP with a good config: reloaded');
+ok(notes('RELOADING=1'), 'sd_notify: RELOADING=1');
+ok(!(grep { $_ eq '8BITMIME' } keywords()), 'new sessions use the new config (8BITMIME removed)');
+
+$a->send("second half\r\n.\r\n");
+reply_ok($a->read_reply, 250, undef, 'session A finishes its message on the old worker');
+reply_ok($a->cmd('NOOP'), 250, undef, 'and is not cut off (no 421)');
+my $e = $a->ehlo;
+ok((grep { $_ eq '8BITMIME' } ehlo_keywords($e)), 'session A still runs on the old config');
+$a->quit;
+ok($sink->wait_find(qr/^Subject: across the reload$/m), 'A\'s message is at the sink');
+ok(SmtpChainTest::wait_until(sub { !grep { SmtpChainTest::proc_alive($_) } @old }, 20),
+    'the old workers exit once their sessions are done');
+like($p->log_text, qr/worker \d+ \(pid $old[0]\) exited with status 0/, 'and the master logs it');
+my @new = $p->worker_pids;
+is(scalar @new, 2, 'two workers on the new config');
+
+# Reloads under load: no failed transaction.
+SKIP: {
+	my $src = SmtpChainTest::find_program('smtp-source') or skip 'smtp-source not found', 3;
+	my $before = () = $sink->files;
+	my $out = "$dir/smtp-source.out";
+	my $n = 300;
+	my $pid = fork();
+	die "fork: $!\n" unless defined $pid;
+	if ($pid == 0) {
+		exec('sh', '-c', "exec timeout -k 5 120 $src -s 4 -m $n -l 500 -f load\@client.test " .
+		    "-t load\@example.test -M load.client.test 127.0.0.1:$port >$out 2>&1")
+		    or POSIX::_exit(127);
+	}
+	my $ok = 1;
+	for my $i (1 .. 3) {
+		my $rm = $i % 2 ? '"PIPELINING"' : '"8BITMIME"';
+		$ok &&= reload($base . "ehlo { remove = [ $rm ]; }\n", 1);
+	}
+	ok($ok, '3 reloads while smtp-source sends');
+	waitpid($pid, 0);
+	is($?, 0, "smtp-source: $n messages, no failed transaction") or diag(slurp($out));
+	my @f;
+	SmtpChainTest::wait_until(sub { @f = $sink->files; @f >= $before + $n }, 60, 0.2);
+	is(scalar(@f) - $before, $n, "the sink has all $n messages");
+	unlike($p->log_text, qr/status=(?:deferred|rejected)/, 'no message deferred or rejected');
+}
+ok(!(grep { $_ eq 'PIPELINING' } keywords()), 'the last reload is in effect (PIPELINING removed)');
+
+# Bad configs: refused, logged, the old one keeps running.
+my @before = $p->worker_pids;
+ok(reload($base . "no_such_key = 1;\n", 0), 'SIGHUP with an unknown key: refused');
+like($p->log_text, qr/error: reload failed, still running the previous configuration: \Q$conf\E:\d+: unknown key "no_such_key"/,
+    'the error is logged with file and line');
+ok(reload($base . qq{filter { module = "$dir/no-such-module.so"; }\n}, 0), 'SIGHUP with a module that does not load: refused');
+like($p->log_text, qr/reload failed[^\n]*no-such-module/, 'the module\'s error is logged');
+ok(reload($base . qq{listen = "127.0.0.1:$port";\n}, 0), 'SIGHUP with a duplicate key: refused');
+is_deeply([$p->worker_pids], \@before, 'the same workers keep running');
+ok(!(grep { $_ eq 'PIPELINING' } keywords()), 'on the last good config');
+my @r = smtp_session($port, ['EHLO client.test', 'MAIL FROM:<after@client.test>',
+    'RCPT TO:<after@example.test>', 'DATA', \"Subject: after a refused reload\r\n\r\nx\r\n.\r\n", ['', 1], 'QUIT']);
+reply_ok($r[5], 250, undef, 'mail still flows after a refused reload');
+
+# A listen address added, then removed.
+my $port2 = free_port();
+my $two = $base;
+$two =~ s/^listen = .*$/listen = [ "127.0.0.1:$port", "127.0.0.1:$port2" ];/m;
+ok(reload($two, 1), 'SIGHUP adding a listen address');
+my @r2 = smtp_session($port2, ['QUIT']);
+reply_ok($r2[0], 220, undef, 'the new address accepts');
+ok(reload($base, 1), 'SIGHUP removing it');
+ok(SmtpChainTest::wait_until(sub { !smtp_connect($port2, connect_timeout => 2) }, 20),
+    'the removed address is closed');
+my @r3 = smtp_session($port, ['QUIT']);
+reply_ok($r3[0], 220, undef, 'the kept address never stopped');
+
+$p->stop_ok('the master exits 0 on SIGTERM');
+ok(notes('STOPPING=1'), 'sd_notify: STOPPING=1');
+done_testing;
