@@ -258,8 +258,8 @@ my $port = $p->port;
 
 # --- too many connections
 {
-	# One worker: limits.max_connections counts the sessions of each worker.
-	my $lp = proxy_for('maxconn', $bport, "workers = 1;\nlimits { max_connections = 2; }\ntimeout { shutdown = 5; }\n");
+	# Two workers: limits.max_connections counts across processes (connlimit.c).
+	my $lp = proxy_for('maxconn', $bport, "workers = 2;\nlimits { max_connections = 2; }\ntimeout { shutdown = 5; }\n");
 	my @c = map { my $c = smtp_connect($lp->port); $c->read_reply; $c } 1 .. 2;
 	my $x = smtp_connect($lp->port);
 	my $r = $x->read_reply;
