@@ -64,8 +64,10 @@ sub greeting_of {
 }
 
 # 1. The first backend is down: the second is used; then held down.
+# (Hold-down and round-robin turns are per worker process: one worker here.)
 {
 	my $p = start_proxy(<<"EOF", name => 'failover');
+workers = 1;
 backend = [ "127.0.0.1:$down1", "127.0.0.1:$s1" ];
 timeout { shutdown = 5; }
 EOF
@@ -123,6 +125,7 @@ EOF
 # 3. Round robin alternates.
 {
 	my $p = start_proxy(<<"EOF", name => 'rr');
+workers = 1;
 backend = [ "127.0.0.1:$s1", "127.0.0.1:$s2" ];
 backend_balance = "round-robin";
 timeout { shutdown = 5; }
@@ -136,6 +139,7 @@ EOF
 # 4. Round robin with one down: its turns go to the other.
 {
 	my $p = start_proxy(<<"EOF", name => 'rrdown');
+workers = 1;
 backend = [ "127.0.0.1:$s1", "127.0.0.1:$down1", "127.0.0.1:$s2" ];
 backend_balance = "round-robin";
 timeout { shutdown = 5; }
