@@ -40,6 +40,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -81,6 +82,8 @@ static struct master {
 	uint64_t		 next_spawn;	/* uv_now before which none is started */
 	bool			 stopping;
 	bool			 debug;		/* -d: log level debug, transcripts */
+	unsigned char		 ticket_keys[TLS_TICKET_KEYS];	/* TLS tickets, one set for
+						   every worker, for the master's lifetime */
 	uv_timer_t		 spawn_timer;
 	uv_signal_t		 sighup, sigterm, sigint, sigchld;
 } M;
@@ -256,7 +259,8 @@ spawn_worker(void)
 		if (getppid() != master)
 			_exit(0);
 		metrics_worker_init(slot);
-		status = worker_run(M.cfg, M.fds, M.serial, M.debug || M.cfg->log.transcript);
+		status = worker_run(M.cfg, M.fds, M.serial, M.debug || M.cfg->log.transcript,
+		    M.ticket_keys);
 		_exit(status);
 	}
 	M.w[slot].state = WORKER_RUNNING;
@@ -513,6 +517,10 @@ master_run(struct config *cfg, bool debug)
 	char err[1024];
 
 	M.debug = debug;
+	if (getrandom(M.ticket_keys, sizeof(M.ticket_keys), 0) != (ssize_t)sizeof(M.ticket_keys)) {
+		fprintf(stderr, "getrandom: %s\n", strerror(errno));
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	uv_loop_init(&M.loop);
 	uv_timer_init(&M.loop, &M.spawn_timer);

@@ -191,7 +191,7 @@ server_ctx_new(const struct config *cfg, const char *cert, const char *key,
 	}
 	if (cfg->tls.ask_client_cert)	/* asked, never required (no FAIL_IF_NO_PEER_CERT) */
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, accept_any_cert);
-	/* Resumption: the internal session cache and TLS 1.3 tickets. */
+	/* Resumption: the internal session cache and tickets (keys: tls_server_ticket_keys). */
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
@@ -242,6 +242,18 @@ sni_select(SSL *ssl, int *alert, void *arg)
 				return SSL_TLSEXT_ERR_OK;
 			}
 	return SSL_TLSEXT_ERR_OK;
+}
+
+/* Session ticket keys shared by the workers; see tls.h. */
+int
+tls_server_ticket_keys(struct tls_server *ts, const unsigned char *keys, size_t len)
+{
+	if (SSL_CTX_set_tlsext_ticket_keys(ts->ctx, (void *)keys, (long)len) != 1)
+		return -1;
+	for (size_t i = 0; i < ts->nsni; i++)
+		if (SSL_CTX_set_tlsext_ticket_keys(ts->sni[i].ctx, (void *)keys, (long)len) != 1)
+			return -1;
+	return 0;
 }
 
 /* The server contexts from the tls {} block: the default, then one per tls.sni entry. */

@@ -32,6 +32,12 @@ struct tls_conn;	/* one client connection */
  */
 struct tls_server *tls_server_new(const struct config *cfg, char *err, size_t errlen);
 void	tls_server_free(struct tls_server *ts);
+/*
+ * Session ticket keys shared by every worker (made once by the master), so
+ * a session made on one worker resumes on another; 0, or -1 if refused.
+ */
+#define TLS_TICKET_KEYS	80
+int	tls_server_ticket_keys(struct tls_server *ts, const unsigned char *keys, size_t len);
 
 struct tls_conn *tls_conn_new(struct tls_server *ts);
 
