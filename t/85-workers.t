@@ -21,7 +21,7 @@ my $port = $p->port;
 my @w;
 ok(SmtpChainTest::wait_until(sub { @w = $p->worker_pids; @w == 2 }, 15), 'the master runs 2 workers')
     or diag("workers: @w");
-like($p->log_text, qr/worker \d+ started \(pid $w[0]\)/, 'the master logs each worker it starts');
+ok($p->wait_log(qr/worker \d+ (started) \(pid $w[0]\)/), 'the master logs each worker it starts');
 
 # The pid of the worker serving the client on this local port (its
 # "connect from" log line carries the worker's pid).
@@ -78,7 +78,7 @@ ok($sink->wait_find(qr/^Subject: whole message from B$/m), 'B\'s message is at t
 my @w2;
 ok(SmtpChainTest::wait_until(sub { @w2 = $p->worker_pids; @w2 == 2 && !grep({ $_ == $apid } @w2) }, 15),
     'a new worker replaces the dead one') or diag("workers: @w2");
-like($p->log_text, qr/worker \d+ started \(pid $w2[-1]\)/, 'and its start is logged');
+ok($p->wait_log(qr/worker \d+ (started) \(pid $w2[-1]\)/), 'and its start is logged');
 for my $i (1 .. 4) {
 	my @r = smtp_session($port, ['EHLO client.test', 'QUIT']);
 	reply_ok($r[0], 220, undef, "new connection $i after the restart: greeting");

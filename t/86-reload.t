@@ -95,7 +95,7 @@ $a->quit;
 ok($sink->wait_find(qr/^Subject: across the reload$/m), 'A\'s message is at the sink');
 ok(SmtpChainTest::wait_until(sub { !grep { SmtpChainTest::proc_alive($_) } @old }, 20),
     'the old workers exit once their sessions are done');
-like($p->log_text, qr/worker \d+ \(pid $old[0]\) exited with status 0/, 'and the master logs it');
+ok($p->wait_log(qr/worker \d+ \(pid $old[0]\) (exited with status 0)/), 'and the master logs it');
 my @new = $p->worker_pids;
 is(scalar @new, 2, 'two workers on the new config');
 
