@@ -496,6 +496,15 @@ sub run_idle {
 	my @roots = @{ $sys->{pids} };
 	return { ok => 0, why => 'no proxy' } unless @roots;
 	my $n = $w->{n};
+	# A proxy holds two descriptors per session (client and backend): stay
+	# under its open-files limit, and say so.
+	my $lim = (slurp("/proc/$roots[0]/limits") // '') =~ /^Max open files\s+(\d+)/m ? $1 : undef;
+	if (defined $lim && 2 * $n + 100 > $lim) {
+		my $cap = int(($lim - 100) / 2);
+		note_line("  idle: $n sessions need more than the proxy's open-files limit ($lim): $cap instead" .
+		    " (raise the hard limit, ulimit -Hn, for more)");
+		$n = $cap;
+	}
 	my $settle = $Q ? 0.2 : 1;	# for the process to reach a steady RSS
 	sleep $settle / 2;
 	my $rss0 = tree_mem('VmRSS', @roots);
@@ -540,7 +549,7 @@ sub run_idle {
 	my $per = $greeted ? ($rss1 - $rss0) / $greeted : undef;
 	note_line(sprintf("  idle: %d opened, %d greeted, RSS %d -> %d kB: %s KiB per session",
 	    $opened, $greeted, $rss0, $rss1, defined $per ? sprintf('%.1f', $per) : '?'));
-	return { ok => ($greeted == $n ? 1 : 0), sent => $n, delivered => $greeted,
+	return { ok => ($greeted == $n ? 1 : 0), sent => $n, delivered => $greeted, n => $n,
 	    idle_kb => $per, hwm_kb => $hwm };
 }
 
