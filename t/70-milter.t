@@ -30,7 +30,7 @@ mkdir $qdir;
 # Start testmilter NAME with extra arguments; waits until it listens.
 sub start_milter {
 	my ($name, @args) = @_;
-	my $port = free_port();
+	my $port = ref $args[0] eq 'HASH' ? shift(@args)->{port} : free_port();
 	my $log = "$dir/milter-$name.log";
 	my $pid = SmtpChainTest::spawn(argv => [$testmilter, '-p', "inet:$port\@127.0.0.1",
 	    '-n', $name, @args], output => $log);
@@ -400,6 +400,56 @@ my $p = proxy_with('one', milter_block("inet:127.0.0.1:$one->{port}",
 }
 $p->stop_ok('proxy with one milter exits 0');
 
+# --- connection reuse: SMFIC_QUIT_NC, then SMFIC_CONNECT on the same connection
+{
+	my $ru = start_milter('reuse');
+	my $pr = proxy_with('reuse', milter_block("inet:127.0.0.1:$ru->{port}", idle_connections => 2));
+	my $count = sub { my ($what) = @_; my $n = () = milter_log($ru) =~ /^reuse: $what\b/mg; $n };
+	my @tags;
+	for my $i (1, 2) {
+		my ($tag, $data) = message('plain');
+		push @tags, $tag;
+		my $r = transact($pr->port, data => $data, helo => "client$i.test",
+		    to => [map { "rcpt$_\@example.test" } 1 .. $i]);
+		reply_ok($r->{end}, 250, undef, "reuse: session $i delivered");
+		wait_until(sub { $count->('close') >= $i }, 5);
+	}
+	is($count->('negotiate'), 1, 'reuse: two sessions, one SMFIC_OPTNEG (one milter connection)');
+	is($count->('connect'), 2, 'reuse: SMFIC_CONNECT for each session');
+	is($count->('close'), 2, 'reuse: xxfi_close at each SMFIC_QUIT_NC');
+	my $t2 = trace_of(delivered($tags[1]) || {}, 'reuse') || {};
+	is($t2->{helo}, 'client2.test', 'reuse: the second session\'s HELO, not the first one\'s');
+	is($t2->{rcpts}, 2, 'reuse: the second session\'s recipients only');
+	is($t2->{client_addr}, '127.0.0.1', 'reuse: connect macros sent again');
+	like($pr->log_text, qr/SMFIC_QUIT_NC, connection kept for a later session \(1 idle\)/,
+	    'reuse: logged when kept');
+	like($pr->log_text, qr/an idle connection used again/, 'reuse: logged when used again');
+
+	# A message the milter ACCEPTs leaves libmilter where QUIT_NC is ignored: QUIT, closed.
+	my ($tag, $data) = message('accept');
+	my $r = transact($pr->port, data => $data);
+	reply_ok($r->{end}, 250, undef, 'reuse: an accepted message');
+	($tag, $data) = message('plain');
+	$r = transact($pr->port, data => $data);
+	reply_ok($r->{end}, 250, undef, 'reuse: the next session');
+	ok(delivered($tag), 'reuse: ... delivered');
+	wait_until(sub { $count->('connect') >= 4 }, 5);
+	is($count->('negotiate'), 2, 'reuse: no QUIT_NC after SMFIR_ACCEPT at eom: a new connection next time');
+
+	# The milter goes away while its connection is idle: dropped, a new one next time.
+	SmtpChainTest::stop_pid($ru->{pid}, 'KILL', 5);
+	my $again = start_milter('reuse2', { port => $ru->{port} });
+	($tag, $data) = message('plain');
+	$r = transact($pr->port, data => $data);
+	reply_ok($r->{end}, 250, undef, 'reuse: after the milter restarted, the message goes through');
+	my $t = trace_of(delivered($tag) || {}, 'reuse2') || {};
+	is($t->{helo}, 'client.test', 'reuse: ... through the new milter');
+	like(milter_log($again), qr/^reuse2: negotiate /m, 'reuse: ... on a new connection');
+	unlike($pr->log_text, qr/milter inet:127\.0\.0\.1:$ru->{port}: .*for the rest of the session/,
+	    'reuse: no failure logged');
+	$pr->stop_ok('reuse proxy exits 0 (idle connections do not hold it)');
+}
+
 # --- protocol flags and macro lists
 {
 	my $f = start_milter('flags', '-P', 'nohdrs,nr_body,nr_rcpt,nounknown', '-M', 'connect={client_addr}');
@@ -695,6 +745,7 @@ sub start_fake {
 	like($l, qr/^E $/m, 'bytes: BODYEOB');
 	like($l, qr/^M <x\@client\.test>\|\n(?:D [^\n]*\n)*A $/m, 'bytes: SMFIC_ABORT after the RSET');
 	like($l, qr/^Q $/m, 'bytes: SMFIC_QUIT at the end of the session');
+	is(() = $l =~ /^connect$/mg, 1, 'bytes: one connection so far');
 
 	# SHUTDOWN at MAIL: 421 4.7.0, then the session is closed (as Postfix does).
 	$c = $session->();
@@ -759,6 +810,8 @@ sub start_fake {
 	is($h[1] && $h[1][0], 'X-Second', 'INSHEADER at index 1');
 	is($m && $m->{mail}, '<>', 'CHGFROM to the null sender');
 	ok($m && grep({ /^<plain\@example\.org>$/ } @{ $m->{rcpt} }), 'ADDRCPT');
+	wait_until(sub { $flog->() =~ /^K $/m }, 5);
+	like($flog->(), qr/^E \n(?:[^\n]*\n)*?K $/m, 'bytes: SMFIC_QUIT_NC after an end of message answered CONTINUE');
 
 	# SKIP: no more BODY after it.
 	my $body = 'y' x 100 . "\r\n";

@@ -13,23 +13,34 @@
  *		timeout_connect = 30;		# seconds: connect + negotiation
  *		timeout_command = 30;		# each command up to end of body
  *		timeout_eom = 300;		# the end-of-message exchange
+ *		idle_connections = 4;		# kept after SMFIC_QUIT_NC, 0..64
  *		macros_connect = [ "j", "{daemon_name}", "v", "_" ];
  *		# also macros_helo, macros_mail, macros_rcpt, macros_data,
  *		# macros_eoh, macros_eom
  *	}
  *
  * DESCRIPTION
- *	One milter connection per SMTP session, opened by the connect hook
- *	without blocking: socket connect, SMFIC_OPTNEG, then the client's
- *	SMFIC_CONNECT; the connect hook pends until the milter has answered.
+ *	One milter connection per SMTP session at a time, opened by the
+ *	connect hook without blocking: socket connect, SMFIC_OPTNEG, then the
+ *	client's SMFIC_CONNECT; the connect hook pends until the milter has
+ *	answered.  When a session ends with the connection healthy and the
+ *	milter where libmilter takes it (after an end of message answered
+ *	CONTINUE, or an unknown command, outside a transaction), it gets
+ *	SMFIC_QUIT_NC instead of SMFIC_QUIT and waits in a pool of at most
+ *	idle_connections (default 4, 0 = never) for the next session, which
+ *	starts at SMFIC_CONNECT with what was negotiated (libmilter keeps it,
+ *	calls xxfi_close at QUIT_NC and expects CONNECT next).  An idle
+ *	connection the milter closes (or writes on) is dropped; one found dead
+ *	while the next session's CONNECT waits is replaced by a new connection
+ *	once.  Idle connections do not keep the daemon's loop alive.
  *	Each later hook sends its macros and command (SMFIC_HELO, MAIL, RCPT,
  *	DATA, HEADER, EOH, BODY in chunks of at most MILTER_CHUNK_SIZE,
  *	BODYEOB; SMFIC_UNKNOWN, without macros, for a command the proxy does
  *	not know) and pends until the reply, except for the steps the milter
  *	asked not to see (SMFIP_NO*) or not to answer (SMFIP_NR_*): these
  *	return SC_CONTINUE at once.  abort() sends SMFIC_ABORT, close() sends
- *	SMFIC_QUIT; a reply still owed for a cancelled hook is read and
- *	dropped.
+ *	SMFIC_QUIT (or QUIT_NC, above); a reply still owed for a cancelled
+ *	hook is read and dropped.
  *
  *	Replies: SMFIR_CONTINUE -> SC_CONTINUE, ACCEPT -> SC_ACCEPT, REJECT ->
  *	SC_REJECT (the host's text), TEMPFAIL -> SC_TEMPFAIL, REPLYCODE ->
@@ -92,6 +103,8 @@
 #define MAX_TIMEOUT		86400
 #define MAX_QUEUED_CHANGES	(256u * 1024 * 1024)	/* octets of changes held at eom */
 #define MAX_WAITING		8	/* replies owed at once (cancelled ones included) */
+#define DEFAULT_IDLE		4	/* idle connections kept per filter {} block */
+#define MAX_IDLE		64
 
 /* What the module offers in SMFIC_OPTNEG. */
 #define OFFERED_ACTIONS	(SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_ADDRCPT | \
@@ -119,7 +132,9 @@ struct namelist {
 	size_t	  n;
 };
 
-/* One filter {} block. */
+struct mlink;
+
+/* One filter {} block (and its idle connections, which are this process's). */
 struct milter_conf {
 	const char	*socket;	/* as configured, for logs */
 	enum { SOCK_INET, SOCK_UNIX } kind;
@@ -128,6 +143,9 @@ struct milter_conf {
 	enum fail_action default_action;
 	uint64_t	 timeout_connect, timeout_command, timeout_eom;	/* ms */
 	struct namelist	 macros[MC_NSTAGES];
+	unsigned	 idle_max;	/* idle_connections: 0 = no reuse */
+	struct mlink	*idle;		/* idle connections after SMFIC_QUIT_NC, newest first */
+	unsigned	 nidle;
 };
 
 /* The hooks, for the one that owes the host a resume(). */
@@ -186,6 +204,8 @@ struct msess;
 /*
  * The connection to the milter: its libuv handles, freed when both are
  * closed, so it can outlive the session it served (ms is NULL then).
+ * What was negotiated belongs to the connection: a connection used again
+ * after SMFIC_QUIT_NC starts at SMFIC_CONNECT without a new SMFIC_OPTNEG.
  */
 struct mlink {
 	union {
@@ -200,6 +220,15 @@ struct mlink {
 	bool		 connected;
 	struct mc_decoder dec;
 	struct msess	*ms;
+	struct milter_conf *conf;
+	bool		 idle;		/* in conf->idle, no session */
+	struct mlink	*next_idle;
+	unsigned	 sessions;	/* sessions it served, for the log */
+
+	/* Negotiated (SMFIC_OPTNEG's reply). */
+	uint32_t	 actions, protocol;
+	struct namelist	 symlist[MC_NSTAGES];	/* the milter's own lists */
+	bool		 has_symlist[MC_NSTAGES];
 };
 
 /* A write under way: the request and its octets. */
@@ -211,15 +240,15 @@ struct wreq {
 /* One SMTP session's conversation with the milter (host->state()). */
 struct msess {
 	struct sc_ctx		*c;
-	const struct milter_conf *conf;
+	struct milter_conf	*conf;
 	struct mlink		*link;
 	enum ms_state		 state;
 	enum fail_action	 fail_action;	/* MS_FAILED */
+	bool			 reused;	/* link came from the idle pool */
+	bool			 reusable;	/* the milter would take SMFIC_QUIT_NC now */
 
-	/* Negotiated. */
+	/* Negotiated (copied from the link). */
 	uint32_t		 actions, protocol;
-	struct namelist		 symlist[MC_NSTAGES];	/* the milter's own lists */
-	bool			 has_symlist[MC_NSTAGES];
 
 	/* The hook that waits for the milter, and an answer given during it. */
 	enum hook		 pending;
@@ -393,6 +422,7 @@ failed_verdict(struct msess *ms, enum hook h, bool current)
 
 static void	fail(struct msess *ms, enum fail_action act, const char *fmt, ...)
 		    __attribute__((format(printf, 3, 4)));
+static bool	link_open(struct msess *ms);
 
 /* A handle of the link is closed; the last one frees it. */
 static void
@@ -402,14 +432,108 @@ on_link_closed(uv_handle_t *h)
 
 	if (--l->open_handles == 0) {
 		mc_decoder_free(&l->dec);
+		for (int i = 0; i < MC_NSTAGES; i++)
+			names_free(&l->symlist[i]);
 		free(l);
 	}
 }
 
+/* Close both handles of a link that no session uses; it frees itself. */
+static void
+link_close(struct mlink *l)
+{
+	if (!uv_is_closing(&l->io.h))
+		uv_close(&l->io.h, on_link_closed);
+	if (!uv_is_closing((uv_handle_t *)&l->timer))
+		uv_close((uv_handle_t *)&l->timer, on_link_closed);
+}
+
+/* Take an idle connection out of the pool (it is then closed or used). */
+static void
+pool_unlink(struct mlink *l)
+{
+	struct mlink **pp;
+
+	for (pp = &l->conf->idle; *pp != NULL; pp = &(*pp)->next_idle)
+		if (*pp == l) {
+			*pp = l->next_idle;
+			l->conf->nidle--;
+			break;
+		}
+	l->next_idle = NULL;
+	l->idle = false;
+}
+
+/* Something happened on an idle connection (the milter closed it): drop it. */
+static void
+pool_drop(struct mlink *l)
+{
+	pool_unlink(l);
+	link_close(l);
+}
+
 /*
- * Let go of the connection: say goodbye if the milter is listening (ABORT
- * inside a transaction, then QUIT, written only if the socket takes them at
- * once), then close both handles; the link frees itself.
+ * Keep the session's connection for a later one: the milter is at a point
+ * where libmilter takes SMFIC_QUIT_NC (after an end of message it answered
+ * with CONTINUE, or an unknown command), nothing is owed or buffered, the
+ * pool has room, and the socket takes QUIT_NC at once.  The idle handles
+ * do not keep the loop alive.  Returns false when the link must be closed.
+ */
+static bool
+pool_put(struct msess *ms, struct mlink *l)
+{
+	struct milter_conf *conf = ms->conf;
+	struct mc_buf bye = { 0 };
+	bool kept = false;
+
+	if (conf->idle_max == 0 || conf->nidle >= conf->idle_max || !ms->reusable ||
+	    ms->state != MS_READY || ms->in_transaction || ms->nwaiting > 0 || !l->connected ||
+	    mc_decoder_pending(&l->dec) > 0 || uv_stream_get_write_queue_size(&l->io.s) > 0)
+		return false;
+	if (mc_enc_quit_nc(&bye) == 0) {
+		uv_buf_t b = uv_buf_init((char *)bye.p, (unsigned)bye.len);
+
+		kept = uv_try_write(&l->io.s, &b, 1) == (int)bye.len;
+	}
+	mc_buf_free(&bye);
+	if (!kept)
+		return false;
+	uv_timer_stop(&l->timer);
+	uv_unref(&l->io.h);
+	uv_unref((uv_handle_t *)&l->timer);
+	l->idle = true;
+	l->next_idle = conf->idle;
+	conf->idle = l;
+	conf->nidle++;
+	host->log(ms->c, SC_LOG_DEBUG, "milter %s: SMFIC_QUIT_NC, connection kept for a later "
+	    "session (%u idle)", conf->socket, conf->nidle);
+	return true;
+}
+
+/* An idle connection for a new session, or NULL. */
+static struct mlink *
+pool_take(struct milter_conf *conf)
+{
+	struct mlink *l;
+
+	while ((l = conf->idle) != NULL) {
+		pool_unlink(l);
+		if (!uv_is_closing(&l->io.h) && uv_is_readable(&l->io.s) &&
+		    uv_is_writable(&l->io.s)) {
+			uv_ref(&l->io.h);
+			uv_ref((uv_handle_t *)&l->timer);
+			return l;
+		}
+		link_close(l);
+	}
+	return NULL;
+}
+
+/*
+ * Let go of the connection: keep it for a later session when it is healthy
+ * and the milter is where SMFIC_QUIT_NC is allowed (pool_put), else say
+ * goodbye if the milter is listening (ABORT inside a transaction, then
+ * QUIT, written only if the socket takes them at once) and close it.
  */
 static void
 link_release(struct msess *ms, bool quit)
@@ -421,6 +545,8 @@ link_release(struct msess *ms, bool quit)
 		return;
 	ms->link = NULL;
 	l->ms = NULL;
+	if (quit && pool_put(ms, l))
+		return;
 	if (quit && l->connected && ms->state == MS_READY && ms->nwaiting == 0 &&
 	    uv_stream_get_write_queue_size(&l->io.s) == 0) {
 		if ((!ms->in_transaction || mc_enc_abort(&bye) == 0) && mc_enc_quit(&bye) == 0) {
@@ -430,10 +556,7 @@ link_release(struct msess *ms, bool quit)
 		}
 		mc_buf_free(&bye);
 	}
-	if (!uv_is_closing(&l->io.h))
-		uv_close(&l->io.h, on_link_closed);
-	if (!uv_is_closing((uv_handle_t *)&l->timer))
-		uv_close((uv_handle_t *)&l->timer, on_link_closed);
+	link_close(l);
 }
 
 /* The timeout for a reply to cmd, in ms. */
@@ -509,6 +632,18 @@ fail(struct msess *ms, enum fail_action act, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	if (ms->reused && ms->pending == HOOK_CONNECT && act == ACT_DEFAULT) {
+		/* The milter closed the idle connection as we took it: a new one. */
+		host->log(ms->c, SC_LOG_INFO, "milter %s: an idle connection failed (%s); "
+		    "opening a new one", ms->conf->socket, why);
+		ms->reused = false;
+		link_release(ms, false);
+		ms->nwaiting = 0;
+		mc_buf_reset(&ms->out);
+		set_state(ms, MS_CONNECTING, "reconnecting");
+		link_open(ms);
+		return;
+	}
 	ms->fail_action = act == ACT_DEFAULT ? ms->conf->default_action : act;
 	host->log(ms->c, SC_LOG_WARNING, "milter %s: %s; %s for the rest of the session%s%s",
 	    ms->conf->socket, why, action_names[ms->fail_action],
@@ -531,6 +666,8 @@ on_written(uv_write_t *req, int status)
 	free(req);
 	if (status < 0 && status != UV_ECANCELED && l->ms != NULL)
 		fail(l->ms, ACT_DEFAULT, "writing to the milter: %s", uv_strerror(status));
+	else if (status < 0 && l->idle)
+		pool_drop(l);
 }
 
 /* Send what ms->out holds; false after fail(). */
@@ -556,6 +693,7 @@ flush_out(struct msess *ms)
 	memcpy(w->data, ms->out.p, ms->out.len);
 	b = uv_buf_init((char *)w->data, (unsigned)ms->out.len);
 	mc_buf_reset(&ms->out);
+	ms->reusable = false;	/* until a reply says the milter is where QUIT_NC goes */
 	if ((rc = uv_write(&w->req, &l->io.s, &b, 1, on_written)) != 0) {
 		free(w);
 		fail(ms, ACT_DEFAULT, "writing to the milter: %s", uv_strerror(rc));
@@ -638,8 +776,8 @@ macro_value(struct msess *ms, const char *name, char *buf, size_t buflen)
 static bool
 put_macros(struct msess *ms, int stage)
 {
-	const struct namelist *l = ms->has_symlist[stage] ? &ms->symlist[stage] :
-	    &ms->conf->macros[stage];
+	const struct namelist *l = ms->link && ms->link->has_symlist[stage] ?
+	    &ms->link->symlist[stage] : &ms->conf->macros[stage];
 	const char **names, **values;
 	char **copies;
 	size_t n = 0;
@@ -701,10 +839,13 @@ step(struct msess *ms, int stage, uint32_t no_flag, uint32_t nr_flag, char cmd,
 	}
 	if (!flush_out(ms))
 		return;
-	if (!send || skips(ms, nr_flag))
+	if (!send || skips(ms, nr_flag)) {
+		if (send && cmd == SMFIC_UNKNOWN)
+			ms->reusable = true;
 		finish_hook(ms, SC_CONTINUE);
-	else
+	} else {
 		expect_reply(ms, cmd);
+	}
 }
 
 /* --- the message changes -------------------------------------------------------- */
@@ -1059,6 +1200,10 @@ reply_final(struct msess *ms, char cmd, const struct mc_reply *r)
 	free(ms->body);
 	ms->body = NULL;
 	ms->body_len = ms->body_off = 0;
+	/* libmilter takes SMFIC_QUIT_NC after these (not after ACCEPT, REJECT...: back at HELO). */
+	if ((cmd == SMFIC_BODYEOB && r->cmd == SMFIR_CONTINUE) ||
+	    (cmd == SMFIC_UNKNOWN && r->cmd != SMFIR_ACCEPT))
+		ms->reusable = true;
 	if (cmd == SMFIC_BODYEOB) {
 		/* The end of the message: its changes, then the verdict. */
 		if (v == SC_CONTINUE || v == SC_ACCEPT) {
@@ -1132,6 +1277,10 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	struct mc_reply r;
 	int rc;
 
+	if (l->idle && nread != 0) {
+		pool_drop(l);	/* closed by the milter, or talking out of turn */
+		return;
+	}
 	if (l->ms == NULL || nread == 0)
 		return;
 	if (nread < 0) {
@@ -1212,6 +1361,8 @@ encode_connect(struct msess *ms, const void *arg)
 static void
 negotiated(struct msess *ms, const struct mc_reply *r)
 {
+	struct mlink *l = ms->link;
+
 	if (r->version < 2 || r->version > SMFI_PROT_VERSION) {
 		fail(ms, ACT_DEFAULT, "protocol version %u not supported", r->version);
 		return;
@@ -1223,20 +1374,20 @@ negotiated(struct msess *ms, const struct mc_reply *r)
 		host->log(ms->c, SC_LOG_WARNING, "milter %s: protocol steps 0x%x were not "
 		    "offered; ignored", ms->conf->socket,
 		    r->protocol & ~(uint32_t)(OFFERED_PROTOCOL | SMFI_INTERNAL));
-	ms->actions = r->actions & OFFERED_ACTIONS;
-	ms->protocol = r->protocol & OFFERED_PROTOCOL;
+	l->actions = ms->actions = r->actions & OFFERED_ACTIONS;
+	l->protocol = ms->protocol = r->protocol & OFFERED_PROTOCOL;
 	for (int i = 0; i < MC_NSTAGES; i++) {
 		if (r->macros[i] == NULL)
 			continue;
 		if (!(ms->actions & SMFIF_SETSYMLIST))
 			host->log(ms->c, SC_LOG_WARNING, "milter %s: macro list without "
 			    "SMFIF_SETSYMLIST; used anyway", ms->conf->socket);
-		names_free(&ms->symlist[i]);
-		if (names_add(&ms->symlist[i], r->macros[i]) != 0) {
+		names_free(&l->symlist[i]);
+		if (names_add(&l->symlist[i], r->macros[i]) != 0) {
 			fail(ms, ACT_DEFAULT, "out of memory");
 			return;
 		}
-		ms->has_symlist[i] = true;
+		l->has_symlist[i] = true;
 	}
 	host->log(ms->c, SC_LOG_DEBUG, "milter %s: version %u, actions 0x%x, protocol 0x%x",
 	    ms->conf->socket, r->version, ms->actions, ms->protocol);
@@ -1303,6 +1454,7 @@ link_open(struct msess *ms)
 	l->io.h.data = l;
 	l->open_handles++;
 	l->creq.data = l;
+	l->conf = ms->conf;
 	arm_timer(ms);
 	if (conf->kind == SOCK_INET) {
 		/*
@@ -1321,6 +1473,31 @@ link_open(struct msess *ms)
 		fail(ms, ACT_DEFAULT, "cannot connect: %s", uv_strerror(rc));
 		return false;
 	}
+	return true;
+}
+
+/*
+ * Start on an idle connection if there is one: negotiated already, the
+ * milter expects SMFIC_CONNECT (after our SMFIC_QUIT_NC).  False when the
+ * pool is empty.
+ */
+static bool
+link_reuse(struct msess *ms)
+{
+	struct mlink *l = pool_take(ms->conf);
+
+	if (l == NULL)
+		return false;
+	l->ms = ms;
+	l->sessions++;
+	ms->link = l;
+	ms->reused = true;
+	ms->actions = l->actions;
+	ms->protocol = l->protocol;
+	host->log(ms->c, SC_LOG_DEBUG, "milter %s: an idle connection used again (session %u "
+	    "on it)", ms->conf->socket, l->sessions + 1);
+	set_state(ms, MS_READY, "connection used again");
+	step(ms, SMFIM_CONNECT, SMFIP_NOCONNECT, SMFIP_NR_CONN, SMFIC_CONNECT, encode_connect, NULL);
 	return true;
 }
 
@@ -1374,7 +1551,8 @@ m_connect(struct sc_ctx *c)
 	ms->state = MS_CONNECTING;
 	*slot = ms;
 	hook_enter(ms, HOOK_CONNECT);
-	link_open(ms);
+	if (!link_reuse(ms))
+		link_open(ms);
 	return hook_return(ms);
 }
 
@@ -1673,8 +1851,6 @@ m_close(struct sc_ctx *c)
 	ms->pending = HOOK_NONE;
 	link_release(ms, true);
 	message_reset(ms);
-	for (int i = 0; i < MC_NSTAGES; i++)
-		names_free(&ms->symlist[i]);
 	mc_buf_free(&ms->out);
 	free(ms);
 }
@@ -1795,6 +1971,7 @@ m_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 	};
 	struct milter_conf *conf;
 	const char *s, *const *list;
+	long long idle;
 	size_t n;
 	int rc;
 
@@ -1825,6 +2002,15 @@ m_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 		}
 		conf->default_action = (enum fail_action)i;
 	}
+	conf->idle_max = DEFAULT_IDLE;
+	if ((rc = h->opt_int(o, "idle_connections", &idle)) == -1)
+		goto fail;
+	if (rc == 0 && (idle < 0 || idle > MAX_IDLE)) {
+		h->opt_error(o, "idle_connections", "%lld is out of range (0..%d)", idle, MAX_IDLE);
+		goto fail;
+	}
+	if (rc == 0)
+		conf->idle_max = (unsigned)idle;
 	if (opt_timeout(o, "timeout_connect", &conf->timeout_connect, DEFAULT_TIMEOUT_CONNECT) ||
 	    opt_timeout(o, "timeout_command", &conf->timeout_command, DEFAULT_TIMEOUT_COMMAND) ||
 	    opt_timeout(o, "timeout_eom", &conf->timeout_eom, DEFAULT_TIMEOUT_EOM))
@@ -1856,9 +2042,26 @@ static void
 m_fini(void *instance)
 {
 	struct milter_conf *conf = instance;
+	struct mlink *l;
 
 	if (conf == NULL)
 		return;
+	/*
+	 * Idle connections: the daemon closed every handle and ran its loop to
+	 * the end before unloading modules, so only their memory is left.
+	 */
+	while ((l = conf->idle) != NULL) {
+		conf->idle = l->next_idle;
+		if (!uv_is_closing(&l->io.h) || !uv_is_closing((uv_handle_t *)&l->timer)) {
+			l->idle = false;	/* a loop still runs: let it free the link */
+			link_close(l);
+			continue;
+		}
+		mc_decoder_free(&l->dec);
+		for (int i = 0; i < MC_NSTAGES; i++)
+			names_free(&l->symlist[i]);
+		free(l);
+	}
 	for (int i = 0; i < MC_NSTAGES; i++)
 		names_free(&conf->macros[i]);
 	free(conf);
