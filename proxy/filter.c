@@ -14,6 +14,7 @@
  * module calls resume(); the session is then woken up with
  * session_filter_resumed().
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdarg.h>
@@ -433,6 +434,53 @@ host_state(struct sc_ctx *c)
 	return &c->state;
 }
 
+/* The local address the client connected to, numeric ({daemon_addr}). */
+static const char *
+daemon_addr(struct session *s, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	int n = sizeof(ss);
+
+	if (uv_tcp_getsockname(&s->client, (struct sockaddr *)&ss, &n) != 0)
+		return NULL;
+	if (ss.ss_family == AF_INET6)
+		uv_ip6_name((struct sockaddr_in6 *)&ss, buf, len);
+	else if (ss.ss_family == AF_INET)
+		uv_ip4_name((struct sockaddr_in *)&ss, buf, len);
+	else
+		return NULL;
+	return buf;
+}
+
+/*
+ * MAIL's AUTH= parameter (RFC 4954), xtext decoded, when the client sent
+ * one other than <> ({auth_author}, as Postfix's sasl_sender); NULL else.
+ */
+static const char *
+mail_auth_param(const char *params, char *buf, size_t len)
+{
+	const char *p = params;
+	size_t o = 0;
+
+	while (p != NULL && *p != '\0' && strncasecmp(p, "AUTH=", 5) != 0)
+		if ((p = strchr(p, ' ')) != NULL)
+			p++;
+	if (p == NULL || *p == '\0' || strncmp(p + 5, "<>", 2) == 0)
+		return NULL;
+	for (p += 5; *p != '\0' && *p != ' ' && o + 1 < len; p++) {
+		if (*p == '+' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+			char hex[3] = { p[1], p[2], '\0' };
+
+			buf[o++] = (char)strtoul(hex, NULL, 16);
+			p += 2;
+		} else {
+			buf[o++] = *p;
+		}
+	}
+	buf[o] = '\0';
+	return o > 0 ? buf : NULL;
+}
+
 /* Session facts by name, for modules (and milter macros). */
 static const char *
 host_get(struct sc_ctx *c, const char *name)
@@ -458,11 +506,17 @@ host_get(struct sc_ctx *c, const char *name)
 		return s->run.active && s->run.step == FILTER_RCPT ? s->run.arg1 : NULL;
 	if (strcmp(name, "hostname") == 0)
 		return s->cfg->hostname;
+	if (strcmp(name, "daemon_addr") == 0)
+		return daemon_addr(s, c->scratch, sizeof(c->scratch));
 	if (s->tls && tls_conn_established(s->tls)) {
 		if (strcmp(name, "tls_version") == 0)
 			return tls_conn_version(s->tls);
 		if (strcmp(name, "cipher") == 0)
 			return tls_conn_cipher(s->tls);
+		if (strcmp(name, "cipher_bits") == 0) {
+			snprintf(c->scratch, sizeof(c->scratch), "%d", tls_conn_cipher_bits(s->tls));
+			return c->scratch;
+		}
 		if (strcmp(name, "verify") == 0)
 			return tls_conn_peer_verify(s->tls);
 		/* As Postfix: the client certificate's CNs only when it verified. */
@@ -475,6 +529,9 @@ host_get(struct sc_ctx *c, const char *name)
 		return s->auth_user[0] ? s->auth_user : NULL;
 	if (s->auth_done && strcmp(name, "auth_type") == 0)
 		return s->auth_mech;
+	if (s->auth_done && strcmp(name, "auth_author") == 0 && s->run.active &&
+	    s->run.step == FILTER_MAIL)
+		return mail_auth_param(s->run.arg2, c->value, sizeof(c->value));
 	if (strcmp(name, "nrcpt") == 0) {
 		snprintf(c->scratch, sizeof(c->scratch), "%u", s->rcpt_ok);
 		return c->scratch;

@@ -75,7 +75,8 @@ struct sc_ctx {
 	bool		 in_message;	/* saw a hook of the current message */
 	bool		 got_eom;
 	bool		 replacing_body;/* replace_body() began in this eom */
-	char		 scratch[32];	/* for host->get() numbers */
+	char		 scratch[64];	/* for host->get() numbers and addresses */
+	char		 value[520];	/* for host->get() {auth_author} */
 };
 
 /* The table every module's init() receives. */

@@ -52,7 +52,9 @@ struct sc_options {
 	const struct cfg_node	*block;		/* the filter {} object */
 	const char		*file;		/* config file, for messages */
 	const char		*name;		/* the `module` value, for messages */
-	size_t			 nkeys;		/* members of block */
+	size_t			 nkeys;		/* members of block and of the objects in it */
+	const struct cfg_node	**nodes;	/* [nkeys]: those members, depth first */
+	size_t			*parent;	/* [nkeys]: index of the enclosing object, or SIZE_MAX */
 	bool			*read;		/* [nkeys]: read by an opt_* call */
 	const char		***lists;	/* [nkeys]: what opt_list() returned */
 	char			 error[512];	/* the first error, "" if none */
@@ -124,6 +126,23 @@ copy_error(char *buf, size_t len, const char *msg)
 
 /* --- options ------------------------------------------------------------ */
 
+/* Count (nodes == NULL) or list the members of obj and of the objects in it. */
+static size_t
+options_walk(struct sc_options *o, const struct cfg_node *obj, size_t parent, size_t n)
+{
+	for (const struct cfg_node *c = obj->child; c != NULL; c = c->next) {
+		size_t me = n++;
+
+		if (o->nodes != NULL) {
+			o->nodes[me] = c;
+			o->parent[me] = parent;
+		}
+		if (c->type == CFG_OBJECT)
+			n = options_walk(o, c, me, n);
+	}
+	return n;
+}
+
 /* A new options object for a filter {} block. */
 static struct sc_options *
 options_new(const struct config *cfg, const struct config_filter *f)
@@ -133,8 +152,10 @@ options_new(const struct config *cfg, const struct config_filter *f)
 	o->block = f->block;
 	o->file = cfg->file;
 	o->name = f->module;
-	for (const struct cfg_node *c = f->block->child; c != NULL; c = c->next)
-		o->nkeys++;
+	o->nkeys = options_walk(o, f->block, SIZE_MAX, 0);
+	o->nodes = xcalloc(o->nkeys + 1, sizeof(*o->nodes));
+	o->parent = xcalloc(o->nkeys + 1, sizeof(*o->parent));
+	options_walk(o, f->block, SIZE_MAX, 0);
 	o->read = xcalloc(o->nkeys + 1, sizeof(*o->read));
 	o->lists = xcalloc(o->nkeys + 1, sizeof(*o->lists));
 	return o;
@@ -149,32 +170,48 @@ options_free(struct sc_options *o)
 		free(o->lists[i]);
 	free(o->lists);
 	free(o->read);
+	free(o->parent);
+	free(o->nodes);
 	free(o);
 }
 
 /*
  * The member of the block with this key, marked as read; NULL when absent.
- * `module` is the host's key, never an option.  The object is the host's
- * own (allocated by options_new), so writing through the module's const
- * pointer is allowed.
+ * A dotted key names a member of an object in the block: "timeout.eom" is
+ * `timeout { eom = ...; }` (the objects on the way are marked read too, so
+ * that only their unread members count as unknown).  `module` is the
+ * host's key, never an option.  The object is the host's own (allocated by
+ * options_new), so writing through the module's const pointer is allowed.
  */
 static const struct cfg_node *
 opt_find(const struct sc_options *o, const char *key, size_t *index)
 {
 	struct sc_options *w = (struct sc_options *)o;
-	const struct cfg_node *c;
-	size_t i;
+	size_t parent = SIZE_MAX, i;
+	const char *seg = key;
 
 	if (o == NULL || key == NULL || strcmp(key, "module") == 0)
 		return NULL;
-	for (c = o->block->child, i = 0; c != NULL; c = c->next, i++)
-		if (strcmp(c->key, key) == 0) {
-			w->read[i] = true;
-			if (index)
-				*index = i;
-			return c;
-		}
-	return NULL;
+	for (;;) {
+		size_t len = strcspn(seg, ".");
+
+		for (i = 0; i < o->nkeys; i++)
+			if (o->parent[i] == parent && strlen(o->nodes[i]->key) == len &&
+			    strncmp(o->nodes[i]->key, seg, len) == 0)
+				break;
+		if (i == o->nkeys)
+			return NULL;
+		w->read[i] = true;
+		if (seg[len] == '\0')
+			break;
+		if (o->nodes[i]->type != CFG_OBJECT)
+			return NULL;
+		parent = i;
+		seg += len + 1;
+	}
+	if (index)
+		*index = i;
+	return o->nodes[i];
 }
 
 /* Record the first error: "FILE:LINE: filter "NAME": KEY: message". */
@@ -348,16 +385,28 @@ dl_reason(const char *path)
 	return e;
 }
 
-/* The first key of the block but `module` that no opt_* call read, or NULL. */
+/*
+ * The first key of the block (or of an object in it) but `module` that no
+ * opt_* call read, or NULL; its dotted name ("timeout.bogus") into path.
+ */
 static const struct cfg_node *
-unread_key(const struct sc_options *o)
+unread_key(const struct sc_options *o, char *path, size_t pathlen)
 {
-	const struct cfg_node *c;
-	size_t i;
+	for (size_t i = 0; i < o->nkeys; i++) {
+		if (o->read[i] || (o->parent[i] == SIZE_MAX && strcmp(o->nodes[i]->key, "module") == 0))
+			continue;
+		snprintf(path, pathlen, "%s", o->nodes[i]->key);
+		for (size_t p = o->parent[i]; p != SIZE_MAX; p = o->parent[p]) {
+			size_t klen = strlen(o->nodes[p]->key), plen = strlen(path);
 
-	for (c = o->block->child, i = 0; c != NULL; c = c->next, i++)
-		if (!o->read[i] && strcmp(c->key, "module") != 0)
-			return c;
+			if (klen + 1 + plen + 1 > pathlen)
+				break;
+			memmove(path + klen + 1, path, plen + 1);
+			memcpy(path, o->nodes[p]->key, klen);
+			path[klen] = '.';
+		}
+		return o->nodes[i];
+	}
 	return NULL;
 }
 
@@ -379,6 +428,7 @@ module_load_one(const struct config *cfg, const struct config_filter *f,
 {
 	const struct sc_filter *live;
 	const struct cfg_node *unknown;
+	char unknown_path[256];
 	struct sc_options *o = NULL;
 	char initerr[512];
 	size_t size;
@@ -425,13 +475,13 @@ module_load_one(const struct config *cfg, const struct config_filter *f,
 		goto fail;
 	}
 	/* A wrong type the module chose to ignore is still an error. */
-	unknown = unread_key(o);
+	unknown = unread_key(o, unknown_path, sizeof(unknown_path));
 	if (o->error[0] != '\0' || unknown != NULL) {
 		if (o->error[0] != '\0')
 			copy_error(err, errlen, o->error);
 		else
 			module_error(err, errlen, cfg->file, unknown->line, f->module,
-			    "unknown key \"%s\"", unknown->key);
+			    "unknown key \"%s\"", unknown_path);
 		if (live->fini)
 			live->fini(instance);
 		goto fail;

@@ -534,6 +534,13 @@ tls_conn_cipher(const struct tls_conn *tc)
 	return SSL_get_cipher_name(tc->ssl);
 }
 
+/* The secret bits of the cipher in use (milter's {cipher_bits}). */
+int
+tls_conn_cipher_bits(const struct tls_conn *tc)
+{
+	return SSL_get_cipher_bits(tc->ssl, NULL);
+}
+
 const char *
 tls_conn_error(const struct tls_conn *tc)
 {

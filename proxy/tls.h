@@ -69,6 +69,8 @@ void	tls_conn_feed(struct tls_conn *tc, const char *p, size_t n);
 ssize_t	tls_conn_read(struct tls_conn *tc, char *buf, size_t n);
 /* Whether plaintext is waiting inside (call tls_conn_read again). */
 bool	tls_conn_readable(struct tls_conn *tc);
+/* The secret bits of the cipher once established ({cipher_bits}). */
+int	tls_conn_cipher_bits(const struct tls_conn *tc);
 /* Plaintext to the client; kept until the handshake allows it to go.  0 or -1. */
 int	tls_conn_write(struct tls_conn *tc, const char *p, size_t n);
 /* Move the ciphertext waiting to go (handshake, records, alerts) to q. */

@@ -43,10 +43,16 @@ sub start_milter {
 
 sub milter_log { slurp($_[0]{log}) // '' }
 
-# A filter {} block for the milter module.
+# A filter {} block for the milter module; timeout_NAME options go into a
+# timeout { NAME = ...; } block, unless _flat asks for the older spelling.
 sub milter_block {
 	my ($socket, %opt) = @_;
 	my $t = "filter {\n\tmodule = \"$module\";\n\tsocket = \"$socket\";\n";
+	my $flat = delete $opt{_flat};
+	my @tk = $flat ? () : grep { /^timeout_/ } sort keys %opt;
+	$t .= "\ttimeout { " . join(' ', map { (my $k = $_) =~ s/^timeout_//; "$k = $opt{$_};" } @tk) . " }\n"
+	    if @tk;
+	delete @opt{@tk};
 	$t .= "\t$_ = $opt{$_};\n" for sort keys %opt;
 	return $t . "}\n";
 }
@@ -514,7 +520,7 @@ $p->stop_ok('proxy with one milter exits 0');
 {
 	# A milter that hangs at end of message: timeout, 4xx, a clear log line.
 	my $h = start_milter('hang');
-	my $ph = proxy_with('hang', milter_block("inet:127.0.0.1:$h->{port}", timeout_eom => 2));
+	my $ph = proxy_with('hang', milter_block("inet:127.0.0.1:$h->{port}", timeout_eom => 2, _flat => 1));
 	my ($tag, $data) = message('hang');
 	my $t0 = time;
 	my $r = transact($ph->port, data => $data, keep => 1);
@@ -547,6 +553,22 @@ $p->stop_ok('proxy with one milter exits 0');
 	like($ph->log_text, qr/no reply to SMFIC_CONNECT within 2 s; accept for the rest of the session/,
 	    'hang at connect: logged');
 	$ph->stop_ok('hang-at-connect proxy exits 0');
+}
+{
+	# A milter that hangs in the body: the content timeout (header, eoh, body), not eom's.
+	my $h = start_milter('hangbody', '-f', 'hang:body');
+	my $ph = proxy_with('hangbody', milter_block("inet:127.0.0.1:$h->{port}", timeout_content => 2,
+	    timeout_eom => 60, timeout_command => 60));
+	my ($tag, $data) = message('plain');
+	my $t0 = time;
+	my $r = transact($ph->port, data => $data);
+	my $took = time - $t0;
+	reply_ok($r->{end}, 451, '4.7.1', 'hang in the body: 451 4.7.1');
+	ok($took < 30, sprintf('hang in the body: after the 2 s content timeout (%.1f s)', $took));
+	like($ph->log_text, qr/no reply to SMFIC_BODY within 2 s; tempfail for the rest of the session/,
+	    'hang in the body: logged with the content timeout');
+	ok(not_delivered($tag), 'hang in the body: not delivered (the client keeps it)');
+	$ph->stop_ok('hang-in-body proxy exits 0');
 }
 {
 	# A milter that exits in the middle of the body.
@@ -741,6 +763,10 @@ sub start_fake {
 	like($l, qr/^L Subject\|bytes \Q$tag\E\|$/m, 'bytes: a header value without its leading space');
 	like($l, qr/^L X-Folded\|one\\n\ttwo\|$/m, 'bytes: a folded value with LF, as sendmail sends it');
 	like($l, qr/^N $/m, 'bytes: EOH');
+	like($l, qr/^D Li\|\w+\|\nL Subject\|/m, 'bytes: each header after the end-of-header macros, as Postfix');
+	like($l, qr/^D Bi\|\w+\|\nB len=/m, 'bytes: each body chunk after the end-of-data macros, as Postfix');
+	like($l, qr/^D C.*\|\{daemon_addr\}\|127\.0\.0\.1\|/m, 'bytes: {daemon_addr} at connect');
+	like($l, qr/^D Ei\|\w+\|\nE $/m, 'bytes: end-of-data macros before BODYEOB');
 	like($l, qr/^B len=\d+$/m, 'bytes: BODY');
 	like($l, qr/^E $/m, 'bytes: BODYEOB');
 	like($l, qr/^M <x\@client\.test>\|\n(?:D [^\n]*\n)*A $/m, 'bytes: SMFIC_ABORT after the RSET');
@@ -869,6 +895,23 @@ sub start_fake {
 	    milter_block('inet:127.0.0.1:1', default_action => '"maybe"'));
 	my $out = `$ENV{SMTPCHAIN} -t -c $dir/bad.conf 2>&1`;
 	like($out, qr/default_action: "maybe": expected/, 'a bad default_action is refused');
+	$conf = spew("$dir/bad.conf", qq{listen = "127.0.0.1:1";\nbackend = "127.0.0.1:$sport";\n} .
+	    milter_block('inet:127.0.0.1:1', timeout_eom => 5, timeout_bogus => 1));
+	$out = `$ENV{SMTPCHAIN} -t -c $dir/bad.conf 2>&1`;
+	like($out, qr/unknown key "timeout\.bogus"/, 'a misspelt key inside timeout {} is refused by its dotted name');
+	$conf = spew("$dir/bad.conf", qq{listen = "127.0.0.1:1";\nbackend = "127.0.0.1:$sport";\n} .
+	    milter_block('inet:127.0.0.1:1', timeout_content => 0));
+	$out = `$ENV{SMTPCHAIN} -t -c $dir/bad.conf 2>&1`;
+	like($out, qr/timeout\.content: 0 is out of range/, 'timeout.content 0 is refused');
+	$conf = spew("$dir/bad.conf", qq{listen = "127.0.0.1:1";\nbackend = "127.0.0.1:$sport";\n} .
+	    milter_block('inet:127.0.0.1:1', idle_connections => 65));
+	$out = `$ENV{SMTPCHAIN} -t -c $dir/bad.conf 2>&1`;
+	like($out, qr/idle_connections: 65 is out of range/, 'idle_connections over 64 is refused');
+	$conf = spew("$dir/bad.conf", qq{listen = "127.0.0.1:1";\nbackend = "127.0.0.1:$sport";\n} .
+	    milter_block('inet:127.0.0.1:1', timeout_connect => 5, timeout_command => 5,
+		timeout_content => 5, timeout_eom => 5, idle_connections => 0));
+	$out = `$ENV{SMTPCHAIN} -t -c $dir/bad.conf 2>&1`;
+	is($?, 0, 'every timeout {} key and idle_connections = 0 are accepted') or diag($out);
 	$conf = spew("$dir/bad.conf", qq{listen = "127.0.0.1:1";\nbackend = "127.0.0.1:$sport";\n} .
 	    "filter {\n\tmodule = \"$module\";\n}\n");
 	$out = `$ENV{SMTPCHAIN} -t -c $dir/bad.conf 2>&1`;

@@ -10,9 +10,12 @@
  *						# "inet6:[::1]:8891", "unix:/path"
  *		default_action = "tempfail";	# accept, reject, tempfail,
  *						# quarantine, shutdown
- *		timeout_connect = 30;		# seconds: connect + negotiation
- *		timeout_command = 30;		# each command up to end of body
- *		timeout_eom = 300;		# the end-of-message exchange
+ *		timeout {			# seconds, 1..86400
+ *			connect = 30;		# socket connect + SMFIC_OPTNEG
+ *			command = 30;		# CONNECT, HELO, MAIL, RCPT, DATA, UNKNOWN
+ *			content = 300;		# each HEADER, EOH and BODY chunk
+ *			eom = 300;		# the end-of-message exchange
+ *		}				# (timeout_connect = 30; ... also read)
  *		idle_connections = 4;		# kept after SMFIC_QUIT_NC, 0..64
  *		macros_connect = [ "j", "{daemon_name}", "v", "_" ];
  *		# also macros_helo, macros_mail, macros_rcpt, macros_data,
@@ -56,15 +59,28 @@
  *	SMFIP_HDR_LEADSPC, and with folding as LF (as sendmail and Postfix
  *	send them); values from the milter get the space back and CRLF.
  *
- *	Macros: per stage, the names of the macros_* option, or these
- *	defaults (Postfix's milter_*_macros plus the client's address at
- *	connect), or the list the milter asked for in its OPTNEG reply:
+ *	Timeouts as Postfix's milter_connect_timeout, milter_command_timeout
+ *	and milter_content_timeout (the content one for the message's
+ *	headers and body); the end-of-message reply has its own (sendmail's
+ *	T=E), as an eom may take long (DKIM signing, virus scans).
+ *	SMFIR_PROGRESS starts the running timer again.
+ *
+ *	Macros, as Postfix sends them: with CONNECT, HELO, MAIL, RCPT, DATA,
+ *	EOH and BODYEOB the stage's list; with each HEADER the end-of-header
+ *	list and with each BODY chunk the end-of-message list (libmilter only
+ *	keeps the EOH and EOM ones; other milters may read them); none with
+ *	UNKNOWN.  Macros go even for a step the milter asked not to see, but
+ *	not for skipped headers, end of header and body (as Postfix).  The
+ *	names are those of the macros_* option, or these defaults (Postfix's
+ *	milter_*_macros plus the client's address at connect), or the list
+ *	the milter asked for in its OPTNEG reply:
  *	connect "j {daemon_name} {daemon_addr} v _ {client_addr} {client_port}
  *	{client_name}", helo "{tls_version} {cipher} {cipher_bits}
  *	{cert_subject} {cert_issuer}", mail "i {auth_type} {auth_authen}
  *	{auth_author} {mail_addr} {mail_host} {mail_mailer}", rcpt "i
  *	{rcpt_addr} {rcpt_host} {rcpt_mailer}", data, eoh and eom "i".  Values
- *	come from host->get(): j and {daemon_name} are our hostname, v is
+ *	come from host->get(): j and {daemon_name} are our hostname,
+ *	{daemon_addr} the address the client connected to, v is
  *	"smtpchain", _ is "NAME [ADDR]", {client_name} is "unknown" when the
  *	client has no verified name, i is the session id, {mail_host} and
  *	{rcpt_host} the address's domain, {mail_mailer} and {rcpt_mailer}
@@ -99,6 +115,7 @@
 
 #define DEFAULT_TIMEOUT_CONNECT	30	/* seconds */
 #define DEFAULT_TIMEOUT_COMMAND	30
+#define DEFAULT_TIMEOUT_CONTENT	300
 #define DEFAULT_TIMEOUT_EOM	300
 #define MAX_TIMEOUT		86400
 #define MAX_QUEUED_CHANGES	(256u * 1024 * 1024)	/* octets of changes held at eom */
@@ -141,7 +158,7 @@ struct milter_conf {
 	struct sockaddr_storage addr;	/* SOCK_INET */
 	const char	*path;		/* SOCK_UNIX */
 	enum fail_action default_action;
-	uint64_t	 timeout_connect, timeout_command, timeout_eom;	/* ms */
+	uint64_t	 timeout_connect, timeout_command, timeout_content, timeout_eom; /* ms */
 	struct namelist	 macros[MC_NSTAGES];
 	unsigned	 idle_max;	/* idle_connections: 0 = no reuse */
 	struct mlink	*idle;		/* idle connections after SMFIC_QUIT_NC, newest first */
@@ -304,20 +321,6 @@ names_add(struct namelist *l, const char *s)
 		s += n;
 	}
 	return 0;
-}
-
-/* The milter command that goes with a macro stage. */
-static char
-stage_command(int stage)
-{
-	static const char cmds[MC_NSTAGES] = {
-		[SMFIM_CONNECT] = SMFIC_CONNECT, [SMFIM_HELO] = SMFIC_HELO,
-		[SMFIM_ENVFROM] = SMFIC_MAIL, [SMFIM_ENVRCPT] = SMFIC_RCPT,
-		[SMFIM_DATA] = SMFIC_DATA, [SMFIM_EOM] = SMFIC_BODYEOB,
-		[SMFIM_EOH] = SMFIC_EOH,
-	};
-
-	return cmds[stage];
 }
 
 /* The domain of an address, or NULL. */
@@ -563,9 +566,19 @@ link_release(struct msess *ms, bool quit)
 static uint64_t
 timeout_for(const struct msess *ms, char cmd)
 {
-	if (ms->state == MS_CONNECTING || cmd == SMFIC_OPTNEG)
+	switch (cmd) {
+	case SMFIC_OPTNEG:
 		return ms->conf->timeout_connect;
-	return cmd == SMFIC_BODYEOB ? ms->conf->timeout_eom : ms->conf->timeout_command;
+	case SMFIC_HEADER:
+	case SMFIC_EOH:
+	case SMFIC_BODY:
+		return ms->conf->timeout_content;
+	case SMFIC_BODYEOB:
+		return ms->conf->timeout_eom;
+	default:
+		return ms->state == MS_CONNECTING ? ms->conf->timeout_connect :
+		    ms->conf->timeout_command;
+	}
 }
 
 static void on_timeout(uv_timer_t *t);
@@ -772,9 +785,12 @@ macro_value(struct msess *ms, const char *name, char *buf, size_t buflen)
 	return host->get(c, key);
 }
 
-/* SMFIC_MACRO for a stage into ms->out (nothing when no macro has a value). */
+/*
+ * SMFIC_MACRO with the list of a stage for the command cmd into ms->out
+ * (nothing when no macro has a value).
+ */
 static bool
-put_macros(struct msess *ms, int stage)
+put_macros(struct msess *ms, int stage, char cmd)
 {
 	const struct namelist *l = ms->link && ms->link->has_symlist[stage] ?
 	    &ms->link->symlist[stage] : &ms->conf->macros[stage];
@@ -807,7 +823,7 @@ put_macros(struct msess *ms, int stage)
 		n++;
 	}
 	if (n > 0)
-		rc = mc_enc_macro(&ms->out, stage_command(stage), names, values, n);
+		rc = mc_enc_macro(&ms->out, cmd, names, values, n);
 out:
 	for (size_t i = 0; copies && i < n; i++)
 		free(copies[i]);
@@ -831,7 +847,7 @@ step(struct msess *ms, int stage, uint32_t no_flag, uint32_t nr_flag, char cmd,
 {
 	bool send = !skips(ms, no_flag);
 
-	if (stage >= 0 && !put_macros(ms, stage))
+	if (stage >= 0 && !put_macros(ms, stage, cmd))
 		return;
 	if (send && encode(ms, arg) != 0) {
 		encode_failed(ms);
@@ -1680,7 +1696,7 @@ m_header(struct sc_ctx *c, const char *name, const char *value)
 	if (skips(ms, SMFIP_NOHDRS))
 		return SC_CONTINUE;
 	hook_enter(ms, HOOK_HEADER);
-	step(ms, -1, SMFIP_NOHDRS, SMFIP_NR_HDR, SMFIC_HEADER, encode_header, &h);
+	step(ms, SMFIM_EOH, SMFIP_NOHDRS, SMFIP_NR_HDR, SMFIC_HEADER, encode_header, &h);
 	return hook_return(ms);
 }
 
@@ -1699,6 +1715,8 @@ m_eoh(struct sc_ctx *c)
 
 	if ((v = hook_precheck(ms, HOOK_EOH)) != SC_PENDING)
 		return v;
+	if (skips(ms, SMFIP_NOEOH))
+		return SC_CONTINUE;	/* no event, no macros, as Postfix */
 	hook_enter(ms, HOOK_EOH);
 	step(ms, SMFIM_EOH, SMFIP_NOEOH, SMFIP_NR_EOH, SMFIC_EOH, encode_eoh, NULL);
 	return hook_return(ms);
@@ -1716,6 +1734,8 @@ send_body_piece(struct msess *ms)
 
 		if (n > MILTER_CHUNK_SIZE)
 			n = MILTER_CHUNK_SIZE;
+		if (!put_macros(ms, SMFIM_EOM, SMFIC_BODY))
+			return;
 		if (mc_enc_body(&ms->out, ms->body + ms->body_off, n) != 0) {
 			encode_failed(ms);
 			return;
@@ -1933,14 +1953,28 @@ parse_socket(struct milter_conf *conf, const struct sc_options *o, const char *s
 	return 0;
 }
 
-/* A timeout_* option in seconds, kept in ms. */
+/*
+ * A timeout in seconds, kept in ms: timeout { NAME = ...; }, or the older
+ * flat timeout_NAME (the block wins when both are there).
+ */
 static int
-opt_timeout(const struct sc_options *o, const char *key, uint64_t *ms, long long dflt)
+opt_timeout(const struct sc_options *o, const char *name, uint64_t *ms, long long dflt)
 {
+	char nested[32], flat[32];
+	const char *key = NULL;
 	long long v = dflt;
+	int rc;
 
-	if (host->opt_int(o, key, &v) == -1)
+	snprintf(nested, sizeof(nested), "timeout.%s", name);
+	snprintf(flat, sizeof(flat), "timeout_%s", name);
+	if ((rc = host->opt_int(o, flat, &v)) == -1)
 		return -1;
+	if (rc == 0)
+		key = flat;
+	if ((rc = host->opt_int(o, nested, &v)) == -1)
+		return -1;
+	if (rc == 0)
+		key = nested;
 	if (v < 1 || v > MAX_TIMEOUT)
 		return host->opt_error(o, key, "%lld is out of range (1..%d seconds)", v, MAX_TIMEOUT);
 	*ms = (uint64_t)v * 1000;
@@ -2011,9 +2045,10 @@ m_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 	}
 	if (rc == 0)
 		conf->idle_max = (unsigned)idle;
-	if (opt_timeout(o, "timeout_connect", &conf->timeout_connect, DEFAULT_TIMEOUT_CONNECT) ||
-	    opt_timeout(o, "timeout_command", &conf->timeout_command, DEFAULT_TIMEOUT_COMMAND) ||
-	    opt_timeout(o, "timeout_eom", &conf->timeout_eom, DEFAULT_TIMEOUT_EOM))
+	if (opt_timeout(o, "connect", &conf->timeout_connect, DEFAULT_TIMEOUT_CONNECT) ||
+	    opt_timeout(o, "command", &conf->timeout_command, DEFAULT_TIMEOUT_COMMAND) ||
+	    opt_timeout(o, "content", &conf->timeout_content, DEFAULT_TIMEOUT_CONTENT) ||
+	    opt_timeout(o, "eom", &conf->timeout_eom, DEFAULT_TIMEOUT_EOM))
 		goto fail;
 	for (size_t i = 0; i < sizeof(macro_opts) / sizeof(macro_opts[0]); i++) {
 		struct namelist *l = &conf->macros[macro_opts[i].stage];

@@ -83,7 +83,9 @@ struct sc_host {
 	 * does not read is an error after init() ("unknown key"), so typos do
 	 * not go unnoticed.  Strings and arrays returned stay valid until the
 	 * module's fini() has run: a module may keep them.  An empty list
-	 * gives n = 0 and a non-NULL array.
+	 * gives n = 0 and a non-NULL array.  A dotted key names a member of
+	 * an object in the block: "timeout.eom" reads `timeout { eom = 300; }`
+	 * (hosts before this was added answer 1, absent, for such keys).
 	 */
 	int	(*opt_string)(const struct sc_options *o, const char *key, const char **out);
 	int	(*opt_int)(const struct sc_options *o, const char *key, long long *out);
@@ -103,11 +105,13 @@ struct sc_host {
 	 * Session facts by name (NULL when unknown): "session_id",
 	 * "client_addr", "client_port", "client_name" (verified reverse name),
 	 * "helo", "mail_addr", "rcpt_addr" (the one being checked, in rcpt),
-	 * "hostname" (ours), "nrcpt" (accepted recipients so far),
-	 * "tls_version", "cipher", "auth_authen", "auth_type" (NULL until
-	 * TLS/AUTH exist); with tls.ask_client_cert, "verify" (OK, FAIL, NO:
-	 * none sent; NONE: not asked) and "cert_subject", "cert_issuer" (the
-	 * CommonNames of the client's certificate, only when it verified).
+	 * "hostname" (ours), "daemon_addr" (the address the client connected
+	 * to), "nrcpt" (accepted recipients so far), "tls_version", "cipher",
+	 * "cipher_bits" (inside TLS), "auth_authen", "auth_type" (after AUTH),
+	 * "auth_author" (MAIL's AUTH= parameter, during the mail hook); with
+	 * tls.ask_client_cert, "verify" (OK, FAIL, NO: none sent; NONE: not
+	 * asked) and "cert_subject", "cert_issuer" (the CommonNames of the
+	 * client's certificate, only when it verified).
 	 */
 	const char *(*get)(struct sc_ctx *c, const char *name);
 
