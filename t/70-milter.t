@@ -1,7 +1,9 @@
 # 70-milter.t - the milter module with a libmilter milter (t/milter/testmilter):
 # every milter action checked on what the sink received and what the client
-# was told; protocol flags and macro lists; two milters in one chain; and a
-# milter that hangs, one that exits mid-message, one that is not there.
+# was told; unknown commands; connection reuse (SMFIC_QUIT_NC); the same
+# changes as behind a real Postfix; protocol flags and macro lists; two
+# milters in one chain; and a milter that hangs, one that exits mid-message,
+# one that is not there.
 #
 # testmilter chooses its actions by the words of the Subject and adds a trace
 # header "X-Testmilter-NAME: ..." with what it saw (see its header comment).
@@ -454,6 +456,45 @@ $p->stop_ok('proxy with one milter exits 0');
 	unlike($pr->log_text, qr/milter inet:127\.0\.0\.1:$ru->{port}: .*for the rest of the session/,
 	    'reuse: no failure logged');
 	$pr->stop_ok('reuse proxy exits 0 (idle connections do not hold it)');
+}
+
+# --- the same message through a real Postfix with the same milter: the same changes
+SKIP: {
+	skip 'a private Postfix needs root', 12 unless $> == 0;
+	my $same = start_milter('same');
+	my $words = 'addheader insheader chgheader delheader replbody chgfrom addrcpt delrcpt';
+	my $pp = proxy_with('same', milter_block("inet:127.0.0.1:$same->{port}"));
+	my $pf = start_postfix(relay_port => $sink->port, name => 'postfix-same',
+	    main => "smtpd_milters = inet:127.0.0.1:$same->{port}\n" .
+		"milter_default_action = tempfail\nmilter_protocol = 6\n");
+	my %got;
+	for my $via (['proxy', $pp->port], ['postfix', $pf->port]) {
+		my ($name, $port) = @$via;
+		my ($tag, $data) = message($words);
+		my $r = transact($port, data => $data, to => ['rcpt@example.test', 'gone@example.org']);
+		reply_ok($r->{end}, 250, undef, "same changes: 250 through $name");
+		my @m = $sink->wait_find(qr/\Q$tag\E/, 30);
+		ok(@m, "same changes: delivered through $name") or diag($name eq 'postfix' ? $pf->maillog : '');
+		next unless @m;
+		my $m = $m[0];
+		(my $text = $m->{message}) =~ s/\Q$tag\E/TAG/g;
+		my @h = grep { $_->[0] !~ /^(?:Received|X-Testmilter-same)$/ } headers_of({ message => $text });
+		my $t = trace_of($m, 'same') || {};
+		$got{$name} = {
+			headers => [map { "$_->[0]: $_->[1]" } @h],
+			body => body_of($m),
+			from => ($m->{mail} // '') =~ /^(<[^>]*>)/ ? $1 : $m->{mail},
+			rcpt => [sort map { /^(<[^>]*>)/ ? $1 : $_ } map { @{ $_->{rcpt} } } @m],
+			seen => join(' ', map { "$_=" . ($t->{$_} // '-') } qw(from rcpts lead body chunks xh)),
+		};
+	}
+	for my $k (qw(headers body from rcpt seen)) {
+		is_deeply($got{proxy}{$k}, $got{postfix}{$k}, "same changes: $k as through Postfix")
+		    or diag(explain($got{proxy}{$k}), explain($got{postfix}{$k}));
+	}
+	is($got{proxy}{from}, '<changed@example.org>', 'same changes: the sender was changed');
+	$pf->stop;
+	$pp->stop_ok('same-changes proxy exits 0');
 }
 
 # --- protocol flags and macro lists
