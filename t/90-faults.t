@@ -172,6 +172,7 @@ filter {
 	module = "$module";
 	socket = "inet:127.0.0.1:$mport";
 	timeout_command = 2;
+	timeout_content = 2;
 	timeout_eom = 2;
 }
 EOF
