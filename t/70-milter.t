@@ -59,11 +59,14 @@ sub milter_block {
 	return $t . "}\n";
 }
 
-# A proxy in front of the sink with these filter blocks.
+# A proxy in front of the sink with these filter blocks: one worker, so
+# that sessions in sequence share its idle milter connections (each worker
+# process has its own), and the fake milter below, which serves one
+# connection at a time, is not left waiting on another worker's.
 sub proxy_with {
 	my ($name, @blocks) = @_;
 	my $sport = $main::sink->port;
-	return start_proxy(qq{backend = "127.0.0.1:$sport";\nquarantine_dir = "$qdir";\n} .
+	return start_proxy(qq{backend = "127.0.0.1:$sport";\nquarantine_dir = "$qdir";\nworkers = 1;\n} .
 	    qq{log { level = "debug"; }\ntimeout { shutdown = 5; }\n} . join('', @blocks),
 	    name => $name);
 }
