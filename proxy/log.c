@@ -6,6 +6,7 @@
  */
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,13 +21,30 @@
 static enum log_level	log_level = LOG_LVL_INFO;
 static int		log_syslog;
 static const char	*log_prog = "smtpchain";
+static pid_t		 log_pid;	/* getpid(), refreshed in a forked child */
+static time_t		 log_ts_sec = -1;	/* the second log_ts was made for */
+static char		 log_ts[32];	/* "YYYY-MM-DDTHH:MM:SS" of log_ts_sec */
 
 static const char *const level_names[] = { "error", "warning", "info", "debug" };
+
+/* After fork(): the child logs its own pid. */
+static void
+log_atfork_child(void)
+{
+	log_pid = getpid();
+}
 
 /* Set where lines go and the threshold; may be called again on reload. */
 void
 log_init(const char *progname, enum log_level level, int use_syslog)
 {
+	static int atfork_done;
+
+	if (!atfork_done) {
+		pthread_atfork(NULL, NULL, log_atfork_child);
+		atfork_done = 1;
+	}
+	log_pid = getpid();
 	if (progname)
 		log_prog = progname;
 	log_level = level;
@@ -63,29 +81,54 @@ log_level_parse(const char *name, enum log_level *out)
 	return -1;
 }
 
-/* Write one line at a level. */
+/*
+ * Write one line at a level.  On stderr each line is one write(2), so lines
+ * of several worker processes sharing stderr never interleave; the
+ * timestamp text is remade once a second, not per line.
+ */
 void
 log_vmsg(enum log_level level, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
-	char line[8192];
+	char line[8192 + 128];
 	int saved = errno;
 
 	if (!log_enabled(level))
 		return;
-	vsnprintf(line, sizeof(line), fmt, ap);
 	if (log_syslog) {
+		vsnprintf(line, sizeof(line), fmt, ap);
 		syslog(prio[level], "%s", line);
 	} else {
 		struct timeval tv;
-		struct tm tm;
-		char ts[32];
+		size_t n;
+		int m;
 
 		gettimeofday(&tv, NULL);
-		localtime_r(&tv.tv_sec, &tm);
-		strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-		fprintf(stderr, "%s.%03ld %s[%ld]: %s: %s\n", ts, (long)tv.tv_usec / 1000,
-		    log_prog, (long)getpid(), level_names[level], line);
+		if (tv.tv_sec != log_ts_sec) {
+			struct tm tm;
+
+			localtime_r(&tv.tv_sec, &tm);
+			strftime(log_ts, sizeof(log_ts), "%Y-%m-%dT%H:%M:%S", &tm);
+			log_ts_sec = tv.tv_sec;
+		}
+		if (log_pid == 0)
+			log_pid = getpid();
+		m = snprintf(line, sizeof(line), "%s.%03ld %s[%ld]: %s: ", log_ts,
+		    (long)tv.tv_usec / 1000, log_prog, (long)log_pid, level_names[level]);
+		n = m > 0 && (size_t)m < sizeof(line) ? (size_t)m : 0;
+		m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+		if (m > 0)
+			n += (size_t)m < sizeof(line) - n - 1 ? (size_t)m : sizeof(line) - n - 2;
+		line[n++] = '\n';
+		for (size_t off = 0; off < n; ) {
+			ssize_t w = write(STDERR_FILENO, line + off, n - off);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+		}
 	}
 	errno = saved;
 }
