@@ -261,7 +261,7 @@ spawn_worker(void)
 		metrics_worker_init(slot);
 		status = worker_run(M.cfg, M.fds, M.serial, M.debug || M.cfg->log.transcript,
 		    M.ticket_keys);
-		_exit(status);
+		exit(status);	/* not _exit: LeakSanitizer checks the worker too */
 	}
 	M.w[slot].state = WORKER_RUNNING;
 	M.w[slot].pid = pid;
