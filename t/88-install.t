@@ -14,6 +14,10 @@ plan skip_all => 'SMTPCHAIN is not set (run through make check)' unless $ENV{SMT
 my $build = $ENV{SMTPCHAIN_BUILDDIR};
 plan skip_all => 'no build directory with a Makefile' unless $build && -f "$build/Makefile";
 
+# A make of our own, not a sub-make of "make check" (no inherited flags:
+# they would add "Entering directory" lines and a jobserver we lack).
+delete @ENV{qw(MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES)};
+
 # The directory variables as make expands them.
 my %dir;
 for my $v (qw(prefix sbindir mandir sysconfdir pkglibdir includedir libdir systemdsystemunitdir)) {
