@@ -1724,9 +1724,11 @@ again:
 		session_close(s);
 		return;
 	}
-	if (s->state == SS_CLOSING && outq_pending(&s->cout) == 0 &&
+	if (s->state == SS_CLOSING && (s->client_gone || outq_pending(&s->cout) == 0) &&
 	    (s->backend_closed || outq_pending(&s->bout) == 0)) {
-		session_close(s);	/* a dropped backend's last write does not count */
+		/* a dropped backend's last write does not count, nor what a
+		 * gone client was to get (a TLS alert after a bad handshake) */
+		session_close(s);
 		return;
 	}
 	session_update_reading(s);
@@ -2252,20 +2254,20 @@ session_begin(struct session *s)
 
 	if (over_limits(s))
 		return;
-	if (s->laddr && s->laddr->implicit_tls && srv->tls) {
+	if (s->laddr && s->laddr->implicit_tls && srv->tls)
 		s->tls = tls_conn_new(srv->tls);	/* RFC 8314: TLS from the first byte */
-		if (s->cin.len > 0) {	/* sent right after the PROXY header */
-			tls_conn_feed(s->tls, iobuf_head(&s->cin), s->cin.len);
-			iobuf_consume(&s->cin, s->cin.len);
-			if (client_tls_input(s) != 0)
-				return;
-		}
-	}
 	client_timer_arm(s);
 	filter_session_open(s);
 	backend_connect(s);
-	if (!s->closing)
-		session_update_reading(s);
+	if (s->closing)
+		return;
+	if (s->tls && s->cin.len > 0) {	/* TLS bytes that came with the PROXY header */
+		tls_conn_feed(s->tls, iobuf_head(&s->cin), s->cin.len);
+		iobuf_consume(&s->cin, s->cin.len);
+		if (client_tls_input(s) != 0)
+			return;		/* client_eof() ends the session as for any bad handshake */
+	}
+	session_update_reading(s);
 }
 
 /*
