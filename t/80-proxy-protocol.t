@@ -214,6 +214,18 @@ EOF
 		like($m ? $m->{message} : '', qr/^X-Testmilter-pp: [^\n]*\bclient_addr=127\.0\.0\.14\b/m,
 		    'the milter\'s {client_addr} macro is the real client');
 	}
+	# The header and the first TLS bytes in one packet: what follows the
+	# header goes to TLS (a bad record here), never read as SMTP.
+	{
+		my $c = smtp_connect($ppt, local_addr => '127.0.0.15') or BAIL_OUT("connect: $@");
+		$c->send("PROXY TCP4 127.0.0.88 127.0.0.1 5555 465\r\n\x16\x03\x01\x00\x05EHLO\n");
+		ok($c->wait_closed(10), 'header + a bad TLS record in one packet: closed');
+		unlike($c->{transcript}, qr/^\d{3}[ -]/m, 'with no plaintext SMTP reply');
+		ok($tp->wait_log(qr/(connect from \[127\.0\.0\.88\]:5555 via \[127\.0\.0\.15\]:\d+)/),
+		    'the header was taken');
+		like($tp->wait_log(qr/((?:connect from \[127\.0\.0\.88\][^\n]*\n)(?:[^\n]*\n)*?[^\n]*TLS: [^\n]*)/) // '',
+		    qr/TLS: /, 'and the bytes after it went to TLS, which refused them');
+	}
 	is($tp->stop, 0, 'the TLS proxy exits 0');
 }
 
