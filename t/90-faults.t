@@ -79,13 +79,14 @@ for my $s (@stages) {
 	}
 }
 
-# --- EHLO refused: the client is told, HELO then works
-{
-	my ($b, $p) = rig('ehlo-5xx', sub { $_[0] eq 'ehlo' ? '502 5.5.2 no ESMTP here' : undef });
-	my $r = try_message($p->port, $ledger, prefix => 'ehlo-5xx');
-	ok(!$r->{ehlo}{code} || $r->{ehlo}{code} != 250 || $r->{helo}, 'backend refusing EHLO: relayed or handled');
-	reply_ok($r->{end}, 250, undef, 'backend refusing EHLO: the message goes through with HELO');
-	$p->stop_ok('ehlo-5xx proxy exits 0');
+# --- EHLO refused (5xx, then 4xx): the client is told, HELO then works
+for my $reply ('502 5.5.2 no ESMTP here', '451 4.3.0 not now') {
+	my $class = substr($reply, 0, 1);
+	my ($b, $p) = rig("ehlo-${class}xx", sub { $_[0] eq 'ehlo' ? $reply : undef });
+	my $r = try_message($p->port, $ledger, prefix => "ehlo-${class}xx");
+	ok(!$r->{ehlo}{code} || $r->{ehlo}{code} != 250 || $r->{helo}, "backend '$reply' to EHLO: relayed or handled");
+	reply_ok($r->{end}, 250, undef, "backend '$reply' to EHLO: the message goes through with HELO");
+	$p->stop_ok("ehlo-${class}xx proxy exits 0");
 }
 
 # --- the backend hangs up without a reply at each step
