@@ -3,8 +3,9 @@
 # A scripted backend (SmtpChainFaults::start_backend) fails on purpose at
 # every step: it answers 4xx or 5xx (greeting, EHLO, MAIL, RCPT, DATA, end
 # of data), hangs up without a reply, stalls past timeout.backend, or dies
-# in the middle of the message data.  Then a milter that hangs or dies, and
-# clients that drop in the middle of DATA or right after their end of data.
+# in the middle of the message data.  Then a milter that hangs or dies,
+# clients that drop in the middle of DATA or right after their end of data,
+# and a worker process SIGKILLed with sessions at every stage.
 # For each case the client's view is checked (a clear 4xx/5xx or a closed
 # connection, never a 250 the backend did not give), and at the end one
 # ledger of every message tried is held against what the backends have:
@@ -185,6 +186,95 @@ EOF
 		$p->stop_ok("milter $mode proxy exits 0");
 		SmtpChainTest::stop_pid($mpid, 'KILL', 5);
 	}
+}
+
+# --- a worker SIGKILLed with sessions at every stage
+#
+# Two workers; sessions in the middle of DATA, waiting for the reply to
+# their end of data (the backend takes 3 s over those), idle after EHLO,
+# and idle after a delivered message.  The worker of the first is killed:
+# its sessions see the connection drop, the other worker's sessions finish
+# their messages, the master starts a new worker, and the ledger holds:
+# nothing the client got 250 for is lost, nothing dropped mid-DATA is
+# delivered, a message whose end of data was sent is there at most once.
+{
+	my ($b, $p) = rig('worker-kill', sub {
+		my ($st, $line, $state) = @_;
+		$state->{slow} = 1 if $st eq 'body' && $line =~ /^Subject: .*slowdot/;
+		sleep 3 if $st eq 'dot' && $state->{slow};
+		return undef;
+	}, "workers = 2;\n");
+	my $port = $p->port;
+	SmtpChainTest::wait_until(sub { my @w = $p->worker_pids; @w == 2 }, 15);
+	my $worker_of = sub {
+		my ($c) = @_;
+		my $lport = $c->local_port;
+		return $p->wait_log(qr/smtpchain\[(\d+)\]: info: [0-9A-F]+: connect from \[127\.0\.0\.1\]:$lport\n/);
+	};
+	my @s;
+	for my $i (1 .. 8) {
+		my $kind = (qw(middata slowdot idle done))[$i % 4];
+		my $c = smtp_connect($port, timeout => 30) or die;
+		$c->read_reply;
+		$c->ehlo('client.test');
+		my %x = (c => $c, kind => $kind, worker => $worker_of->($c));
+		if ($kind eq 'done') {
+			my ($tag, $text) = SmtpChainFaults::tagged_message(prefix => "wk-done$i");
+			$ledger->tried($tag);
+			my $r = $c->send_mail(from => 's@client.test', to => 'r@example.test', data => $text);
+			$ledger->saw_result($tag, $r);
+		} elsif ($kind ne 'idle') {
+			my ($tag, $text) = SmtpChainFaults::tagged_message(prefix => "wk-$kind$i",
+			    headers => $kind eq 'slowdot' ? '' : '');
+			$text =~ s/^Subject: fault /Subject: slowdot fault /m if $kind eq 'slowdot';
+			$ledger->tried($tag);
+			my $r = $c->begin_data(from => 's@client.test', to => 'r@example.test');
+			my $stuffed = dot_stuff($text);
+			if ($kind eq 'middata') {
+				$c->send(substr($stuffed, 0, index($stuffed, 'End-Of-Message')));
+			} else {
+				$c->send($stuffed . ".\r\n");
+			}
+			@x{qw(tag stuffed)} = ($tag, $stuffed);
+		}
+		push @s, \%x;
+	}
+	sleep 1;	# the slow end-of-data replies are on their way at the backend
+	my $victim = $s[0]{worker};
+	my $others = grep { $_->{worker} && $_->{worker} != $victim } @s;
+	ok($victim && kill('KILL', $victim), "SIGKILL to worker $victim (" . scalar(grep { $_->{worker} == $victim } @s)
+	    . " of the 8 sessions on it)");
+	for my $x (@s) {
+		my $c = $x->{c};
+		my $on_victim = $x->{worker} == $victim;
+		if ($x->{kind} eq 'middata') {
+			if ($on_victim) {
+				ok($c->wait_closed(10), 'worker killed: its session in DATA sees the drop');
+			} else {
+				$c->send($x->{stuffed} =~ s/\A.*?(?=End-Of-Message)//sr . ".\r\n");
+				my $r = { end => $c->read_reply };
+				$ledger->saw_result($x->{tag}, $r);
+				reply_ok($r->{end}, 250, undef, 'a session in DATA on the other worker completes');
+			}
+		} elsif ($x->{kind} eq 'slowdot') {
+			my $r = { end => $c->read_reply(20) };
+			$ledger->saw_result($x->{tag}, $r);
+			if ($on_victim) {
+				ok(!$r->{end}{code} || $r->{end}{code} != 250, 'worker killed: a session waiting for its end-of-data reply gets none');
+			} else {
+				reply_ok($r->{end}, 250, undef, 'a session waiting for its end-of-data reply on the other worker gets 250');
+			}
+		} else {
+			my $r = $c->cmd('NOOP');
+			if ($on_victim) { ok(!$r->{code}, "worker killed: its $x->{kind} session is gone") }
+			else { reply_ok($r, 250, undef, "the $x->{kind} session on the other worker goes on") }
+		}
+		$c->close;
+	}
+	ok(SmtpChainTest::wait_until(sub { my @w = $p->worker_pids; @w == 2 && !grep { $_ == $victim } @w }, 15),
+	    'the master starts a new worker');
+	still_relays($p, 'a worker SIGKILLed');
+	$p->stop_ok('worker-kill proxy exits 0');
 }
 
 $ledger->check('fault matrix', min_accepted => 20);
