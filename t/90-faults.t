@@ -25,11 +25,12 @@ my $ledger = ledger(messages => sub { map { $_->message_texts } @backends });
 
 # A backend scripted by on, and a proxy in front of it.
 sub rig {
-	my ($name, $on, $extra) = @_;
+	my ($name, $on, $extra, $backend_timeout) = @_;
 	my $b = start_backend(name => "be-$name", on => $on);
 	push @backends, $b;
 	my $p = start_proxy(qq{backend = "127.0.0.1:@{[ $b->port ]}";\n} .
-	    "timeout { backend = 3; connect = 3; shutdown = 5; }\n" . ($extra // ''), name => $name);
+	    "timeout { backend = @{[ $backend_timeout // 3 ]}; connect = 3; shutdown = 5; }\n" .
+	    ($extra // ''), name => $name);
 	return ($b, $p);
 }
 
@@ -203,7 +204,7 @@ EOF
 		$state->{slow} = 1 if $st eq 'body' && $line =~ /^Subject: .*slowdot/;
 		sleep 3 if $st eq 'dot' && $state->{slow};
 		return undef;
-	}, "workers = 2;\n");
+	}, "workers = 2;\n", 60);	# the slow replies are slow, not past timeout.backend
 	my $port = $p->port;
 	SmtpChainTest::wait_until(sub { my @w = $p->worker_pids; @w == 2 }, 15);
 	my $worker_of = sub {
