@@ -105,10 +105,15 @@ struct http_conn {
 
 static struct {
 	bool			 on;
-	uv_tcp_t		 tcp;
+	uv_tcp_t		*tcp;		/* the listener; a new one per start, freed
+						   in its close callback (a reload may start
+						   the next before the last one has closed) */
 	struct config_addr	 addr;
 	struct http_conn	*conns;
+	unsigned		 nconns;	/* open connections, at most HTTP_MAX_CONNS */
 } http;
+
+#define HTTP_MAX_CONNS	64	/* beyond this, new connections are closed at once */
 
 /* ------------------------------------------------------------------------- */
 /* Workers: the increments */
@@ -550,6 +555,7 @@ http_close(struct http_conn *c)
 		http.conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	http.nconns--;
 	uv_close((uv_handle_t *)&c->tcp, http_closed);
 	uv_close((uv_handle_t *)&c->timer, http_closed);
 }
@@ -675,12 +681,20 @@ http_accept(uv_stream_t *server, int status)
 	if ((c->next = http.conns) != NULL)
 		c->next->prev = c;
 	http.conns = c;
-	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-		http_close(c);
+	http.nconns++;
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || http.nconns > HTTP_MAX_CONNS) {
+		http_close(c);	/* a flood of scrapers must not use up the master's fds */
 		return;
 	}
 	uv_timer_start(&c->timer, http_timeout, HTTP_TIMEOUT_MS, 0);
 	uv_read_start((uv_stream_t *)&c->tcp, http_alloc, http_read);
+}
+
+/* A listener's handle closed: free it. */
+static void
+http_listener_closed(uv_handle_t *h)
+{
+	free(h);
 }
 
 /* Listen on cfg's metrics.listen; 0, or -1 with the error in err. */
@@ -689,14 +703,16 @@ http_start(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
 {
 	int rc;
 
-	uv_tcp_init(loop, &http.tcp);
+	http.tcp = xcalloc(1, sizeof(*http.tcp));
+	uv_tcp_init(loop, http.tcp);
 	http.on = true;
 	http.addr = cfg->metrics.listen;
-	if ((rc = uv_tcp_bind(&http.tcp, (const struct sockaddr *)&http.addr.ss, 0)) != 0 ||
-	    (rc = uv_listen((uv_stream_t *)&http.tcp, 64, http_accept)) != 0) {
+	if ((rc = uv_tcp_bind(http.tcp, (const struct sockaddr *)&http.addr.ss, 0)) != 0 ||
+	    (rc = uv_listen((uv_stream_t *)http.tcp, 64, http_accept)) != 0) {
 		snprintf(err, errlen, "%s:%d: metrics.listen %s: %s", cfg->file,
 		    cfg->metrics.listen.line, cfg->metrics.listen.text, uv_strerror(rc));
-		uv_close((uv_handle_t *)&http.tcp, NULL);
+		uv_close((uv_handle_t *)http.tcp, http_listener_closed);
+		http.tcp = NULL;
 		http.on = false;
 		return -1;
 	}
@@ -708,8 +724,9 @@ http_start(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
 void
 metrics_http_stop(void)
 {
-	if (http.on && !uv_is_closing((uv_handle_t *)&http.tcp))
-		uv_close((uv_handle_t *)&http.tcp, NULL);
+	if (http.on && http.tcp && !uv_is_closing((uv_handle_t *)http.tcp))
+		uv_close((uv_handle_t *)http.tcp, http_listener_closed);
+	http.tcp = NULL;
 	http.on = false;
 }
 
@@ -733,7 +750,7 @@ metrics_http_child(void)
 {
 	uv_os_fd_t fd;
 
-	if (http.on && uv_fileno((uv_handle_t *)&http.tcp, &fd) == 0)
+	if (http.on && http.tcp && uv_fileno((uv_handle_t *)http.tcp, &fd) == 0)
 		close(fd);
 	for (struct http_conn *c = http.conns; c; c = c->next)
 		if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)

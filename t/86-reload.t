@@ -154,6 +154,28 @@ ok(SmtpChainTest::wait_until(sub { !smtp_connect($port2, connect_timeout => 2) }
 my @r3 = smtp_session($port, ['QUIT']);
 reply_ok($r3[0], 220, undef, 'the kept address never stopped');
 
+# metrics { listen } added, then moved: the old listener closes while the
+# new one starts in the same reload.
+sub metrics_status {
+	my ($mport) = @_;
+	my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $mport, Timeout => 5)
+	    or return '';
+	print $s "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+	my $line = <$s> // '';
+	close $s;
+	$line =~ s/\r?\n\z//;
+	return $line;
+}
+my ($mport1, $mport2) = (free_port(), free_port());
+ok(reload($base . qq{metrics { listen = "127.0.0.1:$mport1"; }\n}, 1), 'SIGHUP adding metrics');
+like(metrics_status($mport1), qr{^HTTP/1\.[01] 200}, 'metrics served on the new address');
+ok(reload($base . qq{metrics { listen = "127.0.0.1:$mport2"; }\n}, 1), 'SIGHUP moving metrics');
+like(metrics_status($mport2), qr{^HTTP/1\.[01] 200}, 'metrics served on the moved address');
+ok(SmtpChainTest::wait_until(sub { metrics_status($mport1) eq '' }, 10), 'the old metrics address is closed');
+ok(reload($base, 1), 'SIGHUP removing metrics');
+my @r4 = smtp_session($port, ['QUIT']);
+reply_ok($r4[0], 220, undef, 'the master and its workers are still serving');
+
 $p->stop_ok('the master exits 0 on SIGTERM');
 ok(notes('STOPPING=1'), 'sd_notify: STOPPING=1');
 done_testing;
