@@ -898,7 +898,7 @@ static const struct config_key top_keys[] = {
 	{ "module_path", set_path,	F(module_path),	0, 0, NULL, 0 },
 	{ "quarantine_dir", set_path,	F(quarantine_dir), 0, 0, NULL, 0 },
 	{ "spool_dir",	set_path,	F(spool_dir),	0, 0, NULL, 0 },
-	{ "workers",	set_uint,	F(workers),	1, 64, NULL, 0 },
+	{ "workers",	set_uint,	F(workers),	1, 32, NULL, 0 },
 	{ "metrics",	set_block,	0,		0, 0, metrics_keys, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
@@ -962,13 +962,16 @@ config_walk(struct config_ctx *ctx, const struct config_key *table,
 	return 0;
 }
 
-/* One worker per online CPU, 1..64. */
+/*
+ * One worker per online CPU, 1..32: at most half the master's 64 worker
+ * slots, so a reload can start a whole new set while the old one retires.
+ */
 static unsigned
 config_default_workers(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-	return n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
+	return n < 1 ? 1 : n > 32 ? 32 : (unsigned)n;
 }
 
 /* The defaults of struct config (see config.h). */

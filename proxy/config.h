@@ -150,7 +150,7 @@ struct config {
 	uint64_t		 max_header_size;/* limits.max_header_size: bytes of a held message's
 						   header section; default 1048576, 1024..67108864 */
 
-	unsigned		 workers;	/* "workers": worker processes, 1..64; default the
+	unsigned		 workers;	/* "workers": worker processes, 1..32; default the
 						   number of online CPUs (at most 64) */
 	struct {				/* "metrics {}": present = the master serves HTTP */
 		bool		   enabled;

@@ -54,6 +54,7 @@
 #include "tls.h"
 
 #define MAX_WORKERS		METRICS_MAX_WORKERS	/* running and retiring */
+#define CHECK_SECONDS		30	/* the most a reload's check of the modules may take */
 #define CRASH_WINDOW_MS		10000	/* a worker dead sooner than this crashed */
 #define BACKOFF_MIN_MS		250
 #define BACKOFF_MAX_MS		30000
@@ -194,9 +195,17 @@ check_in_child(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	if (pid == 0) {
+		sigset_t alrm;
 		char e[1024];
 
+		/* A module whose init hangs must not hang the master: the
+		 * master waits for this child, so it ends by SIGALRM. */
 		close(pfd[0]);
+		signal(SIGALRM, SIG_DFL);
+		sigemptyset(&alrm);
+		sigaddset(&alrm, SIGALRM);
+		sigprocmask(SIG_UNBLOCK, &alrm, NULL);
+		alarm(CHECK_SECONDS);
 		if (config_check_runtime(cfg, e, sizeof(e)) == 0)
 			_exit(0);
 		(void)!write(pfd[1], e, strlen(e));
@@ -213,7 +222,10 @@ check_in_child(const struct config *cfg, char *err, size_t errlen)
 		;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
-	if (got == 0)
+	if (got == 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+		snprintf(err, errlen, "%s: the check of the modules did not finish within %d s",
+		    cfg->file, CHECK_SECONDS);
+	else if (got == 0)
 		snprintf(err, errlen, "%s: the check of the modules failed (status 0x%x)",
 		    cfg->file, status);
 	return -1;
@@ -230,6 +242,35 @@ describe_status(int status, char *buf, size_t len)
 		    strsignal(WTERMSIG(status)), WCOREDUMP(status) ? ", core dumped" : "");
 	else
 		snprintf(buf, len, "ended with status 0x%x", status);
+}
+
+/* How many worker slots are free (neither running nor retiring). */
+static unsigned
+free_slots(void)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < MAX_WORKERS; i++)
+		if (M.w[i].state == WORKER_FREE)
+			n++;
+	return n;
+}
+
+/*
+ * A reload starts cfg->workers new workers while the running ones retire:
+ * 0 if there are slots for them, else -1 with why in err (workers of
+ * earlier reloads still finishing their sessions).
+ */
+static int
+room_for_workers(const struct config *cfg, char *err, size_t errlen)
+{
+	unsigned n = free_slots();
+
+	if (n >= cfg->workers)
+		return 0;
+	snprintf(err, errlen, "%u free worker slots, %u needed: workers of an earlier "
+	    "reload are still finishing their sessions; try again later", n, cfg->workers);
+	return -1;
 }
 
 /* Start one worker on the current config; false if none could be. */
@@ -296,6 +337,8 @@ maintain_workers(void)
 			uv_timer_start(&M.spawn_timer, spawn_due, M.next_spawn - now, 0);
 			return;
 		}
+		if (!free_slots())
+			return;		/* on_sigchld calls again when one frees */
 		if (!spawn_worker()) {
 			M.next_spawn = now + BACKOFF_MAX_MS;
 			uv_timer_start(&M.spawn_timer, spawn_due, BACKOFF_MAX_MS, 0);
@@ -447,6 +490,7 @@ on_sighup(uv_signal_t *h, int signum)
 	sd_notify_state("RELOADING=1");
 	log_info("SIGHUP: reloading %s", M.cfg->file);
 	if ((cfg = config_load(M.cfg->file, err, sizeof(err))) == NULL ||
+	    room_for_workers(cfg, err, sizeof(err)) != 0 ||
 	    check_in_child(cfg, err, sizeof(err)) != 0 ||
 	    (fds = open_listeners(cfg, err, sizeof(err))) == NULL) {
 		log_error("reload failed, still running the previous configuration: %s", err);
