@@ -211,6 +211,9 @@ set_level(struct config_ctx *ctx, const struct config_key *key,
 	return 0;
 }
 
+static int set_string(struct config_ctx *, const struct config_key *,
+    const struct cfg_node *, const char *);
+
 /* hostname: a domain name (letters, digits, '-', '.', '_'), or an address literal. */
 static int
 set_hostname(struct config_ctx *ctx, const struct config_key *key,
@@ -238,9 +241,7 @@ set_hostname(struct config_ctx *ctx, const struct config_key *key,
 		config_error(ctx, node->line, "%s: bad hostname \"%s\"", path, s);
 		return -1;
 	}
-	free(*(char **)config_field(ctx, key));
-	*(char **)config_field(ctx, key) = xstrdup(s);
-	return 0;
+	return set_string(ctx, key, node, path);
 }
 
 /* Parse one address string into addr, with the error message on failure. */
@@ -591,9 +592,7 @@ set_path(struct config_ctx *ctx, const struct config_key *key,
 		    path, node->str);
 		return -1;
 	}
-	free(*(char **)config_field(ctx, key));
-	*(char **)config_field(ctx, key) = xstrdup(node->str);
-	return 0;
+	return set_string(ctx, key, node, path);
 }
 
 /* backend_tls: "none", "may" or "encrypt". */
@@ -658,9 +657,7 @@ set_tls_name(struct config_ctx *ctx, const struct config_key *key,
 		    "such as mx.example.org)", path, s);
 		return -1;
 	}
-	free(*(char **)config_field(ctx, key));
-	*(char **)config_field(ctx, key) = xstrdup(s);
-	return 0;
+	return set_string(ctx, key, node, path);
 }
 
 /* A tls.sni name: a DNS name, or "*." and one (a wildcard for one label). */
