@@ -8,7 +8,10 @@
  * the total the sum of the column totals, so forgetting a dead process is
  * zeroing its column.  An entry whose counts are all zero is removed at
  * once (backward-shift deletion), so the table holds only addresses with
- * open connections and never fills up with old ones.
+ * open connections and never fills up with old ones.  At most half the
+ * slots are used (linear probing stays short); when that many addresses
+ * have connections open, a new one is counted in the header's overflow
+ * entry, which has the per-client limit like any address.
  *
  * Why a mutex and not lock-free entries: reusing a slot for another address
  * without a lock needs a double-word compare-and-swap and a generation
@@ -21,6 +24,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <sys/mman.h>
@@ -38,6 +42,11 @@ struct cl_table {
 	pthread_mutex_t	lock;
 	pid_t		owner[CONNLIMIT_SLOTS];	/* 0 = free column */
 	uint32_t	total[CONNLIMIT_SLOTS];
+	struct cl_entry	overflow;		/* new addresses while the table is full */
+	bool		warned;			/* about the overflow, at warned_at */
+	time_t		warned_at;		/* CLOCK_MONOTONIC seconds */
+	size_t		used;			/* entries in use */
+	size_t		max_used;		/* addresses counted apart: cap / 2 */
 	size_t		cap;			/* entries; a power of two */
 	struct cl_entry	e[];
 };
@@ -114,11 +123,12 @@ find(const unsigned char key[16], bool insert)
 		struct cl_entry *e = &tab->e[i];
 
 		if (!e->used) {
-			if (!insert)
+			if (!insert || tab->used >= tab->max_used)
 				return NULL;
 			memset(e, 0, sizeof(*e));
 			memcpy(e->key, key, 16);
 			e->used = 1;
+			tab->used++;
 			return e;
 		}
 		if (memcmp(e->key, key, 16) == 0)
@@ -134,6 +144,7 @@ remove_entry(struct cl_entry *victim)
 	size_t mask = tab->cap - 1, i = (size_t)(victim - tab->e), j = i;
 
 	tab->e[i].used = 0;
+	tab->used--;
 	for (;;) {
 		size_t k;
 
@@ -166,6 +177,7 @@ rebuild(void)
 		if (tab->e[i].used && entry_sum(&tab->e[i]) > 0)
 			keep[n++] = tab->e[i];
 	memset(tab->e, 0, tab->cap * sizeof(tab->e[0]));
+	tab->used = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct cl_entry *e = find(keep[i].key, true);
 
@@ -181,6 +193,7 @@ clear_column(int c)
 {
 	for (size_t i = 0; i < tab->cap; i++)
 		tab->e[i].count[c] = 0;
+	tab->overflow.count[c] = 0;
 	tab->total[c] = 0;
 	tab->owner[c] = 0;
 	rebuild();
@@ -216,13 +229,13 @@ int
 connlimit_init(unsigned max_connections)
 {
 	pthread_mutexattr_t attr;
-	size_t cap = CONNLIMIT_MIN_ENTRIES, size;
+	size_t cap = 2 * CONNLIMIT_MIN_ADDRESSES, size;
 	void *p;
 	int rc;
 
 	if (tab != NULL)
 		return 0;
-	while (cap < CONNLIMIT_MAX_ENTRIES && cap < 2 * (size_t)max_connections)
+	while (cap < 2 * CONNLIMIT_MAX_ADDRESSES && cap < 2 * (size_t)max_connections)
 		cap *= 2;
 	size = sizeof(struct cl_table) + cap * sizeof(struct cl_entry);
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -230,6 +243,7 @@ connlimit_init(unsigned max_connections)
 		return -1;
 	tab = p;
 	tab->cap = cap;
+	tab->max_used = cap / 2;
 	pthread_mutexattr_init(&attr);
 	if ((rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
 	    (rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
@@ -252,12 +266,42 @@ ensure_table(unsigned hint)
 		log_panic("connlimit: cannot map the connection table: %s", strerror(errno));
 }
 
+/*
+ * Whether to warn that the table is full: at most once a minute for all the
+ * processes (the time is in the table); under the lock.
+ */
+static bool
+overflow_warning_due(void)
+{
+	struct timespec now;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &now) != 0)
+		return false;
+	if (tab->warned && now.tv_sec - tab->warned_at < 60)
+		return false;
+	tab->warned = true;
+	tab->warned_at = now.tv_sec;
+	return true;
+}
+
+/* The warning that the table is full (outside the lock). */
+static void
+warn_full(size_t addresses)
+{
+	log_warn("connection table full (%zu client addresses with connections open): "
+	    "new addresses are counted together under one "
+	    "limits.max_connections_per_client", addresses);
+}
+
 /* Count a new connection, or say which limit it is over; see connlimit.h. */
 enum connlimit_result
 connlimit_acquire(const struct sockaddr_storage *addr, unsigned max_total,
     unsigned max_per_client, struct connlimit_ticket *t, unsigned *count)
 {
-	unsigned total = 0;
+	unsigned total = 0, n;
+	size_t addresses = 0;
+	bool warn = false;
+	struct cl_entry *e;
 	int c;
 
 	ensure_table(max_total);
@@ -274,28 +318,40 @@ connlimit_acquire(const struct sockaddr_storage *addr, unsigned max_total,
 	}
 	*count = 0;
 	if (max_per_client) {
-		struct cl_entry *e = find(t->key, true);
-
-		if (e != NULL) {
-			unsigned n = entry_sum(e);
-
-			if (n >= max_per_client) {
-				table_unlock();
-				*count = n;
-				return CONNLIMIT_CLIENT;
+		if ((e = find(t->key, true)) == NULL) {
+			/* The table is full: counted with every other address not in it. */
+			e = &tab->overflow;
+			t->overflow = true;
+			addresses = tab->used;
+			warn = overflow_warning_due();
+		}
+		n = entry_sum(e);
+		if (n >= max_per_client) {
+			table_unlock();
+			if (warn)
+				warn_full(addresses);
+			*count = n;
+			if (t->overflow) {
+				t->overflow = false;
+				return CONNLIMIT_OVERFLOW;
 			}
-			if (e->count[c] < UINT16_MAX) {
-				e->count[c]++;
-				t->client = true;
-				*count = n + 1;
-			} else if (n == 0) {
+			return CONNLIMIT_CLIENT;
+		}
+		if (e->count[c] < UINT16_MAX) {
+			e->count[c]++;
+			t->client = true;
+			*count = n + 1;
+		} else {
+			t->overflow = false;
+			if (n == 0 && e != &tab->overflow)
 				remove_entry(e);
-			}
 		}
 	}
 	tab->total[c]++;
 	t->total = true;
 	table_unlock();
+	if (warn)
+		warn_full(addresses);
 	return CONNLIMIT_OK;
 }
 
@@ -311,14 +367,17 @@ connlimit_release(struct connlimit_ticket *t)
 	table_lock();
 	if (t->total && tab->total[c] > 0)
 		tab->total[c]--;
-	if (t->client) {
+	if (t->client && t->overflow) {
+		if (tab->overflow.count[c] > 0)
+			tab->overflow.count[c]--;
+	} else if (t->client) {
 		struct cl_entry *e = find(t->key, false);
 
 		if (e != NULL && e->count[c] > 0 && --e->count[c] == 0 && entry_sum(e) == 0)
 			remove_entry(e);
 	}
 	table_unlock();
-	t->total = t->client = false;
+	t->total = t->client = t->overflow = false;
 }
 
 /* Drop the column of a process that is gone; see connlimit.h. */
@@ -364,4 +423,25 @@ connlimit_count(const struct sockaddr_storage *addr)
 	n = (e = find(key, false)) != NULL ? entry_sum(e) : 0;
 	table_unlock();
 	return n;
+}
+
+/* The overflow entry's count now (for tests). */
+unsigned
+connlimit_overflow_count(void)
+{
+	unsigned n;
+
+	if (tab == NULL)
+		return 0;
+	table_lock();
+	n = entry_sum(&tab->overflow);
+	table_unlock();
+	return n;
+}
+
+/* How many addresses the table counts apart (for tests). */
+unsigned
+connlimit_capacity(void)
+{
+	return tab != NULL ? (unsigned)tab->max_used : 0;
 }

@@ -10,7 +10,13 @@
  *
  * The table is keyed by client address (IPv4 as IPv4-mapped IPv6), open
  * addressing with linear probing, guarded by one process-shared robust
- * mutex (held for a few dozen instructions per connection).  Each process
+ * mutex (held for a few dozen instructions per connection).  It holds
+ * max(max_connections, CONNLIMIT_MIN_ADDRESSES) addresses, at most
+ * CONNLIMIT_MAX_ADDRESSES, in twice as many slots (probe runs stay short).
+ * When that many addresses have connections open, a new address is counted
+ * under one shared overflow entry with the per-client limit: a flood of
+ * distinct addresses is limited as if it were one client, never let in
+ * uncounted.  Each process
  * counts in its own column (a slot claimed by pid), so the counts of a
  * process that dies can be dropped: by the master with
  * connlimit_process_died(pid) when it reaps a worker, and in any case when
@@ -26,25 +32,29 @@
 #include <sys/types.h>
 
 #define CONNLIMIT_SLOTS		64	/* processes counted apart; more share the last */
-#define CONNLIMIT_MIN_ENTRIES	1024
-#define CONNLIMIT_MAX_ENTRIES	65536	/* distinct client addresses at once */
+#define CONNLIMIT_MIN_ADDRESSES	4096	/* counted apart at least, whatever max_connections */
+#define CONNLIMIT_MAX_ADDRESSES	65536	/* and at most (twice as many slots) */
 
 /* What one connection holds: the caller keeps it until connlimit_release(). */
 struct connlimit_ticket {
 	unsigned char	key[16];	/* the address, IPv4-mapped when IPv4 */
 	bool		total;		/* counted in the total */
-	bool		client;		/* counted for its address */
+	bool		client;		/* counted for its address, or ... */
+	bool		overflow;	/* ... (with client) under the shared overflow entry */
 };
 
 enum connlimit_result {
 	CONNLIMIT_OK = 0,	/* counted: call connlimit_release() when it closes */
 	CONNLIMIT_TOTAL,	/* over max_total: not counted */
 	CONNLIMIT_CLIENT,	/* over max_per_client for this address: not counted */
+	CONNLIMIT_OVERFLOW,	/* table full, over max_per_client for the overflow entry */
 };
 
 /*
- * Map the shared table for about max_connections concurrent clients (in
- * the master, before forking).  0, or -1 with errno (mmap, mutex).
+ * Map the shared table for max(max_connections, CONNLIMIT_MIN_ADDRESSES)
+ * client addresses, at most CONNLIMIT_MAX_ADDRESSES (in the master, before
+ * forking; the size is kept for the daemon's life).  0, or -1 with errno
+ * (mmap, mutex).
  */
 int	connlimit_init(unsigned max_connections);
 
@@ -53,8 +63,10 @@ int	connlimit_init(unsigned max_connections);
  * in all (0 = no limit) or more than max_per_client from addr (0 = no
  * limit).  *count is the count that decided: the total for CONNLIMIT_TOTAL,
  * the address's for the others.  t records what was counted.  When the
- * table is full, a new address is let in uncounted per client (the total
- * still applies).
+ * table is full, a new address is counted under the shared overflow entry
+ * (with max_per_client as its limit; CONNLIMIT_OVERFLOW when over it, *count
+ * its count), and a warning is logged, at most once a minute for all the
+ * processes.
  */
 enum connlimit_result connlimit_acquire(const struct sockaddr_storage *addr, unsigned max_total,
 	    unsigned max_per_client, struct connlimit_ticket *t, unsigned *count);
@@ -65,8 +77,14 @@ void	connlimit_release(struct connlimit_ticket *t);
 /* A process is gone (the master reaped it): drop everything it counted. */
 void	connlimit_process_died(pid_t pid);
 
-/* For tests: the total now, and the count of one address. */
+/*
+ * For tests: the total now, the count of one address (0 for one counted in
+ * the overflow entry), the overflow entry's count, and how many addresses
+ * the table counts apart.
+ */
 unsigned connlimit_total(void);
 unsigned connlimit_count(const struct sockaddr_storage *addr);
+unsigned connlimit_overflow_count(void);
+unsigned connlimit_capacity(void);
 
 #endif

@@ -2204,8 +2204,10 @@ set_client(struct session *s, const struct sockaddr_storage *ss)
 /*
  * Count the connection in the table shared by all processes (connlimit.c):
  * over limits.max_connections in all, or limits.max_connections_per_client
- * from this address (the real one, after a PROXY header), the client gets
- * 421 4.7.0 and the session closes.  True when it is over.
+ * from this address (the real one, after a PROXY header) or, when the
+ * table is full, from all the addresses counted together in its overflow
+ * entry, the client gets 421 4.7.0 and the session closes.  True when it
+ * is over.
  */
 static bool
 over_limits(struct session *s)
@@ -2228,6 +2230,13 @@ over_limits(struct session *s)
 		session_set_state(s, SS_CLOSING, "too many connections from the client");
 		session_replyf(s, "421 4.7.0 %s Error: too many connections from %s",
 		    cfg->hostname, s->caddr);
+		break;
+	case CONNLIMIT_OVERFLOW:
+		session_log(s, LOG_LVL_WARNING, "too many connections from [%s] and the other "
+		    "addresses counted together while the connection table is full (%u, "
+		    "limits.max_connections_per_client)", s->caddr, n);
+		session_set_state(s, SS_CLOSING, "too many connections from addresses counted together");
+		session_replyf(s, "421 4.7.0 %s Error: too many connections", cfg->hostname);
 		break;
 	}
 	if (outq_flush(&s->cout) != 0)

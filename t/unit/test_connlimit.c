@@ -1,7 +1,7 @@
 /*
  * test_connlimit.c - unit tests for connlimit.c: the total and per-address
- * limits, release, IPv4 and IPv6 keys, many addresses (table growth and
- * removal), and counts shared with forked processes: a child's counts are
+ * limits, release, IPv4 and IPv6 keys, a full table (new addresses counted
+ * together in the overflow entry, removal frees places), and counts shared with forked processes: a child's counts are
  * seen by the parent, and dropped when the child dies, by
  * connlimit_process_died() or by the sweep when a new process claims a
  * column.
@@ -79,38 +79,107 @@ test_limits(void)
 	is_int(connlimit_count(&b), 0, "b: 0");
 }
 
-/* Many addresses at once: more than the minimum table, then all released. */
-static void
-test_many(void)
+/* An address of the test range, one per i (up to 65536). */
+static struct sockaddr_storage
+nth(int i)
 {
-	enum { N = 3000 };
-	static struct connlimit_ticket t[N];
-	struct sockaddr_storage ss;
-	unsigned n, okc = 0, counted = 0, bad = 0;
 	char text[64];
 
+	snprintf(text, sizeof(text), "10.%d.%d.1", i / 256, i % 256);
+	return addr(text);
+}
+
+/*
+ * More addresses than the table holds: those beyond it are counted together
+ * in the overflow entry, limited as one client (max_per_client), never let
+ * in uncounted; a place freed in the table is used again.
+ */
+static void
+test_full(void)
+{
+	enum { N = CONNLIMIT_MIN_ADDRESSES };
+	static struct connlimit_ticket t[N];
+	struct connlimit_ticket o[3], again, x;
+	struct sockaddr_storage ss;
+	unsigned n, okc = 0, counted = 0, bad = 0;
+
+	is_int(connlimit_capacity(), N, "connlimit_init(100): the table holds the floor, 4096 addresses");
 	for (int i = 0; i < N; i++) {
-		snprintf(text, sizeof(text), "10.%d.%d.1", i / 256, i % 256);
-		ss = addr(text);
+		ss = nth(i);
 		okc += connlimit_acquire(&ss, 0, 2, &t[i], &n) == CONNLIMIT_OK;
-		counted += t[i].client;
+		counted += t[i].client && !t[i].overflow;
 	}
-	is_int(okc, N, "3000 addresses: all let in");
-	is_int(counted, CONNLIMIT_MIN_ENTRIES, "as many counted per client as the table holds, "
-	    "the others let in uncounted");
-	for (int i = 0; i < N; i += 7) {
-		snprintf(text, sizeof(text), "10.%d.%d.1", i / 256, i % 256);
-		ss = addr(text);
-		if (t[i].client && connlimit_count(&ss) != 1)
-			bad++;
+	is_int(okc, N, "4096 addresses: all let in");
+	is_int(counted, N, "each counted for its own address");
+	is_int(connlimit_overflow_count(), 0, "none in the overflow entry");
+
+	/* Full: new addresses share one per-client limit (2). */
+	ss = nth(N);
+	is_int(connlimit_acquire(&ss, 0, 2, &o[0], &n), CONNLIMIT_OK, "table full: a new address is let in");
+	ok(o[0].total && o[0].client && o[0].overflow, "counted in the overflow entry");
+	is_int(n, 1, "its count is the overflow entry's");
+	is_int(connlimit_count(&ss), 0, "not under its own address");
+	ss = nth(N + 1);
+	is_int(connlimit_acquire(&ss, 0, 2, &o[1], &n), CONNLIMIT_OK, "another new address: let in");
+	is_int(n, 2, "the overflow entry counts 2");
+	ss = nth(N + 2);
+	is_int(connlimit_acquire(&ss, 0, 2, &x, &n), CONNLIMIT_OVERFLOW,
+	    "a third new address is over the shared per-client limit");
+	is_int(n, 2, "the count that decided");
+	ok(!x.total && !x.client && !x.overflow, "a refused connection holds nothing");
+	is_int(connlimit_total(), N + 2, "the total counts the overflow's connections");
+
+	/* Addresses in the table keep their own counts and limits. */
+	ss = nth(7);
+	is_int(connlimit_acquire(&ss, 0, 2, &again, &n), CONNLIMIT_OK, "an address in the table: its own count");
+	is_int(n, 2, "2 for that address");
+	is_int(connlimit_acquire(&ss, 0, 2, &x, &n), CONNLIMIT_CLIENT, "and its own limit");
+	connlimit_release(&again);
+
+	/* A place freed in the table: the next new address is counted apart again. */
+	connlimit_release(&t[0]);
+	ss = nth(N + 2);
+	is_int(connlimit_acquire(&ss, 0, 2, &o[2], &n), CONNLIMIT_OK, "a place freed: a new address is let in");
+	ok(o[2].client && !o[2].overflow, "under its own address");
+	is_int(connlimit_count(&ss), 1, "which counts 1");
+	is_int(connlimit_overflow_count(), 2, "the overflow entry still 2");
+
+	/* A process that dies with overflow connections: they are dropped with it. */
+	pid_t pid = fork();
+	int st = 0;
+
+	if (pid == 0) {
+		struct connlimit_ticket ct;
+
+		ss = nth(N + 3);		/* the table is full again: overflow, limit 3 */
+		_exit(connlimit_acquire(&ss, 0, 3, &ct, &n) == CONNLIMIT_OK && ct.overflow ? 0 : 1);
 	}
-	is_int(bad, 0, "each counted address counts 1");
-	for (int i = 0; i < N; i++)
+	waitpid(pid, &st, 0);
+	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a child counts one in the overflow entry");
+	is_int(connlimit_overflow_count(), 3, "the parent sees it");
+	connlimit_process_died(pid);
+	is_int(connlimit_overflow_count(), 2, "dropped when the child is reaped");
+
+	connlimit_release(&o[0]);
+	is_int(connlimit_overflow_count(), 1, "an overflow connection released");
+	connlimit_release(&o[0]);
+	is_int(connlimit_overflow_count(), 1, "releasing twice changes nothing");
+	connlimit_release(&o[1]);
+	connlimit_release(&o[2]);
+	is_int(connlimit_overflow_count(), 0, "overflow entry: 0");
+	for (int i = 1; i < N; i++) {
+		if (i % 7 == 0) {
+			ss = nth(i);
+			bad += connlimit_count(&ss) != 1;
+		}
 		connlimit_release(&t[i]);
+	}
+	is_int(bad, 0, "each address in the table counted 1");
 	is_int(connlimit_total(), 0, "all released");
-	ss = addr("10.0.5.1");
+	ss = nth(5);
 	is_int(connlimit_count(&ss), 0, "an address released is gone");
 	is_int(connlimit_acquire(&ss, 0, 1, &t[0], &n), CONNLIMIT_OK, "and can come again");
+	ok(!t[0].overflow, "under its own address");
 	connlimit_release(&t[0]);
 }
 
@@ -186,7 +255,7 @@ main(void)
 	ok(connlimit_init(100) == 0, "connlimit_init");
 	ok(connlimit_init(100) == 0, "connlimit_init again: the same table");
 	test_limits();
-	test_many();
+	test_full();
 	test_fork();
 	return done_testing();
 }
