@@ -434,19 +434,17 @@ host_state(struct sc_ctx *c)
 	return &c->state;
 }
 
-/* The local address the client connected to, numeric ({daemon_addr}). */
+/*
+ * The address the client connected to, numeric ({daemon_addr}): ours, or
+ * the destination a PROXY header named (session.c sets s->local).
+ */
 static const char *
-daemon_addr(struct session *s, char *buf, size_t len)
+daemon_addr(const struct session *s, char *buf, size_t len)
 {
-	struct sockaddr_storage ss;
-	int n = sizeof(ss);
-
-	if (uv_tcp_getsockname(&s->client, (struct sockaddr *)&ss, &n) != 0)
-		return NULL;
-	if (ss.ss_family == AF_INET6)
-		uv_ip6_name((struct sockaddr_in6 *)&ss, buf, len);
-	else if (ss.ss_family == AF_INET)
-		uv_ip4_name((struct sockaddr_in *)&ss, buf, len);
+	if (s->local.ss_family == AF_INET6)
+		uv_ip6_name((const struct sockaddr_in6 *)&s->local, buf, len);
+	else if (s->local.ss_family == AF_INET)
+		uv_ip4_name((const struct sockaddr_in *)&s->local, buf, len);
 	else
 		return NULL;
 	return buf;

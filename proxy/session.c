@@ -2281,7 +2281,8 @@ session_begin(struct session *s)
 
 /*
  * Bytes from a proxy_protocol listener before the header is whole: the
- * header's client replaces the load balancer's address, what follows it
+ * header's client replaces the load balancer's address and its destination
+ * our own (the address the client connected to), what follows it
  * stays in cin for the session.  A bad header closes the connection with
  * no reply (the peer is a load balancer, not an SMTP client).
  */
@@ -2303,11 +2304,13 @@ proxy_header_input(struct session *s)
 	iobuf_consume(&s->cin, pp.len);
 	snprintf(s->lbaddr, sizeof(s->lbaddr), "%s", s->caddr);
 	s->lbport = s->cport;
-	if (pp.local)
+	if (pp.local) {
 		session_log(s, LOG_LVL_INFO, "PROXY protocol v%d: LOCAL from [%s]:%u",
 		    pp.version, s->caddr, s->cport);
-	else
+	} else {
 		set_client(s, &pp.src);
+		memcpy(&s->local, &pp.dst, sizeof(s->local));	/* as Postfix: the server address too */
+	}
 	session_begin(s);
 	if (!s->closing && s->state != SS_CLOSING && s->cin.len > 0)
 		session_process(s);	/* the client spoke before the greeting */
@@ -2329,6 +2332,9 @@ session_start(uv_tcp_t *client)
 
 	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&ss, &sslen) == 0)
 		set_client(s, &ss);
+	sslen = sizeof(s->local);
+	if (uv_tcp_getsockname(&s->client, (struct sockaddr *)&s->local, &sslen) != 0)
+		s->local.ss_family = AF_UNSPEC;
 	uv_tcp_nodelay(&s->client, 1);
 	outq_init(&s->cout, (uv_stream_t *)&s->client, client_written, s);
 	uv_timer_init(srv->loop, &s->ctimer);

@@ -12,7 +12,11 @@
 # the client's first command in the same packet.  Last, swaks with implicit
 # TLS through HAProxy (send-proxy-v2) to a listener with tls = "implicit" and
 # proxy_protocol: the header comes before the handshake, and a milter's
-# {client_addr} macro is the real client.
+# {client_addr} macro is the real client.  And the destination: HAProxy
+# bound on 127.0.0.3 (send-proxy-v2) in front of a proxy with a test filter
+# module, whose daemon_addr must be 127.0.0.3, the header's destination,
+# not the proxy's own 127.0.0.1 (the milter macro {daemon_addr} is the same
+# value).
 use strict;
 use warnings;
 
@@ -41,7 +45,7 @@ ok(SmtpChainTest::wait_until(sub { SmtpChainTest::port_listening($pp) }, 10),
 # HAProxy in the foreground (-db), stopped by its pid.  A third frontend
 # goes to the implicit TLS listener of a second proxy, started further down.
 my ($h2, $h1, $h3) = (SmtpChainTest::free_port(), SmtpChainTest::free_port(), SmtpChainTest::free_port());
-my $ppt = SmtpChainTest::free_port();
+my ($ppt, $h4, $ppd) = (SmtpChainTest::free_port(), SmtpChainTest::free_port(), SmtpChainTest::free_port());
 my $hcfg = spew("$dir/haproxy.cfg", <<"EOF");
 global
 	maxconn 100
@@ -59,6 +63,9 @@ listen smtp_v1
 listen smtps_v2
 	bind 127.0.0.1:$h3
 	server smtpchain 127.0.0.1:$ppt send-proxy-v2
+listen smtp_dst
+	bind 127.0.0.3:$h4
+	server smtpchain 127.0.0.1:$ppd send-proxy-v2
 EOF
 my $hpid = SmtpChainTest::spawn(argv => [$haproxy, '-db', '-f', $hcfg], output => "$dir/haproxy.log");
 SmtpChainTest::on_cleanup("haproxy $hpid", sub { SmtpChainTest::stop_pid($hpid, 'TERM', 10) });
@@ -227,6 +234,51 @@ EOF
 		    qr/TLS: /, 'and the bytes after it went to TLS, which refused them');
 	}
 	is($tp->stop, 0, 'the TLS proxy exits 0');
+}
+
+# The address the client connected to: the header's destination, as a
+# filter sees it (host->get("daemon_addr"), the value of the milter macro).
+SKIP: {
+	my $tf = ($ENV{SMTPCHAIN_BUILDDIR} // '') . '/t/modules/.libs/testfilter.so';
+	skip 'the test filter module is not built', 11 unless -f $tf;
+	my $dp = start_proxy(<<"EOF", name => 'dst');
+listen = [ "127.0.0.1:@{[SmtpChainTest::free_port()]}", { address = "127.0.0.1:$ppd"; proxy_protocol = true; } ];
+backend = "127.0.0.1:$bport";
+timeout { shutdown = 5; }
+filter { module = "$tf"; tag = "dst"; trace_get = [ "daemon_addr", "client_addr" ]; }
+EOF
+	ok(wait_until(sub { SmtpChainTest::port_listening($ppd) }, 10), 'the proxy with the test filter is up');
+	# A message on an open connection, then QUIT; what the filter got.
+	my $mail = sub {
+		my ($c, $subject) = @_;
+		reply_ok($c->ehlo('dst.client.test'), 250, undef, "$subject: EHLO");
+		my $msg = make_message(from => 'dst@client.test', to => 'rcpt@example.test', subject => $subject);
+		my $r = $c->send_mail(from => 'dst@client.test', to => ['rcpt@example.test'], data => $msg);
+		$c->quit;
+		$c->close;
+		my ($m) = $sink->wait_find(qr/^Subject: \Q$subject\E$/m, 30);
+		return $m && $m->{message} =~ /^X-Testfilter-dst-Get:([^\n]*)/m ? $1 : '';
+	};
+
+	my $c = smtp_connect($h4, host => '127.0.0.3', local_addr => '127.0.0.16')
+	    or BAIL_OUT("cannot connect to HAProxy on 127.0.0.3: $@");
+	reply_ok($c->read_reply, 220, undef, 'HAProxy on 127.0.0.3: the greeting');
+	is($mail->($c, 'dst via haproxy'), ' daemon_addr=127.0.0.3 client_addr=127.0.0.16',
+	    'send-proxy-v2: daemon_addr is the destination in the header (HAProxy\'s 127.0.0.3), '
+	    . 'not the proxy\'s 127.0.0.1');
+
+	$c = smtp_connect($ppd, local_addr => '127.0.0.17') or BAIL_OUT("connect: $@");
+	$c->send("PROXY TCP4 127.0.0.57 192.0.2.25 4343 25\r\n");
+	reply_ok($c->read_reply, 220, undef, 'a v1 header by hand: the greeting');
+	is($mail->($c, 'dst v1'), ' daemon_addr=192.0.2.25 client_addr=127.0.0.57',
+	    'v1: daemon_addr is the header\'s destination');
+
+	$c = smtp_connect($ppd, local_addr => '127.0.0.18') or BAIL_OUT("connect: $@");
+	$c->send("\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00");
+	reply_ok($c->read_reply, 220, undef, 'v2 LOCAL: the greeting');
+	is($mail->($c, 'dst local'), ' daemon_addr=127.0.0.1 client_addr=127.0.0.18',
+	    'v2 LOCAL: the connection\'s own addresses stand');
+	is($dp->stop, 0, 'the proxy with the test filter exits 0');
 }
 
 ok(proc_alive($hpid), 'HAProxy is still running');

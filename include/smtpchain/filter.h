@@ -106,7 +106,8 @@ struct sc_host {
 	 * "client_addr", "client_port", "client_name" (verified reverse name),
 	 * "helo", "mail_addr", "rcpt_addr" (the one being checked, in rcpt),
 	 * "hostname" (ours), "daemon_addr" (the address the client connected
-	 * to), "nrcpt" (accepted recipients so far), "tls_version", "cipher",
+	 * to; after a PROXY header, the destination the header names),
+	 * "nrcpt" (accepted recipients so far), "tls_version", "cipher",
 	 * "cipher_bits" (inside TLS), "auth_authen", "auth_type" (after AUTH),
 	 * "auth_author" (MAIL's AUTH= parameter, during the mail hook); with
 	 * tls.ask_client_cert, "verify" (OK, FAIL, NO: none sent; NONE: not
