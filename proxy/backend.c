@@ -32,8 +32,9 @@
  * gets QUIT).  A backend that failed
  * is marked down in this process for backend_hold_down seconds and skipped
  * by new sessions, unless every untried one is down.  When none is left the
- * client gets 421, or the last error greeting as it is.  Once a backend has
- * greeted, a failure ends the session as with one backend.
+ * client gets 421, or the last error greeting as it is (the session then
+ * goes on with that backend, under timeout.backend like any other).  Once a
+ * backend has greeted, a failure ends the session as with one backend.
  *
  * Once TLS is on, every byte to the backend goes through SSL_write and its
  * ciphertext straight into bout (so outq_pending(&s->bout), which the
@@ -178,7 +179,7 @@ backend_name(const struct session *s)
 #define BTLS_FAILED	"421 4.7.5 %s Service not available, backend TLS failed"
 
 /* (Re)start the backend timer while the backend owes us a reply or a read:
- * timeout.connect until it has greeted, timeout.backend after. */
+ * timeout.connect until the session has its backend (bchosen), timeout.backend after. */
 static void
 backend_timer_arm(struct session *s)
 {
@@ -814,6 +815,7 @@ prelude_reply(struct session *s, struct pending p, const char *r, size_t n, int 
 					*q = ' ';
 			if (backend_failover(s, why))
 				return;
+			s->bchosen = true;	/* the last one left: its greeting is relayed */
 		} else {
 			s->bchosen = true;
 			if (s->cfg->nbackends > 1)

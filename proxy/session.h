@@ -119,7 +119,8 @@ struct session {
 	bool			 backend_quitting;/* our QUIT is on its way */
 	unsigned		 bidx;		/* cfg->backends[bidx] is the one in use */
 	uint32_t		 btried;	/* bit i: cfg->backends[i] was tried by this session */
-	bool			 bchosen;	/* it greeted with 2xx: no failover from here on */
+	bool			 bchosen;	/* it greeted with 2xx, or 4xx/5xx and none was left:
+						   no failover, timeout.backend from here on */
 	bool			 bretry;	/* its handle is closing, to try the next backend */
 	unsigned		 xclient_attrs;	/* XCLIENT attributes the backend takes */
 	struct pending		 pending[PENDING_MAX];

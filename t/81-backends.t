@@ -3,7 +3,8 @@
 # Backends are smtp-sink instances (each with its own greeting name, so the
 # client can tell which one it got) and, for what smtp-sink cannot do, a
 # small SMTP server written here: it greets with a chosen reply (or not at
-# all), records every line it gets, answers QUIT with 221.  A port nobody
+# all), records every line it gets, answers QUIT with 221, "NOOP slow" after
+# 2 s, "NOOP hang" never, anything else with 250 at once.  A port nobody
 # listens on stands for a backend that is down.
 use strict;
 use warnings;
@@ -35,6 +36,8 @@ for (1 .. 1000) {
 		$line =~ s/\r?\n\z//;
 		print $fh "$line\n";
 		if ($line =~ /^QUIT/i) { print $c "221 2.0.0 bye\r\n"; last }
+		next if $line =~ /^NOOP hang/i;
+		sleep 2 if $line =~ /^NOOP slow/i;
 		print $c "250 ok\r\n";
 	}
 	print $fh "closed\n";
@@ -189,6 +192,41 @@ EOF
 	is($g->{raw}, "554 5.3.2 refuse.test No service here\r\n",
 	    'the last backend\'s 554 greeting reaches the client as it is');
 	is($p->stop, 0, 'proxy stops');
+}
+
+# 8. After the last backend's 554 greeting is relayed, the session goes on
+# with it under timeout.backend, not timeout.connect: a reply 2 s late comes
+# through with connect = 1 (backend = 60); with backend = 1 (connect = 60) a
+# reply that never comes ends the session as a backend timeout, logged as
+# one, not as "waiting for the greeting".
+{
+	my $refuse = start_fake('refuse-late', '554 5.3.2 refuse.test No service here');
+	my $slow = start_proxy(<<"EOF", name => 'last554-slow');
+backend = [ "127.0.0.1:$down1", "127.0.0.1:$refuse->{port}" ];
+timeout { connect = 1; backend = 60; shutdown = 5; }
+EOF
+	my $c = smtp_connect($slow->port) or BAIL_OUT("connect: $@");
+	reply_ok($c->read_reply, 554, '5.3.2', 'the last backend\'s 554 greeting');
+	reply_ok($c->cmd('NOOP slow'), 250, undef,
+	    'a reply 2 s late comes through (timeout.backend 60 applies, not timeout.connect 1)');
+	reply_ok($c->quit, 221, undef, 'QUIT');
+	unlike($slow->log_text, qr/waiting for the greeting|4\.4\.2/, 'no timeout logged')
+	    or diag($slow->log_tail);
+	is($slow->stop, 0, 'proxy stops');
+
+	my $hang = start_proxy(<<"EOF", name => 'last554-hang');
+backend = [ "127.0.0.1:$down1", "127.0.0.1:$refuse->{port}" ];
+timeout { connect = 60; backend = 1; shutdown = 5; }
+EOF
+	$c = smtp_connect($hang->port) or BAIL_OUT("connect: $@");
+	reply_ok($c->read_reply, 554, '5.3.2', 'the last backend\'s 554 greeting');
+	reply_ok($c->cmd('NOOP hang'), 421, '4.4.2', 'a reply that never comes: 421 4.4.2 after timeout.backend');
+	ok($c->wait_closed(10), 'and the connection is closed');
+	my $l = $hang->wait_log(qr/(backend 127\.0\.0\.1:\Q$refuse->{port}\E: timeout[^\n]*)/);
+	is($l, "backend 127.0.0.1:$refuse->{port}: timeout (1 replies outstanding)",
+	    'logged as a backend timeout') or diag($hang->log_tail);
+	unlike($hang->log_text, qr/waiting for the greeting/, 'not as waiting for the greeting');
+	is($hang->stop, 0, 'proxy stops');
 }
 
 done_testing();
