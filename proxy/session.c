@@ -2343,6 +2343,11 @@ session_start(uv_tcp_t *client)
 	metrics_session_open(s);
 
 	if (s->laddr && s->laddr->proxy_protocol) {
+		/*
+		 * Not counted in the limits until the header names the client:
+		 * under the balancer's address every client's connection would
+		 * count as one client's.  timeout.proxy_protocol bounds the wait.
+		 */
 		session_set_state(s, SS_PROXY, "proxy_protocol listener");
 		client_timer_arm(s);
 		session_update_reading(s);
