@@ -116,6 +116,41 @@ outq_pending(const struct outq *q)
 
 static void outq_written(uv_write_t *req, int status);
 
+/*
+ * Queues whose last batch went out inside outq_flush(), waiting for their
+ * done callback; one loop per process (a worker's), so one list.
+ */
+static struct outq	*due_head;
+static uv_check_t	 due_check;
+static uv_loop_t	*due_loop;
+
+static void
+outq_due_run(uv_check_t *h)
+{
+	struct outq *q;
+
+	/* A done callback may flush again and put its queue back: run until empty. */
+	while ((q = due_head) != NULL) {
+		due_head = q->due_next;
+		q->due_next = NULL;
+		q->done_due = 0;
+		if (q->done)
+			q->done(q, 0);
+	}
+	uv_check_stop(h);
+}
+
+static void
+outq_due(struct outq *q)
+{
+	if (q->done_due)
+		return;
+	q->done_due = 1;
+	q->due_next = due_head;
+	due_head = q;
+	uv_check_start(&due_check, outq_due_run);
+}
+
 /* Start writing what has gathered, unless a write is already in flight. */
 int
 outq_flush(struct outq *q)
@@ -126,6 +161,23 @@ outq_flush(struct outq *q)
 
 	if (q->writing || q->fill.len == 0)
 		return 0;
+	if (due_loop == NULL) {
+		uv_check_init(q->stream->loop, &due_check);
+		uv_unref((uv_handle_t *)&due_check);	/* does not keep the loop alive */
+		due_loop = q->stream->loop;
+	}
+	if (due_loop == q->stream->loop && !uv_is_closing((uv_handle_t *)&due_check)) {
+		buf = uv_buf_init(q->fill.data + q->fill.off, (unsigned)q->fill.len);
+		rc = uv_try_write(q->stream, &buf, 1);
+		if (rc == (int)q->fill.len) {
+			q->fill.len = q->fill.off = 0;
+			outq_due(q);
+			return 0;
+		}
+		if (rc > 0)
+			iobuf_consume(&q->fill, (size_t)rc);
+		/* else EAGAIN, or an error that uv_write reports through done */
+	}
 	tmp = q->flight;
 	q->flight = q->fill;
 	q->fill = tmp;
@@ -158,6 +210,11 @@ outq_written(uv_write_t *req, int status)
 void
 outq_free(struct outq *q)
 {
+	for (struct outq **pp = &due_head; *pp != NULL; pp = &(*pp)->due_next)
+		if (*pp == q) {
+			*pp = q->due_next;
+			break;
+		}
 	iobuf_free(&q->fill);
 	iobuf_free(&q->flight);
 }

@@ -7,6 +7,13 @@
  * outq_flush() once; at most one write is in flight, the next batch gathers
  * behind it.  Both are bounded by their owner, who stops reading when
  * outq_pending() grows past its mark (backpressure).
+ *
+ * outq_flush() first offers the batch to the kernel itself (uv_try_write):
+ * a reply or a command nearly always fits the socket buffer, and then no
+ * write request is made (libuv re-arms the descriptor in epoll after each
+ * request: one epoll_ctl per reply).  The done callback still runs later
+ * from the loop, never from inside outq_flush(): for such a batch from the
+ * loop's check phase, after the I/O callbacks of the same iteration.
  */
 #ifndef SMTPCHAIN_IOBUF_H
 #define SMTPCHAIN_IOBUF_H
@@ -38,6 +45,8 @@ struct outq {
 	struct iobuf	 flight;	/* being written */
 	uv_write_t	 req;
 	int		 writing;
+	int		 done_due;	/* written at once: done runs in the check phase */
+	struct outq	*due_next;	/* on the list of those */
 	outq_cb		 done;		/* after each write: status 0 or a uv error */
 	void		*owner;
 };
