@@ -158,6 +158,26 @@ static void	backend_dial(struct session *s);
 static bool	backend_failover(struct session *s, const char *why);
 
 /*
+ * What the last EHLO of the proxy's own prelude showed of a backend, per
+ * process, for BACKEND_MEMO_TTL seconds: the prelude's EHLO is then skipped.
+ * A backend known to offer XCLIENT gets it right after its greeting
+ * (XCLIENT_README: "at any time, except in the middle of a mail
+ * transaction"); one known not to has its greeting relayed at once, and
+ * XFORWARD goes by the capabilities remembered.  That saves a round trip
+ * per session to each side.  Only for plaintext backends (backend_tls asks
+ * for a fresh EHLO anyway); a backend that refuses XCLIENT before an EHLO
+ * gets the EHLO first from then on.  A change of the backend's XCLIENT
+ * offer is seen within the TTL.
+ */
+#define BACKEND_MEMO_TTL	60
+struct backend_memo {
+	uint64_t		 until;		/* uv_now() ms; 0 = nothing known */
+	struct ehlo_caps	 caps;		/* parsed from its EHLO reply */
+	unsigned		 xclient_attrs;
+	bool			 ehlo_first;	/* refused XCLIENT without EHLO */
+};
+
+/*
  * Per process: when each backend of the config may be tried again, and
  * where round robin goes next.  Reset when sessions of another config (a
  * reload) come along.
@@ -166,6 +186,7 @@ static struct {
 	const struct config	*cfg;
 	uint64_t		 down_until[CONFIG_MAX_BACKENDS];	/* uv_now() ms; 0 = up */
 	unsigned		 next;		/* round robin: the next first choice */
+	struct backend_memo	 memo[CONFIG_MAX_BACKENDS];
 } pool;
 
 /* The backend in use, as configured ("127.0.0.1:2525"), for logs. */
@@ -716,6 +737,36 @@ prelude_done(struct session *s)
 	relay_greeting(s, s->greeting, strlen(s->greeting));
 }
 
+/*
+ * The greeting of a backend whose EHLO is remembered (struct backend_memo):
+ * XCLIENT at once, or the greeting relayed at once.  False when nothing
+ * fresh is known, or the backend wants EHLO before XCLIENT: the prelude
+ * runs as usual.
+ */
+static bool
+prelude_remembered(struct session *s, const char *r, size_t n)
+{
+	const struct backend_memo *m;
+
+	if (s->cfg->backend_tls != BACKEND_TLS_NONE || pool.cfg != s->cfg)
+		return false;
+	m = &pool.memo[s->bidx];
+	if (m->until <= uv_now(s->srv->loop))
+		return false;
+	s->bcaps = m->caps;
+	s->xclient_attrs = m->xclient_attrs;
+	if (!(s->bcaps.xclient && (s->xclient_attrs & XA_ADDR))) {
+		relay_greeting(s, r, n);
+		return true;
+	}
+	if (m->ehlo_first)
+		return false;
+	s->greeting = xstrndup(r, n);
+	s->xclient_unprobed = true;
+	prelude_done(s);
+	return true;
+}
+
 /* The backend's answer to our EHLO: STARTTLS next when backend_tls wants it. */
 static void
 prelude_ehlo_reply(struct session *s, const char *r, size_t n, int code)
@@ -734,6 +785,13 @@ prelude_ehlo_reply(struct session *s, const char *r, size_t n, int code)
 	}
 	ehlo_caps_parse(r, n, &s->bcaps);
 	s->xclient_attrs = xclient_attributes(r, n);
+	if (mode == BACKEND_TLS_NONE && pool.cfg == s->cfg) {
+		struct backend_memo *m = &pool.memo[s->bidx];
+
+		m->caps = s->bcaps;
+		m->xclient_attrs = s->xclient_attrs;
+		m->until = uv_now(s->srv->loop) + BACKEND_MEMO_TTL * 1000;
+	}
 	if (mode != BACKEND_TLS_NONE && s->btls == NULL) {
 		if (s->bcaps.starttls) {
 			prelude_send(s, SMTP_STARTTLS, "STARTTLS\r\n");
@@ -821,6 +879,8 @@ prelude_reply(struct session *s, struct pending p, const char *r, size_t n, int 
 			if (s->cfg->nbackends > 1)
 				session_log(s, LOG_LVL_INFO, "using backend %s", backend_name(s));
 		}
+		if (code == 220 && s->cfg->xclient && prelude_remembered(s, r, n))
+			return;
 		if (code == 220 && (s->cfg->xclient || s->cfg->backend_tls != BACKEND_TLS_NONE)) {
 			s->greeting = xstrndup(r, n);
 			prelude_ehlo(s);
@@ -843,6 +903,16 @@ prelude_reply(struct session *s, struct pending p, const char *r, size_t n, int 
 		if (code == 220) {
 			s->xclient_done = true;
 			relay_greeting(s, r, n);
+			return;
+		}
+		if (s->xclient_unprobed && code / 100 != 4) {
+			/* It wants EHLO first: ours, then XCLIENT again. */
+			session_log(s, LOG_LVL_INFO, "backend %s refused XCLIENT before EHLO, "
+			    "sending EHLO first: %.*s", backend_name(s), (int)(n > 2 ? n - 2 : n), r);
+			s->xclient_unprobed = false;
+			if (pool.cfg == s->cfg)
+				pool.memo[s->bidx].ehlo_first = true;
+			prelude_ehlo(s);
 			return;
 		}
 		session_log(s, LOG_LVL_WARNING, "backend refused XCLIENT: %.*s",

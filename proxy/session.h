@@ -128,6 +128,7 @@ struct session {
 	bool			 last_sync;	/* the last command sent ends a pipelining group */
 	bool			 xclient_wait;	/* XCLIENT waits for the reverse lookup */
 	bool			 xclient_done;	/* the backend knows the real client */
+	bool			 xclient_unprobed; /* XCLIENT sent without our EHLO first */
 	struct ehlo_caps	 bcaps;		/* what the backend offers */
 	char			*greeting;	/* held while the prelude runs */
 	uv_getnameinfo_t	 nireq;

@@ -282,6 +282,37 @@ EOF
 	$p6->stop_ok('the IPv6 proxy exits 0 on SIGTERM');
 }
 
+# --- the prelude's EHLO is remembered: a backend without XCLIENT gets the
+# proxy's own EHLO once (per worker, for a minute), later sessions start
+# with the client's first command, and XFORWARD still goes by what that
+# EHLO listed, for a HELO client too.
+{
+	my $s2 = start_sink(name => 'memo');
+	my $p2 = start_proxy(<<"EOF", name => 'memo');
+backend = "127.0.0.1:${\ $s2->port}";
+hostname = "memo.proxy.test";
+workers = 1;
+timeout { shutdown = 5; }
+EOF
+	for my $i (1 .. 3) {
+		my $c = smtp_connect($p2->port);
+		is($c->read_reply->{raw}, $direct[0]{raw}, "session $i: the backend's greeting, byte for byte");
+		reply_ok($c->cmd("HELO helo$i.client.test"), 250, undef, "session $i: HELO");
+		my $r = $c->send_mail(from => "s$i\@client.test", to => 'one@example.test',
+		    data => make_message(subject => "memo $i"));
+		reply_ok($r->{end}, 250, undef, "session $i: the message is accepted");
+		$c->quit;
+	}
+	$s2->wait_messages(3);
+	my @cmd = $s2->commands;
+	is(scalar(grep { /^EHLO memo\.proxy\.test$/i } @cmd), 1,
+	    'three sessions: the sink got the proxy\'s own EHLO once') or diag(join("\n", @cmd));
+	is(scalar(grep { /^HELO helo\d\.client\.test$/i } @cmd), 3, 'and each client\'s HELO');
+	is(scalar(grep { /^XFORWARD .*ADDR=127\.0\.0\.1/i } @cmd), 3,
+	    'XFORWARD with the client\'s address before each MAIL (capabilities remembered)');
+	$p2->stop_ok('the proxy exits 0');
+}
+
 $proxy->stop_ok;
 unlike($proxy->log_text, qr/\bwarning: .*(?:panic|assert)/i, 'no internal error in the log');
 

@@ -22,6 +22,8 @@ my $proxy = start_proxy(<<"EOF");
 backend = "127.0.0.1:$bport";
 xclient = true;
 xforward = true;
+workers = 1;
+log { transcript = true; }
 timeout { shutdown = 5; }
 EOF
 my $port = $proxy->port;
@@ -122,6 +124,26 @@ my $sl = $proxy->wait_log(qr/(client=\[127\.0\.0\.2\]:\d+ [^\n]*from=<real\@clie
 ok($sl, 'the proxy logs the message with the real client') or diag($proxy->log_tail);
 like($sl // '', qr/nrcpt=1\b/, 'one recipient accepted');
 like($sl // '', qr/reply="250 2\.0\.0 Ok: queued as \Q$qid\E"/, 'and Postfix\'s reply') if $qid;
+
+# A second session within the minute: the proxy remembers that Postfix
+# offers XCLIENT and sends it right after the greeting, without its own
+# EHLO first.  Postfix still sees, logs and stamps the real client.
+{
+	my $c2 = smtp_connect($port, local_addr => '127.0.0.4');
+	is($c2->read_reply->{raw}, $direct[0]{raw}, 'second session: the greeting is Postfix\'s, byte for byte');
+	reply_ok($c2->ehlo('second.client.test'), 250, undef, 'second session: EHLO');
+	my $r2 = $c2->send_mail(from => 'second@client.test', to => 'rcpt@example.test',
+	    data => make_message(subject => 'second session'));
+	reply_ok($r2->{end}, 250, '2.0.0', 'second session: the message is queued');
+	$c2->quit;
+	my ($sm) = $sink->wait_find(qr/^Subject: second session$/m, 30);
+	like($sm ? $sm->{message} : '', qr/\AReceived: from second\.client\.test \([^\n]*\[127\.0\.0\.4\]/,
+	    'Postfix\'s Received header names the second client [127.0.0.4] (XCLIENT)')
+	    or diag($sm ? $sm->{message} : 'not delivered');
+	my @prelude = $proxy->log_text =~ /: p>b EHLO proxy\.test/g;
+	is(scalar @prelude, 1, 'the proxy sent its own EHLO in the first session only')
+	    or diag(join("\n", grep { /EHLO|XCLIENT/ } split /\n/, $proxy->log_text));
+}
 
 # ETRN, offered by Postfix, is relayed.
 {
