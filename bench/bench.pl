@@ -10,6 +10,9 @@
 #   postfix   Postfix (a private instance) relaying, the same OpenDKIM milter
 #   haraka    Haraka 3 with queue/smtp_forward (npm package, installed here
 #             into BENCH_CACHE; skipped with a line saying why if npm fails)
+#   haproxy   HAProxy in TCP mode (as many threads as smtpchain has workers):
+#             a byte relay that parses nothing, the floor of what any proxy
+#             in the middle costs (skipped when haproxy is not installed)
 #
 # Workloads (smtp-source -f bench@example.test -t rcpt@example.org):
 #   par4k     20 parallel sessions of 4 KiB messages (-s 20 -l 4096)
@@ -86,7 +89,7 @@ my %WL = (
 		   what => 'one big message through body_checks: peak RSS' },
 );
 my @WORKLOADS = split /,/, $opt{workloads} || $ENV{BENCH_WORKLOADS} || 'par4k,seq4k,1mib,idle,big';
-my @SYSTEMS = split /,/, $opt{systems} || $ENV{BENCH_SYSTEMS} || 'direct,empty,regex,milter,postfix,haraka';
+my @SYSTEMS = split /,/, $opt{systems} || $ENV{BENCH_SYSTEMS} || 'direct,haproxy,empty,regex,milter,postfix,haraka';
 # Which systems a workload is run for (idle and big only where they mean something).
 my %WL_SYSTEMS = (idle => { empty => 1, regex => 1, haraka => 1 }, big => { regex => 1, milter => 1 });
 for (@WORKLOADS) { die "unknown workload $_\n" unless $WL{$_} }
@@ -307,7 +310,23 @@ my %START = (
 		return { port => $pf->port, pids => [$pf->master_pid], milter => [$d->{pid}], postfix => $pf };
 	},
 	haraka => \&start_haraka,
+	haproxy => \&start_haproxy,
 );
+
+# HAProxy relaying TCP to the sink, threads as the proxy's workers.
+sub start_haproxy {
+	my $bin = SmtpChainTest::find_program('haproxy') or return 'haproxy is not installed (apt-get install haproxy)';
+	my $port = free_port();
+	my $conf = spew("$dir/haproxy.cfg", "global\n\tmaxconn 4000\n\tnbthread $WORKERS\n" .
+	    "defaults\n\tmode tcp\n\ttimeout connect 10s\n\ttimeout client 300s\n\ttimeout server 300s\n" .
+	    "listen relay\n\tbind 127.0.0.1:$port\n\tserver sink 127.0.0.1:$sink_port\n");
+	my $pid = SmtpChainTest::spawn(argv => [$bin, '-db', '-f', $conf], output => "$dir/haproxy.log");
+	SmtpChainTest::on_cleanup("haproxy $pid", sub { SmtpChainTest::stop_pid($pid, 'TERM', 10) });
+	wait_until(sub { SmtpChainTest::port_listening($port) || !proc_alive($pid) }, 10);
+	return 'haproxy did not start: ' . (slurp("$dir/haproxy.log") // '')
+	    unless SmtpChainTest::port_listening($port);
+	return { port => $port, pids => [$pid] };
+}
 
 # BENCH_BASELINE=DIR: a build tree of an older smtpchain (DIR/proxy/smtpchain
 # and DIR/filters/*/.libs/*.so) run side by side as empty-base and
