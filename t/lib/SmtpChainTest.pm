@@ -940,7 +940,8 @@ sub wait_maillog {
 sub queued {
 	my ($self) = @_;
 	my %id;
-	$id{$1} = 1 while $self->maillog =~ /qmgr\[\d+\]: ([0-9A-F]+): from=/g;
+	my $log = $self->maillog;	# one string: //g keeps its place in it
+	$id{$1} = 1 while $log =~ /qmgr\[\d+\]: ([0-9A-F]+): from=/g;
 	return sort keys %id;
 }
 
