@@ -13,8 +13,10 @@
  *            10 s of their start.  Only that worker's sessions are lost.
  *   SIGHUP   reload: the file is loaded again and checked as -t does
  *            (modules loaded and initialised, in a short-lived child so the
- *            master stays clean).  A bad config is logged and the running
- *            one kept.  A good one: listen addresses still there keep their
+ *            master stays clean; the master does not wait for it, but goes
+ *            on restarting workers and serving the metrics, and a SIGHUP
+ *            meanwhile is logged and ignored).  A bad config is logged and
+ *            the running one kept.  A good one: listen addresses still there keep their
  *            socket, new ones are bound (a bind failure refuses the reload),
  *            removed ones closed; new workers start on the new config, and
  *            the old ones are told to retire (SIGUSR2): they accept nothing
@@ -87,9 +89,19 @@ static struct master {
 						   every worker, for the master's lifetime */
 	uv_timer_t		 spawn_timer;
 	uv_signal_t		 sighup, sigterm, sigint, sigchld;
+	struct reload_check {		/* a reload's check, running in a child */
+		struct config	*cfg;	/* NULL: none running */
+		pid_t		 pid;	/* 0 once reaped */
+		int		 status;
+		uv_pipe_t	 pipe;	/* its error text, until EOF */
+		bool		 pipe_open;
+		char		 err[1024];
+		size_t		 got;
+	} check;
 } M;
 
 static void	maintain_workers(void);
+static void	reload_finish(void);
 
 /* Tell systemd (Type=notify) how we are, when it asked ($NOTIFY_SOCKET). */
 static void
@@ -172,16 +184,16 @@ fork_child(void)
 }
 
 /*
- * Check cfg as -t does, in a child process: loading a module in the master
- * would leave it mapped there, and a reload must see the module files as
- * they are now.  0, or -1 with the child's error in err.
+ * Start checking cfg as -t does, in a child process: loading a module in
+ * the master would leave it mapped there, and a reload must see the module
+ * files as they are now.  The child writes its error to *fd and exits 0 or
+ * 1; a module whose init hangs ends it by SIGALRM after CHECK_SECONDS.
+ * The pid, or -1 with the error in err.
  */
-static int
-check_in_child(const struct config *cfg, char *err, size_t errlen)
+static pid_t
+check_start(const struct config *cfg, int *fd, char *err, size_t errlen)
 {
-	int pfd[2], status;
-	ssize_t n;
-	size_t got = 0;
+	int pfd[2];
 	pid_t pid;
 
 	if (pipe2(pfd, O_CLOEXEC) == -1) {
@@ -198,8 +210,6 @@ check_in_child(const struct config *cfg, char *err, size_t errlen)
 		sigset_t alrm;
 		char e[1024];
 
-		/* A module whose init hangs must not hang the master: the
-		 * master waits for this child, so it ends by SIGALRM. */
 		close(pfd[0]);
 		signal(SIGALRM, SIG_DFL);
 		sigemptyset(&alrm);
@@ -212,14 +222,14 @@ check_in_child(const struct config *cfg, char *err, size_t errlen)
 		_exit(1);
 	}
 	close(pfd[1]);
-	while (got + 1 < errlen && ((n = read(pfd[0], err + got, errlen - got - 1)) > 0 ||
-	    (n == -1 && errno == EINTR)))
-		if (n > 0)
-			got += (size_t)n;
-	err[got] = '\0';
-	close(pfd[0]);
-	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-		;
+	*fd = pfd[0];
+	return pid;
+}
+
+/* The check's outcome from its exit status and what it wrote: 0, or -1 with err. */
+static int
+check_result(const struct config *cfg, int status, char *err, size_t errlen, size_t got)
+{
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
 	if (got == 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
@@ -229,6 +239,28 @@ check_in_child(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: the check of the modules failed (status 0x%x)",
 		    cfg->file, status);
 	return -1;
+}
+
+/* The check at start-up, before the loop runs: wait for it. */
+static int
+check_now(const struct config *cfg, char *err, size_t errlen)
+{
+	size_t got = 0;
+	ssize_t n;
+	int fd, status;
+	pid_t pid;
+
+	if ((pid = check_start(cfg, &fd, err, errlen)) == -1)
+		return -1;
+	while (got + 1 < errlen && ((n = read(fd, err + got, errlen - got - 1)) > 0 ||
+	    (n == -1 && errno == EINTR)))
+		if (n > 0)
+			got += (size_t)n;
+	err[got] = '\0';
+	close(fd);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	return check_result(cfg, status, err, errlen, got);
 }
 
 /* Describe how a process ended: "exited with status 1", "killed by signal 9 (Killed)". */
@@ -410,6 +442,12 @@ on_sigchld(uv_signal_t *h, int signum)
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (M.check.cfg != NULL && M.check.pid == pid) {
+			M.check.pid = 0;
+			M.check.status = status;
+			reload_finish();
+			continue;
+		}
 		for (unsigned i = 0; i < MAX_WORKERS; i++)
 			if (M.w[i].state != WORKER_FREE && M.w[i].pid == pid) {
 				worker_exited(i, status);
@@ -476,22 +514,97 @@ open_listeners(const struct config *cfg, char *err, size_t errlen)
 	return fds;
 }
 
-/* SIGHUP: load, check, and switch to the new config, or keep the old one. */
+/* The check's error text, as the child writes it (the rest is dropped). */
+static void
+check_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	static char drop[256];
+
+	if (M.check.got + 1 < sizeof(M.check.err))
+		*buf = uv_buf_init(M.check.err + M.check.got,
+		    (unsigned)(sizeof(M.check.err) - M.check.got - 1));
+	else
+		*buf = uv_buf_init(drop, sizeof(drop));
+}
+
+static void
+check_pipe_closed(uv_handle_t *h)
+{
+	M.check.pipe_open = false;
+	reload_finish();
+}
+
+static void
+check_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	if (nread > 0 && buf->base != M.check.err + M.check.got)
+		return;		/* past the buffer: dropped */
+	if (nread > 0)
+		M.check.got += (size_t)nread;
+	else if (nread < 0)
+		uv_close((uv_handle_t *)st, check_pipe_closed);
+}
+
+/*
+ * SIGHUP: load the file, then check it in a child (check_start) while the
+ * master goes on supervising and serving the metrics; reload_finish()
+ * switches once the child has exited and its pipe is closed.
+ */
 static void
 on_sighup(uv_signal_t *h, int signum)
 {
 	struct config *cfg;
 	char err[1024];
-	unsigned retiring = 0;
-	int *fds;
+	pid_t pid;
+	int fd;
 
 	if (M.stopping)
 		return;
+	if (M.check.cfg != NULL) {
+		log_warn("SIGHUP: the previous reload is still being checked (pid %ld); "
+		    "this one is ignored, send SIGHUP again once it is done", (long)M.check.pid);
+		return;
+	}
 	sd_notify_state("RELOADING=1");
 	log_info("SIGHUP: reloading %s", M.cfg->file);
 	if ((cfg = config_load(M.cfg->file, err, sizeof(err))) == NULL ||
 	    room_for_workers(cfg, err, sizeof(err)) != 0 ||
-	    check_in_child(cfg, err, sizeof(err)) != 0 ||
+	    (pid = check_start(cfg, &fd, err, sizeof(err))) == -1) {
+		log_error("reload failed, still running the previous configuration: %s", err);
+		config_free(cfg);
+		sd_notify_state("READY=1");
+		return;
+	}
+	M.check.cfg = cfg;
+	M.check.pid = pid;
+	M.check.got = 0;
+	uv_pipe_init(&M.loop, &M.check.pipe, 0);
+	M.check.pipe_open = true;
+	if (uv_pipe_open(&M.check.pipe, fd) != 0 ||
+	    uv_read_start((uv_stream_t *)&M.check.pipe, check_alloc, check_read) != 0)
+		uv_close((uv_handle_t *)&M.check.pipe, check_pipe_closed);
+}
+
+/* The reload's check is over (exited, pipe closed): switch, or keep the old config. */
+static void
+reload_finish(void)
+{
+	struct config *cfg = M.check.cfg;
+	char err[1024];
+	unsigned retiring = 0;
+	int *fds;
+
+	if (cfg == NULL || M.check.pid != 0 || M.check.pipe_open)
+		return;
+	M.check.cfg = NULL;
+	M.check.err[M.check.got] = '\0';
+	snprintf(err, sizeof(err), "%s", M.check.err);
+	if (M.stopping) {
+		config_free(cfg);
+		return;
+	}
+	if (check_result(cfg, M.check.status, err, sizeof(err), M.check.got) != 0 ||
+	    room_for_workers(cfg, err, sizeof(err)) != 0 ||
 	    (fds = open_listeners(cfg, err, sizeof(err))) == NULL) {
 		log_error("reload failed, still running the previous configuration: %s", err);
 		config_free(cfg);
@@ -531,6 +644,8 @@ on_sigterm(uv_signal_t *h, int signum)
 		sd_notify_state("STOPPING=1");
 		uv_timer_stop(&M.spawn_timer);
 		close_listeners(M.cfg, M.fds, NULL, 0);
+		if (M.check.cfg != NULL && M.check.pid != 0)
+			kill(M.check.pid, SIGKILL);	/* a reload being checked: moot */
 	}
 	for (unsigned i = 0; i < MAX_WORKERS; i++)
 		if (M.w[i].state != WORKER_FREE) {
@@ -572,7 +687,7 @@ master_run(struct config *cfg, bool debug)
 	uv_signal_init(&M.loop, &M.sigterm);
 	uv_signal_init(&M.loop, &M.sigint);
 	uv_signal_init(&M.loop, &M.sigchld);
-	if (check_in_child(cfg, err, sizeof(err)) != 0 ||
+	if (check_now(cfg, err, sizeof(err)) != 0 ||
 	    (M.fds = open_listeners(cfg, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		config_free(cfg);

@@ -176,6 +176,43 @@ ok(reload($base, 1), 'SIGHUP removing metrics');
 my @r4 = smtp_session($port, ['QUIT']);
 reply_ok($r4[0], 220, undef, 'the master and its workers are still serving');
 
+# A reload whose module check is slow: the check runs in a child and the
+# master does not wait for it.  Meanwhile it serves the metrics, starts a
+# killed worker again and answers a second SIGHUP with a line saying it is
+# ignored; the reload completes when the check does (the test module's
+# init() waits for a gate file the test creates at the end).
+{
+	my $tf = "$ENV{SMTPCHAIN_BUILDDIR}/t/modules/.libs/testfilter.so";
+	my $gate = "$dir/check.gate";
+	my $mport = free_port();
+	my $m = $base . qq{metrics { listen = "127.0.0.1:$mport"; }\n};
+	ok(reload($m, 1), 'SIGHUP adding metrics, before a slow reload');
+	my $r = reloads();
+	SmtpChainTest::spew($conf, qq{hostname = "proxy.test";\n} . $m .
+	    qq{filter {\n\tmodule = "$tf";\n\tinit_gate = "$gate";\n}\n});
+	my $hups = () = $p->log_text =~ /SIGHUP: reloading/g;
+	kill 'HUP', $p->pid;
+	SmtpChainTest::wait_until(sub { (() = $p->log_text =~ /SIGHUP: reloading/g) > $hups }, 10);
+	kill 'HUP', $p->pid;	# (signals of one kind do not queue: the second after the first is taken)
+	my ($checker) = ($p->wait_log(qr/(the previous reload is still being checked \(pid \d+\))/) // '')
+	    =~ /pid (\d+)/;
+	ok($checker, 'a second SIGHUP while the first is checked: ignored, with a line saying so')
+	    or diag($p->log_tail);
+	like(metrics_status($mport), qr{^HTTP/1\.[01] 200}, 'the metrics are served during the check');
+	my ($victim) = $p->worker_pids;
+	my $started = () = $p->log_text =~ /info: worker \d+ started/g;
+	kill 'KILL', $victim;
+	ok(SmtpChainTest::wait_until(sub { (() = $p->log_text =~ /info: worker \d+ started/g) > $started }, 30),
+	    'a worker killed during the check is started again');
+	ok($checker && SmtpChainTest::proc_alive($checker), 'all that while the check was running');
+	is(reloads(), $r, 'and the reload was not done yet');
+	SmtpChainTest::spew($gate, "open\n");
+	ok(SmtpChainTest::wait_until(sub { reloads() > $r }, 60), 'the reload completes when its check does');
+	my @r5 = smtp_session($port, ['EHLO client.test', 'MAIL FROM:<slow@client.test>',
+	    'RCPT TO:<slow@example.test>', 'DATA', \"Subject: after a slow reload\r\n\r\nx\r\n.\r\n", ['', 1], 'QUIT']);
+	reply_ok($r5[5], 250, undef, 'mail flows through the new config\'s filter');
+}
+
 $p->stop_ok('the master exits 0 on SIGTERM');
 ok(notes('STOPPING=1'), 'sd_notify: STOPPING=1');
 done_testing;

@@ -24,6 +24,7 @@
  *		trace_get = [ "cert_subject", "verify" ];	# at eom, add "X-Testfilter-<tag>-Get:
  *					# cert_subject=V verify=V" (host->get(); "-" when NULL)
  *		pending = true;		# answer every hook later, from a 10 ms libuv timer
+ *		init_gate = "/path";	# init() waits (60 s at most) until that file exists
  *		needs = [ "headers", "body" ];	# the default; sets sc_filter.needs
  *		hooks = [ "connect", "rcpt" ];	# the hooks it has; default all
  *	}
@@ -66,6 +67,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -298,6 +300,7 @@ tf_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 		{ "del_rcpt", offsetof(struct tf, del_rcpt) },
 	};
 	struct tf *tf;
+	const char *init_gate = NULL;
 	size_t len;
 
 	host = h;
@@ -314,10 +317,14 @@ tf_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 	    tf_header_opt(o, "insert_header", &tf->insert) == -1 ||
 	    tf_header_opt(o, "change_header", &tf->change) == -1 ||
 	    tf_rules(o, tf) == -1 || tf_needs(o) == -1 || tf_hooks(o) == -1 ||
+	    h->opt_string(o, "init_gate", &init_gate) == -1 ||
 	    h->opt_bool(o, "trace", &tf->trace) == -1 ||
 	    h->opt_bool(o, "pending", &tf->pending) == -1 ||
 	    h->opt_list(o, "trace_get", &tf->get, &tf->nget) == -1)
 		goto fail;
+	/* A slow init, as long as the test wants: until the gate file exists. */
+	for (int i = 0; init_gate != NULL && i < 6000 && access(init_gate, F_OK) != 0; i++)
+		usleep(10000);
 	if (tf->pending && (uv_timer_init == NULL || uv_timer_start == NULL ||
 	    uv_timer_stop == NULL || uv_close == NULL)) {
 		h->opt_error(o, "pending", "needs libuv in the host process");
