@@ -20,7 +20,7 @@
  *	the walk, so an absent key keeps its default.
  *
  *	A filter {} block is the exception to "unknown keys are errors": only
- *	its "module" key is checked here; the others belong to the module and
+ *	its "module" and "name" keys are checked here; the others belong to the module and
  *	are checked when it is loaded (module.c).  So the parse tree is kept
  *	in the config (cfg->tree) for the blocks to point into.
  *
@@ -759,18 +759,20 @@ set_tls_sni(struct config_ctx *ctx, const struct config_key *key,
 }
 
 /*
- * filter { module = "..."; ... }: one entry of cfg->filters, in file
- * order.  Only "module" is ours (required, a non-empty string); the other
- * keys are the module's options, checked by module.c and the module
- * itself, but a key given twice is an error here as anywhere else.  The
- * block stays in the parse tree, which the config keeps.
+ * filter { module = "..."; name = "..."; ... }: one entry of cfg->filters,
+ * in file order.  "module" (required, a non-empty string) and "name"
+ * (optional: letters, digits, '.', '_', '-', at most 63, unique among the
+ * blocks' names) are ours; the other keys are the module's options,
+ * checked by module.c and the module itself, but a key given twice is an
+ * error here as anywhere else.  The block stays in the parse tree, which
+ * the config keeps.
  */
 static int
 set_filter(struct config_ctx *ctx, const struct config_key *key,
     const struct cfg_node *node, const char *path)
 {
 	struct config *cfg = ctx->cfg;
-	const struct cfg_node *c, *d, *module = NULL;
+	const struct cfg_node *c, *d, *module = NULL, *name = NULL;
 	struct config_filter *f;
 
 	(void)key;
@@ -785,6 +787,8 @@ set_filter(struct config_ctx *ctx, const struct config_key *key,
 			}
 		if (strcmp(c->key, "module") == 0)
 			module = c;
+		else if (strcmp(c->key, "name") == 0)
+			name = c;
 	}
 	if (module == NULL) {
 		config_error(ctx, node->line, "%s: missing key \"module\"", path);
@@ -799,9 +803,35 @@ set_filter(struct config_ctx *ctx, const struct config_key *key,
 		config_error(ctx, module->line, "%s.module: empty module name", path);
 		return -1;
 	}
+	if (name != NULL) {
+		size_t len;
+
+		if (name->type != CFG_STRING) {
+			config_error(ctx, name->line, "%s.name: expected a string, got %s",
+			    path, cfg_type_name(name->type));
+			return -1;
+		}
+		len = strlen(name->str);
+		if (len == 0 || len > 63 ||
+		    strspn(name->str, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "0123456789._-") != len) {
+			config_error(ctx, name->line, "%s.name: \"%s\" is not a filter name "
+			    "(1 to 63 letters, digits, '.', '_', '-')", path, name->str);
+			return -1;
+		}
+		for (size_t i = 0; i < cfg->nfilters; i++)
+			if (cfg->filters[i].name != NULL &&
+			    strcmp(cfg->filters[i].name, name->str) == 0) {
+				config_error(ctx, name->line, "%s.name: \"%s\" is already "
+				    "the name of the filter at line %d", path, name->str,
+				    cfg->filters[i].line);
+				return -1;
+			}
+	}
 	cfg->filters = xrealloc(cfg->filters, (cfg->nfilters + 1) * sizeof(*cfg->filters));
 	f = &cfg->filters[cfg->nfilters++];
 	f->module = xstrdup(module->str);
+	f->name = name != NULL ? xstrdup(name->str) : NULL;
 	f->line = node->line;
 	f->block = (struct cfg_node *)node;	/* the tree is cfg->tree */
 	return 0;
@@ -1086,8 +1116,10 @@ config_free(struct config *cfg)
 	free(cfg->backends);
 	config_strlist_free(&cfg->ehlo.remove);
 	config_strlist_free(&cfg->ehlo.add);
-	for (size_t i = 0; i < cfg->nfilters; i++)
+	for (size_t i = 0; i < cfg->nfilters; i++) {
 		free(cfg->filters[i].module);
+		free(cfg->filters[i].name);
+	}
 	free(cfg->filters);
 	free(cfg->module_path);
 	free(cfg->quarantine_dir);

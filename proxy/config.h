@@ -62,9 +62,13 @@ struct config_tls_sni {
 /* One filter {} block: which module, and the options it is given. */
 struct config_filter {
 	char			*module;	/* "module": a name (module_path/NAME.so), or a path if it has a '/' */
+	char			*name;		/* "name": what logs, the quarantine header and
+						   metrics call it; NULL = the module's own name
+						   (module.c makes it unique) */
 	int			 line;		/* of the filter {} block */
 	struct cfg_node		*block;		/* the block's subtree (owned by struct config):
-						   every key but "module" is the module's option */
+						   every key but "module" and "name" is the
+						   module's option */
 };
 
 struct config {

@@ -175,6 +175,13 @@ options_free(struct sc_options *o)
 	free(o);
 }
 
+/* Whether a top-level key of a filter {} block is ours, not the module's. */
+static bool
+host_key(const char *key)
+{
+	return strcmp(key, "module") == 0 || strcmp(key, "name") == 0;
+}
+
 /*
  * The member of the block with this key, marked as read; NULL when absent.
  * A dotted key names a member of an object in the block: "timeout.eom" is
@@ -190,7 +197,7 @@ opt_find(const struct sc_options *o, const char *key, size_t *index)
 	size_t parent = SIZE_MAX, i;
 	const char *seg = key;
 
-	if (o == NULL || key == NULL || strcmp(key, "module") == 0)
+	if (o == NULL || key == NULL || host_key(key))
 		return NULL;
 	for (;;) {
 		size_t len = strcspn(seg, ".");
@@ -386,14 +393,14 @@ dl_reason(const char *path)
 }
 
 /*
- * The first key of the block (or of an object in it) but `module` that no
+ * The first key of the block (or of an object in it) but `module` and `name` that no
  * opt_* call read, or NULL; its dotted name ("timeout.bogus") into path.
  */
 static const struct cfg_node *
 unread_key(const struct sc_options *o, char *path, size_t pathlen)
 {
 	for (size_t i = 0; i < o->nkeys; i++) {
-		if (o->read[i] || (o->parent[i] == SIZE_MAX && strcmp(o->nodes[i]->key, "module") == 0))
+		if (o->read[i] || (o->parent[i] == SIZE_MAX && host_key(o->nodes[i]->key)))
 			continue;
 		snprintf(path, pathlen, "%s", o->nodes[i]->key);
 		for (size_t p = o->parent[i]; p != SIZE_MAX; p = o->parent[p]) {
@@ -492,7 +499,7 @@ module_load_one(const struct config *cfg, const struct config_filter *f,
 	memset(&x->desc, 0, sizeof(x->desc));
 	memcpy(&x->desc, live, size);
 	x->opts = o;
-	m->name = xstrdup(x->desc.name && x->desc.name[0] ? x->desc.name : f->module);
+	m->name = NULL;		/* chain_names() gives every module its name */
 	m->path = path;
 	m->line = f->line;
 	m->dl = dl;
@@ -529,6 +536,44 @@ unload(struct filter_module *v, struct module_extra *x, size_t n)
 	free(v);
 }
 
+/* Whether one of the first n modules of v is called name. */
+static bool
+name_taken(const struct filter_module *v, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i].name != NULL && strcmp(v[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Name the n modules of v: a block's "name" if it has one (config.c made
+ * those unique), else the module's own name (sc_filter.name, or `module`
+ * as written), and when that is taken, by a named block or an earlier
+ * one, NAME#2, NAME#3, ...: two regex blocks without a name are "regex"
+ * and "regex#2".
+ */
+static void
+chain_names(const struct config *cfg, struct filter_module *v, struct module_extra *x,
+    size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (cfg->filters[i].name != NULL)
+			v[i].name = xstrdup(cfg->filters[i].name);
+	for (size_t i = 0; i < n; i++) {
+		const char *base = x[i].desc.name && x[i].desc.name[0] ?
+		    x[i].desc.name : cfg->filters[i].module;
+		char buf[256];
+
+		if (v[i].name != NULL)
+			continue;
+		snprintf(buf, sizeof(buf), "%s", base);
+		for (size_t k = 2; name_taken(v, n, buf); k++)
+			snprintf(buf, sizeof(buf), "%s#%zu", base, k);
+		v[i].name = xstrdup(buf);
+	}
+}
+
 /* Load and init every filter {} of cfg; see module.h. */
 int
 modules_load(const struct config *cfg, const struct sc_host *host,
@@ -557,6 +602,7 @@ modules_load(const struct config *cfg, const struct sc_host *host,
 		    (m->desc->needs & (SC_NEED_HEADERS | SC_NEED_BODY)))
 			chain->holds_message = true;
 	}
+	chain_names(cfg, chain->v, x, n);
 	chain->n = n;
 	return 0;
 }

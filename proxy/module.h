@@ -7,7 +7,7 @@
  * SC_FILTER_SYMBOL must have abi == SC_FILTER_ABI and a plausible size, or
  * the module is refused ('FILE:LINE: filter "NAME": built for filter ABI N,
  * this smtpchain has ABI M (rebuild the module)').  Then init() runs with the block's options
- * (every key but `module`); a key the module did not read is an error.
+ * (every key but `module` and `name`); a key the module did not read is an error.
  * `smtpchain -t` does all of this too, so a bad option fails the check.
  */
 #ifndef SMTPCHAIN_MODULE_H
@@ -21,7 +21,8 @@
 #include "smtpchain/filter.h"
 
 struct filter_module {
-	char			*name;		/* the module's own name (sc_filter.name) */
+	char			*name;		/* the block's "name", else the module's own
+						   (sc_filter.name), NAME#2... when taken */
 	char			*path;		/* what was dlopen()ed */
 	int			 line;		/* of the filter {} block */
 	void			*dl;

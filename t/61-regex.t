@@ -6,7 +6,8 @@
 # exact headers), or by the quarantine file for HOLD.  Then: the headers
 # module (remove, rewrite, add, its Received: line), a chain where headers
 # sees the regex module's changes, an access-only regex instance that lets
-# messages stream, a large message scanned by body_checks in bounded
+# messages stream, three regex blocks told apart by their names in the
+# log and the quarantine header, a large message scanned by body_checks in bounded
 # memory, and table errors reported by `smtpchain -t` with the table's
 # FILE:LINE.
 use strict;
@@ -413,6 +414,52 @@ EOF
 	}
 	stop_proxy($hp, 'headers proxy exits 0');
 	stop_proxy($chain, 'regex+headers proxy exits 0');
+}
+
+# --- three regex blocks: the log and the quarantine header name the one that decided
+# (two without a name are "regex" and "regex#2"; a name key is used as given)
+{
+	my $hc2 = spew("$dir/header_checks2", <<'EOT');
+/^Subject:.*second table/	REJECT Refused by the second table
+/^Subject:.*second hold/	HOLD held by the second table
+EOT
+	my $p = chain_proxy('three-regex', <<"EOF");
+filter {
+    module = "$RX";
+    header_checks = "$HC";
+}
+filter {
+    module = "$RX";
+    header_checks = "$hc2";
+}
+filter {
+    module = "$RX";
+    name = "rx-body";
+    body_checks = "$BC";
+}
+EOF
+	my $c = ehlo_client($p->port);
+	for my $case (['fw', 'a forbidden word here', "ok\r\n", 'regex'],
+	    ['st', 'the second table', "ok\r\n", 'regex#2'],
+	    ['bd', 'body', "this line is forbidden\r\n", 'rx-body']) {
+		my ($tag, $subj, $body, $who) = @$case;
+		my $from = "three-$tag\@client.test";
+		my $r = $c->send_mail(from => $from, to => 'r@example.test',
+		    data => make_message(id => uid("three-$tag"), subject => $subj, body => $body));
+		like(raw($r->{end}), qr/\A550 /, "three regex blocks: $tag refused");
+		my $l = $p->wait_log(qr/(from=<\Q$from\E>[^\n]* status=[^\n]*)/);
+		like($l // '', qr/ status=rejected filter=\Q$who\E reply=/, "three regex blocks: logged as filter=$who")
+		    or diag($p->log_tail);
+	}
+	my $r = $c->send_mail(from => 'three-hold@client.test', to => 'r@example.test',
+	    data => make_message(id => uid('three-hold'), subject => 'second hold'));
+	my ($name) = raw($r->{end}) =~ /\A250 2\.0\.0 Ok: held as (\S+)\r\n/;
+	ok(defined $name, 'three regex blocks: HOLD by the second one') or diag(raw($r->{end}));
+	my $q = defined $name ? slurp("$QDIR/$name.eml") // '' : '';
+	like($q, qr/\AX-Smtpchain-Quarantine: [^\r\n]* filter=regex#2\r\n/,
+	    'three regex blocks: the quarantine header names regex#2') or diag($q);
+	$c->quit;
+	stop_proxy($p, 'three-regex proxy exits 0');
 }
 
 # --- an access-only regex instance streams (spool_dir missing: a held message would get 452)

@@ -270,6 +270,16 @@ test_defaults(void)
 		ok(strcmp(cfg->filters[0].module, "x") == 0 && strcmp(cfg->filters[1].module, "x") == 0 &&
 		    strcmp(cfg->filters[2].module, "y") == 0 && cfg->filters[2].line == 5,
 		    "filters in file order");
+	if (cfg && cfg->nfilters == 3)
+		ok(cfg->filters[0].name == NULL && cfg->filters[1].name == NULL,
+		    "no name key: name NULL (module.c names it)");
+	config_free(cfg);
+	cfg = load(BASE "filter { module = x; name = \"rx-senders\" }\n"
+	    "filter { module = x; name = \"Rx_2.b\"; a = 1 }\n");
+	ok(cfg != NULL && cfg->nfilters == 2, "two named blocks of one module");
+	if (cfg && cfg->nfilters == 2)
+		ok(strcmp(cfg->filters[0].name, "rx-senders") == 0 &&
+		    strcmp(cfg->filters[1].name, "Rx_2.b") == 0, "filter names as written");
 	config_free(cfg);
 
 	cfg = load(BASE "ehlo { remove = []; add = [] }\n");
@@ -596,6 +606,25 @@ test_errors(void)
 	    "negative size");
 	is_str(load_err(BASE "filter { module = \"\" }\n"),
 	    "F:3: filter.module: empty module name", "empty module name");
+	is_str(load_err(BASE "filter { module = a; name = 1 }\n"),
+	    "F:3: filter.name: expected a string, got number", "filter.name a number");
+	is_str(load_err(BASE "filter { module = a; name = \"\" }\n"),
+	    "F:3: filter.name: \"\" is not a filter name (1 to 63 letters, digits, '.', '_', '-')",
+	    "empty filter.name");
+	is_str(load_err(BASE "filter { module = a; name = \"a b\" }\n"),
+	    "F:3: filter.name: \"a b\" is not a filter name (1 to 63 letters, digits, '.', '_', '-')",
+	    "filter.name with a space");
+	is_str(load_err(BASE "filter { module = a; name = \"a#2\" }\n"),
+	    "F:3: filter.name: \"a#2\" is not a filter name (1 to 63 letters, digits, '.', '_', '-')",
+	    "filter.name with '#' (kept for generated names)");
+	is_str(load_err(BASE "filter { module = a; name = "
+	    "\"0123456789012345678901234567890123456789012345678901234567890123\" }\n"),
+	    "F:3: filter.name: \"0123456789012345678901234567890123456789012345678901234567890123\" "
+	    "is not a filter name (1 to 63 letters, digits, '.', '_', '-')", "filter.name of 64");
+	is_str(load_err(BASE "filter { module = a; name = one }\nfilter { module = b }\n"
+	    "filter {\n module = a\n name = one\n}\n"),
+	    "F:7: filter.name: \"one\" is already the name of the filter at line 3",
+	    "two blocks with one name");
 	is_str(load_err(BASE "module_path = \"lib/smtpchain\"\n"),
 	    "F:3: module_path: \"lib/smtpchain\" is not an absolute path", "relative module_path");
 	is_str(load_err(BASE "quarantine_dir = \"\"\n"),

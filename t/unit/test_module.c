@@ -292,6 +292,37 @@ so(const char *name)
 
 /* --- tests -------------------------------------------------------------- */
 
+/*
+ * Filter names: a block's name key (not an option of the module), else the
+ * module's own name, NAME#2... when another block has it.
+ */
+static void
+test_names(void)
+{
+	struct filter_chain chain;
+	struct config *cfg;
+	const char *tf = so("testfilter");
+
+	if (load(&cfg, &chain, BASE "filter { module = \"%s\" }\n"
+	    "filter { module = \"%s\"; name = \"testfilter\" }\n"
+	    "filter { module = \"%s\"; tag = x }\n"
+	    "filter { module = \"%s\"; name = \"second\" }\n", tf, tf, tf, tf) != 0) {
+		ok(0, "four blocks, some named, load");
+		diag("%s", errbuf);
+		return;
+	}
+	ok(1, "four blocks, some named, load (name is not the module's option)");
+	is_int(chain.n, 4, "four modules");
+	if (chain.n == 4) {
+		is_str(chain.v[0].name, "testfilter#2", "unnamed, its name taken by a later block: #2");
+		is_str(chain.v[1].name, "testfilter", "named as its module: that name");
+		is_str(chain.v[2].name, "testfilter#3", "the next unnamed one: #3");
+		is_str(chain.v[3].name, "second", "named");
+	}
+	modules_unload(&chain);
+	config_free(cfg);
+}
+
 /* testfilter by path and by name through module_path. */
 static void
 test_load(void)
@@ -724,6 +755,7 @@ main(void)
 		return 0;
 	}
 	test_load();
+	test_names();
 	test_load_errors();
 	test_init_errors();
 	test_chain();
