@@ -244,16 +244,23 @@ chain_verdict(struct session *s, enum sc_verdict v)
 	v_;								\
 })
 
+static int changed(struct sc_ctx *, int, const char *, const char *);
+
 /* Finish a replace_body() that an eom began. */
 static void
 commit_body(struct session *s, struct sc_ctx *c)
 {
+	uint64_t before;
+
 	if (!c->replacing_body)
 		return;
 	c->replacing_body = false;
+	before = msgstore_changes(s->store);
 	if (msgstore_body_replace_commit(s->store) != 0)
 		session_log(s, LOG_LVL_WARNING, "filter %s: replacing the body: %s",
 		    module_of(c)->name, strerror(errno));
+	else
+		changed(c, msgstore_changes(s->store) != before, "replace body", NULL);
 }
 
 /*
@@ -617,43 +624,70 @@ in_eom(struct sc_ctx *c)
 	    r->stage == STAGE_DONE && c->s->store != NULL;
 }
 
-/* Log a message change at debug level. */
+/*
+ * Log a message change at debug level (a refusal as a warning); rc is -1
+ * (refused), 0 (done, but the message is as it was: a header set to the
+ * value it had, a missing one deleted...) or 1 (the message changed: the
+ * summary line says modified=yes).  The module gets 0 or -1.
+ */
 static int
 changed(struct sc_ctx *c, int rc, const char *what, const char *arg)
 {
-	session_log(c->s, rc == 0 ? LOG_LVL_DEBUG : LOG_LVL_WARNING, "filter %s: %s %s%s",
-	    module_of(c)->name, what, arg ? arg : "", rc == 0 ? "" : " (refused)");
-	if (rc == 0)
+	session_log(c->s, rc >= 0 ? LOG_LVL_DEBUG : LOG_LVL_WARNING, "filter %s: %s %s%s",
+	    module_of(c)->name, what, arg ? arg : "",
+	    rc > 0 ? "" : rc == 0 ? " (no change)" : " (refused)");
+	if (rc > 0)
 		c->s->msg_modified = true;
-	return rc;
+	return rc < 0 ? -1 : 0;
+}
+
+/* A msgstore change's result for changed(): -1, or whether the count moved. */
+static int
+store_result(struct sc_ctx *c, uint64_t before, int rc)
+{
+	if (rc != 0)
+		return -1;
+	return msgstore_changes(c->s->store) != before;
 }
 
 static int
 host_add_header(struct sc_ctx *c, const char *name, const char *value)
 {
+	uint64_t before;
+
 	if (!in_eom(c) || !name || !value)
 		return -1;
-	return changed(c, msgstore_add_header(c->s->store, name, value), "add header", name);
+	before = msgstore_changes(c->s->store);
+	return changed(c, store_result(c, before, msgstore_add_header(c->s->store, name, value)),
+	    "add header", name);
 }
 
 static int
 host_insert_header(struct sc_ctx *c, size_t index, const char *name, const char *value)
 {
+	uint64_t before;
+
 	if (!in_eom(c) || !name || !value)
 		return -1;
-	return changed(c, msgstore_insert_header(c->s->store, index, name, value),
-	    "insert header", name);
+	before = msgstore_changes(c->s->store);
+	return changed(c, store_result(c, before,
+	    msgstore_insert_header(c->s->store, index, name, value)), "insert header", name);
 }
 
 static int
 host_change_header(struct sc_ctx *c, const char *name, size_t occurrence, const char *value)
 {
+	uint64_t before;
+
 	if (!in_eom(c) || !name || occurrence == 0)
 		return -1;
-	return changed(c, msgstore_change_header(c->s->store, name, occurrence, value),
+	before = msgstore_changes(c->s->store);
+	return changed(c, store_result(c, before,
+	    msgstore_change_header(c->s->store, name, occurrence, value)),
 	    value ? "change header" : "delete header", name);
 }
 
+/* The new body is committed (and logged as a change) when the module's eom ends. */
 static int
 host_replace_body(struct sc_ctx *c, const void *p, size_t n)
 {
@@ -663,7 +697,6 @@ host_replace_body(struct sc_ctx *c, const void *p, size_t n)
 		if (msgstore_body_replace_begin(c->s->store) != 0)
 			return -1;
 		c->replacing_body = true;
-		changed(c, 0, "replace body", NULL);
 	}
 	return msgstore_body_replace_append(c->s->store, p, n);
 }

@@ -102,6 +102,7 @@ struct msgstore {
 	size_t		 hdrs_cap;
 	bool		 separator;	/* the input had an empty line */
 	bool		 modified;	/* headers or body changed */
+	uint64_t	 changes;	/* real changes so far (msgstore_changes) */
 	bool		 finished;
 	int		 error;		/* errno of a failed feed: sticky */
 
@@ -744,6 +745,7 @@ msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const
 		index = m->nhdrs;
 	hdr_insert_at(m, index, hdr_make(name, strlen(name), value, strlen(value)));
 	m->modified = true;
+	m->changes++;
 	return 0;
 }
 
@@ -767,18 +769,23 @@ msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, 
 			hdr_remove_at(m, i);
 		} else {
 			/* keep the name as the message spells it */
-			struct hdr nh = hdr_make(h->pub.name, h->namelen, value, strlen(value));
+			struct hdr nh;
 
+			if (h->valuelen == strlen(value) && memcmp(h->pub.value, value, h->valuelen) == 0)
+				return 0;	/* the value it has: nothing changes */
+			nh = hdr_make(h->pub.name, h->namelen, value, strlen(value));
 			free(h->pub.name);
 			*h = nh;
 		}
 		m->modified = true;
+		m->changes++;
 		return 0;
 	}
 	if (value == NULL)
 		return 0;
 	hdr_insert_at(m, m->nhdrs, hdr_make(name, strlen(name), value, strlen(value)));
 	m->modified = true;
+	m->changes++;
 	return 0;
 }
 
@@ -849,11 +856,53 @@ fail:
 	return -1;
 }
 
+/*
+ * Whether two bodies hold the same bytes: 1, 0, or -1 with errno (a failed
+ * read).  Only bodies of one size are read, in chunks of READ_CHUNK.
+ */
+static int
+bodies_equal(const struct body *a, const struct body *b)
+{
+	char *x, *y;
+	uint64_t off = 0, size = body_size(a);
+	int same = 1;
+
+	if (size != body_size(b))
+		return 0;
+	x = xmalloc(READ_CHUNK);
+	y = xmalloc(READ_CHUNK);
+	while (off < size && same == 1) {
+		ssize_t n = body_pread(a, off, x, READ_CHUNK), k = 0;
+
+		while (n > 0 && k < n) {	/* b may come in smaller runs */
+			ssize_t r = body_pread(b, off + (uint64_t)k, y, (size_t)(n - k));
+
+			if (r <= 0) {
+				n = -1;
+				break;
+			}
+			if (memcmp(x + k, y, (size_t)r) != 0)
+				same = 0;
+			k += r;
+		}
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			same = -1;
+			break;
+		}
+		off += (uint64_t)n;
+	}
+	free(x);
+	free(y);
+	return same;
+}
+
 /* The new body replaces the old one, which is released. */
 int
 msgstore_body_replace_commit(struct msgstore *m)
 {
-	int err;
+	int err, same;
 
 	if (!m->replacing) {
 		errno = EINVAL;
@@ -868,14 +917,34 @@ msgstore_body_replace_commit(struct msgstore *m)
 		errno = err;
 		return -1;
 	}
+	if ((same = bodies_equal(&m->body, &m->repl)) == -1) {
+		err = errno;
+		body_free(&m->repl);
+		errno = err;
+		return -1;
+	}
+	if (same) {		/* the body it had: keep that one, nothing changes */
+		body_free(&m->repl);
+		body_init(&m->repl, 0);
+		m->body_rpos = 0;
+		return 0;
+	}
 	body_free(&m->body);
 	m->body = m->repl;
 	m->body.limit = m->mem_threshold;
 	body_init(&m->repl, 0);
 	m->body_rpos = 0;
 	m->modified = true;
+	m->changes++;
 	m->out_begun = false;
 	return 0;
+}
+
+/* Real changes so far (see msgstore.h). */
+uint64_t
+msgstore_changes(const struct msgstore *m)
+{
+	return m->changes;
 }
 
 /* Start a cursor at the start of the message. */

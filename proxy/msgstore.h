@@ -86,7 +86,9 @@ const struct msg_header *msgstore_header(const struct msgstore *m, size_t i);
  * bare CR or LF, nor CRLF not followed by a space or tab.  0 or -1 (EINVAL,
  * also for occurrence 0).  A value is stored as given: it goes out as
  * "name:value", so a filter wanting "Name: v" passes " v".  A change keeps
- * the name as the message spells it. */
+ * the name as the message spells it.  Changing a header to the value it
+ * has, or deleting one that is not there, changes nothing (0, and
+ * msgstore_changes() stays). */
 int	msgstore_add_header(struct msgstore *m, const char *name, const char *value);
 int	msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const char *value);
 int	msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, const char *value);
@@ -106,12 +108,19 @@ ssize_t	msgstore_body_read(struct msgstore *m, void *buf, size_t n);
  * final CR).  Until the commit the old body stays readable, and the two
  * share the memory budget (mem_threshold).  begin again drops a body not
  * committed; append or commit without begin: EINVAL; after a failed
- * append, commit fails with its errno and the old body stays.  0 or -1
- * with errno.
+ * append, commit fails with its errno and the old body stays.  A new body
+ * with the same bytes as the old one changes nothing (the old one stays,
+ * and so does msgstore_changes()).  0 or -1 with errno.
  */
 int	msgstore_body_replace_begin(struct msgstore *m);
 int	msgstore_body_replace_append(struct msgstore *m, const void *p, size_t n);
 int	msgstore_body_replace_commit(struct msgstore *m);
+
+/*
+ * How many real changes the headers and body have had: a caller compares
+ * the count before and after a change to know whether the message changed.
+ */
+uint64_t msgstore_changes(const struct msgstore *m);
 
 /*
  * The message for the backend: begin, then read until 0: headers, the

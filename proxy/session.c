@@ -312,6 +312,8 @@ reset_held(struct session *s)
 	s->replay_error = NULL;
 	free(s->mail_line);
 	s->mail_line = NULL;
+	free(s->mail_canon);
+	s->mail_canon = NULL;
 	free(s->env_from);
 	s->env_from = NULL;
 	s->envelope_changed = false;
@@ -592,8 +594,13 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	s->from[n] = '\0';
 	s->size_limit = message_size_limit(s);
 	if (s->srv->chain.n > 0) {
+		char canon[1600];
+
 		free(s->mail_line);
 		s->mail_line = xstrndup(line, len - 2);
+		snprintf(canon, sizeof(canon), "MAIL FROM:<%s>%s%s", addr, params[0] ? " " : "", params);
+		free(s->mail_canon);
+		s->mail_canon = xstrdup(canon);
 	}
 	backend_xforward(s);
 	return relay(s, line, len, SMTP_MAIL, false);
@@ -1621,17 +1628,20 @@ int
 session_change_from(struct session *s, const char *addr, const char *params)
 {
 	char line[1200];
+	const char *now = s->env_from ? s->env_from : s->mail_canon;
 
 	snprintf(line, sizeof(line), "MAIL FROM:<%s>%s%s", addr, params && *params ? " " : "",
 	    params ? params : "");
+	if (now != NULL && strcmp(line, now) == 0)
+		return 0;	/* the sender and parameters it has */
 	free(s->env_from);
 	s->env_from = xstrdup(line);
 	snprintf(s->from, sizeof(s->from), "%s", addr);
 	s->envelope_changed = true;
-	return 0;
+	return 1;
 }
 
-/* add_rcpt() from a module. */
+/* add_rcpt() from a module; a recipient already there, as written, is not added twice. */
 int
 session_add_rcpt(struct session *s, const char *addr, const char *params)
 {
@@ -1639,9 +1649,12 @@ session_add_rcpt(struct session *s, const char *addr, const char *params)
 	int n = snprintf(line, sizeof(line), "RCPT TO:<%s>%s%s", addr,
 	    params && *params ? " " : "", params ? params : "");
 
+	for (size_t i = 0; i < s->nrcpts; i++)
+		if (rcpt_goes(&s->rcpts[i]) && strcmp(s->rcpts[i].line, line) == 0)
+			return 0;
 	rcpt_record(s, line, (size_t)n, addr, RCPT_ADDED);
 	s->envelope_changed = true;
-	return 0;
+	return 1;
 }
 
 /* del_rcpt() from a module: every matching recipient (case-insensitive, <> optional). */
@@ -1649,6 +1662,7 @@ int
 session_del_rcpt(struct session *s, const char *addr)
 {
 	size_t len = strlen(addr);
+	int rc = 0;
 
 	if (len >= 2 && addr[0] == '<' && addr[len - 1] == '>') {
 		addr++;
@@ -1660,9 +1674,10 @@ session_del_rcpt(struct session *s, const char *addr)
 		if (rcpt_goes(e) && strlen(e->addr) == len && strncasecmp(e->addr, addr, len) == 0) {
 			e->status = RCPT_DELETED;
 			s->envelope_changed = true;
+			rc = 1;
 		}
 	}
-	return 0;
+	return rc;
 }
 
 /*

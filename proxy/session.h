@@ -180,6 +180,8 @@ struct session {
 	int			 store_errno;
 	bool			 pumping;	/* the store is being sent to the backend */
 	char			*mail_line;	/* the MAIL command as relayed, no CRLF */
+	char			*mail_canon;	/* "MAIL FROM:<addr> params" as the filters saw
+						   it, for change_from() to spot a no-op */
 	char			*env_from;	/* the MAIL command after change_from */
 	bool			 envelope_changed;
 	struct rcpt_entry	*rcpts;
@@ -215,6 +217,8 @@ void	session_unref(struct session *s);	/* a handle or request is done */
 void	session_greeting(struct session *s, const char *r, size_t n);	/* the backend's, to relay */
 void	session_filter_resumed(struct session *s);	/* a pending module answered */
 bool	session_backend_in_data(const struct session *s);
+/* A module's envelope changes: 1 when the envelope changed, 0 when it is
+ * as it was (the sender it has, a recipient already there, none to delete). */
 int	session_change_from(struct session *s, const char *addr, const char *params);
 int	session_add_rcpt(struct session *s, const char *addr, const char *params);
 int	session_del_rcpt(struct session *s, const char *addr);

@@ -374,6 +374,41 @@ change_tests($pc, 'at once');
 my $pcp = chain_proxy('changes-pending', change_chain('true'));
 change_tests($pcp, 'pending');
 
+# --- changes that change nothing: no modified=yes, the message and envelope as sent
+# (the Subject set to the value it has, a missing header deleted, the same
+# body, the same sender, a recipient already there, one that is not deleted);
+# the same module with a Subject it does change says modified=yes.
+{
+	my $p = chain_proxy('no-op-changes', tf_block(tag => 'noop',
+	    change_header => 'Subject: same subject', delete_header => 'X-Not-There',
+	    replace_body => "same body\nsecond line\n", change_from => 'same@client.test',
+	    add_rcpt => 'same@example.test', del_rcpt => 'absent@example.test'));
+	my $c = ehlo_client($p->port);
+	my $id = uid('noop');
+	my $msg = make_message(id => $id, subject => 'same subject', body => "same body\r\nsecond line\r\n");
+	my $r = $c->send_mail(from => 'same@client.test', to => 'same@example.test', data => $msg);
+	reply_ok($r->{end}, 250, '2.0.0', 'no-op changes: accepted');
+	my ($m) = at_sink($id);
+	is($m && $m->{message}, to_lf($msg), 'no-op changes: the message arrives as sent');
+	is_deeply($m && $m->{rcpt}, ['<same@example.test>'], 'no-op changes: one recipient, not added twice');
+	is(scalar(grep { $_ eq 'MAIL FROM:<same@client.test>' } $sink->commands), 1,
+	    'no-op changes: the envelope is not replayed');
+	my $l = $p->wait_log(qr/(from=<same\@client\.test>[^\n]* status=[^\n]*)/);
+	like($l // '', qr/ status=sent reply=/, 'no-op changes: logged without modified=yes') or diag($p->log_tail);
+
+	my $id2 = uid('noop-not');
+	$r = $c->send_mail(from => 'same@client.test', to => 'same@example.test',
+	    data => make_message(id => $id2, subject => 'another subject', body => "same body\r\nsecond line\r\n"));
+	reply_ok($r->{end}, 250, '2.0.0', 'one real change: accepted');
+	$c->quit;
+	($m) = at_sink($id2);
+	like($m ? $m->{message} : '', qr/^Subject: same subject$/m, 'one real change: the Subject is changed');
+	$l = $p->wait_log(qr/(from=<same\@client\.test>[^\n]* status=[^\n]*modified[^\n]*)/);
+	like($l // '', qr/ status=sent modified=yes reply=/, 'one real change: logged with modified=yes')
+	    or diag($p->log_tail);
+	stop_proxy($p, 'no-op proxy exits 0');
+}
+
 # --- a pending module never stalls other sessions
 {
 	my $port = $pvp->port;

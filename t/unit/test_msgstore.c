@@ -557,6 +557,41 @@ test_header_changes(void)
 	msgstore_free(m);
 }
 
+/*
+ * Changes that change nothing: a header set to the value it has, a missing
+ * one deleted, the same body.  msgstore_changes() stays, and a message
+ * without the empty line after its headers goes out as it came (a change
+ * would add the separator).
+ */
+static void
+test_no_op_changes(void)
+{
+	const char *in = "Subject: one\r\nTo: a\r\nnot a header\r\n";
+	struct msgstore *m = store_of(in);
+	struct str o;
+
+	is_int(msgstore_changes(m), 0, "no changes yet");
+	is_int(msgstore_change_header(m, "subject", 1, " one"), 0, "set Subject to its value");
+	is_int(msgstore_change_header(m, "X-Missing", 1, NULL), 0, "delete a missing header");
+	is_int(msgstore_change_header(m, "To", 2, NULL), 0, "delete a second To that is not there");
+	msgstore_body_replace_begin(m);
+	msgstore_body_replace_append(m, "not a header\n", 13);
+	is_int(msgstore_body_replace_commit(m), 0, "the same body: commit");
+	is_int(msgstore_changes(m), 0, "none of that is a change");
+	o = output_checked(m, "no-op changes");
+	is_str(o.p, in, "no-op changes: the message as it came, no separator added");
+	free(o.p);
+	is_int(msgstore_change_header(m, "Subject", 1, "one"), 0, "Subject without its space");
+	is_int(msgstore_changes(m), 1, "is a change");
+	is_int(msgstore_change_header(m, "to", 1, NULL), 0, "delete To");
+	is_int(msgstore_add_header(m, "X-New", " 1"), 0, "add");
+	msgstore_body_replace_begin(m);
+	msgstore_body_replace_append(m, "not a headeR\n", 13);
+	msgstore_body_replace_commit(m);
+	is_int(msgstore_changes(m), 4, "so are a delete, an add and another body of one size");
+	msgstore_free(m);
+}
+
 /* Body reads and replacements, small. */
 static void
 test_body_small(void)
@@ -720,6 +755,25 @@ test_body_big(void)
 	ok(o.len == strlen("Subject: big\r\n\r\n") + BIG_BODY / 10 * 11 + (BIG_BODY - 10) / 70 + 1 &&
 	    memcmp(o.p + 16, "..23456789\r\n", 12) == 0, "big replace: output stuffed");
 	free(o.p);
+
+	/* the same big body again (in the file): nothing changes; one byte off: it does */
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t before = msgstore_changes(m);
+
+		msgstore_body_replace_begin(m);
+		all = true;
+		for (off = 0; off < BIG_BODY; off += 10)
+			if (msgstore_body_replace_append(m, pass == 1 && off + 10 >= BIG_BODY ?
+			    (off % 70 ? "12345678X\n" : ".2345678X\n") :
+			    (off % 70 ? "123456789\n" : ".23456789\n"), 10) != 0)
+				all = false;
+		ok(all, pass ? "big, one byte off: appended" : "big, same bytes: appended");
+		is_int(msgstore_body_replace_commit(m), 0, pass ? "big, one byte off: commit" :
+		    "big, same bytes: commit");
+		is_int(msgstore_changes(m) - before, pass, pass ? "big, one byte off: a change" :
+		    "big, same bytes: no change");
+		is_int(count_fds(), fds0 + 1, "and one body file open");
+	}
 	msgstore_free(m);
 	is_int(count_fds(), fds0, "big: no descriptor left after free");
 	free(in.p);
@@ -859,6 +913,7 @@ main(void)
 	test_parse();
 	test_splits_and_round_trip();
 	test_header_changes();
+	test_no_op_changes();
 	test_body_small();
 	test_body_big();
 	test_header_limit();
