@@ -8,7 +8,10 @@
  * it, so its counters only ever grow (Prometheus counters).  The master
  * sums the slots when scraped.  Live sessions are rows of a bounded table,
  * claimed by a compare-and-swap on the row's pid; the master clears a dead
- * worker's rows and its open-session gauge.
+ * worker's rows and its open-session gauge.  The table of filter names is
+ * appended to under a robust process-shared mutex (as in connlimit.c): a
+ * worker killed while holding it leaves it to the next taker, never to a
+ * spin that no one ends.
  *
  * HTTP: the master's own listener, one request per connection: GET only,
  * the request head bounded (HTTP_MAX_REQUEST) and timed (HTTP_TIMEOUT_MS),
@@ -18,6 +21,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,8 +83,8 @@ struct srow {
 
 struct region {
 	uint64_t	restarts;		/* workers that died unexpectedly */
-	unsigned	names_lock;
-	unsigned	nnames;
+	pthread_mutex_t	names_lock;		/* robust, process-shared: appending to names */
+	unsigned	nnames;			/* names[0..nnames) are written (release) */
 	char		names[METRICS_MAX_FILTERS][64];
 	struct wslot	slot[METRICS_MAX_WORKERS];
 	struct srow	row[METRICS_MAX_SESSIONS];
@@ -277,9 +281,32 @@ metrics_backend_reply(int code)
 }
 
 /*
+ * Take the names' mutex.  A holder that died (SIGKILL) left nothing to
+ * repair: a name is published by nnames after it is written, so a half
+ * written one past nnames is simply written again.
+ */
+static void
+names_lock(void)
+{
+	int rc = pthread_mutex_lock(&R->names_lock);
+
+	if (rc == EOWNERDEAD) {
+		log_warn("metrics: a process died holding the filter names' lock; taking it over");
+		pthread_mutex_consistent(&R->names_lock);
+	} else if (rc != 0) {
+		log_panic("metrics: pthread_mutex_lock: %s", strerror(rc));
+	}
+}
+
+static void
+names_unlock(void)
+{
+	pthread_mutex_unlock(&R->names_lock);
+}
+
+/*
  * The index of a filter's name in the shared table, added if new; -1 when
- * the table is full (or its lock stays taken, e.g. by a worker killed while
- * holding it).
+ * the table is full.
  */
 static int
 filter_index(const char *name)
@@ -290,9 +317,7 @@ filter_index(const char *name)
 	for (unsigned i = 0; i < n; i++)
 		if (strncmp(R->names[i], name, sizeof(R->names[i]) - 1) == 0)
 			return (int)i;
-	for (int spin = 0; __atomic_exchange_n(&R->names_lock, 1, __ATOMIC_ACQUIRE); spin++)
-		if (spin > 100000)
-			return -1;
+	names_lock();
 	n = R->nnames;
 	for (unsigned i = 0; i < n && found < 0; i++)
 		if (strncmp(R->names[i], name, sizeof(R->names[i]) - 1) == 0)
@@ -302,7 +327,7 @@ filter_index(const char *name)
 		__atomic_store_n(&R->nnames, n + 1, __ATOMIC_RELEASE);
 		found = (int)n;
 	}
-	__atomic_store_n(&R->names_lock, 0, __ATOMIC_RELEASE);
+	names_unlock();
 	return found;
 }
 
@@ -766,13 +791,26 @@ metrics_init(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen
 {
 	void *p = mmap(NULL, sizeof(struct region), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct region *r = p;
+	pthread_mutexattr_t attr;
+	int rc;
 
 	if (p == MAP_FAILED) {
 		snprintf(err, errlen, "metrics: mmap %zu bytes: %s", sizeof(struct region),
 		    strerror(errno));
 		return -1;
 	}
-	R = p;		/* zero-filled */
+	pthread_mutexattr_init(&attr);
+	if ((rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
+	    (rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
+	    (rc = pthread_mutex_init(&r->names_lock, &attr)) != 0) {
+		pthread_mutexattr_destroy(&attr);
+		munmap(p, sizeof(struct region));
+		snprintf(err, errlen, "metrics: a process-shared mutex: %s", strerror(rc));
+		return -1;
+	}
+	pthread_mutexattr_destroy(&attr);
+	R = r;		/* zero-filled */
 	if (cfg->metrics.enabled)
 		return http_start(loop, cfg, err, errlen);
 	return 0;
