@@ -156,11 +156,59 @@ config_check_runtime(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/* uv_walk() callback: close a handle's descriptor (not the handle). */
+static void
+close_handle_fd(uv_handle_t *h, void *arg)
+{
+	uv_os_fd_t fd;
+
+	(void)arg;
+	if (uv_fileno(h, &fd) == 0)
+		close(fd);
+}
+
+/*
+ * In a child: close the descriptors of the master's loop, which the child
+ * never runs (a worker has uv_default_loop): those of its handles (the
+ * metrics listener and connections, a reload's check pipe) and the loop's
+ * own: its epoll instance, the pipe its signal handles write to, its async
+ * eventfd and its spare descriptor for EMFILE.  libuv offers
+ * uv_backend_fd() only, so the others are read from uv_loop_t's unix
+ * fields (part of libuv 1.x's stable ABI).  Nothing here touches the epoll
+ * set (no uv_close, no uv_run), and closing changes nothing for the
+ * master: an epoll registration lives as long as some process holds the
+ * file open, and the master still does.  libuv's process-wide signal lock
+ * pipe is not the loop's: libuv makes a new one in the child itself
+ * (pthread_atfork).  The listening sockets are plain descriptors (M.fds),
+ * no handle of this loop: the child keeps them.
+ */
+static void
+close_master_loop_fds(void)
+{
+#if UV_VERSION_MAJOR != 1
+#error "close_master_loop_fds() reads libuv 1.x's uv_loop_t fields"
+#endif
+	int *fds[] = { &M.loop.backend_fd, &M.loop.signal_pipefd[0], &M.loop.signal_pipefd[1],
+	    &M.loop.async_io_watcher.fd, &M.loop.async_wfd, &M.loop.emfile_fd };
+
+	uv_walk(&M.loop, close_handle_fd, NULL);
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		bool seen = false;
+
+		for (size_t j = 0; j < i; j++)
+			seen = seen || *fds[j] == *fds[i];
+		if (*fds[i] >= 0 && !seen)
+			close(*fds[i]);
+	}
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		*fds[i] = -1;
+}
+
 /*
  * fork() with every signal blocked, so no signal reaches the master's
  * handlers in the child.  In the child the master's signal handles are
- * dropped and the master's own sockets closed; signals stay blocked (the
- * worker unblocks them once its own handlers are in place).
+ * dropped, its loop's descriptors and its own sockets closed; signals stay
+ * blocked (the worker unblocks them once its own handlers are in place).
  */
 static pid_t
 fork_child(void)
@@ -179,7 +227,7 @@ fork_child(void)
 	uv_signal_stop(&M.sigterm);
 	uv_signal_stop(&M.sigint);
 	uv_signal_stop(&M.sigchld);
-	metrics_http_child();
+	close_master_loop_fds();
 	return 0;
 }
 

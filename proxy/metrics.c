@@ -769,19 +769,6 @@ metrics_http_reconfigure(uv_loop_t *loop, const struct config *cfg)
 		log_error("reload: %s; metrics are not served", err);
 }
 
-/* In a new child: close the master's HTTP sockets, which are not its own. */
-void
-metrics_http_child(void)
-{
-	uv_os_fd_t fd;
-
-	if (http.on && http.tcp && uv_fileno((uv_handle_t *)http.tcp, &fd) == 0)
-		close(fd);
-	for (struct http_conn *c = http.conns; c; c = c->next)
-		if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
-			close(fd);
-}
-
 /*
  * The master, before the first fork: map the shared region, and listen
  * for HTTP when metrics {} is set.  0, or -1 with the error in err.

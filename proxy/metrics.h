@@ -39,7 +39,6 @@ struct metrics_session {
 int	metrics_init(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen);
 void	metrics_http_reconfigure(uv_loop_t *loop, const struct config *cfg);
 void	metrics_http_stop(void);
-void	metrics_http_child(void);	/* in a new child: close the master's sockets */
 void	metrics_worker_started(unsigned slot, pid_t pid);
 void	metrics_worker_gone(unsigned slot, bool unexpected);	/* clears its sessions */
 

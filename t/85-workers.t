@@ -2,6 +2,8 @@
 # loses only its own session (the client sees a drop, nothing half reaches
 # the backend), a session on another worker completes, the master logs the
 # death and starts a new worker; SIGTERM to the master stops every worker.
+# A worker holds the listening sockets, not the master loop's descriptors
+# (epoll instance, signal pipe, eventfd) nor the metrics listener.
 use strict;
 use warnings;
 
@@ -93,5 +95,60 @@ $p->stop_ok('the master exits 0 on SIGTERM');
 ok(!grep({ SmtpChainTest::proc_alive($_) || kill(0, $_) } @last), 'and its workers are gone')
     or diag("still there: @last");
 like($p->log_text, qr/all workers exited/, 'the master waited for its workers');
+
+# --- what a worker inherits from the master: the listening sockets, not the
+# master loop's descriptors (its epoll instance, its signal pipe, its
+# eventfd) nor the metrics listener.  Read from /proc: the worker's fd
+# targets against the master's; those the test process has too came from
+# outside.  Then the same for the workers of a reload.
+SKIP: {
+	skip 'valgrind has descriptors of its own in every process', 1 if $SmtpChainTest::VALGRIND;
+	skip 'no /proc/PID/fd', 1 unless -d "/proc/$$/fd";
+	my %outside = map { $_ => 1 } values %{ fd_targets($$) };
+	my $mport = free_port();
+	my $q = start_proxy(<<"EOF", name => 'fds');
+backend = "127.0.0.1:@{[ $sink->port ]}";
+workers = 2;
+metrics { listen = "127.0.0.1:$mport"; }
+EOF
+	for my $round ('started', 'after a reload') {
+		my @qw;
+		ok(SmtpChainTest::wait_until(sub { @qw = $q->worker_pids; @qw == 2 }, 15), "fds: 2 workers $round")
+		    or diag("workers: @qw");
+		my $master = fd_targets($q->pid);
+		my %in_master = map { $_ => 1 } grep { !$outside{$_} } values %$master;
+		my @msockets = grep { /^socket:/ } keys %in_master;
+		is(scalar(@msockets), 2, 'fds: the master has 2 sockets (the SMTP and metrics listeners)')
+		    or diag(join(' ', sort values %$master));
+		for my $w (@qw) {
+			my $t = fd_targets($w);
+			my @all = values %$t;
+			is(scalar(grep { $_ eq 'anon_inode:[eventpoll]' } @all), 1, "fds: worker $w has one epoll instance, its own");
+			is(scalar(grep { $_ eq 'anon_inode:[eventfd]' } @all), 1, "fds: worker $w has one eventfd");
+			my @shared = sort grep { $in_master{$_} && /^(?:socket|pipe):/ } @all;
+			is(scalar(@shared), 1, "fds: worker $w shares one descriptor with the master, a socket (the SMTP listener)")
+			    or diag("shared: @shared; worker: " . join(' ', map { "$_=$t->{$_}" } sort keys %$t));
+			like($shared[0] // '', qr/^socket:/, "fds: worker $w: the shared one is a socket");
+		}
+		last if $round ne 'started';
+		kill 'HUP', $q->pid;
+		ok(SmtpChainTest::wait_until(sub { my @n = $q->worker_pids; @n == 2 && !grep({ my $x = $_; grep { $_ == $x } @qw } @n) }, 30),
+		    'fds: a reload starts 2 new workers');
+	}
+	$q->stop_ok('fds: the master exits 0');
+}
+
+# The targets of a process's descriptors: fd => readlink.
+sub fd_targets {
+	my ($pid) = @_;
+	my %t;
+	opendir(my $d, "/proc/$pid/fd") or return {};
+	for my $fd (grep { /^\d+$/ } readdir $d) {
+		my $l = readlink("/proc/$pid/fd/$fd");
+		$t{$fd} = $l if defined $l;
+	}
+	closedir $d;
+	return \%t;
+}
 
 done_testing;
