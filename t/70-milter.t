@@ -214,6 +214,66 @@ my $p = proxy_with('one', milter_block("inet:127.0.0.1:$one->{port}",
 	    'unknown: the refusal is logged');
 }
 
+# --- an unknown command inside a transaction (between RCPT and DATA)
+# MAIL, RCPT, the unknown verb (the sink answers 500), then DATA with a
+# message; returns the replies (unknown, end) and the tag.
+sub unknown_in_transaction {
+	my ($port, $words) = @_;
+	my $c = smtp_connect($port, timeout => 60);
+	my %r;
+	$c->read_reply;
+	$c->ehlo('client.test');
+	$r{mail} = $c->cmd('MAIL FROM:<sender@client.test>');
+	$r{rcpt} = $c->cmd('RCPT TO:<rcpt@example.test>');
+	$r{unknown} = $c->cmd('XYZZY in-transaction');
+	my ($tag, $data) = message($words);
+	$r{data} = $c->cmd('DATA');
+	$c->send(dot_stuff($data) . ".\r\n");
+	$r{end} = $c->read_reply;
+	$c->quit;
+	return ($tag, \%r);
+}
+{
+	# A milter that takes DATA: libmilter goes from UNKNOWN to DATA, then headers.
+	my ($tag, $r) = unknown_in_transaction($p->port, 'addheader');
+	reply_ok($r->{unknown}, 500, undef, 'unknown in a transaction: CONTINUE, the backend answers');
+	reply_ok($r->{end}, 250, undef, 'unknown in a transaction: 250 at end of data');
+	my $m = delivered($tag);
+	ok($m && grep({ $_->[0] eq 'X-Milter-Added' } headers_of($m)),
+	    'unknown in a transaction: delivered with the milter\'s change');
+	is($m && trace_of($m, 'one')->{headers}, 7, 'unknown in a transaction: the milter saw every header');
+	like(milter_log($one), qr/^one: unknown XYZZY in-transaction$/m,
+	    'unknown in a transaction: the milter got it');
+}
+{
+	# A milter that asked not to see DATA (SMFIP_NODATA): libmilter's state
+	# table takes no HEADER, EOH or BODYEOB right after UNKNOWN; it would
+	# ignore the first header (no reply) until timeout.content.  So the
+	# module sends no SMFIC_UNKNOWN inside a transaction to such a milter.
+	my $nd = start_milter('nodata', '-P', 'nodata');
+	my $pn = proxy_with('nodata', milter_block("inet:127.0.0.1:$nd->{port}", timeout_content => 15,
+	    timeout_eom => 15));
+	my ($tag, $r) = unknown_in_transaction($pn->port, 'addheader');
+	reply_ok($r->{unknown}, 500, undef, 'NODATA, unknown in a transaction: the backend answers');
+	reply_ok($r->{end}, 250, undef, 'NODATA, unknown in a transaction: 250 at end of data');
+	my $m = delivered($tag);
+	ok($m && grep({ $_->[0] eq 'X-Milter-Added' } headers_of($m)),
+	    'NODATA, unknown in a transaction: delivered with the milter\'s change');
+	my $t = $m ? trace_of($m, 'nodata') : {};
+	is($t->{headers}, 7, 'NODATA, unknown in a transaction: the milter saw every header');
+	unlike(milter_log($nd), qr/unknown XYZZY in-transaction/,
+	    'NODATA: the unknown command inside the transaction was not sent');
+	unlike($pn->log_text, qr/for the rest of the session/, 'NODATA: no milter failure logged');
+	# Outside a transaction it still goes to the milter.
+	my $c = smtp_connect($pn->port, timeout => 20);
+	$c->read_reply;
+	$c->ehlo('client.test');
+	reply_ok($c->cmd('XYZZY MILTER-REJECT outside'), 550, '5.7.1',
+	    'NODATA: an unknown command outside a transaction still goes to the milter');
+	$c->quit;
+	$pn->stop_ok('nodata proxy exits 0');
+}
+
 # --- header changes
 {
 	my ($tag, $data) = message('addheader insheader chgheader delheader');

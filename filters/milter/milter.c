@@ -39,9 +39,10 @@
  *	Each later hook sends its macros and command (SMFIC_HELO, MAIL, RCPT,
  *	DATA, HEADER, EOH, BODY in chunks of at most MILTER_CHUNK_SIZE,
  *	BODYEOB; SMFIC_UNKNOWN, without macros, for a command the proxy does
- *	not know) and pends until the reply, except for the steps the milter
- *	asked not to see (SMFIP_NO*) or not to answer (SMFIP_NR_*): these
- *	return SC_CONTINUE at once.  abort() sends SMFIC_ABORT, close() sends
+ *	not know, but not inside a transaction to a milter that skips DATA,
+ *	see m_unknown) and pends until the reply, except for the steps the
+ *	milter asked not to see (SMFIP_NO*) or not to answer (SMFIP_NR_*):
+ *	these return SC_CONTINUE at once.  abort() sends SMFIC_ABORT, close() sends
  *	SMFIC_QUIT (or QUIT_NC, above); a reply still owed for a cancelled
  *	hook is read and dropped.
  *
@@ -1818,6 +1819,14 @@ encode_unknown(struct msess *ms, const void *arg)
  * the milter asked not to see it (SMFIP_NOUNKNOWN) or not to answer it
  * (SMFIP_NR_UNKN).  No macros, as Postfix (milter_unknown_command_macros
  * is empty by default) and sendmail.
+ *
+ * Not inside a transaction when the milter asked not to see DATA
+ * (SMFIP_NODATA): libmilter's state table goes from UNKNOWN to HELO, MAIL,
+ * RCPT, DATA, BODY, ABORT or QUIT only, and drops a HEADER, EOH or BODYEOB
+ * that comes next without replying to it (the session would wait for
+ * timeout.content, then get default_action).  With DATA sent, the step
+ * after an unknown command inside a transaction is always one it takes.
+ * Postfix and sendmail send it anyway (and stall the same way).
  */
 static enum sc_verdict
 m_unknown(struct sc_ctx *c, const char *line)
@@ -1829,6 +1838,12 @@ m_unknown(struct sc_ctx *c, const char *line)
 		return v;
 	if (skips(ms, SMFIP_NOUNKNOWN))
 		return SC_CONTINUE;
+	if (ms->in_transaction && skips(ms, SMFIP_NODATA)) {
+		host->log(c, SC_LOG_DEBUG, "milter %s: no SMFIC_UNKNOWN inside a transaction "
+		    "(the milter skips DATA, libmilter would not take the header next)",
+		    ms->conf->socket);
+		return SC_CONTINUE;
+	}
 	hook_enter(ms, HOOK_UNKNOWN);
 	step(ms, -1, SMFIP_NOUNKNOWN, SMFIP_NR_UNKN, SMFIC_UNKNOWN, encode_unknown, line);
 	return hook_return(ms);
