@@ -521,6 +521,69 @@ $p->stop_ok('proxy with one milter exits 0');
 	$pr->stop_ok('reuse proxy exits 0 (idle connections do not hold it)');
 }
 
+# The receive queue of our end of a TCP connection to 127.0.0.1:PORT
+# (/proc/net/tcp), or undef when there is none established.
+sub rx_queue_to {
+	my ($port) = @_;
+	my $want = sprintf('0100007F:%04X', $port);
+	open(my $fh, '<', '/proc/net/tcp') or return undef;
+	while (<$fh>) {
+		my @f = split ' ';
+		next unless @f > 4 && $f[2] eq $want && $f[3] eq '01';
+		my (undef, $rx) = split /:/, $f[4];
+		return hex $rx;
+	}
+	return undef;
+}
+
+# --- an idle connection the milter closed, seen only when a session takes it
+# A milter with SMFIP_NOCONNECT: nothing waits for a reply at connect, so a
+# dead idle connection would only fail at HELO (default_action).  The
+# worker is stopped while the backend's greeting (which starts the
+# session's connect step: the backend's EHLO reply is remembered from the
+# first session, no prelude) and then the milter's close wait in its
+# sockets, in that order: on SIGCONT both come in one loop iteration, the
+# session first.  The module must see the close when it takes the
+# connection (a peek at the socket) and open a new one.
+{
+	my $nc = start_milter('noconn', '-P', 'noconnect');
+	my $slow = start_sink(name => 'slowgreet', args => ['-W', 'connect:2']);
+	my $sport = $slow->port;
+	my $pr = start_proxy(qq{backend = "127.0.0.1:$sport";\nworkers = 1;\n} .
+	    qq{log { level = "debug"; }\ntimeout { shutdown = 5; }\n} .
+	    milter_block("inet:127.0.0.1:$nc->{port}", idle_connections => 2), name => 'noconn');
+	my ($tag, $data) = message('plain');
+	my $r = transact($pr->port, data => $data);
+	reply_ok($r->{end}, 250, undef, 'dead idle (NOCONNECT): the first session');
+	ok(wait_until(sub { $pr->log_text =~ /connection kept for a later session/ }, 10),
+	    'dead idle: its milter connection is kept');
+	my ($worker) = $pr->worker_pids;
+	my $connects = sub { my $n = () = $slow->log_text =~ /smtp-sink: connect /g; $n };
+	my $before = $connects->();
+	my $c = smtp_connect($pr->port, timeout => 60);
+	ok(wait_until(sub { $connects->() > $before }, 10), 'dead idle: the proxy connected to the backend');
+	kill 'STOP', $worker;
+	my $queued = eval { wait_until(sub { (rx_queue_to($sport) // 0) > 0 }, 10) };
+	SmtpChainTest::stop_pid($nc->{pid}, 'KILL', 5);
+	my $again = eval { start_milter('noconn2', { port => $nc->{port} }, '-P', 'noconnect') };
+	kill 'CONT', $worker;
+	ok($queued, 'dead idle: the backend\'s greeting waited while the worker was stopped');
+	ok($again, 'dead idle: a new milter on the same port') or diag($@);
+	reply_ok($c->read_reply, 220, undef, 'dead idle: greeting');
+	$c->ehlo('client.test');
+	($tag, $data) = message('plain');
+	my $s = $c->send_mail(from => 'sender@client.test', to => 'rcpt@example.test', data => $data);
+	reply_ok($s->{mail}, 250, undef, 'dead idle: MAIL is not refused (no default_action)');
+	reply_ok($s->{end}, 250, undef, 'dead idle: the message is accepted');
+	$c->quit;
+	my @m = $slow->wait_find(qr/\Q$tag\E/, 10);
+	ok($m[0] && trace_of($m[0], 'noconn2'), 'dead idle: delivered through the new milter');
+	like($pr->log_text, qr/an idle connection was closed by the milter .*dropped/,
+	    'dead idle: the dead connection was seen when taken');
+	unlike($pr->log_text, qr/for the rest of the session/, 'dead idle: no milter failure logged');
+	$pr->stop_ok('dead-idle proxy exits 0');
+}
+
 # --- the same message through a real Postfix with the same milter: the same changes
 SKIP: {
 	skip 'a private Postfix needs root', 12 unless $> == 0;

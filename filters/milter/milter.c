@@ -33,9 +33,10 @@
  *	idle_connections (default 4, 0 = never) for the next session, which
  *	starts at SMFIC_CONNECT with what was negotiated (libmilter keeps it,
  *	calls xxfi_close at QUIT_NC and expects CONNECT next).  An idle
- *	connection the milter closes (or writes on) is dropped; one found dead
- *	while the next session's CONNECT waits is replaced by a new connection
- *	once.  Idle connections do not keep the daemon's loop alive.
+ *	connection the milter closes (or writes on) is dropped, when the loop
+ *	reads it or when a session would take it (a peek at the socket); one
+ *	found dead while the next session's CONNECT waits is replaced by a new
+ *	connection once.  Idle connections do not keep the daemon's loop alive.
  *	Each later hook sends its macros and command (SMFIC_HELO, MAIL, RCPT,
  *	DATA, HEADER, EOH, BODY in chunks of at most MILTER_CHUNK_SIZE,
  *	BODYEOB; SMFIC_UNKNOWN, without macros, for a command the proxy does
@@ -107,6 +108,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <uv.h>
 
@@ -514,20 +516,44 @@ pool_put(struct msess *ms, struct mlink *l)
 	return true;
 }
 
-/* An idle connection for a new session, or NULL. */
-static struct mlink *
-pool_take(struct milter_conf *conf)
+/*
+ * Whether an idle socket has nothing to read: the milter neither closed it
+ * nor wrote on it while it was idle.  on_read() drops such a connection,
+ * but the milter's close may wait in this very loop iteration, behind the
+ * event that starts the session; with SMFIP_NOCONNECT or SMFIP_NR_CONN
+ * nothing waits at connect, and the failure would show at a later step of
+ * the session (default_action) instead of at its start.
+ */
+static bool
+link_quiet(struct mlink *l)
 {
+	uv_os_fd_t fd;
+	char octet;
+	ssize_t n;
+
+	if (uv_fileno(&l->io.h, &fd) != 0)
+		return false;
+	n = recv(fd, &octet, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
+/* An idle connection for a new session (checked: still quiet), or NULL. */
+static struct mlink *
+pool_take(struct msess *ms)
+{
+	struct milter_conf *conf = ms->conf;
 	struct mlink *l;
 
 	while ((l = conf->idle) != NULL) {
 		pool_unlink(l);
 		if (!uv_is_closing(&l->io.h) && uv_is_readable(&l->io.s) &&
-		    uv_is_writable(&l->io.s)) {
+		    uv_is_writable(&l->io.s) && link_quiet(l)) {
 			uv_ref(&l->io.h);
 			uv_ref((uv_handle_t *)&l->timer);
 			return l;
 		}
+		host->log(ms->c, SC_LOG_INFO, "milter %s: an idle connection was closed by the "
+		    "milter (or it wrote while idle); dropped", conf->socket);
 		link_close(l);
 	}
 	return NULL;
@@ -1501,7 +1527,7 @@ link_open(struct msess *ms)
 static bool
 link_reuse(struct msess *ms)
 {
-	struct mlink *l = pool_take(ms->conf);
+	struct mlink *l = pool_take(ms);
 
 	if (l == NULL)
 		return false;
