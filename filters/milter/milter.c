@@ -61,6 +61,16 @@
  *	SMFIP_HDR_LEADSPC, and with folding as LF (as sendmail and Postfix
  *	send them); values from the milter get the space back and CRLF.
  *
+ *	SMFIC_OPTNEG offers SMFIP_MDS_1M, as sendmail does when configured
+ *	with Milter.maxdatasize (Postfix does not): a libmilter built with MDS
+ *	negotiation then reads commands of up to 1 MB and says so (MDS_1M or
+ *	MDS_256K in its reply); a libmilter without it ignores the offer and
+ *	reads 65535 octets of data per command, unless the milter raised that
+ *	with smfi_setmaxdatasize(), which the MTA cannot see.  So a header
+ *	over the negotiated size goes all the same; when the milter hangs up
+ *	on it, the warning says so.  Body chunks stay at MILTER_CHUNK_SIZE
+ *	whatever was negotiated, as sendmail sends them.
+ *
  *	Timeouts as Postfix's milter_connect_timeout, milter_command_timeout
  *	and milter_content_timeout (the content one for the message's
  *	headers and body); the end-of-message reply has its own (sendmail's
@@ -129,8 +139,18 @@
 /* What the module offers in SMFIC_OPTNEG. */
 #define OFFERED_ACTIONS	(SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_ADDRCPT | \
 	SMFIF_ADDRCPT_PAR | SMFIF_DELRCPT | SMFIF_QUARANTINE | SMFIF_CHGFROM | SMFIF_SETSYMLIST)
-/* Every protocol step but SMFIP_RCPT_REJ (refused recipients are not sent). */
-#define OFFERED_PROTOCOL (SMFI_CURR_PROT & ~SMFIP_RCPT_REJ)
+/*
+ * Every protocol step but SMFIP_RCPT_REJ (refused recipients are not
+ * sent), and commands of up to 1 MB (SMFIP_MDS_1M, as sendmail offers with
+ * Milter.maxdatasize: a libmilter built with MDS negotiation then reads
+ * that much, others ignore the offer).
+ */
+#define OFFERED_PROTOCOL ((SMFI_CURR_PROT & ~SMFIP_RCPT_REJ) | SMFIP_MDS_1M)
+
+/* The most data in one command a milter reads, by what it negotiated. */
+#define MAX_DATA_DEFAULT	MILTER_MAX_DATA_SIZE	/* 65535: libmilter's default */
+#define MAX_DATA_256K		(256 * 1024 - 1)	/* SMFIP_MDS_256K */
+#define MAX_DATA_1M		(1024 * 1024 - 1)	/* SMFIP_MDS_1M */
 
 /* What happens when the milter is gone. */
 enum fail_action {
@@ -247,6 +267,7 @@ struct mlink {
 
 	/* Negotiated (SMFIC_OPTNEG's reply). */
 	uint32_t	 actions, protocol;
+	size_t		 max_data;	/* the most data in one command it reads */
 	struct namelist	 symlist[MC_NSTAGES];	/* the milter's own lists */
 	bool		 has_symlist[MC_NSTAGES];
 };
@@ -269,6 +290,7 @@ struct msess {
 
 	/* Negotiated (copied from the link). */
 	uint32_t		 actions, protocol;
+	size_t			 max_data;
 
 	/* The hook that waits for the milter, and an answer given during it. */
 	enum hook		 pending;
@@ -282,6 +304,7 @@ struct msess {
 	bool			 msg_done;	/* the milter decided: no more commands */
 	bool			 skip_body;	/* SMFIR_SKIP during the body */
 	bool			 quarantine;
+	size_t			 oversize;	/* a header sent over max_data: its size */
 	unsigned char		*body;		/* the rest of a body chunk to send */
 	size_t			 body_len, body_off;
 	struct change		*changes, **changes_tail;
@@ -651,6 +674,7 @@ message_reset(struct msess *ms)
 	ms->msg_done = false;
 	ms->skip_body = false;
 	ms->quarantine = false;
+	ms->oversize = 0;
 	free(ms->body);
 	ms->body = NULL;
 	ms->body_len = ms->body_off = 0;
@@ -698,14 +722,28 @@ fail(struct msess *ms, enum fail_action act, const char *fmt, ...)
 		finish_hook(ms, failed_verdict(ms, ms->pending, true));
 }
 
+/* Why the milter may have hung up: a header over what it negotiated, or "". */
+static const char *
+oversize_note(const struct msess *ms, char *buf, size_t len)
+{
+	if (ms->oversize == 0)
+		return "";
+	snprintf(buf, len, " after a header of %zu octets (it negotiated %zu; libmilter "
+	    "reads no more unless the milter calls smfi_setmaxdatasize or negotiates "
+	    "SMFIP_MDS_1M)", ms->oversize, ms->max_data);
+	return buf;
+}
+
 static void
 on_written(uv_write_t *req, int status)
 {
 	struct mlink *l = req->handle->data;
+	char note[200];
 
 	free(req);
 	if (status < 0 && status != UV_ECANCELED && l->ms != NULL)
-		fail(l->ms, ACT_DEFAULT, "writing to the milter: %s", uv_strerror(status));
+		fail(l->ms, ACT_DEFAULT, "writing to the milter: %s%s", uv_strerror(status),
+		    oversize_note(l->ms, note, sizeof(note)));
 	else if (status < 0 && l->idle)
 		pool_drop(l);
 }
@@ -1327,12 +1365,15 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (l->ms == NULL || nread == 0)
 		return;
 	if (nread < 0) {
+		char note[200];
+
 		if (nread == UV_EOF)
-			fail(l->ms, ACT_DEFAULT, "the milter closed the connection%s",
-			    l->ms->nwaiting ? " instead of replying" : "");
+			fail(l->ms, ACT_DEFAULT, "the milter closed the connection%s%s",
+			    l->ms->nwaiting ? " instead of replying" : "",
+			    oversize_note(l->ms, note, sizeof(note)));
 		else
-			fail(l->ms, ACT_DEFAULT, "reading from the milter: %s",
-			    uv_strerror((int)nread));
+			fail(l->ms, ACT_DEFAULT, "reading from the milter: %s%s",
+			    uv_strerror((int)nread), oversize_note(l->ms, note, sizeof(note)));
 		return;
 	}
 	if (mc_decoder_feed(&l->dec, buf->base, (size_t)nread) != 0) {
@@ -1419,6 +1460,9 @@ negotiated(struct msess *ms, const struct mc_reply *r)
 		    r->protocol & ~(uint32_t)(OFFERED_PROTOCOL | SMFI_INTERNAL));
 	l->actions = ms->actions = r->actions & OFFERED_ACTIONS;
 	l->protocol = ms->protocol = r->protocol & OFFERED_PROTOCOL;
+	/* As sendmail: 1M or 256K when the reply says so, else libmilter's default. */
+	l->max_data = ms->max_data = (r->protocol & SMFIP_MDS_1M) ? MAX_DATA_1M :
+	    (r->protocol & SMFIP_MDS_256K) ? MAX_DATA_256K : MAX_DATA_DEFAULT;
 	for (int i = 0; i < MC_NSTAGES; i++) {
 		if (r->macros[i] == NULL)
 			continue;
@@ -1432,8 +1476,9 @@ negotiated(struct msess *ms, const struct mc_reply *r)
 		}
 		l->has_symlist[i] = true;
 	}
-	host->log(ms->c, SC_LOG_DEBUG, "milter %s: version %u, actions 0x%x, protocol 0x%x",
-	    ms->conf->socket, r->version, ms->actions, ms->protocol);
+	host->log(ms->c, SC_LOG_DEBUG, "milter %s: version %u, actions 0x%x, protocol 0x%x, "
+	    "commands of up to %zu octets", ms->conf->socket, r->version, ms->actions,
+	    ms->protocol, ms->max_data);
 	set_state(ms, MS_READY, "negotiated");
 	step(ms, SMFIM_CONNECT, SMFIP_NOCONNECT, SMFIP_NR_CONN, SMFIC_CONNECT, encode_connect, NULL);
 }
@@ -1537,6 +1582,7 @@ link_reuse(struct msess *ms)
 	ms->reused = true;
 	ms->actions = l->actions;
 	ms->protocol = l->protocol;
+	ms->max_data = l->max_data;
 	host->log(ms->c, SC_LOG_DEBUG, "milter %s: an idle connection used again (session %u "
 	    "on it)", ms->conf->socket, l->sessions + 1);
 	set_state(ms, MS_READY, "connection used again");
@@ -1692,7 +1738,7 @@ m_data(struct sc_ctx *c)
 	return hook_return(ms);
 }
 
-/* A header for the encoder. */
+/* A header for the encoder: the value as the milter gets it. */
 struct header_arg {
 	const char	*name, *value;
 };
@@ -1701,29 +1747,43 @@ static int
 encode_header(struct msess *ms, const void *arg)
 {
 	const struct header_arg *h = arg;
-	char *v = header_value_out(ms, h->value);
-	int rc;
 
-	if (v == NULL)
-		return -1;
-	rc = mc_enc_header(&ms->out, h->name, v);
-	free(v);
-	return rc;
+	return mc_enc_header(&ms->out, h->name, h->value);
 }
 
+/*
+ * One header.  A header longer than what the milter negotiated (max_data)
+ * goes all the same: the milter may read more than it said (libmilter's
+ * smfi_setmaxdatasize() is not negotiated).  If it hangs up, the log says
+ * why (on_read).
+ */
 static enum sc_verdict
 m_header(struct sc_ctx *c, const char *name, const char *value)
 {
 	struct msess *ms = session_of(c);
-	struct header_arg h = { name, value };
+	struct header_arg h = { name, NULL };
 	enum sc_verdict v;
+	char *out;
+	size_t size;
 
 	if ((v = hook_precheck(ms, HOOK_HEADER)) != SC_PENDING)
 		return v;
 	if (skips(ms, SMFIP_NOHDRS))
 		return SC_CONTINUE;
 	hook_enter(ms, HOOK_HEADER);
+	if ((out = header_value_out(ms, value)) == NULL) {
+		encode_failed(ms);
+		return hook_return(ms);
+	}
+	h.value = out;
+	size = strlen(name) + 1 + strlen(out) + 1;
+	if (size > ms->max_data) {
+		ms->oversize = size;
+		host->log(c, SC_LOG_DEBUG, "milter %s: header %.64s of %zu octets, over the %zu "
+		    "the milter negotiated", ms->conf->socket, name, size, ms->max_data);
+	}
 	step(ms, SMFIM_EOH, SMFIP_NOHDRS, SMFIP_NR_HDR, SMFIC_HEADER, encode_header, &h);
+	free(out);
 	return hook_return(ms);
 }
 
