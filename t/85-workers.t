@@ -104,7 +104,7 @@ like($p->log_text, qr/all workers exited/, 'the master waited for its workers');
 SKIP: {
 	skip 'valgrind has descriptors of its own in every process', 1 if $SmtpChainTest::VALGRIND;
 	skip 'no /proc/PID/fd', 1 unless -d "/proc/$$/fd";
-	my %outside = map { $_ => 1 } values %{ fd_targets($$) };
+	my %outside = map { $_ => 1 } values %{ SmtpChainTest::fd_targets($$) };
 	my $mport = free_port();
 	my $q = start_proxy(<<"EOF", name => 'fds');
 backend = "127.0.0.1:@{[ $sink->port ]}";
@@ -115,13 +115,13 @@ EOF
 		my @qw;
 		ok(SmtpChainTest::wait_until(sub { @qw = $q->worker_pids; @qw == 2 }, 15), "fds: 2 workers $round")
 		    or diag("workers: @qw");
-		my $master = fd_targets($q->pid);
+		my $master = SmtpChainTest::fd_targets($q->pid);
 		my %in_master = map { $_ => 1 } grep { !$outside{$_} } values %$master;
 		my @msockets = grep { /^socket:/ } keys %in_master;
 		is(scalar(@msockets), 2, 'fds: the master has 2 sockets (the SMTP and metrics listeners)')
 		    or diag(join(' ', sort values %$master));
 		for my $w (@qw) {
-			my $t = fd_targets($w);
+			my $t = SmtpChainTest::fd_targets($w);
 			my @all = values %$t;
 			is(scalar(grep { $_ eq 'anon_inode:[eventpoll]' } @all), 1, "fds: worker $w has one epoll instance, its own");
 			is(scalar(grep { $_ eq 'anon_inode:[eventfd]' } @all), 1, "fds: worker $w has one eventfd");
@@ -136,19 +136,6 @@ EOF
 		    'fds: a reload starts 2 new workers');
 	}
 	$q->stop_ok('fds: the master exits 0');
-}
-
-# The targets of a process's descriptors: fd => readlink.
-sub fd_targets {
-	my ($pid) = @_;
-	my %t;
-	opendir(my $d, "/proc/$pid/fd") or return {};
-	for my $fd (grep { /^\d+$/ } readdir $d) {
-		my $l = readlink("/proc/$pid/fd/$fd");
-		$t{$fd} = $l if defined $l;
-	}
-	closedir $d;
-	return \%t;
 }
 
 done_testing;

@@ -199,11 +199,24 @@ reply_ok($r4[0], 220, undef, 'the master and its workers are still serving');
 	ok($checker, 'a second SIGHUP while the first is checked: ignored, with a line saying so')
 	    or diag($p->log_tail);
 	like(metrics_status($mport), qr{^HTTP/1\.[01] 200}, 'the metrics are served during the check');
-	my ($victim) = $p->worker_pids;
+	my @before = $p->worker_pids;
+	my ($victim) = grep { !$checker || $_ != $checker } @before;
 	my $started = () = $p->log_text =~ /info: worker \d+ started/g;
 	kill 'KILL', $victim;
 	ok(SmtpChainTest::wait_until(sub { (() = $p->log_text =~ /info: worker \d+ started/g) > $started }, 30),
 	    'a worker killed during the check is started again');
+	# That worker holds no pipe of the master's (the check's pipe is one)
+	# but those the test process has too.
+	SKIP: {
+		skip 'valgrind has descriptors of its own in every process', 1 if $SmtpChainTest::VALGRIND;
+		my %outside = map { $_ => 1 } values %{ SmtpChainTest::fd_targets($$) };
+		my %master = map { $_ => 1 } grep { /^pipe:/ && !$outside{$_} }
+		    values %{ SmtpChainTest::fd_targets($p->pid) };
+		my ($new) = grep { my $x = $_; !grep { $_ == $x } @before } $p->worker_pids;
+		my @shared = $new ? grep { $master{$_} } values %{ SmtpChainTest::fd_targets($new) } : ('no new worker');
+		ok(%master && !@shared, 'the new worker has none of the master\'s pipes (the check\'s included)')
+		    or diag('master pipes: ' . join(' ', sort keys %master) . "; shared: @shared");
+	}
 	ok($checker && SmtpChainTest::proc_alive($checker), 'all that while the check was running');
 	is(reloads(), $r, 'and the reload was not done yet');
 	SmtpChainTest::spew($gate, "open\n");

@@ -164,6 +164,20 @@ sub wait_until {
 	return $code->();
 }
 
+# The targets of a process's descriptors, from /proc: { fd => readlink }
+# ("socket:[123]", "pipe:[456]", "anon_inode:[eventpoll]", a path).
+sub fd_targets {
+	my ($pid) = @_;
+	my %t;
+	opendir(my $d, "/proc/$pid/fd") or return {};
+	for my $fd (grep { /^\d+\z/ } readdir $d) {
+		my $l = readlink("/proc/$pid/fd/$fd");
+		$t{$fd} = $l if defined $l;
+	}
+	closedir $d;
+	return \%t;
+}
+
 # Whether a process exists (and is not a zombie we could reap).
 sub proc_alive {
 	my ($pid) = @_;
