@@ -693,7 +693,9 @@ SKIP: {
 	my $r = transact($ph->port, data => $data, keep => 1);
 	my $took = time - $t0;
 	reply_ok($r->{end}, 451, '4.7.1', 'hang: 451 4.7.1 at end of data');
-	ok($took >= 1.5 && $took < 10, sprintf('hang: after the 2 s eom timeout (%.1f s)', $took));
+	# Which timeout fired is in the log line below; only a lower bound on the time here
+	# (an upper one would be a timing assertion on a loaded machine).
+	ok($took >= 1.5, sprintf('hang: not before the 2 s eom timeout (%.1f s)', $took));
 	like($ph->log_text, qr/milter inet:127\.0\.0\.1:$h->{port}: no reply to SMFIC_BODYEOB within 2 s; tempfail for the rest of the session/,
 	    'hang: one clear log line');
 	my $c = $r->{client};
@@ -727,11 +729,8 @@ SKIP: {
 	my $ph = proxy_with('hangbody', milter_block("inet:127.0.0.1:$h->{port}", timeout_content => 2,
 	    timeout_eom => 60, timeout_command => 60));
 	my ($tag, $data) = message('plain');
-	my $t0 = time;
 	my $r = transact($ph->port, data => $data);
-	my $took = time - $t0;
 	reply_ok($r->{end}, 451, '4.7.1', 'hang in the body: 451 4.7.1');
-	ok($took < 30, sprintf('hang in the body: after the 2 s content timeout (%.1f s)', $took));
 	like($ph->log_text, qr/no reply to SMFIC_BODY within 2 s; tempfail for the rest of the session/,
 	    'hang in the body: logged with the content timeout');
 	ok(not_delivered($tag), 'hang in the body: not delivered (the client keeps it)');
