@@ -10,6 +10,13 @@
 #include "iobuf.h"
 #include "log.h"
 
+/* See outq_due_run(): the queues owed a done callback, and the loop's phase. */
+static struct outq	*due_head;
+static uv_prepare_t	 phase_prepare;
+static uv_check_t	 due_check;
+static uv_loop_t	*due_loop;
+static int		 in_poll_phase;
+
 /* Release a buffer's memory. */
 void
 iobuf_free(struct iobuf *b)
@@ -75,10 +82,14 @@ iobuf_append(struct iobuf *b, const void *p, size_t n)
 	b->len += n;
 }
 
+static void outq_phase_init(uv_loop_t *loop);
+
 /* Bind a queue to its stream; done runs after every completed write. */
 void
 outq_init(struct outq *q, uv_stream_t *stream, outq_cb done, void *owner)
 {
+	if (due_loop == NULL)
+		outq_phase_init(stream->loop);
 	memset(q, 0, sizeof(*q));
 	q->stream = stream;
 	q->done = done;
@@ -118,17 +129,28 @@ static void outq_written(uv_write_t *req, int status);
 
 /*
  * Queues whose last batch went out inside outq_flush(), waiting for their
- * done callback; one loop per process (a worker's), so one list.
+ * done callback; one loop per process (a worker's), so one list.  Their
+ * done runs from a check handle, which libuv runs right after the poll
+ * phase: so a batch is written at once only during the poll phase (from
+ * an I/O callback), between the prepare handle and the check handle.  A
+ * flush from a timer, a write's completion or a close goes through
+ * uv_write as before: from there the check handle would run only after
+ * the next poll, which may block until some other event (a lost wake-up).
  */
-static struct outq	*due_head;
-static uv_check_t	 due_check;
-static uv_loop_t	*due_loop;
+
+static void
+outq_poll_begins(uv_prepare_t *h)
+{
+	(void)h;
+	in_poll_phase = 1;
+}
 
 static void
 outq_due_run(uv_check_t *h)
 {
 	struct outq *q;
 
+	(void)h;
 	/* A done callback may flush again and put its queue back: run until empty. */
 	while ((q = due_head) != NULL) {
 		due_head = q->due_next;
@@ -137,7 +159,20 @@ outq_due_run(uv_check_t *h)
 		if (q->done)
 			q->done(q, 0);
 	}
-	uv_check_stop(h);
+	in_poll_phase = 0;
+}
+
+/* The prepare and check handles, with the first queue (neither keeps the loop alive). */
+static void
+outq_phase_init(uv_loop_t *loop)
+{
+	uv_prepare_init(loop, &phase_prepare);
+	uv_check_init(loop, &due_check);
+	uv_prepare_start(&phase_prepare, outq_poll_begins);
+	uv_check_start(&due_check, outq_due_run);
+	uv_unref((uv_handle_t *)&phase_prepare);
+	uv_unref((uv_handle_t *)&due_check);
+	due_loop = loop;
 }
 
 static void
@@ -148,7 +183,6 @@ outq_due(struct outq *q)
 	q->done_due = 1;
 	q->due_next = due_head;
 	due_head = q;
-	uv_check_start(&due_check, outq_due_run);
 }
 
 /* Start writing what has gathered, unless a write is already in flight. */
@@ -161,12 +195,8 @@ outq_flush(struct outq *q)
 
 	if (q->writing || q->fill.len == 0)
 		return 0;
-	if (due_loop == NULL) {
-		uv_check_init(q->stream->loop, &due_check);
-		uv_unref((uv_handle_t *)&due_check);	/* does not keep the loop alive */
-		due_loop = q->stream->loop;
-	}
-	if (due_loop == q->stream->loop && !uv_is_closing((uv_handle_t *)&due_check)) {
+	if (in_poll_phase && due_loop == q->stream->loop &&
+	    !uv_is_closing((uv_handle_t *)&due_check)) {
 		buf = uv_buf_init(q->fill.data + q->fill.off, (unsigned)q->fill.len);
 		rc = uv_try_write(q->stream, &buf, 1);
 		if (rc == (int)q->fill.len) {

@@ -8,12 +8,13 @@
  * behind it.  Both are bounded by their owner, who stops reading when
  * outq_pending() grows past its mark (backpressure).
  *
- * outq_flush() first offers the batch to the kernel itself (uv_try_write):
- * a reply or a command nearly always fits the socket buffer, and then no
- * write request is made (libuv re-arms the descriptor in epoll after each
- * request: one epoll_ctl per reply).  The done callback still runs later
- * from the loop, never from inside outq_flush(): for such a batch from the
- * loop's check phase, after the I/O callbacks of the same iteration.
+ * outq_flush() called from an I/O callback first offers the batch to the
+ * kernel itself (uv_try_write): a reply or a command nearly always fits the
+ * socket buffer, and then no write request is made (libuv re-arms the
+ * descriptor in epoll after each request: one epoll_ctl per reply).  The
+ * done callback still runs later from the loop, never from inside
+ * outq_flush(): for such a batch from the loop's check phase, right after
+ * the I/O callbacks of the same iteration.
  */
 #ifndef SMTPCHAIN_IOBUF_H
 #define SMTPCHAIN_IOBUF_H
