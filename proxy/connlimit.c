@@ -31,6 +31,7 @@
 
 #include "connlimit.h"
 #include "log.h"
+#include "shmutex.h"
 
 struct cl_entry {
 	unsigned char	key[16];
@@ -96,21 +97,13 @@ entry_sum(const struct cl_entry *e)
 static void
 table_lock(void)
 {
-	int rc = pthread_mutex_lock(&tab->lock);
-
-	if (rc == EOWNERDEAD) {
-		log_warn("connection table: a process died holding its lock; rebuilding it");
-		rebuild();
-		pthread_mutex_consistent(&tab->lock);
-	} else if (rc != 0) {
-		log_panic("connlimit: pthread_mutex_lock: %s", strerror(rc));
-	}
+	shmutex_lock(&tab->lock, "connection table", rebuild);
 }
 
 static void
 table_unlock(void)
 {
-	pthread_mutex_unlock(&tab->lock);
+	shmutex_unlock(&tab->lock);
 }
 
 /* The entry for key, inserted when asked and there is room; NULL otherwise. */
@@ -228,7 +221,6 @@ my_column(void)
 int
 connlimit_init(unsigned max_connections)
 {
-	pthread_mutexattr_t attr;
 	size_t cap = 2 * CONNLIMIT_MIN_ADDRESSES, size;
 	void *p;
 	int rc;
@@ -244,17 +236,12 @@ connlimit_init(unsigned max_connections)
 	tab = p;
 	tab->cap = cap;
 	tab->max_used = cap / 2;
-	pthread_mutexattr_init(&attr);
-	if ((rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
-	    (rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
-	    (rc = pthread_mutex_init(&tab->lock, &attr)) != 0) {
-		pthread_mutexattr_destroy(&attr);
+	if ((rc = shmutex_init(&tab->lock)) != 0) {
 		munmap(p, size);
 		tab = NULL;
 		errno = rc;
 		return -1;
 	}
-	pthread_mutexattr_destroy(&attr);
 	return 0;
 }
 

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "session.h"
+#include "shmutex.h"
 
 #define HTTP_MAX_REQUEST	4096
 #define HTTP_TIMEOUT_MS		10000
@@ -288,20 +289,13 @@ metrics_backend_reply(int code)
 static void
 names_lock(void)
 {
-	int rc = pthread_mutex_lock(&R->names_lock);
-
-	if (rc == EOWNERDEAD) {
-		log_warn("metrics: a process died holding the filter names' lock; taking it over");
-		pthread_mutex_consistent(&R->names_lock);
-	} else if (rc != 0) {
-		log_panic("metrics: pthread_mutex_lock: %s", strerror(rc));
-	}
+	shmutex_lock(&R->names_lock, "metrics: the filter names", NULL);
 }
 
 static void
 names_unlock(void)
 {
-	pthread_mutex_unlock(&R->names_lock);
+	shmutex_unlock(&R->names_lock);
 }
 
 /*
@@ -779,7 +773,6 @@ metrics_init(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen
 	void *p = mmap(NULL, sizeof(struct region), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct region *r = p;
-	pthread_mutexattr_t attr;
 	int rc;
 
 	if (p == MAP_FAILED) {
@@ -787,16 +780,11 @@ metrics_init(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen
 		    strerror(errno));
 		return -1;
 	}
-	pthread_mutexattr_init(&attr);
-	if ((rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
-	    (rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
-	    (rc = pthread_mutex_init(&r->names_lock, &attr)) != 0) {
-		pthread_mutexattr_destroy(&attr);
+	if ((rc = shmutex_init(&r->names_lock)) != 0) {
 		munmap(p, sizeof(struct region));
 		snprintf(err, errlen, "metrics: a process-shared mutex: %s", strerror(rc));
 		return -1;
 	}
-	pthread_mutexattr_destroy(&attr);
 	R = r;		/* zero-filled */
 	if (cfg->metrics.enabled)
 		return http_start(loop, cfg, err, errlen);
