@@ -101,8 +101,7 @@ struct msgstore {
 	size_t		 nhdrs;
 	size_t		 hdrs_cap;
 	bool		 separator;	/* the input had an empty line */
-	bool		 modified;	/* headers or body changed */
-	uint64_t	 changes;	/* real changes so far (msgstore_changes) */
+	uint64_t	 changes;	/* real changes so far (msgstore_changes): headers or body */
 	bool		 finished;
 	int		 error;		/* errno of a failed feed: sticky */
 
@@ -693,7 +692,7 @@ msgstore_finish(struct msgstore *m)
 static bool
 separator_out(const struct msgstore *m)
 {
-	return m->separator || (m->modified && body_size(&m->body) > 0);
+	return m->separator || (m->changes > 0 && body_size(&m->body) > 0);
 }
 
 /* Octets of the message as it is now, unstuffed. */
@@ -744,7 +743,6 @@ msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const
 	if (index > m->nhdrs)
 		index = m->nhdrs;
 	hdr_insert_at(m, index, hdr_make(name, strlen(name), value, strlen(value)));
-	m->modified = true;
 	m->changes++;
 	return 0;
 }
@@ -777,14 +775,12 @@ msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, 
 			free(h->pub.name);
 			*h = nh;
 		}
-		m->modified = true;
 		m->changes++;
 		return 0;
 	}
 	if (value == NULL)
 		return 0;
 	hdr_insert_at(m, m->nhdrs, hdr_make(name, strlen(name), value, strlen(value)));
-	m->modified = true;
 	m->changes++;
 	return 0;
 }
@@ -934,7 +930,6 @@ msgstore_body_replace_commit(struct msgstore *m)
 	m->body.limit = m->mem_threshold;
 	body_init(&m->repl, 0);
 	m->body_rpos = 0;
-	m->modified = true;
 	m->changes++;
 	m->out_begun = false;
 	return 0;
