@@ -442,12 +442,19 @@ host_state(struct sc_ctx *c)
 }
 
 /*
- * The address the client connected to, numeric ({daemon_addr}): ours, or
- * the destination a PROXY header named (session.c sets s->local).
+ * The address the client connected to, numeric ({daemon_addr}): the
+ * destination a PROXY header named (session.c sets s->local), else ours,
+ * asked of the socket the first time a filter wants it (not in every
+ * session).
  */
 static const char *
-daemon_addr(const struct session *s, char *buf, size_t len)
+daemon_addr(struct session *s, char *buf, size_t len)
 {
+	int sslen = sizeof(s->local);
+
+	if (s->local.ss_family == AF_UNSPEC &&
+	    uv_tcp_getsockname(&s->client, (struct sockaddr *)&s->local, &sslen) != 0)
+		s->local.ss_family = AF_UNSPEC;
 	if (s->local.ss_family == AF_INET6)
 		uv_ip6_name((const struct sockaddr_in6 *)&s->local, buf, len);
 	else if (s->local.ss_family == AF_INET)

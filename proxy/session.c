@@ -2347,9 +2347,6 @@ session_start(uv_tcp_t *client)
 
 	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&ss, &sslen) == 0)
 		set_client(s, &ss);
-	sslen = sizeof(s->local);
-	if (uv_tcp_getsockname(&s->client, (struct sockaddr *)&s->local, &sslen) != 0)
-		s->local.ss_family = AF_UNSPEC;
 	uv_tcp_nodelay(&s->client, 1);
 	outq_init(&s->cout, (uv_stream_t *)&s->client, client_written, s);
 	uv_timer_init(srv->loop, &s->ctimer);

@@ -95,8 +95,10 @@ struct session {
 	bool			 reading;
 	bool			 line_logged;	/* the current command line is in the transcript */
 	struct sockaddr_storage	 peer;		/* the client's address (the real one, after a PROXY header) */
-	struct sockaddr_storage	 local;		/* the address it connected to: ours, or after a
-						   PROXY header the one it named ({daemon_addr}) */
+	struct sockaddr_storage	 local;		/* the address it connected to: after a PROXY
+						   header the one it named, else ours, looked up
+						   when a filter asks ({daemon_addr}); AF_UNSPEC
+						   until then */
 	char			 lbaddr[INET6_ADDRSTRLEN];	/* with a PROXY header: the load */
 	unsigned		 lbport;		/* balancer's address and port, else "" */
 	struct connlimit_ticket	 climit;	/* counted in the shared connection table */
