@@ -18,8 +18,8 @@ apt-get install -y -q --no-install-recommends \
 	libuv1-dev libssl-dev libpcre2-dev libmilter-dev libcmocka-dev \
 	postfix postfix-pcre swaks opendkim opendkim-tools haproxy \
 	clang libclang-rt-14-dev valgrind \
-	perl libio-socket-ip-perl libio-socket-ssl-perl libnet-ssleay-perl openssl \
-	procps iproute2 ca-certificates coreutils \
+	perl libio-socket-ip-perl libio-socket-ssl-perl libnet-ssleay-perl libnet-dns-perl openssl \
+	procps iproute2 ca-certificates coreutils util-linux mount \
 	>/dev/null
 if [ -f /etc/postfix/main.cf ] && postfix status >/dev/null 2>&1; then
 	postfix stop || true
