@@ -19,6 +19,7 @@ apt-get install -y -q --no-install-recommends \
 	postfix postfix-pcre swaks opendkim opendkim-tools haproxy \
 	clang libclang-rt-14-dev valgrind \
 	perl libio-socket-ip-perl libio-socket-ssl-perl libnet-ssleay-perl libnet-dns-perl openssl \
+	postgrey postfix-policyd-spf-python \
 	procps iproute2 ca-certificates coreutils util-linux mount \
 	>/dev/null
 if [ -f /etc/postfix/main.cf ] && postfix status >/dev/null 2>&1; then
