@@ -585,40 +585,48 @@ sub rx_queue_to {
 }
 
 # --- the same message through a real Postfix with the same milter: the same changes
+# (twice: every change; and headers inserted at indexes 1 and 2 alone, which
+# behind Postfix count its Received: as header 0, so they land just below it)
 SKIP: {
-	skip 'a private Postfix needs root', 12 unless $> == 0;
+	skip 'a private Postfix needs root', 20 unless $> == 0;
 	my $same = start_milter('same');
-	my $words = 'addheader insheader chgheader delheader replbody chgfrom addrcpt delrcpt';
 	my $pp = proxy_with('same', milter_block("inet:127.0.0.1:$same->{port}"));
 	my $pf = start_postfix(relay_port => $sink->port, name => 'postfix-same',
 	    main => "smtpd_milters = inet:127.0.0.1:$same->{port}\n" .
 		"milter_default_action = tempfail\nmilter_protocol = 6\n");
-	my %got;
-	for my $via (['proxy', $pp->port], ['postfix', $pf->port]) {
-		my ($name, $port) = @$via;
-		my ($tag, $data) = message($words);
-		my $r = transact($port, data => $data, to => ['rcpt@example.test', 'gone@example.org']);
-		reply_ok($r->{end}, 250, undef, "same changes: 250 through $name");
-		my @m = $sink->wait_find(qr/\Q$tag\E/, 30);
-		ok(@m, "same changes: delivered through $name") or diag($name eq 'postfix' ? $pf->maillog : '');
-		next unless @m;
-		my $m = $m[0];
-		(my $text = $m->{message}) =~ s/\Q$tag\E/TAG/g;
-		my @h = grep { $_->[0] !~ /^(?:Received|X-Testmilter-same)$/ } headers_of({ message => $text });
-		my $t = trace_of($m, 'same') || {};
-		$got{$name} = {
-			headers => [map { "$_->[0]: $_->[1]" } @h],
-			body => body_of($m),
-			from => ($m->{mail} // '') =~ /^(<[^>]*>)/ ? $1 : $m->{mail},
-			rcpt => [sort map { /^(<[^>]*>)/ ? $1 : $_ } map { @{ $_->{rcpt} } } @m],
-			seen => join(' ', map { "$_=" . ($t->{$_} // '-') } qw(from rcpts lead body chunks xh)),
-		};
+	for my $words ('addheader insheader insheader2 chgheader delheader replbody chgfrom addrcpt delrcpt',
+	    'insheader2') {
+		my %got;
+		for my $via (['proxy', $pp->port], ['postfix', $pf->port]) {
+			my ($name, $port) = @$via;
+			my ($tag, $data) = message($words);
+			my $r = transact($port, data => $data, to => ['rcpt@example.test', 'gone@example.org']);
+			reply_ok($r->{end}, 250, undef, "same changes ($words): 250 through $name");
+			my @m = $sink->wait_find(qr/\Q$tag\E/, 30);
+			ok(@m, "same changes ($words): delivered through $name")
+			    or diag($name eq 'postfix' ? $pf->maillog : '');
+			next unless @m;
+			my $m = $m[0];
+			(my $text = $m->{message}) =~ s/\Q$tag\E/TAG/g;
+			# The Received: of the MTA in front of the sink: on top through
+			# Postfix; through the proxy the sink is the backend and adds none.
+			my @h = grep { $_->[0] !~ /^(?:Received|X-Testmilter-same)$/ } headers_of({ message => $text });
+			my $t = trace_of($m, 'same') || {};
+			$got{$name} = {
+				headers => [map { "$_->[0]: $_->[1]" } @h],
+				body => body_of($m),
+				from => ($m->{mail} // '') =~ /^(<[^>]*>)/ ? $1 : $m->{mail},
+				rcpt => [sort map { /^(<[^>]*>)/ ? $1 : $_ } map { @{ $_->{rcpt} } } @m],
+				seen => join(' ', map { "$_=" . ($t->{$_} // '-') } qw(from rcpts lead body chunks xh)),
+			};
+		}
+		for my $k (qw(headers body from rcpt seen)) {
+			is_deeply($got{proxy}{$k}, $got{postfix}{$k}, "same changes ($words): $k as through Postfix")
+			    or diag(explain($got{proxy}{$k}), explain($got{postfix}{$k}));
+		}
+		is($got{proxy}{from}, '<changed@example.org>', 'same changes: the sender was changed')
+		    if $words =~ /chgfrom/;
 	}
-	for my $k (qw(headers body from rcpt seen)) {
-		is_deeply($got{proxy}{$k}, $got{postfix}{$k}, "same changes: $k as through Postfix")
-		    or diag(explain($got{proxy}{$k}), explain($got{postfix}{$k}));
-	}
-	is($got{proxy}{from}, '<changed@example.org>', 'same changes: the sender was changed');
 	$pf->stop;
 	$pp->stop_ok('same-changes proxy exits 0');
 }
@@ -1001,7 +1009,7 @@ sub start_fake {
 	my ($chg) = grep { $_->[0] eq 'X-Change-Me' } @h;
 	is($chg && $chg->[1], 'new folded', 'CHGHEADER index 0 is the first occurrence; folding kept');
 	like($m->{message} // '', qr/^X-Change-Me: new\n\tfolded\n/m, 'CHGHEADER: LF made CRLF, the space given back');
-	is($h[1] && $h[1][0], 'X-Second', 'INSHEADER at index 1');
+	is($h[0] && $h[0][0], 'X-Second', 'INSHEADER at index 1: first, just below the MTA\'s Received: as behind Postfix');
 	is($m && $m->{mail}, '<>', 'CHGFROM to the null sender');
 	ok($m && grep({ /^<plain\@example\.org>$/ } @{ $m->{rcpt} }), 'ADDRCPT');
 	wait_until(sub { $flog->() =~ /^K $/m }, 5);

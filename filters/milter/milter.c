@@ -56,7 +56,9 @@
  *	INSHEADER, CHGHEADER, ADDRCPT, ADDRCPT_PAR, DELRCPT, CHGFROM, REPLBODY,
  *	QUARANTINE) arrive during end of message; they are kept in order and
  *	made through the host when the final reply is CONTINUE or ACCEPT (a
- *	QUARANTINE then turns the verdict into SC_QUARANTINE).  Header values
+ *	QUARANTINE then turns the verdict into SC_QUARANTINE).  An INSHEADER
+ *	index counts the MTA's Received: as header 0, as behind Postfix
+ *	(insert_index).  Header values
  *	go to the milter without their leading space unless it negotiated
  *	SMFIP_HDR_LEADSPC, and with folding as LF (as sendmail and Postfix
  *	send them); values from the milter get the space back and CRLF.
@@ -1076,12 +1078,33 @@ replace_body_chunk(struct msess *ms, const struct change *ch, bool *prev_cr)
 	return rc;
 }
 
+/*
+ * Where SMFIR_INSHEADER's index k puts a header in our list.  Behind
+ * Postfix the milter's header 0 is Postfix's own Received: (Postfix passes
+ * k + 1 to its 1-based insert), which the milter never saw; behind us the
+ * backend prepends its Received: on top afterwards.  So *mta is where that
+ * Received: stands in the milter's view (0 until headers are inserted above
+ * it): an index at or above it is ours as is and pushes it down, one below
+ * it is one less.  A lone index k >= 1 is k - 1, and the message the
+ * backend passes on reads as behind Postfix.
+ */
+static size_t
+insert_index(uint32_t k, size_t *mta)
+{
+	if (k <= *mta) {
+		(*mta)++;
+		return k;
+	}
+	return k - 1;
+}
+
 /* Make the kept changes through the host, in the order they came. */
 static void
 changes_apply(struct msess *ms)
 {
 	struct sc_ctx *c = ms->c;
 	bool prev_cr = false;
+	size_t mta = 0;		/* the MTA's Received: in the milter's view (insert_index) */
 	char *v;
 
 	for (struct change *ch = ms->changes; ch != NULL; ch = ch->next) {
@@ -1093,7 +1116,8 @@ changes_apply(struct msess *ms)
 			if ((v = header_value_in(ms, ch->b)) == NULL)
 				break;
 			check_change(ms, ch->cmd == SMFIR_ADDHEADER ? host->add_header(c, ch->a, v) :
-			    host->insert_header(c, ch->index, ch->a, v), ch->cmd, ch->a);
+			    host->insert_header(c, insert_index(ch->index, &mta), ch->a, v), ch->cmd,
+			    ch->a);
 			free(v);
 			break;
 		case SMFIR_CHGHEADER:

@@ -42,6 +42,9 @@
  *	  chgheader	the first X-Change-Me header becomes "changed by NAME"
  *	  addheader	"X-Milter-Added: added by NAME" appended
  *	  insheader	"X-Milter-Inserted: inserted by NAME" put first
+ *	  insheader2	"X-Milter-Index-1: NAME" at index 1 and
+ *			"X-Milter-Index-2: NAME" at index 2 (behind Postfix,
+ *			index 1 is just below its Received:)
  *	  replbody	the body becomes two chunks: "Body replaced by NAME.\r\n"
  *			and "Second chunk.\r\n"
  *	  quarantine	smfi_quarantine("quarantined by NAME")
@@ -411,6 +414,10 @@ tm_eom(SMFICTX *ctx)
 	if (has_word(s, "insheader")) {
 		snprintf(buf, sizeof(buf), "inserted by %s", name);
 		check(smfi_insheader(ctx, 0, "X-Milter-Inserted", buf), "insheader");
+	}
+	if (has_word(s, "insheader2")) {
+		check(smfi_insheader(ctx, 1, "X-Milter-Index-1", name), "insheader2");
+		check(smfi_insheader(ctx, 2, "X-Milter-Index-2", name), "insheader2");
 	}
 	if (has_word(s, "replbody")) {
 		snprintf(buf, sizeof(buf), "Body replaced by %s.\r\n", name);
