@@ -501,6 +501,8 @@ host_get(struct sc_ctx *c, const char *name)
 
 	if (strcmp(name, "session_id") == 0)
 		return s->id;
+	if (strcmp(name, "queue_id") == 0)
+		return s->msgid[0] ? s->msgid : NULL;
 	if (strcmp(name, "client_addr") == 0)
 		return s->caddr;
 	if (strcmp(name, "client_port") == 0) {

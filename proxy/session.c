@@ -325,6 +325,7 @@ reset_held(struct session *s)
 static void
 reset_transaction(struct session *s)
 {
+	s->msgid[0] = '\0';
 	s->in_mail = false;
 	s->mail_smtputf8 = false;
 	s->rcpt_ok = 0;
@@ -498,6 +499,20 @@ relay(struct session *s, const char *line, size_t len, enum smtp_verb verb, bool
  * again when it answers) or STEP_NEXT after refusing it with the module's
  * reply.
  */
+/*
+ * The message's id, from its MAIL on: the session id and the message's
+ * number in the session.  The filters get it (queue_id; the milter's {i}),
+ * the summary line and the quarantine file carry it, and so does our own
+ * answer for a message we end.  A MAIL read again after a pending filter, or
+ * refused, keeps the number; the next transaction gets the next one.
+ */
+static void
+message_number(struct session *s)
+{
+	if (s->msgid[0] == '\0')
+		snprintf(s->msgid, sizeof(s->msgid), "%s.%" PRIu64, s->id, ++s->msgno);
+}
+
 static bool
 filter_allows(struct session *s, enum filter_step step, const char *a1, const char *a2,
     enum step_result *r)
@@ -586,6 +601,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	}
 	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
 	path_params(&path, params, sizeof(params));
+	message_number(s);
 	if (!filter_allows(s, FILTER_MAIL, addr, params, &r))
 		return r;
 	s->mail_smtputf8 = smtp_path_param(&path, "SMTPUTF8") != NULL;
@@ -1366,8 +1382,9 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 		snprintf(btls, sizeof(btls), " backend_tls=%s%s%s", s->btls && s->btls_up ?
 		    tls_conn_version(s->btls) : "none", s->btls && s->btls_up ? "/" : "",
 		    s->btls && s->btls_up ? tls_conn_cipher(s->btls) : "");
-	session_log(s, LOG_LVL_INFO, "client=[%s]:%u helo=<%s>%s%s from=<%s> nrcpt=%u size=%" PRIu64
-	    "%s%s status=%s%s%s reply=\"%s\"", s->caddr, s->cport, s->helo,
+	session_log(s, LOG_LVL_INFO, "msgid=%s client=[%s]:%u helo=<%s>%s%s from=<%s> nrcpt=%u "
+	    "size=%" PRIu64 "%s%s status=%s%s%s reply=\"%s\"", s->msgid[0] ? s->msgid : s->id,
+	    s->caddr, s->cport, s->helo,
 	    s->auth_done ? " sasl_username=" : "", s->auth_done ? s->auth_user : "",
 	    s->from, s->rcpt_ok, s->msg_octets, tls, btls, status, by,
 	    s->msg_modified ? " modified=yes" : "", reply);
@@ -1415,7 +1432,7 @@ quarantine(struct session *s, char *name, size_t namelen)
 	const char *dir = s->cfg->quarantine_dir;
 	int fd, n;
 
-	snprintf(name, namelen, "%s.%" PRIu64 ".%ld", s->id, s->nmessages, (long)time(NULL));
+	snprintf(name, namelen, "%s.%ld", s->msgid[0] ? s->msgid : s->id, (long)time(NULL));
 	if (snprintf(tmp, sizeof(tmp), "%s/.tmp.%s", dir, name) >= (int)sizeof(tmp) ||
 	    snprintf(path, sizeof(path), "%s/%s.eml", dir, name) >= (int)sizeof(path))
 		return -1;

@@ -147,6 +147,9 @@ struct session {
 	char			*offered;	/* the rewritten list, to check parameters */
 
 	/* the transaction */
+	char			 msgid[40];	/* this message's id, "SESSIONID.N": from its
+						   MAIL until its outcome ("" outside) */
+	uint64_t		 msgno;		/* messages numbered in this session */
 	bool			 in_mail;	/* MAIL accepted */
 	bool			 mail_smtputf8;
 	unsigned		 rcpt_sent;	/* RCPTs in flight */

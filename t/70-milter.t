@@ -179,11 +179,41 @@ my $p = proxy_with('one', milter_block("inet:127.0.0.1:$one->{port}",
 	}
 	is($t->{client_addr}, '127.0.0.1', 'plain: {client_addr} macro');
 	is($t->{j}, 'proxy.test', 'plain: j macro is our hostname');
-	like($t->{i} // '', qr/^[0-9A-Za-z]+$/, 'plain: i macro (the session id)');
-	like($p->log_text, qr/\Q$t->{i}\E: /, 'plain: i is the id in the proxy log') if $t->{i};
+	like($t->{i} // '', qr/^[0-9A-F]+\.1$/, 'plain: i macro (the message\'s id: session id, message number)');
+	my ($sid) = ($t->{i} // '') =~ /^([0-9A-F]+)\./;
+	like($p->log_text, qr/^.*\Q$sid\E: msgid=\Q$t->{i}\E client=.*status=sent/m,
+	    'plain: i is the msgid of the summary line') if $sid;
 	is($t->{mail_addr}, 'sender@client.test', 'plain: {mail_addr} macro');
 	is($t->{rcpt_addr}, 'rcpt@example.test', 'plain: {rcpt_addr} macro');
 	body_is($m, "Hello.\nSecond line.\n", 'plain: body unchanged');
+}
+
+# --- several messages in one session: each its own {i}, as on its summary line
+{
+	my $c = smtp_connect($p->port, timeout => 20) or die "connect: $@\n";
+	$c->read_reply;
+	$c->ehlo('client.test');
+	my (@i, @tags);
+	for my $n (1 .. 3) {
+		my ($tag, $data) = message('plain');
+		push @tags, $tag;
+		reply_ok($c->send_mail(from => 'sender@client.test', to => ['rcpt@example.test'],
+		    data => $data)->{end}, 250, undef, "three messages: 250 for message $n");
+		reply_ok($c->cmd('RSET'), 250, undef, "three messages: RSET after message $n") if $n == 2;
+	}
+	$c->quit;
+	for my $tag (@tags) {
+		my $m = delivered($tag);
+		push @i, ($m && trace_of($m, 'one') || {})->{i} // '-';
+	}
+	my ($sid) = $i[0] =~ /^([0-9A-F]+)\.\d+$/;
+	ok($sid, "three messages: the first i is SESSION.N ($i[0])");
+	$sid //= 'none';
+	is_deeply(\@i, ["$sid.1", "$sid.2", "$sid.3"], 'three messages: one session, i numbered 1, 2, 3');
+	for my $i (@i) {
+		like($p->log_text, qr/^.*\Q$sid\E: msgid=\Q$i\E client=.*status=sent/m,
+		    "three messages: the summary line of $i says msgid=$i");
+	}
 }
 
 # --- an unknown command: SMFIC_UNKNOWN before the backend answers it
@@ -939,10 +969,10 @@ sub start_fake {
 	like($l, qr/^L Subject\|bytes \Q$tag\E\|$/m, 'bytes: a header value without its leading space');
 	like($l, qr/^L X-Folded\|one\\n\ttwo\|$/m, 'bytes: a folded value with LF, as sendmail sends it');
 	like($l, qr/^N $/m, 'bytes: EOH');
-	like($l, qr/^D Li\|\w+\|\nL Subject\|/m, 'bytes: each header after the end-of-header macros, as Postfix');
-	like($l, qr/^D Bi\|\w+\|\nB len=/m, 'bytes: each body chunk after the end-of-data macros, as Postfix');
+	like($l, qr/^D Li\|[0-9A-F]+\.1\|\nL Subject\|/m, 'bytes: each header after the end-of-header macros, as Postfix');
+	like($l, qr/^D Bi\|[0-9A-F]+\.1\|\nB len=/m, 'bytes: each body chunk after the end-of-data macros, as Postfix');
 	like($l, qr/^D C.*\|\{daemon_addr\}\|127\.0\.0\.1\|/m, 'bytes: {daemon_addr} at connect');
-	like($l, qr/^D Ei\|\w+\|\nE $/m, 'bytes: end-of-data macros before BODYEOB');
+	like($l, qr/^D Ei\|[0-9A-F]+\.1\|\nE $/m, 'bytes: end-of-data macros before BODYEOB');
 	like($l, qr/^B len=\d+$/m, 'bytes: BODY');
 	like($l, qr/^E $/m, 'bytes: BODYEOB');
 	like($l, qr/^M <x\@client\.test>\|\n(?:D [^\n]*\n)*A $/m, 'bytes: SMFIC_ABORT after the RSET');

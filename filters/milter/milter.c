@@ -96,7 +96,8 @@
  *	come from host->get(): j and {daemon_name} are our hostname,
  *	{daemon_addr} the address the client connected to, v is
  *	"smtpchain", _ is "NAME [ADDR]", {client_name} is "unknown" when the
- *	client has no verified name, i is the session id, {mail_host} and
+ *	client has no verified name, i is the message's id (queue_id: the
+ *	session id and the message's number), {mail_host} and
  *	{rcpt_host} the address's domain, {mail_mailer} and {rcpt_mailer}
  *	"smtp"; any other {name} is host->get("name").  A macro without a
  *	value is not sent.
@@ -833,7 +834,7 @@ macro_value(struct msess *ms, const char *name, char *buf, size_t buflen)
 	if (strcmp(key, "v") == 0)
 		return "smtpchain";
 	if (strcmp(key, "i") == 0)
-		return host->get(c, "session_id");
+		return host->get(c, "queue_id");
 	if (strcmp(key, "_") == 0) {
 		if ((a = host->get(c, "client_addr")) == NULL)
 			return NULL;

@@ -103,6 +103,9 @@ struct sc_host {
 
 	/*
 	 * Session facts by name (NULL when unknown): "session_id",
+	 * "queue_id" (the message's id, from its mail hook until its end:
+	 * the session id, '.', the message's number in the session; the
+	 * summary log line's msgid= and the quarantine file's name),
 	 * "client_addr", "client_port", "client_name" (verified reverse name),
 	 * "helo", "mail_addr", "rcpt_addr" (the one being checked, in rcpt),
 	 * "hostname" (ours), "daemon_addr" (the address the client connected
