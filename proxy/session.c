@@ -1479,11 +1479,27 @@ rcpt_goes(const struct rcpt_entry *e)
 	return e->status == RCPT_OK || e->status == RCPT_ADDED;
 }
 
+/*
+ * A message we keep from the backend on purpose (discarded, quarantined):
+ * the client is answered as for a relayed message, with the message's id,
+ * as Postfix answers after a milter's discard or hold; only the log says
+ * what happened (status), so that a sender cannot tell which of its
+ * messages were dropped.
+ */
+static void
+hold_outcome_kept_back(struct session *s, const char *status)
+{
+	char text[128];
+
+	snprintf(text, sizeof(text), "250 2.0.0 Ok: queued as %s", s->msgid[0] ? s->msgid : s->id);
+	hold_outcome_local(s, text, status);
+}
+
 /* The filters have decided a held message: act on it. */
 static void
 hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 {
-	char name[128], text[256];
+	char name[128];
 	size_t n = 0;
 
 	if (answer == FILTER_REFUSE) {
@@ -1492,12 +1508,11 @@ hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 	}
 	switch (s->msg_outcome) {
 	case SC_DISCARD:
-		hold_outcome_local(s, "250 2.0.0 Ok: discarded", "discarded");
+		hold_outcome_kept_back(s, "discarded");
 		return;
 	case SC_QUARANTINE:
 		if (quarantine(s, name, sizeof(name)) == 0) {
-			snprintf(text, sizeof(text), "250 2.0.0 Ok: held as %s", name);
-			hold_outcome_local(s, text, "quarantined");
+			hold_outcome_kept_back(s, "quarantined");
 		} else {
 			hold_outcome_local(s, "451 4.3.0 Error: cannot keep the message, try again later",
 			    "deferred");
@@ -1519,7 +1534,7 @@ hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 		n += rcpt_goes(&s->rcpts[i]);
 	if (n == 0) {
 		session_log(s, LOG_LVL_INFO, "filters removed every recipient");
-		hold_outcome_local(s, "250 2.0.0 Ok: discarded", "discarded");
+		hold_outcome_kept_back(s, "discarded");
 		return;
 	}
 	/* The envelope again, as the filters left it; DATA once every answer is in. */

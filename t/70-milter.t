@@ -372,16 +372,24 @@ sub unknown_in_transaction {
 {
 	my ($tag, $data) = message('discard');
 	my $r = transact($p->port, data => $data);
-	reply_ok($r->{end}, 250, undef, 'discard: 250 to the client');
+	is($r->{end}{raw} // '', "250 2.0.0 Ok: queued as " . ($r->{end}{text} =~ /queued as (\S+)$/ ? $1 : '?') . "\r\n",
+	    'discard: 250 "Ok: queued as MSGID" to the client, as for a relayed message (Postfix)');
+	my ($id) = ($r->{end}{text} // '') =~ /queued as ([0-9A-F]+\.\d+)$/;
+	ok($id, 'discard: the id is SESSIONID.N');
 	ok(not_delivered($tag), 'discard: not delivered');
-	like($p->log_text, qr/discard/, 'discard: logged');
+	like($p->wait_log(qr/(msgid=\S+ [^\n]*status=discarded[^\n]*)/) // '', qr/msgid=\Q${\($id \/\/ '?')}\E .* status=discarded filter=\S+ reply="250 2\.0\.0 Ok: queued as \Q${\($id \/\/ '?')}\E"/,
+	    'discard: the truth in the log (status=discarded)');
 }
 {
 	my ($tag, $data) = message('quarantine');
 	my $before = () = glob("$qdir/*");
 	my $r = transact($p->port, data => $data);
-	reply_ok($r->{end}, 250, undef, 'quarantine: 250 to the client');
-	like($r->{end}{text} // '', qr/held as/, 'quarantine: held');
+	reply_ok($r->{end}, 250, '2.0.0', 'quarantine: 250 to the client');
+	my ($id) = ($r->{end}{text} // '') =~ /Ok: queued as ([0-9A-F]+\.\d+)$/;
+	ok($id, 'quarantine: "Ok: queued as MSGID", as for a relayed message (Postfix)');
+	ok($id && glob("$qdir/$id.*.eml"), 'quarantine: the file is named after the message\'s id');
+	like($p->wait_log(qr/(status=quarantined [^\n]*)/) // '', qr/reply="250 2\.0\.0 Ok: queued as \Q${\($id \/\/ '?')}\E"/,
+	    'quarantine: the truth in the log (status=quarantined)');
 	ok(not_delivered($tag), 'quarantine: not delivered');
 	my @q = glob("$qdir/*");
 	is(scalar(@q), $before + 1, 'quarantine: one file in quarantine_dir');
@@ -818,7 +826,7 @@ SKIP: {
 	my $before = () = glob("$qdir/*");
 	$r = transact($pq->port, data => $data);
 	reply_ok($r->{end}, 250, undef, 'no milter (unix socket), quarantine: 250');
-	like($r->{end}{text} // '', qr/held as/, 'no milter, quarantine: held');
+	like($r->{end}{text} // '', qr/Ok: queued as [0-9A-F]+\.\d+$/, 'no milter, quarantine: "queued as MSGID"');
 	my $after = () = glob("$qdir/*");
 	is($after, $before + 1, 'no milter, quarantine: in quarantine_dir');
 	$pq->stop_ok('dead-milter (quarantine) proxy exits 0');
