@@ -353,13 +353,13 @@ sub unknown_in_transaction {
 {
 	my ($tag, $data) = message('reject');
 	my $r = transact($p->port, data => $data);
-	reply_ok($r->{end}, 550, '5.7.1', 'reject: 550 5.7.1 (the default text)');
+	is($r->{end}{raw}, "550 5.7.1 Command rejected\r\n", 'reject: Postfix\'s and sendmail\'s default reply');
 	ok(not_delivered($tag), 'reject: not delivered');
 }
 {
 	my ($tag, $data) = message('tempfail');
 	my $r = transact($p->port, data => $data);
-	reply_ok($r->{end}, 451, '4.7.1', 'tempfail: 451 4.7.1');
+	is($r->{end}{raw}, "451 4.7.1 Service unavailable - try again later\r\n", 'tempfail: Postfix\'s and sendmail\'s default reply');
 	ok(not_delivered($tag), 'tempfail: not delivered');
 }
 {
@@ -795,16 +795,27 @@ SKIP: {
 	$px->stop_ok('exit proxy exits 0');
 }
 {
-	# Nobody listening: default tempfail (421 at connect), accept, reject, quarantine.
+	# Nobody listening: default tempfail (as Postfix: 220, EHLO, then 451 at
+	# MAIL), shutdown (421 at connect), accept, reject, quarantine.
 	my $dead = free_port();
 	my $pd = proxy_with('dead', milter_block("inet:127.0.0.1:$dead", timeout_connect => 2));
 	my $c = smtp_connect($pd->port);
 	my $g = $c->read_reply;
-	reply_ok($g, 421, '4.7.1', 'no milter, tempfail: 421 4.7.1 instead of the greeting');
-	$c->close;
+	reply_ok($g, 220, undef, 'no milter, tempfail: greeted (a health check sees the node up)');
+	reply_ok($c->ehlo('client.test'), 250, undef, 'no milter, tempfail: EHLO accepted');
+	is($c->cmd('MAIL FROM:<a@client.test>')->{raw}, "451 4.7.1 Service unavailable - try again later\r\n",
+	    'no milter, tempfail: MAIL gets Postfix\'s 451 4.7.1');
+	reply_ok($c->cmd('NOOP'), 250, undef, 'no milter, tempfail: the session goes on');
+	$c->quit;
 	like($pd->log_text, qr/milter inet:127\.0\.0\.1:$dead: cannot connect: connection refused; tempfail for the rest of the session/,
 	    'no milter: logged');
 	$pd->stop_ok('dead-milter proxy exits 0');
+
+	my $ps = proxy_with('deadshut', milter_block("inet:127.0.0.1:$dead", default_action => '"shutdown"'));
+	$c = smtp_connect($ps->port);
+	reply_ok($c->read_reply, 421, '4.7.0', 'no milter, shutdown: 421 instead of the greeting');
+	$c->close;
+	$ps->stop_ok('dead-milter (shutdown) proxy exits 0');
 
 	my $pa = proxy_with('deadaccept', milter_block("inet:127.0.0.1:$dead", default_action => '"accept"'));
 	my ($tag, $data) = message('addheader');
@@ -925,6 +936,9 @@ sub start_fake {
 				$shown = 'len=' . length($data) if $cmd eq 'B';
 				$shown = unpack('H*', $data) if $cmd eq 'O';
 				print $lf "$cmd $shown\n";
+				# slow_connect: OPTNEG and CONNECT answered after a while.
+				select(undef, undef, undef, $o{slow_connect})
+				    if $o{slow_connect} && ($cmd eq 'O' || $cmd eq 'C');
 				my $reply = $cmd eq 'O'
 				    ? pkt('O', pack('NNN', $o{version} // 6, $o{actions} // 0x1ff, $o{protocol} // 0))
 				    : fake_reply($st{mode} // '', $cmd, $data, \%st);
@@ -1090,6 +1104,28 @@ sub start_fake {
 	like($po->log_text, qr/protocol version 1 not supported; accept for the rest of the session/,
 	    'version 1: logged');
 	$po->stop_ok('old-milter proxy exits 0');
+}
+
+# --- a client that connects and leaves at once: the milter gets SMFIC_QUIT, not a bare EOF
+{
+	my $fs = start_fake('slow', slow_connect => 0.3);
+	my $ps = proxy_with('slow', milter_block("inet:127.0.0.1:$fs->{port}"));
+	my $flog = sub { slurp($fs->{log}) // '' };
+	for my $n (1 .. 2) {
+		my $c = smtp_connect($ps->port) or die "connect: $@\n";
+		# Gone before the milter answered (OPTNEG the first time; by then the
+		# proxy may be at either step the second).
+		$c->close;
+		wait_until(sub { (() = $flog->() =~ /^eof$/mg) >= $n }, 10);
+	}
+	my @sessions = split /^(?=connect$)/m, $flog->();
+	is(scalar(@sessions), 2, 'connect and leave: two milter connections');
+	for my $s (@sessions) {
+		like($s, qr/^connect\nO [0-9a-f]+\n(?:D [^\n]*\nC [^\n]*\n)?Q \neof\n\z/,
+		    'connect and leave: negotiated, then SMFIC_QUIT before the close (no bare EOF)')
+		    or diag($s);
+	}
+	$ps->stop_ok('slow-milter proxy exits 0');
 }
 
 # --- SMFIP_MDS_1M: commands of up to 1 MB, offered in SMFIC_OPTNEG

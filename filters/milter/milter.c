@@ -45,10 +45,16 @@
  *	milter asked not to see (SMFIP_NO*) or not to answer (SMFIP_NR_*):
  *	these return SC_CONTINUE at once.  abort() sends SMFIC_ABORT, close() sends
  *	SMFIC_QUIT (or QUIT_NC, above); a reply still owed for a cancelled
- *	hook is read and dropped.
+ *	hook is read and dropped.  A session that ends while the connection
+ *	is still being made or negotiated, or replies are owed (a client that
+ *	connects and leaves at once), leaves it to finish alone: negotiate,
+ *	read what is owed, then QUIT (link_drain); no milter sees a bare EOF
+ *	from a healthy session.
  *
  *	Replies: SMFIR_CONTINUE -> SC_CONTINUE, ACCEPT -> SC_ACCEPT, REJECT ->
- *	SC_REJECT (the host's text), TEMPFAIL -> SC_TEMPFAIL, REPLYCODE ->
+ *	SC_REJECT with "550 5.7.1 Command rejected", TEMPFAIL -> SC_TEMPFAIL
+ *	with "451 4.7.1 Service unavailable - try again later" (Postfix's and
+ *	sendmail's texts; at connect the host's greeting), REPLYCODE ->
  *	set_reply() and REJECT or TEMPFAIL by the code's class, DISCARD ->
  *	SC_DISCARD, SKIP -> no more body chunks, PROGRESS -> the timer starts
  *	again, CONN_FAIL -> SC_TEMPFAIL, SHUTDOWN -> "421 4.7.0" and
@@ -107,7 +113,8 @@
  *	something that is not the protocol, or does not answer in time, one
  *	warning names the socket and what happened, the connection is closed,
  *	and default_action holds for the rest of the session: tempfail (451
- *	4.7.1, at connect 421), reject (550 5.7.1, at connect 554), accept
+ *	4.7.1 from MAIL on; the greeting and HELO go through, as Postfix),
+ *	reject (550 5.7.1, at connect 554), accept
  *	(SC_CONTINUE without the milter), quarantine (SC_QUARANTINE at end of
  *	message), shutdown (421 4.7.0).  The hook that was waiting gets the
  *	verdict, and so does every later hook of a message (MAIL onwards); a
@@ -266,6 +273,11 @@ struct mlink {
 	struct milter_conf *conf;
 	bool		 idle;		/* in conf->idle, no session */
 	struct mlink	*next_idle;
+	/* Its session is gone mid-exchange: the owed replies, then SMFIC_QUIT (link_drain). */
+	bool		 draining;
+	bool		 drain_optneg;	/* still connecting: OPTNEG first */
+	bool		 drain_abort;	/* inside a transaction: ABORT before QUIT */
+	unsigned	 owed;		/* replies still to read */
 	unsigned	 sessions;	/* sessions it served, for the log */
 
 	/* Negotiated (SMFIC_OPTNEG's reply). */
@@ -444,8 +456,15 @@ failed_verdict(struct msess *ms, enum hook h, bool current)
 		return SC_TEMPFAIL;
 	case ACT_TEMPFAIL:
 	default:
-		host->set_reply(ms->c, h == HOOK_CONNECT ? 421 : 451, "4.7.1",
-		    "Service unavailable - try again later");
+		/*
+		 * As Postfix: the client is greeted and its EHLO answered, and
+		 * its MAIL gets the 451 (a 421 at the greeting would make a
+		 * load balancer's health check mark the node down while one
+		 * milter restarts).
+		 */
+		if (h == HOOK_CONNECT || h == HOOK_HELO)
+			return SC_CONTINUE;
+		host->set_reply(ms->c, 451, "4.7.1", "Service unavailable - try again later");
 		return SC_TEMPFAIL;
 	}
 }
@@ -585,6 +604,119 @@ pool_take(struct msess *ms)
 	return NULL;
 }
 
+static uint64_t	timeout_for(const struct msess *ms, char cmd);
+
+/* A draining link's write is done: after its goodbye, or after a failure, close it. */
+static void
+on_drain_written(uv_write_t *req, int status)
+{
+	struct mlink *l = req->handle->data;
+	bool last = req->data != NULL;
+
+	free(req);
+	if (last || status < 0)
+		link_close(l);
+}
+
+/* Write commands on a draining link; last: then close it.  */
+static void
+drain_write(struct mlink *l, const struct mc_buf *cmds, bool last)
+{
+	struct wreq *w = cmds->len ? malloc(sizeof(*w) + cmds->len) : NULL;
+	uv_buf_t b;
+
+	if (w == NULL) {
+		link_close(l);
+		return;
+	}
+	memcpy(w->data, cmds->p, cmds->len);
+	w->req.data = last ? w : NULL;
+	b = uv_buf_init((char *)w->data, (unsigned)cmds->len);
+	if (uv_write(&w->req, &l->io.s, &b, 1, on_drain_written) != 0) {
+		free(w);
+		link_close(l);
+	}
+}
+
+/* A draining link has every reply it was owed: ABORT if need be, QUIT, close. */
+static void
+drain_finish(struct mlink *l)
+{
+	struct mc_buf bye = { 0 };
+
+	uv_timer_stop(&l->timer);
+	if ((!l->drain_abort || mc_enc_abort(&bye) == 0) && mc_enc_quit(&bye) == 0)
+		drain_write(l, &bye, true);
+	else
+		link_close(l);
+	mc_buf_free(&bye);
+}
+
+/* What a draining link reads: replies counted, nothing else looked at. */
+static void
+drain_read(struct mlink *l, ssize_t nread, const uv_buf_t *buf)
+{
+	struct mc_reply r;
+	int rc;
+
+	if (nread < 0 || mc_decoder_feed(&l->dec, buf->base, (size_t)nread) != 0) {
+		link_close(l);
+		return;
+	}
+	while (l->owed > 0) {
+		if ((rc = mc_decoder_next(&l->dec, &r)) == MC_NEED_MORE)
+			return;
+		if (rc == MC_ERROR) {
+			link_close(l);
+			return;
+		}
+		if (r.cmd == SMFIC_OPTNEG || (r.cmd != SMFIR_PROGRESS && mc_reply_is_final(r.cmd)))
+			l->owed--;
+	}
+	drain_finish(l);
+}
+
+/* A draining link waited long enough: close it. */
+static void
+on_drain_timeout(uv_timer_t *t)
+{
+	link_close(t->data);
+}
+
+/*
+ * The session ends while the milter is being connected or negotiated with,
+ * or owes replies (a client that connects and leaves at once, one that
+ * drops mid-message): instead of a bare EOF, which milters log as an error
+ * (rspamd: "Unexpected EOF"), the link finishes on its own: it negotiates
+ * if it was still connecting, reads the replies owed, then says ABORT (in a
+ * transaction) and QUIT, as Postfix does at the end of every session.
+ * Bounded by the timeout of what it waits for; it does not keep the loop
+ * alive.  False when the link is not in such a state.
+ */
+static bool
+link_drain(struct msess *ms, struct mlink *l)
+{
+	uint64_t t;
+
+	if (ms->state == MS_CONNECTING)
+		t = ms->conf->timeout_connect;
+	else if ((ms->state == MS_NEGOTIATING || ms->state == MS_READY) && ms->nwaiting > 0)
+		t = timeout_for(ms, ms->waiting[0].cmd);
+	else
+		return false;
+	l->draining = true;
+	l->drain_optneg = ms->state == MS_CONNECTING;
+	l->drain_abort = ms->in_transaction;
+	l->owed = (unsigned)ms->nwaiting;
+	uv_timer_start(&l->timer, on_drain_timeout, t, 0);
+	uv_unref(&l->io.h);
+	uv_unref((uv_handle_t *)&l->timer);
+	host->log(ms->c, SC_LOG_DEBUG, "milter %s: session over while %s; %s, then SMFIC_QUIT",
+	    ms->conf->socket, state_names[ms->state], l->drain_optneg ? "negotiating" :
+	    "reading the replies owed");
+	return true;
+}
+
 /*
  * Let go of the connection: keep it for a later session when it is healthy
  * and the milter is where SMFIC_QUIT_NC is allowed (pool_put), else say
@@ -601,7 +733,7 @@ link_release(struct msess *ms, bool quit)
 		return;
 	ms->link = NULL;
 	l->ms = NULL;
-	if (quit && pool_put(ms, l))
+	if (quit && (pool_put(ms, l) || link_drain(ms, l)))
 		return;
 	if (quit && l->connected && ms->state == MS_READY && ms->nwaiting == 0 &&
 	    uv_stream_get_write_queue_size(&l->io.s) == 0) {
@@ -1280,10 +1412,15 @@ reply_final(struct msess *ms, char cmd, const struct mc_reply *r)
 		v = SC_ACCEPT;
 		break;
 	case SMFIR_REJECT:
+		/* Postfix's and sendmail's texts (at connect: the host's greeting). */
+		if (cmd != SMFIC_CONNECT)
+			host->set_reply(ms->c, 550, "5.7.1", "Command rejected");
 		v = SC_REJECT;
 		break;
 	case SMFIR_TEMPFAIL:
 	case SMFIR_CONN_FAIL:
+		if (cmd != SMFIC_CONNECT)
+			host->set_reply(ms->c, 451, "4.7.1", "Service unavailable - try again later");
 		v = SC_TEMPFAIL;
 		break;
 	case SMFIR_REPLYCODE:
@@ -1385,6 +1522,11 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 	if (l->idle && nread != 0) {
 		pool_drop(l);	/* closed by the milter, or talking out of turn */
+		return;
+	}
+	if (l->draining) {
+		if (nread != 0)
+			drain_read(l, nread, buf);
 		return;
 	}
 	if (l->ms == NULL || nread == 0)
@@ -1514,8 +1656,23 @@ on_connected(uv_connect_t *req, int status)
 {
 	struct mlink *l = req->data;
 	struct msess *ms = l->ms;
+	struct mc_buf optneg = { 0 };
 	int rc;
 
+	if (l->draining && status != UV_ECANCELED) {
+		/* Its session is gone: negotiate, so that QUIT can follow (link_drain). */
+		if (status < 0 || uv_read_start(&l->io.s, on_alloc, on_read) != 0 ||
+		    mc_enc_optneg(&optneg, SMFI_PROT_VERSION, OFFERED_ACTIONS, OFFERED_PROTOCOL) != 0) {
+			mc_buf_free(&optneg);
+			link_close(l);
+			return;
+		}
+		l->connected = true;
+		l->owed = 1;
+		drain_write(l, &optneg, false);
+		mc_buf_free(&optneg);
+		return;
+	}
 	if (ms == NULL || status == UV_ECANCELED)
 		return;
 	if (status < 0) {
