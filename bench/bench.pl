@@ -7,6 +7,9 @@
 #   regex     smtpchain, the regex module with bench/header_checks and
 #             bench/body_checks (a realistic set of about 50 rules)
 #   milter    smtpchain, the milter module with a real OpenDKIM signing
+#   policy    smtpchain, the policy module asking bench/policy-dunno.pl (a
+#             trivial policy server answering DUNNO) at every RCPT; its CPU
+#             is in the milter column, its connection count in the notes
 #   postfix   Postfix (a private instance) relaying, the same OpenDKIM milter
 #   haraka    Haraka 3 with queue/smtp_forward (npm package, installed here
 #             into BENCH_CACHE; skipped with a line saying why if npm fails)
@@ -39,7 +42,10 @@
 # the number of CPUs), BENCH_PAR_MSGS, BENCH_SEQ_MSGS, BENCH_1M_MSGS,
 # BENCH_IDLE, BENCH_BIG_MB, BENCH_CACHE (default /var/tmp/smtpchain-bench),
 # BENCH_NO_INSTALL=1 (never run npm), BENCH_BASELINE=DIR (an older build
-# tree run side by side as empty-base and regex-base: before/after numbers).
+# tree run side by side as empty-base and regex-base: before/after numbers),
+# BENCH_POLICY_SPLIT=1 (the policy server writes each answer in two writes:
+# the delayed-ACK case), BENCH_POLICY_STEPS (the policy block's steps, e.g.
+# '[]' to measure holding the message without asking).
 #
 # Nothing is timed against a target here: the numbers are for people.  Every
 # process is started by the harness (t/lib/SmtpChainTest.pm) or here, and
@@ -89,7 +95,7 @@ my %WL = (
 		   what => 'one big message through body_checks: peak RSS' },
 );
 my @WORKLOADS = split /,/, $opt{workloads} || $ENV{BENCH_WORKLOADS} || 'par4k,seq4k,1mib,idle,big';
-my @SYSTEMS = split /,/, $opt{systems} || $ENV{BENCH_SYSTEMS} || 'direct,haproxy,empty,regex,milter,postfix,haraka';
+my @SYSTEMS = split /,/, $opt{systems} || $ENV{BENCH_SYSTEMS} || 'direct,haproxy,empty,regex,milter,policy,postfix,haraka';
 # Which systems a workload is run for (idle and big only where they mean something).
 my %WL_SYSTEMS = (idle => { empty => 1, regex => 1, haraka => 1 }, big => { regex => 1, milter => 1 });
 for (@WORKLOADS) { die "unknown workload $_\n" unless $WL{$_} }
@@ -197,7 +203,7 @@ sub sink_count {
 # roots charged as the proxy], milter => [pids] } or a string saying why not.
 
 our $SUFFIX = '';	# file names of a baseline proxy (BENCH_BASELINE)
-my %MODULE = map { $_ => "$BUILD/filters/$_/.libs/$_.so" } qw(regex milter);
+my %MODULE = map { $_ => "$BUILD/filters/$_/.libs/$_.so" } qw(regex milter policy);
 my ($dkim, $dkim_why);
 
 # Whether the daemon $ENV{SMTPCHAIN} takes this config text (keys that newer
@@ -299,6 +305,27 @@ my %START = (
 		    or return 'a message through the milter chain came out without a DKIM-Signature';
 		my $p = start_proxy(proxy_conf($f), name => 'milter');
 		return { port => $p->port, pids => [$p->pid], milter => [$d->{pid}] };
+	},
+	policy => sub {
+		return "$MODULE{policy} is not built" unless -f $MODULE{policy};
+		my $port = free_port();
+		my $stats = "$dir/policy-dunno.stats";
+		my $pid = SmtpChainTest::spawn(argv => ['perl', "$SRC/bench/policy-dunno.pl", $port, $stats,
+		    $ENV{BENCH_POLICY_SPLIT} ? '--split' : ()], output => "$dir/policy-dunno.log");
+		SmtpChainTest::on_cleanup("policy-dunno $pid", sub {
+			SmtpChainTest::stop_pid($pid, 'TERM', 10);
+			note_line("policy server: " . (slurp($stats) // "no stats\n"));
+		});
+		wait_until(sub { SmtpChainTest::port_listening($port) || !proc_alive($pid) }, 10);
+		return 'the policy server did not start: ' . (slurp("$dir/policy-dunno.log") // '')
+		    unless SmtpChainTest::port_listening($port);
+		my $f = "filter {\n\tmodule = \"$MODULE{policy}\";\n\tserver = \"inet:127.0.0.1:$port\";\n" .
+		    "\tidle_connections = 64;\n" .
+		    ($ENV{BENCH_POLICY_STEPS} ? "\tsteps = $ENV{BENCH_POLICY_STEPS};\n" : '') . "}\n";
+		probe_message($f, qr/bench probe/)
+		    or return 'a message through the policy chain did not come out';
+		my $p = start_proxy(proxy_conf($f), name => 'policy');
+		return { port => $p->port, pids => [$p->pid], milter => [$pid] };
 	},
 	postfix => sub {
 		return 'a private Postfix needs root' unless $> == 0;
