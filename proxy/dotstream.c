@@ -68,6 +68,22 @@ dot_final_result(uint8_t state)
 	}
 }
 
+/*
+ * The offset of the first CR or LF in p[0..len), or len if there is none.
+ * Two memchr() calls (word- or vector-wide in libc) rather than a loop over
+ * bytes: the LF ends the search for the CR, so in a well-formed line each
+ * byte is looked at about twice, but many at a time.
+ */
+static size_t
+dot_line_break(const unsigned char *p, size_t len)
+{
+	const unsigned char *lf = memchr(p, '\n', len);
+	size_t limit = lf != NULL ? (size_t)(lf - p) : len;
+	const unsigned char *cr = memchr(p, '\r', limit);
+
+	return cr != NULL ? (size_t)(cr - p) : limit;
+}
+
 /* Scan DATA bytes for bare CR/LF and the end of data. */
 enum dot_result
 dot_scan(struct dot_scanner *s, const char *buf, size_t len, size_t *used)
@@ -83,8 +99,7 @@ dot_scan(struct dot_scanner *s, const char *buf, size_t len, size_t *used)
 	while (i < len) {
 		if (state == DS_TEXT) {
 			/* The common case: run to the next CR or LF. */
-			while (i < len && p[i] != '\r' && p[i] != '\n')
-				i++;
+			i += dot_line_break(p + i, len - i);
 			if (i == len)
 				break;
 		}
@@ -188,10 +203,8 @@ dot_stuff(struct dot_stuffer *s, const char *in, size_t len,
 			continue;
 		}
 		/* A run of ordinary bytes, as far as out has room. */
-		n = 1;	/* p[i] is ordinary and out has room for it */
-		while (i + n < len && n < outlen - o &&
-		    p[i + n] != '\r' && p[i + n] != '\n')
-			n++;
+		n = len - i < outlen - o ? len - i : outlen - o;
+		n = dot_line_break(p + i, n);	/* >= 1: p[i] is ordinary */
 		memcpy(out + o, p + i, n);
 		o += n;
 		i += n;

@@ -6,8 +6,9 @@
  * end marker; property tests (fixed seed) check that any way of cutting the
  * input into pieces gives the same answer as one buffer, that the scanner
  * agrees with a naive reference, and that stuffed output scans back to
- * exactly its own end.  Each call gets an exact-size heap copy of its bytes,
- * so AddressSanitizer catches a read past the end.
+ * exactly its own end; a differential test holds the memchr() scan to the
+ * byte loop it replaced, call by call.  Each call gets an exact-size heap
+ * copy of its bytes, so AddressSanitizer catches a read past the end.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -677,6 +678,278 @@ test_stuff_property(void)
 	is_int(failed_split, 0, "random content: pieces and small buffers agree");
 }
 
+/*
+ * The byte loops of dotstream.c before the memchr() scan (commit 077a2f3),
+ * kept here word for word as the reference for the differential test: the
+ * scan may get faster, never different.  The state numbers are
+ * dotstream.c's, so the scanners' whole structs can be compared.
+ */
+enum old_state {
+	OLD_BOL = 0, OLD_TEXT, OLD_DOT, OLD_CR, OLD_END, OLD_BAD_CR, OLD_BAD_LF, OLD_DONE,
+};
+
+static enum dot_result
+old_final_result(uint8_t state)
+{
+	return state == OLD_BAD_CR ? DOT_BAD_CR : state == OLD_BAD_LF ? DOT_BAD_LF : DOT_END;
+}
+
+static enum dot_result
+old_dot_scan(struct dot_scanner *s, const char *buf, size_t len, size_t *used)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	enum dot_result r = DOT_MORE;
+	uint8_t state = s->state;
+	size_t i = 0;
+
+	*used = 0;
+	if (state != OLD_BOL && state != OLD_TEXT && state != OLD_DOT)
+		return old_final_result(state);
+	while (i < len) {
+		if (state == OLD_TEXT) {
+			while (i < len && p[i] != '\r' && p[i] != '\n')
+				i++;
+			if (i == len)
+				break;
+		}
+		if (p[i] == '\n') {
+			state = OLD_BAD_LF;
+			r = DOT_BAD_LF;
+			break;
+		}
+		if (p[i] == '\r') {
+			if (i + 1 == len)
+				break;
+			if (p[i + 1] != '\n') {
+				state = OLD_BAD_CR;
+				r = DOT_BAD_CR;
+				break;
+			}
+			i += 2;
+			if (state == OLD_DOT) {
+				state = OLD_END;
+				r = DOT_END;
+				break;
+			}
+			state = OLD_BOL;
+			continue;
+		}
+		if (state == OLD_BOL && p[i] == '.')
+			state = OLD_DOT;
+		else
+			state = OLD_TEXT;
+		i++;
+	}
+	s->octets += i;
+	if (r == DOT_END)
+		s->octets -= 3;
+	s->state = state;
+	*used = i;
+	return r;
+}
+
+static enum dot_result
+old_dot_stuff(struct dot_stuffer *s, const char *in, size_t len,
+    size_t *used, char *out, size_t outlen, size_t *produced)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	enum dot_result r = DOT_MORE;
+	uint8_t state = s->state;
+	size_t i = 0, o = 0, n;
+
+	*used = 0;
+	*produced = 0;
+	if (state == OLD_DONE)
+		return DOT_END;
+	if (state != OLD_BOL && state != OLD_TEXT && state != OLD_CR)
+		return old_final_result(state);
+	while (i < len && outlen - o >= 2) {
+		if (state == OLD_CR) {
+			if (p[i] != '\n') {
+				if (i > 0)
+					i--;
+				state = OLD_BAD_CR;
+				r = DOT_BAD_CR;
+				break;
+			}
+			out[o++] = '\r';
+			out[o++] = '\n';
+			i++;
+			state = OLD_BOL;
+			continue;
+		}
+		if (p[i] == '\n') {
+			state = OLD_BAD_LF;
+			r = DOT_BAD_LF;
+			break;
+		}
+		if (p[i] == '\r') {
+			i++;
+			state = OLD_CR;
+			continue;
+		}
+		if (state == OLD_BOL && p[i] == '.') {
+			out[o++] = '.';
+			out[o++] = '.';
+			i++;
+			state = OLD_TEXT;
+			continue;
+		}
+		n = 1;
+		while (i + n < len && n < outlen - o &&
+		    p[i + n] != '\r' && p[i + n] != '\n')
+			n++;
+		memcpy(out + o, p + i, n);
+		o += n;
+		i += n;
+		state = OLD_TEXT;
+	}
+	s->octets += i;
+	s->state = state;
+	*used = i;
+	*produced = o;
+	return r;
+}
+
+/*
+ * Hostile input for the differential test: long runs of text (so the
+ * memchr() scan crosses word and vector widths), lone CRs and LFs at any
+ * offset, dots at line start, NULs and high bytes, CR at a run's end.
+ */
+static size_t
+random_hostile(char *buf, size_t max)
+{
+	size_t len = 0, run, k;
+
+	while (len < max && rng(12) != 0) {
+		run = rng(4) == 0 ? rng(300) : rng(20);
+		for (k = 0; k < run && len < max; k++)
+			buf[len++] = rng(8) ? (char)('a' + rng(26)) : (char)rng(256);
+		if (len + 3 > max)
+			break;
+		switch (rng(10)) {
+		case 0:
+			buf[len++] = '\r';
+			break;
+		case 1:
+			buf[len++] = '\n';
+			break;
+		case 2:
+			memcpy(buf + len, "\r\n.", 3);
+			len += 3;
+			break;
+		default:
+			memcpy(buf + len, "\r\n", 2);
+			len += 2;
+			if (rng(5) == 0)
+				buf[len++] = '.';
+		}
+	}
+	return len;
+}
+
+/*
+ * Feed buf to the new and the old scanner in the same pieces, fed as the
+ * session does (bytes not consumed go again with the next piece); true when
+ * every call gives the same result, the same count used and the same state.
+ */
+static bool
+scan_differs(const char *buf, size_t len, const size_t *cuts, size_t ncuts)
+{
+	struct dot_scanner a, b;
+	size_t off = 0, end, ua, ub, k;
+	enum dot_result ra, rb;
+
+	dot_scanner_init(&a);
+	dot_scanner_init(&b);
+	for (k = 0; k <= ncuts; k++) {
+		end = k < ncuts ? cuts[k] : len;
+		if (end < off)
+			continue;
+		ra = scan_exact(&a, buf + off, end - off, &ua);
+		rb = old_dot_scan(&b, buf + off, end - off, &ub);
+		if (ra != rb || ua != ub || a.state != b.state || a.octets != b.octets ||
+		    dot_scan_at_dot(&a) != (b.state == OLD_DOT))
+			return true;
+		off += ua;
+		if (ra != DOT_MORE)
+			return false;
+	}
+	return false;
+}
+
+/* The same for the stuffer, through an output buffer of outroom bytes. */
+static bool
+stuff_differs(const char *buf, size_t len, const size_t *cuts, size_t ncuts, size_t outroom)
+{
+	struct dot_stuffer a, b;
+	char oa[64], ob[64];
+	size_t off = 0, end, ua, ub, pa, pb, k;
+	enum dot_result ra, rb;
+	char *copy;
+
+	dot_stuffer_init(&a);
+	dot_stuffer_init(&b);
+	for (k = 0; k <= ncuts; k++) {
+		end = k < ncuts ? cuts[k] : len;
+		while (off < end) {
+			copy = exact(buf + off, end - off);
+			ra = dot_stuff(&a, copy, end - off, &ua, oa, outroom, &pa);
+			free(copy);
+			rb = old_dot_stuff(&b, buf + off, end - off, &ub, ob, outroom, &pb);
+			if (ra != rb || ua != ub || pa != pb || memcmp(oa, ob, pa) != 0 ||
+			    a.state != b.state || a.octets != b.octets)
+				return true;
+			if (ra != DOT_MORE)
+				return false;
+			off += ua;
+		}
+	}
+	return false;
+}
+
+/* Differential: the memchr() scan against the byte loop it replaced. */
+static void
+test_differential(void)
+{
+	static char buf[4096];
+	size_t cuts[4096], len, ncuts, pos, k;
+	size_t scan_bad = 0, stuff_bad = 0;
+	int iter;
+
+	for (iter = 0; iter < 3000; iter++) {
+		switch (iter % 3) {
+		case 0:
+			len = random_hostile(buf, sizeof(buf));
+			break;
+		case 1:
+			len = random_message(buf, 512);
+			break;
+		default:
+			len = random_noise(buf, 200);
+		}
+		/* One buffer, random pieces, byte by byte. */
+		scan_bad += scan_differs(buf, len, NULL, 0);
+		for (ncuts = 0, pos = 0; ncuts < sizeof(cuts) / sizeof(cuts[0]); ncuts++) {
+			pos += 1 + rng(iter % 2 ? 8 : 400);
+			if (pos >= len)
+				break;
+			cuts[ncuts] = pos;
+		}
+		scan_bad += scan_differs(buf, len, cuts, ncuts);
+		stuff_bad += stuff_differs(buf, len, cuts, ncuts, 2 + rng(62));
+		stuff_bad += stuff_differs(buf, len, NULL, 0, 64);
+		if (iter % 10 == 0) {
+			for (k = 0; k < len; k++)
+				cuts[k] = k;
+			scan_bad += scan_differs(buf, len, cuts, len);
+			stuff_bad += stuff_differs(buf, len, cuts, len, 2 + rng(62));
+		}
+	}
+	is_int(scan_bad, 0, "differential: dot_scan agrees with the old byte loop call by call");
+	is_int(stuff_bad, 0, "differential: dot_stuff agrees with the old byte loop call by call");
+}
+
 /* Run every group of tests and print the TAP plan. */
 int
 main(void)
@@ -685,5 +958,6 @@ main(void)
 	test_scan_property();
 	test_stuff_cases();
 	test_stuff_property();
+	test_differential();
 	return done_testing();
 }
