@@ -53,8 +53,7 @@ struct cl_table {
 };
 
 static struct cl_table	*tab;		/* the mapping, inherited by forked workers */
-static int		 my_slot = -1;	/* this process's column */
-static pid_t		 my_pid;	/* the process my_slot was claimed by */
+static int		 my_slot = -1;	/* this process's column; -1 again in a forked child */
 
 static void	rebuild(void);
 
@@ -192,14 +191,26 @@ clear_column(int c)
 	rebuild();
 }
 
+/*
+ * After fork(), in the child: the column is the parent's, claim another on
+ * first use.  (Rather than compare getpid() with the claimer's pid on every
+ * use: two system calls a session.)
+ */
+static void
+forget_column(void)
+{
+	my_slot = -1;
+}
+
 /* This process's column: claimed on first use, after sweeping dead owners. */
 static int
 my_column(void)
 {
-	pid_t pid = getpid();
+	pid_t pid;
 
-	if (my_slot >= 0 && my_pid == pid)
+	if (my_slot >= 0)
 		return my_slot;
+	pid = getpid();
 	table_lock();
 	for (int c = 0; c < CONNLIMIT_SLOTS; c++)
 		if (tab->owner[c] != 0 && tab->owner[c] != pid &&
@@ -212,7 +223,6 @@ my_column(void)
 			my_slot = c;
 			break;
 		}
-	my_pid = pid;
 	table_unlock();
 	return my_slot;
 }
@@ -233,6 +243,11 @@ connlimit_init(unsigned max_connections)
 	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return -1;
+	if ((rc = pthread_atfork(NULL, NULL, forget_column)) != 0) {
+		munmap(p, size);
+		errno = rc;
+		return -1;
+	}
 	tab = p;
 	tab->cap = cap;
 	tab->max_used = cap / 2;
