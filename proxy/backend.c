@@ -308,6 +308,15 @@ backend_dial(struct session *s)
 		    cfg->hostname);
 		return;
 	}
+	/*
+	 * Read from now on, not from backend_connected: libuv watches the socket
+	 * for POLLIN and POLLOUT together while it connects and keeps it
+	 * registered in epoll after, where a read started later costs an
+	 * epoll_ctl ADD that fails with EEXIST and a MOD (one system call a
+	 * session saved).  libuv handles the connect before any read, so
+	 * backend_read never runs before backend_connected.
+	 */
+	uv_read_start((uv_stream_t *)&s->backend, backend_alloc, backend_read);
 	s->pending[0].step = BS_GREETING;
 	s->phead = 0;
 	s->pcount = 1;
@@ -392,7 +401,6 @@ backend_connected(uv_connect_t *req, int status)
 	}
 	s->backend_up = true;
 	uv_tcp_nodelay(&s->backend, 1);
-	uv_read_start((uv_stream_t *)&s->backend, backend_alloc, backend_read);
 	backend_timer_arm(s);
 }
 

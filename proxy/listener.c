@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -54,6 +55,12 @@ listener_bind(const struct config_addr *addr, char *err, size_t errlen)
 		return -1;
 	}
 	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	/*
+	 * Replies and commands are small writes that must go out at once.
+	 * Accepted sockets inherit TCP_NODELAY from the listening socket (on
+	 * Linux and the BSDs): one setsockopt here, not one per session.
+	 */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 	if (addr->ss.ss_family == AF_INET6)
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 	if (bind(fd, (const struct sockaddr *)&addr->ss, addr->sslen) == -1 ||

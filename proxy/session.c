@@ -2379,7 +2379,7 @@ session_start(uv_tcp_t *client)
 
 	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&ss, &sslen) == 0)
 		set_client(s, &ss);
-	uv_tcp_nodelay(&s->client, 1);
+	/* TCP_NODELAY: inherited from the listening socket (listener_bind). */
 	outq_init(&s->cout, (uv_stream_t *)&s->client, client_written, s);
 	uv_timer_init(srv->loop, &s->ctimer);
 	s->ctimer.data = s;
