@@ -22,6 +22,14 @@ apt-get install -y -q --no-install-recommends \
 	postgrey postfix-policyd-spf-python \
 	procps iproute2 ca-certificates coreutils util-linux mount \
 	>/dev/null
+# The regex module's prefilter (configure finds libhs through pkg-config):
+# Hyperscan on amd64, Vectorscan (its portable fork, same API) elsewhere.
+case "$(dpkg --print-architecture)" in
+amd64)	hs=libhyperscan-dev ;;
+*)	hs=libvectorscan-dev ;;
+esac
+apt-get install -y -q --no-install-recommends "$hs" >/dev/null ||
+	echo "contrib/deps.sh: $hs not installed: the regex rules run on PCRE2 alone" >&2
 if [ -f /etc/postfix/main.cf ] && postfix status >/dev/null 2>&1; then
 	postfix stop || true
 fi

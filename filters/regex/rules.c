@@ -10,6 +10,17 @@
  * the table and reused, so matching allocates only when a string is longer
  * than any before it.
  *
+ * The prefilter (configure --with-hyperscan): every pattern Hyperscan can
+ * compile, exactly or with HS_FLAG_PREFILTER (a superset of the matches),
+ * goes into one database per table, scanned once per string.  A rule whose
+ * pattern did not report a match cannot match, so PCRE2 runs only for the
+ * rules Hyperscan reported and for those it could not take (the x flag, an
+ * empty match, a construct it refuses); the rules are still tried in order,
+ * so the first that applies wins and PCRE2 gives the captures for $N.  A
+ * rule the database holds whose PCRE2 match would only have failed with a
+ * matching error (a limit reached on a string it cannot match) is now simply
+ * not matched.
+ *
  * Reply texts: the text of a REJECT-like action may start with a three
  * digit code and/or an enhanced status code.  When the text is literal (no
  * $), codes are checked when the table is loaded; after a substitution they
@@ -17,6 +28,8 @@
  * of the reply code; a DEFER keeps a 4xx code).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
+
+#include "autoconf.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -27,6 +40,12 @@
 #include <strings.h>
 
 #include <pcre2.h>
+#ifdef HAVE_HYPERSCAN
+#include <hs.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#endif
 
 #include "rules.h"
 
@@ -49,6 +68,10 @@ enum reply_family {
 struct rule {
 	enum rule_type	 type;
 	pcre2_code	*re;
+	bool		 jit;		/* re is JIT-compiled: pcre2_jit_match() */
+	bool		 prefiltered;	/* in the table's Hyperscan database */
+	char		*src;		/* the pattern, until the database is built */
+	uint32_t	 opts;		/* its PCRE2 options */
 	bool		 negate;
 	unsigned	 line;
 	size_t		 endif;		/* RULE_IF: index of its endif */
@@ -76,6 +99,14 @@ struct rules {
 	char		*subj;		/* header subject */
 	size_t		 subjcap;
 	struct rules_hit hit;
+	size_t		 nprefiltered;	/* rules in the Hyperscan database */
+	bool		 prefilter_on;	/* use it (rules_use_prefilter) */
+	bool		 scanned;	/* hits[] is valid for the string matched */
+	unsigned char	*hits;		/* bit per rule index: Hyperscan reported it */
+#ifdef HAVE_HYPERSCAN
+	hs_database_t	*hs_db;
+	hs_scratch_t	*hs_scratch;
+#endif
 };
 
 /* The parser's state for one table. */
@@ -436,6 +467,161 @@ rules_header_subject(const char *name, const char *value, size_t *lenp)
 	return buf;
 }
 
+/* --- the Hyperscan prefilter ------------------------------------------- */
+
+#ifdef HAVE_HYPERSCAN
+/* Hyperscan's flags for a rule, or -1 when the rule stays with PCRE2 alone. */
+static int
+hs_flags_of(const struct rule *r)
+{
+	unsigned flags = HS_FLAG_SINGLEMATCH;
+
+	/*
+	 * x changes what the pattern says: not translated.  A (anchored), E
+	 * (dollar at the end only) and U (ungreedy) only narrow or reorder
+	 * the matches, so the pattern without them is a superset: fine for a
+	 * prefilter, as every hit is matched again by PCRE2.
+	 */
+	if (r->opts & PCRE2_EXTENDED)
+		return -1;
+	if (r->opts & PCRE2_CASELESS)
+		flags |= HS_FLAG_CASELESS;
+	if (r->opts & PCRE2_DOTALL)
+		flags |= HS_FLAG_DOTALL;
+	if (r->opts & PCRE2_MULTILINE)
+		flags |= HS_FLAG_MULTILINE;
+	return (int)flags;
+}
+
+/* Hyperscan reported rule id: mark it, and go on scanning. */
+static int
+prefilter_hit(unsigned id, unsigned long long from, unsigned long long to,
+    unsigned flags, void *ctx)
+{
+	struct rules *t = ctx;
+
+	(void)from;
+	(void)to;
+	(void)flags;
+	t->hits[id / 8] |= (unsigned char)(1u << (id % 8));
+	return 0;
+}
+
+/*
+ * Compile the rules' patterns into one database.  A pattern Hyperscan
+ * refuses is tried again with HS_FLAG_PREFILTER, then left out (PCRE2
+ * alone); each failure removes one candidate or weakens it, so this ends.
+ * Returns -1 only when out of memory; no database is not an error.
+ */
+static int
+prefilter_build(struct rules *t)
+{
+	const char **expr = NULL;
+	unsigned *flags = NULL, *ids = NULL;
+	hs_compile_error_t *cerr = NULL;
+	size_t n = 0;
+	int f, rc = -1;
+
+	if ((t->hits = calloc(t->n / 8 + 1, 1)) == NULL)
+		return -1;
+	if (hs_valid_platform() != HS_SUCCESS || t->n == 0)
+		goto done;
+	if ((expr = calloc(t->n, sizeof(*expr))) == NULL ||
+	    (flags = calloc(t->n, sizeof(*flags))) == NULL ||
+	    (ids = calloc(t->n, sizeof(*ids))) == NULL)
+		goto out;
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->v[i].re == NULL || (f = hs_flags_of(&t->v[i])) < 0)
+			continue;
+		expr[n] = t->v[i].src;
+		flags[n] = (unsigned)f;
+		ids[n] = (unsigned)i;
+		n++;
+	}
+	while (n > 0 && hs_compile_multi(expr, flags, ids, (unsigned)n, HS_MODE_BLOCK,
+	    NULL, &t->hs_db, &cerr) != HS_SUCCESS) {
+		int k = cerr != NULL ? cerr->expression : -1;
+
+		hs_free_compile_error(cerr);
+		cerr = NULL;
+		t->hs_db = NULL;
+		if (k < 0 || (size_t)k >= n)
+			goto done;	/* not one pattern's fault: no prefilter */
+		if (!(flags[k] & HS_FLAG_PREFILTER)) {
+			flags[k] |= HS_FLAG_PREFILTER;
+			continue;
+		}
+		n--;
+		memmove(expr + k, expr + k + 1, (n - (size_t)k) * sizeof(*expr));
+		memmove(flags + k, flags + k + 1, (n - (size_t)k) * sizeof(*flags));
+		memmove(ids + k, ids + k + 1, (n - (size_t)k) * sizeof(*ids));
+	}
+	if (n == 0)
+		goto done;
+	if (hs_alloc_scratch(t->hs_db, &t->hs_scratch) != HS_SUCCESS) {
+		hs_free_database(t->hs_db);
+		t->hs_db = NULL;
+		goto done;
+	}
+	for (size_t j = 0; j < n; j++)
+		t->v[ids[j]].prefiltered = true;
+	t->nprefiltered = n;
+	t->prefilter_on = true;
+done:
+#ifdef __GLIBC__
+	/*
+	 * The compiler's working memory (about 14 MB for the bench's 50 rules)
+	 * is free again but glibc keeps it mapped: give it back to the system,
+	 * or it counts in every worker's RSS for good.
+	 */
+	malloc_trim(0);
+#endif
+	rc = 0;
+out:
+	for (size_t i = 0; i < t->n; i++) {
+		free(t->v[i].src);
+		t->v[i].src = NULL;
+	}
+	free(expr);
+	free(flags);
+	free(ids);
+	return rc;
+}
+
+/* Scan s once for every prefiltered rule: t->hits.  0, or -1 (use PCRE2 alone). */
+static int
+prefilter_scan(struct rules *t, const char *s, size_t len)
+{
+	memset(t->hits, 0, t->n / 8 + 1);
+	if (len > UINT32_MAX)
+		return -1;
+	return hs_scan(t->hs_db, s, (unsigned)len, 0, t->hs_scratch, prefilter_hit, t) ==
+	    HS_SUCCESS ? 0 : -1;
+}
+#else
+/* Without Hyperscan: the patterns' text is not needed. */
+static int
+prefilter_build(struct rules *t)
+{
+	if ((t->hits = calloc(t->n / 8 + 1, 1)) == NULL)
+		return -1;
+	for (size_t i = 0; i < t->n; i++) {
+		free(t->v[i].src);
+		t->v[i].src = NULL;
+	}
+	return 0;
+}
+
+static int
+prefilter_scan(struct rules *t, const char *s, size_t len)
+{
+	(void)t;
+	(void)s;
+	(void)len;
+	return -1;
+}
+#endif
+
 /* --- the parser --------------------------------------------------------- */
 
 struct action_def {
@@ -595,6 +781,9 @@ parse_pattern(struct parse *ps, struct rule *r, const char **pp)
 		}
 	}
 	*pp = f;
+	r->opts = opts;
+	if ((r->src = strndup(start, (size_t)(p - start))) == NULL)
+		return perr(ps, "out of memory");
 	r->re = pcre2_compile((PCRE2_SPTR)start, (PCRE2_SIZE)(p - start), opts,
 	    &errcode, &erroff, NULL);
 	if (r->re == NULL) {
@@ -604,8 +793,8 @@ parse_pattern(struct parse *ps, struct rule *r, const char **pp)
 		    (int)((p - start) > 60 ? 60 : (p - start)), start, delim,
 		    (const char *)msg, (size_t)erroff);
 	}
-	/* JIT when available; pcre2_match() uses it by itself. */
-	(void)pcre2_jit_compile(r->re, PCRE2_JIT_COMPLETE);
+	/* JIT when available: then matched with pcre2_jit_match(). */
+	r->jit = pcre2_jit_compile(r->re, PCRE2_JIT_COMPLETE) == 0;
 	if (pcre2_pattern_info(r->re, PCRE2_INFO_CAPTURECOUNT, &ncap) == 0 &&
 	    ncap > ps->t->maxcapture)
 		ps->t->maxcapture = ncap;
@@ -778,6 +967,10 @@ rules_parse(const char *buf, size_t len, const char *name, enum rules_kind kind,
 	/* A JIT stack larger than the default, for long lines; none is fine too. */
 	if ((t->jit = pcre2_jit_stack_create(JIT_STACK_MIN, JIT_STACK_MAX, NULL)) != NULL)
 		pcre2_jit_stack_assign(t->mctx, NULL, t->jit);
+	if (prefilter_build(t) != 0) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		goto fail;
+	}
 	return t;
 
 fail:
@@ -833,8 +1026,14 @@ rules_free(struct rules *t)
 {
 	if (t == NULL)
 		return;
+#ifdef HAVE_HYPERSCAN
+	hs_free_scratch(t->hs_scratch);
+	hs_free_database(t->hs_db);
+#endif
+	free(t->hits);
 	for (size_t i = 0; i < t->n; i++) {
 		pcre2_code_free(t->v[i].re);
+		free(t->v[i].src);
 		free(t->v[i].word);
 		free(t->v[i].text);
 	}
@@ -864,6 +1063,18 @@ const char *
 rules_name(const struct rules *t)
 {
 	return t->name;
+}
+
+size_t
+rules_prefilter_count(const struct rules *t)
+{
+	return t->nprefiltered;
+}
+
+void
+rules_use_prefilter(struct rules *t, bool on)
+{
+	t->prefilter_on = on && t->nprefiltered > 0;
 }
 
 /* --- matching ----------------------------------------------------------- */
@@ -940,7 +1151,15 @@ static int
 run(struct rules *t, const struct rule *r, const char *s, size_t len, int *nset,
     char *warn, size_t warnlen)
 {
-	int rc = pcre2_match(r->re, (PCRE2_SPTR)s, len, 0, 0, t->md, t->mctx);
+	size_t i = (size_t)(r - t->v);
+	int rc;
+
+	if (t->scanned && r->prefiltered && !(t->hits[i / 8] & (1u << (i % 8))))
+		return 0;	/* Hyperscan saw no match: PCRE2 cannot find one */
+	if (r->jit)
+		rc = pcre2_jit_match(r->re, (PCRE2_SPTR)s, len, 0, 0, t->md, t->mctx);
+	else
+		rc = pcre2_match(r->re, (PCRE2_SPTR)s, len, 0, 0, t->md, t->mctx);
 
 	if (rc >= 0) {
 		/* 0: the ovector was too small; not possible with our match data. */
@@ -971,6 +1190,7 @@ rules_match(struct rules *t, const char *s, size_t len, char *warn, size_t warnl
 		warn[0] = '\0';
 	if (len == 0)
 		return NULL;	/* empty lines never match, as in Postfix */
+	t->scanned = t->prefilter_on && prefilter_scan(t, s, len) == 0;
 	while (i < t->n) {
 		const struct rule *r = &t->v[i];
 

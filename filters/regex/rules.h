@@ -3,7 +3,8 @@
  * body_checks for message content, access(5) for the SMTP envelope.
  *
  * The engine of the regex module, kept apart from the module ABI so that it
- * can be unit-tested and fuzzed.  Only libc and PCRE2.
+ * can be unit-tested and fuzzed.  Only libc, PCRE2 and (configure
+ * --with-hyperscan) Hyperscan as a prefilter: see rules.c.
  *
  * SYNOPSIS
  *	char err[512];
@@ -147,6 +148,14 @@ size_t		 rules_count(const struct rules *t);
 bool		 rules_has(const struct rules *t, enum rules_action a);
 /* The table's name, as given to rules_load/rules_parse. */
 const char	*rules_name(const struct rules *t);
+/* Rules whose pattern the Hyperscan prefilter holds (0 without it). */
+size_t		 rules_prefilter_count(const struct rules *t);
+/*
+ * Whether matching uses the prefilter (on after loading when it holds any
+ * rule): off, every pattern runs through PCRE2.  The answers are the same
+ * either way; the differential tests compare them.
+ */
+void		 rules_use_prefilter(struct rules *t, bool on);
 
 /*
  * The first rule that applies to s[0..len), or NULL.  The hit and its

@@ -11,12 +11,16 @@
  * line "fuzz:LINE: ..." (or "fuzz: ..."); a hit must be consistent: a reply
  * code 4xx/5xx whose class the enhanced code shares, a text of the length
  * it claims, at most RULES_REPLY_MAX bytes of printable ASCII for a reply.
+ * Every match is made twice, with the Hyperscan prefilter and with PCRE2
+ * alone (rules_use_prefilter): the verdicts must be the same (the rule, its
+ * action and its expanded text), unless PCRE2 reported a matching error.
  *
- *	clang -g -fsanitize=fuzzer,address,undefined -Ifilters/regex \
- *	    t/fuzz/fuzz_rules.c filters/regex/rules.c -lpcre2-8 -o fuzz_rules
+ *	clang -g -fsanitize=fuzzer,address,undefined -I. -I/usr/include/hs -Ifilters/regex \
+ *	    t/fuzz/fuzz_rules.c filters/regex/rules.c -lpcre2-8 -lhs -o fuzz_rules
  *	./fuzz_rules -max_len=4096 corpus t/fuzz/seed/fuzz_rules
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +60,31 @@ check_hit(const struct rules_hit *h)
 	}
 }
 
+/* rules_match with the prefilter and without; abort when they disagree. */
+static const struct rules_hit *
+match_both(struct rules *t, const char *s, size_t len)
+{
+	static char text[2048];
+	const struct rules_hit *h;
+	char warn[256];
+	unsigned line;
+	int action;
+
+	rules_use_prefilter(t, false);
+	h = rules_match(t, s, len, warn, sizeof(warn));
+	check_hit(h);
+	line = h ? h->line : 0;
+	action = h ? (int)h->action : -1;
+	snprintf(text, sizeof(text), "%s", h ? h->text : "");
+	rules_use_prefilter(t, true);
+	h = rules_match(t, s, len, warn + 128, sizeof(warn) - 128);
+	if (warn[0] == '\0' &&
+	    ((h ? h->line : 0) != line || (h ? (int)h->action : -1) != action ||
+	    strncmp(h ? h->text : "", text, sizeof(text) - 1) != 0))
+		abort();
+	return h;
+}
+
 struct each {
 	struct rules	*t;
 	size_t		 lines;
@@ -66,13 +95,12 @@ static int
 on_line(void *arg, const char *line, size_t len)
 {
 	struct each *e = arg;
-	char warn[256];
 
 	if (len > 8)	/* pieces are at most 8 bytes (see below) */
 		abort();
 	e->lines++;
 	if (e->t != NULL)
-		check_hit(rules_match(e->t, line, len, warn, sizeof(warn)));
+		check_hit(match_both(e->t, line, len));
 	return 0;
 }
 
@@ -100,7 +128,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			continue;
 		}
 		for (size_t i = 0; i < sizeof(subjects) / sizeof(subjects[0]); i++)
-			check_hit(rules_match(t, subjects[i], strlen(subjects[i]), warn, sizeof(warn)));
+			check_hit(match_both(t, subjects[i], strlen(subjects[i])));
 		check_hit(rules_match_header(t, "X-Fuzz", " a\r\n b", warn, sizeof(warn)));
 		/* Each line of the input, in pieces of at most 8 bytes, fed 3 at a time. */
 		e.t = t;

@@ -3,12 +3,16 @@
  * format (comments, continuation lines, flags, negation, if..endif), every
  * action of header_checks, body_checks and access tables, $N substitution,
  * reply codes, folded and 100 KB headers, the body line splitter on a
- * 100 KB line split anywhere, and the "FILE:LINE: ..." errors.
+ * 100 KB line split anywhere, the "FILE:LINE: ..." errors, and the same
+ * verdicts with the Hyperscan prefilter as with PCRE2 alone (differential).
  */
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "autoconf.h"
 #include "../../filters/regex/rules.h"
 #include "tap.h"
 
@@ -673,14 +677,26 @@ test_misc(void)
 	ok(rules_match(t, "", 0, NULL, 0) == NULL, "an empty line never matches");
 	rules_free(t);
 
-	/* Catastrophic backtracking: the match limit ends it, the rule is skipped. */
+	/*
+	 * Catastrophic backtracking: the match limit ends it, the rule is
+	 * skipped.  (PCRE2 alone: the Hyperscan prefilter knows the string
+	 * cannot match and never lets PCRE2 try.)
+	 */
 	t = parse(RULES_BODY, "/^(a|aa)+$/ REJECT slow\n/a/ WARN next rule\n");
 	memset(subject, 'a', 60);
 	strcpy(subject + 60, "b");
+	if (t != NULL)
+		rules_use_prefilter(t, false);
 	h = t ? rules_match(t, subject, strlen(subject), warn, sizeof(warn)) : NULL;
 	ok(h && h->action == RULES_WARN, "a matching error skips the rule");
 	ok(strncmp(warn, "t.rules:1: matching error, rule skipped: ", 41) == 0, "and is reported");
 	diag("%s", warn);
+	if (t != NULL && rules_prefilter_count(t) > 0) {
+		rules_use_prefilter(t, true);
+		h = rules_match(t, subject, strlen(subject), warn, sizeof(warn));
+		ok(h && h->action == RULES_WARN && warn[0] == '\0',
+		    "with the prefilter: the rule that cannot match is not tried, no error");
+	}
 	h = t ? rules_match(t, "aa", 2, warn, sizeof(warn)) : NULL;
 	ok(h && h->action == RULES_REJECT && warn[0] == '\0', "warn cleared on the next match");
 	rules_free(t);
@@ -705,6 +721,144 @@ test_misc(void)
 	rules_free(t);
 }
 
+/*
+ * Differential: the same tables and strings give the same verdicts with the
+ * Hyperscan prefilter and with PCRE2 alone.  Patterns cover what Hyperscan
+ * takes exactly, what it takes only as a prefilter (back-references,
+ * lookarounds), what it refuses (empty matches, the x flag), every flag,
+ * negation, if..endif and $N; strings are random text with words, URLs,
+ * HTML, folded headers and hostile bytes (NUL, CR, LF, 8-bit).
+ */
+static const char *const diff_patterns[] = {
+	"/viagra/", "/^Subject:.*\\bfree\\b/", "/^from:\\s*\"?(\\w+)/", "/x-mailer:.*(outlook|bat)/",
+	"/https?:\\/\\/[^\\/\\s]*\\.(zip|top|xyz)\\//", "/<a\\s+href=\"([^\"]*)\"/", "/\\d{3}-\\d{4}/",
+	"/^\\s*<iframe/", "/(\\w)\\1\\1/", "/foo(?=bar)/", "/(?<!un)lock/", "/^$/",
+	"/b$/", "/b$/E", "/^line$/m", "/a.b/", "/a.b/s", "/A.B/i", "/Cap/i", "/ c a p /x",
+	"/word/A", "/^(\\w+)@(\\w+)\\.com$/", "/(a+)+$/", "/[\\x80-\\xff]{2}/", "/\\x00/",
+	"/\\r/", "/\\n\\t/", "/(?i)MiXeD/", "/(?-i)lower/", "/o{2,}/U", "/click here|unsubscribe/",
+	"/\\bprize\\b.*\\bclaim\\b/", "/%[0-9a-f]{2}/", "/&#x?[0-9a-f]+;/", "/=\\?utf-8\\?[bq]\\?/",
+	"/[[:upper:]]{5}/", "/\\Qa.b\\E/", "/(?s)x.y/", "/\\Aabc/", "/xyz\\z/", "/ab\\Z/",
+	"/a*/", "/^/m",	/* match any string: last, or the rules after them never decide */
+};
+
+static const char *const diff_words[] = {
+	"free", "viagra", "Subject: ", "From: \"bob", "x-mailer: The Bat", "http://a.example.xyz/",
+	"https://bit.ly/abc123", "<a href=\"http://x/\">", "555-1234", "<iframe src=", "aaa", "foobar",
+	"unlock", "lock", "line", "b", "a\nb", "A\nB", "CAP", "cap", "word", "user@host.com", "\xe9\xe8",
+	"\r", "\n\t", "MIXED", "LOWER", "ooo", "click here", "prize", "claim", "%2f", "&#x41;",
+	"=?utf-8?q?", "HELLO", "a.b", "xyz", "abc", "ab\n", " ", "  ", "<p>", "</html>", "lorem",
+};
+
+static uint64_t diff_seed = 0x1234567887654321ULL;
+
+static uint32_t
+diff_rng(uint32_t n)
+{
+	diff_seed ^= diff_seed >> 12;
+	diff_seed ^= diff_seed << 25;
+	diff_seed ^= diff_seed >> 27;
+	return (uint32_t)((diff_seed * 0x2545F4914F6CDD1DULL) >> 32) % n;
+}
+
+/* A random string of words and bytes into buf (at most max); its length. */
+static size_t
+diff_string(char *buf, size_t max)
+{
+	size_t len = 0, n = 1 + diff_rng(12);
+
+	while (n-- > 0 && len + 40 < max) {
+		if (diff_rng(6) == 0) {
+			buf[len++] = (char)diff_rng(256);
+		} else {
+			const char *w = diff_words[diff_rng(sizeof(diff_words) / sizeof(diff_words[0]))];
+
+			memcpy(buf + len, w, strlen(w));
+			len += strlen(w);
+		}
+		if (diff_rng(3) == 0)
+			buf[len++] = ' ';
+	}
+	return len;
+}
+
+/* Whether t matches s the same with the prefilter and without. */
+static bool
+diff_same(struct rules *t, const char *s, size_t len)
+{
+	const struct rules_hit *h;
+	char warn[256], text[600];
+	unsigned line;
+	int action;
+
+	rules_use_prefilter(t, false);
+	h = rules_match(t, s, len, warn, sizeof(warn));
+	if (warn[0] != '\0')
+		return true;	/* a matching error: the prefilter may know better */
+	line = h ? h->line : 0;
+	action = h ? (int)h->action : -1;
+	snprintf(text, sizeof(text), "%s", h ? h->text : "");
+	rules_use_prefilter(t, true);
+	h = rules_match(t, s, len, warn, sizeof(warn));
+	return (h ? h->line : 0) == line && (h ? (int)h->action : -1) == action &&
+	    strcmp(h ? h->text : "", text) == 0;
+}
+
+static void
+test_prefilter_differential(void)
+{
+	static char table[16384], buf[1024];
+	size_t np = sizeof(diff_patterns) / sizeof(diff_patterns[0]), o = 0, len;
+	size_t differ = 0, hits = 0, tables = 0, prefiltered = 0;
+	struct rules *t, *alone[64];
+	char one[256];
+
+	/* Each pattern alone (plain and negated), and all in one table in order. */
+	for (size_t i = 0; i < np; i++) {
+		snprintf(one, sizeof(one), "%s WARN rule %zu\n!%s INFO not %zu\n",
+		    diff_patterns[i], i, diff_patterns[i], i);
+		alone[i] = parse(RULES_HEADER, one);
+		o += (size_t)snprintf(table + o, sizeof(table) - o, "%s%s WARN all %zu\n",
+		    i % 7 == 3 ? "if !/zzz/\n" : "", diff_patterns[i], i);
+		if (i % 7 == 3)
+			o += (size_t)snprintf(table + o, sizeof(table) - o, "endif\n");
+	}
+	o += (size_t)snprintf(table + o, sizeof(table) - o,
+	    "/(\\w+)@(\\w+)/ REJECT 550 5.7.1 no $2 for $1\n"
+	    "if /a/\n/(b+)(c)?/ WARN in if: $1[$2]\nif !/q/\n/d/ INFO nested\nendif\nendif\n");
+	t = parse(RULES_BODY, table);
+	ok(t != NULL && np <= 64, "differential: the tables load");
+	if (t == NULL)
+		return;
+#ifdef HAVE_HYPERSCAN
+	ok(rules_prefilter_count(t) > 0, "differential: the prefilter holds rules");
+#endif
+	diag("prefilter holds %zu of the table's patterns (%zu rules and their ifs)",
+	    rules_prefilter_count(t), rules_count(t));
+	for (int iter = 0; iter < 20000; iter++) {
+		len = diff_string(buf, sizeof(buf));
+		if (len == 0)
+			continue;
+		differ += !diff_same(t, buf, len);
+		hits += rules_match(t, buf, len, NULL, 0) != NULL;
+		if (!diff_same(alone[iter % np], buf, len)) {
+			if (differ++ < 5)
+				diag("rule %s differs on \"%.*s\"", diff_patterns[iter % np], (int)len, buf);
+		}
+	}
+	for (size_t i = 0; i < np; i++) {
+		if (alone[i] != NULL) {
+			tables++;
+			prefiltered += rules_prefilter_count(alone[i]) > 0;
+		}
+		rules_free(alone[i]);
+	}
+	diag("%zu of %zu single-pattern tables prefiltered; %zu of 20000 strings hit",
+	    prefiltered, tables, hits);
+	is_int(tables, np, "differential: every pattern loads");
+	is_int(differ, 0, "differential: the same verdicts with and without the prefilter");
+	rules_free(t);
+}
+
 /* Each group of tests prints its own TAP lines. */
 int
 main(void)
@@ -721,5 +875,6 @@ main(void)
 	test_headers();
 	test_body_lines();
 	test_misc();
+	test_prefilter_differential();
 	return done_testing();
 }
