@@ -4,6 +4,7 @@
 #
 #   direct    no proxy: smtp-source straight into smtp-sink
 #   empty     smtpchain, no filter
+#   empty-w1  the same with workers = 1 (beside the default, one per CPU)
 #   regex     smtpchain, the regex module with bench/header_checks and
 #             bench/body_checks (a realistic set of about 50 rules)
 #   milter    smtpchain, the milter module with a real OpenDKIM signing
@@ -21,6 +22,10 @@
 #   par4k     20 parallel sessions of 4 KiB messages (-s 20 -l 4096)
 #   seq4k     one session, messages one after the other (-s 1 -d): latency
 #   1mib      1 MiB messages, 4 parallel sessions
+#   text      1 MiB messages of generated text (words, URLs, an HTML part;
+#             smtp-source -F), 4 parallel sessions: what body rules meet in
+#             real mail, not smtp-source's lines of "X" (direct, haproxy,
+#             empty and regex)
 #   idle      10,000 idle sessions: proxy RSS per session (smtpchain, haraka)
 #   big       one 30 MB message through the regex chain's body_checks: the
 #             proxy's peak RSS (VmHWM)
@@ -39,7 +44,7 @@
 #   --quick   a short smoke run: small counts, one run each
 # Environment: BENCH_RUNS, BENCH_SYSTEMS, BENCH_WORKLOADS, BENCH_WORKERS
 # (smtpchain workers and Haraka nodes, when the daemon has "workers"; default
-# the number of CPUs), BENCH_PAR_MSGS, BENCH_SEQ_MSGS, BENCH_1M_MSGS,
+# the number of CPUs), BENCH_PAR_MSGS, BENCH_SEQ_MSGS, BENCH_1M_MSGS, BENCH_TEXT_MSGS,
 # BENCH_IDLE, BENCH_BIG_MB, BENCH_CACHE (default /var/tmp/smtpchain-bench),
 # BENCH_NO_INSTALL=1 (never run npm), BENCH_BASELINE=DIR (an older build
 # tree run side by side as empty-base and regex-base: before/after numbers),
@@ -93,11 +98,16 @@ my %WL = (
 		   what => 'idle sessions: RSS per session' },
 	big   => { s => 1, m => 1, l => ($ENV{BENCH_BIG_MB} || ($Q ? 3 : 30)) * 1000 * 1000,
 		   what => 'one big message through body_checks: peak RSS' },
+	text  => { s => 4, m => $ENV{BENCH_TEXT_MSGS} || ($Q ? 4 : 40), l => 1 << 20, text => 1,
+		   what => '4 parallel sessions, 1 MiB messages of text, URLs and HTML' },
 );
-my @WORKLOADS = split /,/, $opt{workloads} || $ENV{BENCH_WORKLOADS} || 'par4k,seq4k,1mib,idle,big';
-my @SYSTEMS = split /,/, $opt{systems} || $ENV{BENCH_SYSTEMS} || 'direct,haproxy,empty,regex,milter,policy,postfix,haraka';
-# Which systems a workload is run for (idle and big only where they mean something).
-my %WL_SYSTEMS = (idle => { empty => 1, regex => 1, haraka => 1 }, big => { regex => 1, milter => 1 });
+my @WORKLOADS = split /,/, $opt{workloads} || $ENV{BENCH_WORKLOADS} || 'par4k,seq4k,1mib,text,idle,big';
+my @SYSTEMS = split /,/, $opt{systems} || $ENV{BENCH_SYSTEMS} ||
+    'direct,haproxy,empty,empty-w1,regex,milter,policy,postfix,haraka';
+# Which systems a workload is run for (idle and big only where they mean something;
+# text is for the regex chain, with its references).
+my %WL_SYSTEMS = (idle => { empty => 1, regex => 1, haraka => 1 }, big => { regex => 1, milter => 1 },
+    text => { direct => 1, haproxy => 1, empty => 1, regex => 1 });
 for (@WORKLOADS) { die "unknown workload $_\n" unless $WL{$_} }
 
 # Our files in the harness's t/tmp/NAME (NAME from $0): one directory per
@@ -217,7 +227,7 @@ sub daemon_knows {
 		system("$bin -t -c $c >/dev/null 2>&1") == 0 ? 1 : 0;
 	};
 }
-my $WORKERS = $ENV{BENCH_WORKERS} || (daemon_knows('workers = 2;') ? $NCPU : 1);
+our $WORKERS = $ENV{BENCH_WORKERS} || (daemon_knows('workers = 2;') ? $NCPU : 1);
 note_line("smtpchain workers: " . ($WORKERS > 1 ? $WORKERS : 'none (single process)'));
 
 # The smtpchain config for a bench system with this filter text.
@@ -225,7 +235,7 @@ sub proxy_conf {
 	my ($filters, $backend_port) = @_;
 	$backend_port ||= $sink_port;
 	return qq{backend = "127.0.0.1:$backend_port";\nhostname = "proxy.bench";\n} .
-	    ($WORKERS > 1 && daemon_knows("workers = $WORKERS;") ? "workers = $WORKERS;\n" : '') .
+	    (daemon_knows("workers = $WORKERS;") ? "workers = $WORKERS;\n" : '') .
 	    # Every bench client comes from 127.0.0.1: no per-client cap.
 	    "limits { max_connections = 30000; max_message_size = 0; " .
 	    (daemon_knows('limits { max_connections_per_client = 0; }')
@@ -339,6 +349,13 @@ my %START = (
 	haraka => \&start_haraka,
 	haproxy => \&start_haproxy,
 );
+# The empty chain with one worker, beside the default (one per CPU).
+$START{'empty-w1'} = sub {
+	local $WORKERS = 1;
+	local $SUFFIX = '-w1';
+	my $sys = $START{empty}->();
+	return $sys;
+};
 
 # HAProxy relaying TCP to the sink, threads as the proxy's workers.
 sub start_haproxy {
@@ -414,6 +431,63 @@ sub start_haraka {
 # ---------------------------------------------------------------------------
 # Workloads
 
+# A message of about $size bytes of text for smtp-source -F (written once):
+# headers, then a multipart/alternative body with a text/plain part (words,
+# sentences, URLs, a signature) and a text/html part (paragraphs, links,
+# tables, an image tag), lines of 40-76 characters.  The same bytes in
+# every run (fixed seed), so that the regex chain meets real-looking text
+# and not only smtp-source's lines of "X".
+my %TEXT_FILE;
+sub text_message {
+	my ($size) = @_;
+	return $TEXT_FILE{$size} //= do {
+		my @w = qw(the of and to in is you that it he was for on are as with his they
+		    at be this have from or one had by word but not what all were we when your can
+		    said there use an each which she do how their if will up other about out many
+		    then them these so some her would make like him into time has look two more write
+		    go see number no way could people my than first water been call who oil its now
+		    find long down day did get come made may part invoice meeting report account
+		    payment shipping order delivery password update schedule quarterly budget
+		    customer support newsletter offer discount free click unsubscribe review);
+		my @hosts = qw(example.com mail.example.org shop.example.net www.example.test
+		    cdn.example.com news.example.org);
+		my $rand = do { my $x = 15; sub { $x = ($x * 1103515245 + 12345) % 2147483648; $x % $_[0] } };
+		my $word = sub { $w[$rand->(scalar @w)] };
+		my $url = sub {
+			"https://$hosts[$rand->(scalar @hosts)]/" . join('/', map { $word->() } 1 .. 1 + $rand->(3)) .
+			    ($rand->(3) ? '' : '?id=' . $rand->(100000));
+		};
+		my $line = sub {
+			my ($html) = @_;
+			my $l = '';
+			while (length $l < 40 + $rand->(36)) {
+				my $k = $rand->(20);
+				my $t = $k == 0 ? $url->() : $k == 1 && $html ? '<a href="' . $url->() . '">' . $word->() . '</a>'
+				    : $k == 2 ? ucfirst($word->()) . '.' : $word->();
+				$l .= ($l eq '' ? '' : ' ') . $t;
+			}
+			return "$l\n";
+		};
+		my $b = 'bench-text-boundary';
+		my $m = "From: Bench Sender <bench\@example.test>\nTo: <rcpt\@example.org>\n" .
+		    "Subject: Quarterly report and invoice\nMIME-Version: 1.0\n" .
+		    "Content-Type: multipart/alternative; boundary=\"$b\"\n\n";
+		my $half = $size / 2;
+		$m .= "--$b\nContent-Type: text/plain; charset=utf-8\n\n";
+		$m .= $line->(0) while length $m < $half;
+		$m .= "-- \nBench Sender, https://www.example.test/\n\n--$b\nContent-Type: text/html; charset=utf-8\n\n" .
+		    "<html><head><title>Report</title></head><body>\n";
+		while (length $m < $size - 200) {
+			my $k = $rand->(8);
+			$m .= $k == 0 ? "<p>\n" : $k == 1 ? "</p>\n" :
+			    $k == 2 ? "<table><tr><td>" . $word->() . "</td><td>" . $rand->(1000) . "</td></tr></table>\n" :
+			    $k == 3 ? '<img src="' . $url->() . "\" alt=\"\">\n" : $line->(1);
+		}
+		$m .= "</body></html>\n--$b--\n";
+		spew("$dir/text-$size.eml", $m);
+	};
+}
+
 # smtp-source through sys; returns a hash of what was measured.
 sub run_source {
 	my ($sys, $w) = @_;
@@ -426,7 +500,8 @@ sub run_source {
 	my $milter0 = $sys->{milter} ? tree_cpu(@{ $sys->{milter} }) : 0;
 	my @c0 = POSIX::times();
 	my $log = "$dir/source.log";
-	my @argv = ('timeout', '-k', '5', $limit, $source_bin, '-s', $w->{s}, '-m', $w->{m}, '-l', $w->{l},
+	my @body = $w->{text} ? ('-F', text_message($w->{l})) : ('-l', $w->{l});
+	my @argv = ('timeout', '-k', '5', $limit, $source_bin, '-s', $w->{s}, '-m', $w->{m}, @body,
 	    @{ $w->{flags} || [] }, '-f', 'bench@example.test', '-t', 'rcpt@example.org',
 	    '-M', 'client.test', "127.0.0.1:$sys->{port}");
 	my $t0 = time;

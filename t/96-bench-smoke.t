@@ -1,4 +1,4 @@
-# 95-bench-smoke.t - the benchmark (bench/run.sh --quick) runs end to end
+# 96-bench-smoke.t - the benchmark (bench/run.sh --quick) runs end to end
 # with tiny counts: it writes its CSV files, and every message it sent
 # through every system arrived at the sink.  No number is judged here (the
 # machine is shared; timings mean nothing in a test): only that the bench
@@ -20,13 +20,13 @@ plan skip_all => 'built with AddressSanitizer: the bench measures the daemon, no
 
 my $out = tmpdir() . '/results';
 my $cache = $ENV{BENCH_CACHE} || '/var/tmp/smtpchain-bench';
-my @systems = qw(direct empty regex milter policy);
+my @systems = qw(direct empty empty-w1 regex milter policy);
 # Haraka (node) takes seconds to start: only on request, and only when the
 # bench already installed it (the test never runs npm).
 push @systems, 'haraka' if $ENV{BENCH_SMOKE_HARAKA} && -f "$cache/haraka/node_modules/Haraka/bin/haraka";
 
 my %env = (BENCH_SYSTEMS => join(',', @systems), BENCH_RUNS => 1, BENCH_PAR_MSGS => 20,
-    BENCH_SEQ_MSGS => 5, BENCH_1M_MSGS => 2, BENCH_IDLE => 50, BENCH_BIG_MB => 1,
+    BENCH_SEQ_MSGS => 5, BENCH_1M_MSGS => 2, BENCH_TEXT_MSGS => 2, BENCH_IDLE => 50, BENCH_BIG_MB => 1,
     BENCH_NO_INSTALL => 1, BENCH_CACHE => $cache);
 my $cmd = join(' ', (map { "$_=$env{$_}" } sort keys %env),
     'timeout', '-k', '5', '300', 'sh', "$src/bench/run.sh", '--quick', '--out', $out);
@@ -40,7 +40,7 @@ ok(-s "$out/bench-runs.csv", 'bench-runs.csv written');
 my ($head, @lines) = split /\n/, $csv;
 my @cols = split /,/, $head;
 my @rows = map { my %r; @r{@cols} = split /,/, $_, -1; \%r } @lines;
-my %skipped = map { $_ => 1 } $text =~ /^# SKIPPED (\w+):/mg;
+my %skipped = map { $_ => 1 } $text =~ /^# SKIPPED ([\w-]+):/mg;
 
 for my $sys (@systems) {
 	my @mine = grep { $_->{system} eq $sys } @rows;
@@ -50,6 +50,7 @@ for my $sys (@systems) {
 	}
 	my %wl = map { $_->{workload} => $_ } @mine;
 	my @want = qw(par4k seq4k 1mib);
+	push @want, 'text' if $sys =~ /^(?:direct|empty|regex)\z/;
 	push @want, 'idle' if $sys =~ /^(?:empty|regex|haraka)\z/;
 	push @want, 'big' if $sys =~ /^(?:regex|milter)\z/;
 	for my $w (@want) {
