@@ -508,10 +508,41 @@ prefilter_hit(unsigned id, unsigned long long from, unsigned long long to,
 }
 
 /*
- * Compile the rules' patterns into one database.  A pattern Hyperscan
- * refuses is tried again with HS_FLAG_PREFILTER, then left out (PCRE2
- * alone); each failure removes one candidate or weakens it, so this ends.
- * Returns -1 only when out of memory; no database is not an error.
+ * The flags a rule's pattern goes into the database with, or -1: checked
+ * alone first (hs_expression_info, much cheaper than a compile), exactly,
+ * else as a prefilter; a pattern that can match the empty string stays out
+ * (Hyperscan refuses it).
+ */
+static int
+hs_check(const struct rule *r)
+{
+	hs_expr_info_t *info = NULL;
+	hs_compile_error_t *cerr = NULL;
+	int f = hs_flags_of(r);
+
+	if (f < 0)
+		return -1;
+	if (hs_expression_info(r->src, (unsigned)f, &info, &cerr) != HS_SUCCESS) {
+		hs_free_compile_error(cerr);
+		cerr = NULL;
+		f |= HS_FLAG_PREFILTER;
+		if (hs_expression_info(r->src, (unsigned)f, &info, &cerr) != HS_SUCCESS) {
+			hs_free_compile_error(cerr);
+			return -1;
+		}
+	}
+	if (info->min_width == 0)
+		f = -1;
+	free(info);	/* allocated with Hyperscan's misc allocator: malloc */
+	return f;
+}
+
+/*
+ * Compile the rules' patterns into one database.  Each is checked alone
+ * first (hs_check); should the database still refuse one, it is tried
+ * again with HS_FLAG_PREFILTER, then left out (PCRE2 alone): each failure
+ * removes one candidate or weakens it, so this ends.  Returns -1 only when
+ * out of memory; no database is not an error.
  */
 static int
 prefilter_build(struct rules *t)
@@ -531,7 +562,7 @@ prefilter_build(struct rules *t)
 	    (ids = calloc(t->n, sizeof(*ids))) == NULL)
 		goto out;
 	for (size_t i = 0; i < t->n; i++) {
-		if (t->v[i].re == NULL || (f = hs_flags_of(&t->v[i])) < 0)
+		if (t->v[i].re == NULL || (f = hs_check(&t->v[i])) < 0)
 			continue;
 		expr[n] = t->v[i].src;
 		flags[n] = (unsigned)f;
