@@ -59,13 +59,32 @@
 #define NAME_MAX_LEN	997	/* longest header name a filter may set */
 #define TEMP_NAME	"/smtpchain-msg.XXXXXX"
 
-enum hstate { H_LINE = 0, H_CR, H_NAME, H_VALUE, H_BODY };
+enum hstate { H_LINE = 0, H_CR, H_MBOX, H_NAME, H_NAMEWS, H_VALUE, H_BODY };
 
-struct hdr {
-	struct msg_header pub;	/* name and value share one allocation */
-	size_t		namelen;
-	size_t		valuelen;
+/*
+ * A header: its line in the header buffer, "name:value" as written (white
+ * space before the colon and folding kept, final CR LF not included).
+ * Eight bytes a header, whatever its size.
+ */
+struct hent {
+	uint32_t	 off;
+	uint32_t	 len:31;
+	uint32_t	 mbox:1;	/* an mbox "From " line: see msgstore.h */
 };
+#define MBOX_NAME	"X-Mailbox-Line"
+
+/*
+ * Where the last occurrence search for a name ended: the header at index
+ * `at`, and how many headers of that name come before it.  A filter that
+ * changes the headers of a name one after the other, in either direction,
+ * then walks the list once, not once per change.
+ */
+struct hint {
+	char		*name;		/* NULL: unused */
+	size_t		 at;
+	size_t		 before;
+};
+#define NHINTS		8
 
 struct body {
 	char		*buf;	/* the body (in memory) or its unwritten tail */
@@ -83,7 +102,7 @@ enum cur_phase { CUR_HEADERS = 0, CUR_SEP, CUR_BODY, CUR_END };
 struct cursor {
 	enum cur_phase	 phase;
 	size_t		 hdr;		/* header index */
-	int		 part;		/* 0 name, 1 colon, 2 value, 3 CRLF */
+	int		 part;		/* 0 the line, 1 its CRLF */
 	size_t		 off;		/* in the part or the separator */
 	bool		 sep;		/* the separator goes out */
 	uint64_t	 body_off;	/* next body byte */
@@ -91,15 +110,36 @@ struct cursor {
 	size_t		 rlen;
 	size_t		 rpos;
 };
-
 struct msgstore {
 	char		*spool_dir;
 	size_t		 mem_threshold;
 	size_t		 max_header_bytes;
 
-	struct hdr	*hdrs;
+	/*
+	 * The header section: the lines in one buffer (hsec), in the order
+	 * they came or were added, and the list of headers in message order
+	 * as a gap buffer of entries (ents: gap_len free entries at index
+	 * gap_at), so that a run of inserts or deletes that moves through the
+	 * list costs the distance it moves, not a shift of the list each time.
+	 * Lines changed or deleted leave dead bytes in hsec (hdead) until a
+	 * compaction; hlive counts the bytes of the headers as they go out.
+	 */
+	char		*hsec;
+	size_t		 hsec_len;
+	size_t		 hsec_cap;
+	size_t		 hdead;
+	uint64_t	 hlive;
+	struct hent	*ents;
+	size_t		 ents_cap;
 	size_t		 nhdrs;
-	size_t		 hdrs_cap;
+	size_t		 gap_at;
+	size_t		 gap_len;
+	struct hint	 hints[NHINTS];
+	unsigned	 next_hint;
+	struct msg_header view;		/* what msgstore_header() returns */
+	char		*view_buf;
+	size_t		 view_cap;
+
 	bool		 separator;	/* the input had an empty line */
 	uint64_t	 changes;	/* real changes so far (msgstore_changes): headers or body */
 	bool		 finished;
@@ -109,12 +149,12 @@ struct msgstore {
 	bool		 in_bol;
 	bool		 in_cr;
 	enum hstate	 hstate;
-	bool		 hpending;
+	bool		 hpending;	/* a complete header at hsec[hstart..] waits for a continuation */
 	bool		 hcr;		/* the value's last byte is a CR */
-	char		*hbuf;		/* current header, "name:value" */
-	size_t		 hlen;
-	size_t		 hcap;
-	size_t		 hname_len;
+	bool		 hfirst;	/* only mbox lines so far: another may come */
+	bool		 hmbox;		/* the current line is an mbox line */
+	size_t		 hmatched;	/* of "From " (after '>'s), in H_MBOX */
+	size_t		 hstart;	/* where the current line starts in hsec */
 	size_t		 hbytes;	/* header section bytes so far */
 
 	struct body	 body;
@@ -130,6 +170,7 @@ struct msgstore {
 	bool		 out_bol;	/* the next output byte starts a line */
 	bool		 out_dot;	/* its extra "." is written */
 };
+
 
 /* Room for need bytes in a growing buffer, never more than limit unless need is. */
 static void
@@ -344,7 +385,7 @@ body_pread(const struct body *b, uint64_t off, char *dst, size_t n)
 	return (ssize_t)n;
 }
 
-/* A byte allowed in a header name: printable ASCII but ':'. */
+/* A byte allowed in a header name: printable ASCII but ':' (Postfix's is_header()). */
 static bool
 name_char(unsigned char c)
 {
@@ -381,44 +422,269 @@ valid_value(const char *value)
 	return true;
 }
 
-/* A header made from a name and a value, in one allocation. */
-static struct hdr
-hdr_make(const char *name, size_t namelen, const char *value, size_t valuelen)
+/* The line of a header entry. */
+static const char *
+ent_line(const struct msgstore *m, const struct hent *e)
 {
-	struct hdr h;
-	char *block = xmalloc(namelen + valuelen + 2);
+	return m->hsec + e->off;
+}
 
-	memcpy(block, name, namelen);
-	block[namelen] = '\0';
-	memcpy(block + namelen + 1, value, valuelen);
-	block[namelen + 1 + valuelen] = '\0';
-	h.pub.name = block;
-	h.pub.value = block + namelen + 1;
-	h.namelen = namelen;
-	h.valuelen = valuelen;
+/* Length of the name at the start of a header line (white space and colon not included). */
+static size_t
+line_namelen(const char *line, size_t len)
+{
+	size_t k = 0;
+
+	while (k < len && name_char((unsigned char)line[k]))
+		k++;
+	return k;
+}
+
+/* Offset of the value in a header line: just after its colon. */
+static size_t
+line_valueoff(const char *line, size_t len)
+{
+	const char *colon = memchr(line, ':', len);
+
+	return colon != NULL ? (size_t)(colon - line) + 1 : len;
+}
+
+/* The entry of header i (i < nhdrs). */
+static struct hent *
+ent_at(const struct msgstore *m, size_t i)
+{
+	return &m->ents[i < m->gap_at ? i : i + m->gap_len];
+}
+
+/* Whether a header line has the name (nlen bytes), case-insensitive. */
+static bool
+line_named(const char *line, size_t len, const char *name, size_t nlen)
+{
+	return len >= nlen && line_namelen(line, len) == nlen && strncasecmp(line, name, nlen) == 0;
+}
+
+/* Whether a header entry has the name. */
+static bool
+hent_named(const struct msgstore *m, const struct hent *e, const char *name, size_t nlen)
+{
+	if (e->mbox)
+		return nlen == sizeof(MBOX_NAME) - 1 && strncasecmp(name, MBOX_NAME, nlen) == 0;
+	return line_named(ent_line(m, e), e->len, name, nlen);
+}
+
+/* Whether header i has the name. */
+static bool
+ent_named(const struct msgstore *m, size_t i, const char *name, size_t nlen)
+{
+	return hent_named(m, ent_at(m, i), name, nlen);
+}
+
+/* Move the gap of the entry list to index at (<= nhdrs): the cost is the distance. */
+static void
+gap_move(struct msgstore *m, size_t at)
+{
+	if (at < m->gap_at)
+		memmove(m->ents + at + m->gap_len, m->ents + at,
+		    (m->gap_at - at) * sizeof(*m->ents));
+	else if (at > m->gap_at)
+		memmove(m->ents + m->gap_at, m->ents + m->gap_at + m->gap_len,
+		    (at - m->gap_at) * sizeof(*m->ents));
+	m->gap_at = at;
+}
+
+/* A full entry list doubles; the gap is at its end, then. */
+static void
+gap_grow(struct msgstore *m)
+{
+	size_t ncap = m->ents_cap ? m->ents_cap * 2 : 16;
+
+	gap_move(m, m->nhdrs);
+	m->ents = xrealloc(m->ents, ncap * sizeof(*m->ents));
+	m->gap_len = ncap - m->nhdrs;
+	m->ents_cap = ncap;
+}
+
+/* The hint of a name, or NULL. */
+static struct hint *
+hint_find(struct msgstore *m, const char *name)
+{
+	for (size_t k = 0; k < NHINTS; k++)
+		if (m->hints[k].name != NULL && strcasecmp(m->hints[k].name, name) == 0)
+			return &m->hints[k];
+	return NULL;
+}
+
+/* A new hint for a name, at the start of the list (the oldest one goes). */
+static struct hint *
+hint_new(struct msgstore *m, const char *name)
+{
+	struct hint *h = &m->hints[m->next_hint++ % NHINTS];
+
+	free(h->name);
+	h->name = xstrdup(name);
+	h->at = 0;
+	h->before = 0;
 	return h;
 }
 
-/* Put a header at index (<= nhdrs) of the list. */
+/* Keep the hints right after a header comes in at index at (+1) or goes (-1). */
 static void
-hdr_insert_at(struct msgstore *m, size_t index, struct hdr h)
+hints_shift(struct msgstore *m, size_t at, const struct hent *e, int delta)
 {
-	if (m->nhdrs == m->hdrs_cap) {
-		m->hdrs_cap = m->hdrs_cap ? m->hdrs_cap * 2 : 16;
-		m->hdrs = xrealloc(m->hdrs, m->hdrs_cap * sizeof(*m->hdrs));
+	for (size_t k = 0; k < NHINTS; k++) {
+		struct hint *h = &m->hints[k];
+
+		if (h->name == NULL || (delta > 0 ? at > h->at : at >= h->at))
+			continue;
+		h->at = delta > 0 ? h->at + 1 : h->at - 1;
+		if (hent_named(m, e, h->name, strlen(h->name)))
+			h->before = delta > 0 ? h->before + 1 : h->before - 1;
 	}
-	memmove(m->hdrs + index + 1, m->hdrs + index, (m->nhdrs - index) * sizeof(*m->hdrs));
-	m->hdrs[index] = h;
-	m->nhdrs++;
 }
 
-/* Take a header out of the list and free it. */
+/* Put a header entry at index at (<= nhdrs). */
 static void
-hdr_remove_at(struct msgstore *m, size_t index)
+ent_insert(struct msgstore *m, size_t at, struct hent e)
 {
-	free(m->hdrs[index].pub.name);
-	memmove(m->hdrs + index, m->hdrs + index + 1, (m->nhdrs - index - 1) * sizeof(*m->hdrs));
+	if (m->gap_len == 0)
+		gap_grow(m);
+	gap_move(m, at);
+	m->ents[at] = e;
+	m->gap_at++;
+	m->gap_len--;
+	m->nhdrs++;
+	m->hlive += (uint64_t)e.len + 2;
+	hints_shift(m, at, &e, +1);
+}
+
+/* Take header at (< nhdrs) out of the list; its line is dead. */
+static void
+ent_remove(struct msgstore *m, size_t at)
+{
+	struct hent e;
+
+	gap_move(m, at);
+	e = m->ents[at + m->gap_len];
+	m->gap_len++;
 	m->nhdrs--;
+	m->hdead += e.len;
+	m->hlive -= (uint64_t)e.len + 2;
+	hints_shift(m, at, &e, -1);
+}
+
+/*
+ * Copy the live lines to a new buffer, in order, when more than half of
+ * the buffer is dead (only once the header section is parsed: the parser
+ * keeps offsets into it).  The cost is the live bytes, paid for by as many
+ * dead ones.
+ */
+static void
+hsec_compact(struct msgstore *m)
+{
+	char *nbuf;
+	size_t len = 0;
+
+	if (m->hstate != H_BODY || m->hdead < 65536 || m->hdead < m->hsec_len / 2)
+		return;
+	nbuf = xmalloc(m->hsec_len - m->hdead + 1);
+	for (size_t i = 0; i < m->nhdrs; i++) {
+		struct hent *e = ent_at(m, i);
+
+		memcpy(nbuf + len, m->hsec + e->off, e->len);
+		e->off = (uint32_t)len;
+		len += e->len;
+	}
+	free(m->hsec);
+	m->hsec = nbuf;
+	m->hsec_len = m->hsec_cap = len;
+	m->hdead = 0;
+}
+
+/* Room for n more bytes of lines: 0, or -1 (EFBIG: past what an offset holds). */
+static int
+hsec_reserve(struct msgstore *m, size_t n)
+{
+	if (n > INT32_MAX || m->hsec_len > (size_t)INT32_MAX - n) {
+		errno = EFBIG;
+		return -1;
+	}
+	buf_reserve(&m->hsec, &m->hsec_cap, m->hsec_len + n, m->max_header_bytes + 2);
+	return 0;
+}
+
+/*
+ * A new header line at the end of the buffer, for entry *e: the name and
+ * colon of header `from` as the message spells them (from < nhdrs), or
+ * name and ":"; then the value.  0, or -1 with errno (EFBIG).
+ */
+static int
+hsec_add(struct msgstore *m, size_t from, const char *name, const char *value, size_t valuelen,
+    struct hent *e)
+{
+	size_t preoff = 0, prelen, clen = 0;
+	char *dst;
+
+	hsec_compact(m);
+	if (from < m->nhdrs && ent_at(m, from)->mbox) {
+		name = MBOX_NAME;	/* a changed mbox line is a real header */
+		from = SIZE_MAX;
+	}
+	if (from < m->nhdrs) {
+		const struct hent *f = ent_at(m, from);
+
+		preoff = f->off;
+		prelen = line_valueoff(ent_line(m, f), f->len);
+	} else {
+		prelen = strlen(name);
+		clen = 1;
+	}
+	if (valuelen > INT32_MAX || hsec_reserve(m, prelen + clen + valuelen) == -1)
+		return -1;
+	dst = m->hsec + m->hsec_len;
+	if (from < m->nhdrs)
+		memmove(dst, m->hsec + preoff, prelen);
+	else {
+		memcpy(dst, name, prelen);
+		dst[prelen] = ':';
+	}
+	memcpy(dst + prelen + clen, value, valuelen);
+	e->off = (uint32_t)m->hsec_len;
+	e->len = (uint32_t)(prelen + clen + valuelen) & INT32_MAX;
+	e->mbox = 0;
+	m->hsec_len += e->len;
+	return 0;
+}
+
+/*
+ * Index of the occurrence-th (from 1) header of that name, or nhdrs if
+ * there is none.  It starts from the name's hint (where the last search for
+ * it ended) and moves it to what it finds: a run of changes to headers of
+ * one name, in either order, costs one walk of the list.
+ */
+static size_t
+find_occurrence(struct msgstore *m, const char *name, size_t occurrence)
+{
+	size_t nlen = strlen(name), i, seen;
+	struct hint *h = hint_find(m, name);
+
+	if (h == NULL)
+		h = hint_new(m, name);
+	if (occurrence > h->before) {
+		for (i = h->at, seen = h->before; i < m->nhdrs; i++)
+			if (ent_named(m, i, name, nlen) && ++seen == occurrence)
+				break;
+		h->at = i;
+		h->before = i < m->nhdrs ? occurrence - 1 : seen;
+		return i;
+	}
+	for (i = h->at, seen = h->before; i-- > 0; )
+		if (ent_named(m, i, name, nlen) && seen-- == occurrence)
+			break;
+	if (i == SIZE_MAX)
+		log_panic("find_occurrence: hint for %s counts %zu before %zu", name, h->before, h->at);
+	h->at = i;
+	h->before = occurrence - 1;
+	return i;
 }
 
 /* A new, empty store. */
@@ -432,6 +698,7 @@ msgstore_new(const char *spool_dir, size_t mem_threshold, size_t max_header_byte
 	m->max_header_bytes = max_header_bytes;
 	m->in_bol = true;
 	m->hstate = H_LINE;
+	m->hfirst = true;
 	body_init(&m->body, mem_threshold);
 	body_init(&m->repl, 0);
 	return m;
@@ -441,14 +708,13 @@ msgstore_new(const char *spool_dir, size_t mem_threshold, size_t max_header_byte
 void
 msgstore_free(struct msgstore *m)
 {
-	size_t i;
-
 	if (m == NULL)
 		return;
-	for (i = 0; i < m->nhdrs; i++)
-		free(m->hdrs[i].pub.name);
-	free(m->hdrs);
-	free(m->hbuf);
+	free(m->hsec);
+	free(m->ents);
+	for (size_t k = 0; k < NHINTS; k++)
+		free(m->hints[k].name);
+	free(m->view_buf);
 	body_free(&m->body);
 	body_free(&m->repl);
 	free(m->out.rbuf);
@@ -465,66 +731,126 @@ feed_fail(struct msgstore *m, int err)
 	return -1;
 }
 
-/* One byte of the header section, counted against max_header_bytes. */
+/* Bytes of the header section, counted against max_header_bytes: 0 or -1 (EMSGSIZE). */
 static int
-header_byte(struct msgstore *m, char c)
+header_bytes(struct msgstore *m, const char *p, size_t n)
 {
-	if (m->hbytes >= m->max_header_bytes)
+	if (n > m->max_header_bytes - m->hbytes) {
+		errno = EMSGSIZE;
 		return -1;
-	m->hbytes++;
-	buf_reserve(&m->hbuf, &m->hcap, m->hlen + 1, m->max_header_bytes + 2);
-	m->hbuf[m->hlen++] = c;
+	}
+	m->hbytes += n;
+	buf_reserve(&m->hsec, &m->hsec_cap, m->hsec_len + n, m->max_header_bytes + 2);
+	memcpy(m->hsec + m->hsec_len, p, n);
+	m->hsec_len += n;
 	return 0;
 }
 
-/* The header in hbuf, complete, goes to the list. */
+/* The header at hsec[hstart..], complete, goes to the list. */
 static void
 header_push(struct msgstore *m)
 {
-	struct hdr h;
+	struct hent e = { (uint32_t)m->hstart, (uint32_t)(m->hsec_len - m->hstart) & INT32_MAX,
+		m->hmbox };
 
-	h = hdr_make(m->hbuf, m->hname_len, m->hbuf + m->hname_len + 1,
-	    m->hlen - m->hname_len - 1);
-	hdr_insert_at(m, m->nhdrs, h);
-	m->hlen = 0;
+	ent_insert(m, m->nhdrs, e);
+	m->hmbox = false;
+	m->hstart = m->hsec_len;
 	m->hpending = false;
 }
 
-/* The header section is over; pre (a line that is not a header) starts the body. */
+/*
+ * The header section is over; the line at hsec[hstart..] (undecided, not a
+ * header), then pre, start the body.  The header buffers shrink to fit.
+ */
 static int
 header_end(struct msgstore *m, const char *pre, size_t len)
 {
-	int rc = body_append(m, &m->body, pre, len);
+	size_t held = m->hsec_len - m->hstart;
+	int rc = body_append(m, &m->body, m->hsec + m->hstart, held);
 
+	if (rc == 0)
+		rc = body_append(m, &m->body, pre, len);
+	m->hbytes -= held;
+	m->hsec_len = m->hstart;
 	m->hstate = H_BODY;
-	free(m->hbuf);
-	m->hbuf = NULL;
-	m->hlen = m->hcap = 0;
+	if (m->hsec_len < m->hsec_cap) {
+		m->hsec = m->hsec_len > 0 ? xrealloc(m->hsec, m->hsec_len) : (free(m->hsec), NULL);
+		m->hsec_cap = m->hsec_len;
+	}
+	if (m->nhdrs + 16 < m->ents_cap) {
+		gap_move(m, m->nhdrs);
+		m->ents_cap = m->nhdrs + 16;
+		m->ents = xrealloc(m->ents, m->ents_cap * sizeof(*m->ents));
+		m->gap_len = m->ents_cap - m->nhdrs;
+	}
 	return rc;
 }
 
 /*
+ * Value bytes from p (n > 0) up to the end of the line; *used says how
+ * many.  0, or -1 with errno (EMSGSIZE; EILSEQ for a NUL: see msgstore.h).
+ */
+static int
+header_value(struct msgstore *m, const char *p, size_t n, size_t *used)
+{
+	const char *nl = memchr(p, '\n', n);
+	size_t k = nl != NULL ? (size_t)(nl - p) + 1 : n;
+	bool cr_before;
+
+	const char *nul = memchr(p, '\0', k);
+
+	/* as byte by byte: a NUL is refused if the bytes before it fit */
+	if (nul != NULL && (size_t)(nul - p) <= m->max_header_bytes - m->hbytes) {
+		errno = EILSEQ;
+		return -1;
+	}
+	if (header_bytes(m, p, k) == -1)
+		return -1;
+	*used = k;
+	cr_before = k >= 2 ? p[k - 2] == '\r' : m->hcr;
+	if (nl != NULL && cr_before) {
+		m->hsec_len -= 2;	/* the line's CR LF is not in the value */
+		m->hpending = true;
+		m->hstate = H_LINE;
+	} else
+		m->hcr = p[k - 1] == '\r';
+	return 0;
+}
+
+/*
  * Unstuffed bytes for the header section; *used says how many it took (it
- * stops where the body starts).  0, or -1 with errno (EMSGSIZE, or a
- * failed write of the first body bytes).
+ * stops where the body starts).  0, or -1 with errno (EMSGSIZE, EILSEQ, or
+ * a failed write of the first body bytes).
+ *
+ * A header line is as Postfix's is_header() takes it: name bytes (printable
+ * ASCII but ':'), then optional SP or HTAB (RFC 5322's obs-field), then a
+ * colon.  A line starting with SP or HTAB continues the header before it.
  */
 static int
 header_take(struct msgstore *m, const char *p, size_t n, size_t *used)
 {
 	unsigned char c;
-	size_t i = 0;
+	size_t i = 0, k;
 
 	while (i < n && m->hstate != H_BODY) {
 		c = (unsigned char)p[i];
 		switch (m->hstate) {
 		case H_LINE:
+			if (m->hpending && m->hmbox && (c == ' ' || c == '\t')) {
+				/* as Postfix's smtpd: after mbox lines, white space starts the body */
+				header_push(m);
+				if (header_end(m, NULL, 0) == -1)
+					return -1;
+				break;
+			}
 			if (m->hpending && (c == ' ' || c == '\t')) {
 				/* a continuation: the CR LF was counted with its line */
-				buf_reserve(&m->hbuf, &m->hcap, m->hlen + 2, m->max_header_bytes + 2);
-				m->hbuf[m->hlen++] = '\r';
-				m->hbuf[m->hlen++] = '\n';
-				if (header_byte(m, (char)c) == -1)
-					goto too_big;
+				buf_reserve(&m->hsec, &m->hsec_cap, m->hsec_len + 2, m->max_header_bytes + 2);
+				m->hsec[m->hsec_len++] = '\r';
+				m->hsec[m->hsec_len++] = '\n';
+				if (header_bytes(m, p + i, 1) == -1)
+					return -1;
 				m->hstate = H_VALUE;
 				m->hcr = false;
 				i++;
@@ -532,12 +858,19 @@ header_take(struct msgstore *m, const char *p, size_t n, size_t *used)
 			}
 			if (m->hpending)
 				header_push(m);
+			if (m->hfirst && (c == '>' || c == 'F')) {
+				/* maybe an mbox "From " line, before any header */
+				m->hmatched = 0;
+				m->hstate = H_MBOX;
+				break;
+			}
+			m->hfirst = false;
 			if (c == '\r') {
 				m->hstate = H_CR;
 				i++;
 			} else if (name_char(c)) {
-				if (header_byte(m, (char)c) == -1)
-					goto too_big;
+				if (header_bytes(m, p + i, 1) == -1)
+					return -1;
 				m->hstate = H_NAME;
 				i++;
 			} else if (header_end(m, NULL, 0) == -1)
@@ -552,34 +885,40 @@ header_take(struct msgstore *m, const char *p, size_t n, size_t *used)
 			} else if (header_end(m, "\r", 1) == -1)
 				return -1;
 			break;
-		case H_NAME:
-			if (name_char(c) || c == ':') {
-				if (c == ':')
-					m->hname_len = m->hlen;
-				if (header_byte(m, (char)c) == -1)
-					goto too_big;
-				if (c == ':') {
+		case H_MBOX:
+			if ((m->hmatched == 0 && c == '>') || c == "From "[m->hmatched]) {
+				if (header_bytes(m, p + i, 1) == -1)
+					return -1;
+				i++;
+				if (c != '>' && ++m->hmatched == 5) {
+					m->hmbox = true;
 					m->hstate = H_VALUE;
 					m->hcr = false;
 				}
-				i++;
 			} else {
-				/* not a header: this line starts the body */
-				m->hbytes -= m->hlen;
-				if (header_end(m, m->hbuf, m->hlen) == -1)
-					return -1;
+				/* not one: the bytes so far are name bytes */
+				m->hfirst = false;
+				m->hstate = H_NAME;
 			}
 			break;
+		case H_NAME:
+		case H_NAMEWS:
+			if ((m->hstate == H_NAME && name_char(c)) || c == ' ' || c == '\t' || c == ':') {
+				if (header_bytes(m, p + i, 1) == -1)
+					return -1;
+				i++;
+				if (c == ':') {
+					m->hstate = H_VALUE;
+					m->hcr = false;
+				} else if (c == ' ' || c == '\t')
+					m->hstate = H_NAMEWS;
+			} else if (header_end(m, NULL, 0) == -1)	/* not a header: the body */
+				return -1;
+			break;
 		case H_VALUE:
-			if (header_byte(m, (char)c) == -1)
-				goto too_big;
-			i++;
-			if (c == '\n' && m->hcr) {
-				m->hlen -= 2;	/* the line's CR LF is not in the value */
-				m->hpending = true;
-				m->hstate = H_LINE;
-			} else
-				m->hcr = c == '\r';
+			if (header_value(m, p + i, n - i, &k) == -1)
+				return -1;
+			i += k;
 			break;
 		case H_BODY:
 			break;
@@ -587,10 +926,6 @@ header_take(struct msgstore *m, const char *p, size_t n, size_t *used)
 	}
 	*used = i;
 	return 0;
-
-too_big:
-	errno = EMSGSIZE;
-	return -1;
 }
 
 /* Unstuffed bytes: to the header parser, then to the body. */
@@ -608,10 +943,11 @@ take(struct msgstore *m, const char *p, size_t n)
 	return body_append(m, &m->body, p, n);
 }
 
-/* Feed bytes of the stuffed DATA stream. */
+/* Feed bytes of the stuffed DATA stream: line by line, found with memchr. */
 int
 msgstore_feed(struct msgstore *m, const char *p, size_t n)
 {
+	const char *nl;
 	size_t i = 0, start;
 
 	if (m->error != 0) {
@@ -632,16 +968,19 @@ msgstore_feed(struct msgstore *m, const char *p, size_t n)
 		}
 		m->in_bol = false;
 		start = i;
-		while (i < n) {
-			char c = p[i++];
-
-			if (c == '\n' && m->in_cr) {
-				m->in_bol = true;
-				m->in_cr = false;
+		if (m->in_cr && p[i] == '\n') {
+			i++;
+			m->in_bol = true;
+		}
+		while (!m->in_bol) {
+			if ((nl = memchr(p + i, '\n', n - i)) == NULL) {
+				i = n;
 				break;
 			}
-			m->in_cr = c == '\r';
+			i = (size_t)(nl - p) + 1;
+			m->in_bol = nl > p + start && nl[-1] == '\r';
 		}
+		m->in_cr = !m->in_bol && p[i - 1] == '\r';
 		if (take(m, p + start, i - start) == -1)
 			return feed_fail(m, errno);
 	}
@@ -669,13 +1008,14 @@ msgstore_finish(struct msgstore *m)
 	case H_CR:
 		rc = header_end(m, "\r", 1);
 		break;
+	case H_MBOX:
 	case H_NAME:
-		m->hbytes -= m->hlen;
-		rc = header_end(m, m->hbuf, m->hlen);
+	case H_NAMEWS:
+		rc = header_end(m, NULL, 0);
 		break;
 	case H_VALUE:
 		if (m->hcr)
-			m->hlen--;	/* a final CR: the start of the missing CR LF */
+			m->hsec_len--;	/* a final CR: the start of the missing CR LF */
 		header_push(m);
 		rc = header_end(m, NULL, 0);
 		break;
@@ -699,14 +1039,7 @@ separator_out(const struct msgstore *m)
 uint64_t
 msgstore_size(const struct msgstore *m)
 {
-	uint64_t size = body_size(&m->body);
-	size_t i;
-
-	for (i = 0; i < m->nhdrs; i++)
-		size += m->hdrs[i].namelen + 1 + m->hdrs[i].valuelen + 2;
-	if (separator_out(m))
-		size += 2;
-	return size;
+	return body_size(&m->body) + m->hlive + (separator_out(m) ? 2 : 0);
 }
 
 /* Number of headers. */
@@ -716,13 +1049,38 @@ msgstore_nheaders(const struct msgstore *m)
 	return m->nhdrs;
 }
 
-/* Header i (NULL past the end); valid until the next header change. */
+/* Header i (NULL past the end), copied out as two C strings. */
 const struct msg_header *
-msgstore_header(const struct msgstore *m, size_t i)
+msgstore_header(struct msgstore *m, size_t i)
 {
+	const struct hent *e;
+	const char *line;
+	size_t nlen, voff = 0, vlen;
+
 	if (i >= m->nhdrs)
 		return NULL;
-	return &m->hdrs[i].pub;
+	e = ent_at(m, i);
+	line = ent_line(m, e);
+	if (e->mbox) {		/* as Postfix's smtpd shows it: "X-Mailbox-Line: From ..." */
+		nlen = sizeof(MBOX_NAME) - 1;
+		vlen = e->len + 1;
+	} else {
+		nlen = line_namelen(line, e->len);
+		voff = line_valueoff(line, e->len);
+		vlen = e->len - voff;
+	}
+	buf_reserve(&m->view_buf, &m->view_cap, nlen + vlen + 2, SIZE_MAX);
+	memcpy(m->view_buf, e->mbox ? MBOX_NAME : line, nlen);
+	m->view_buf[nlen] = '\0';
+	if (e->mbox) {
+		m->view_buf[nlen + 1] = ' ';
+		memcpy(m->view_buf + nlen + 2, line, e->len);
+	} else
+		memcpy(m->view_buf + nlen + 1, line + voff, vlen);
+	m->view_buf[nlen + 1 + vlen] = '\0';
+	m->view.name = m->view_buf;
+	m->view.value = m->view_buf + nlen + 1;
+	return &m->view;
 }
 
 /* Append a header. */
@@ -736,13 +1094,17 @@ msgstore_add_header(struct msgstore *m, const char *name, const char *value)
 int
 msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const char *value)
 {
+	struct hent e;
+
 	if (name == NULL || value == NULL || !valid_name(name) || !valid_value(value)) {
 		errno = EINVAL;
 		return -1;
 	}
 	if (index > m->nhdrs)
 		index = m->nhdrs;
-	hdr_insert_at(m, index, hdr_make(name, strlen(name), value, strlen(value)));
+	if (hsec_add(m, SIZE_MAX, name, value, strlen(value), &e) == -1)
+		return -1;
+	ent_insert(m, index, e);
 	m->changes++;
 	return 0;
 }
@@ -751,39 +1113,46 @@ msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const
 int
 msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, const char *value)
 {
-	struct hdr *h;
-	size_t i, seen = 0;
+	struct hent *e, ne;
+	size_t i, voff, vlen;
 
 	if (name == NULL || occurrence == 0 || !valid_name(name) ||
 	    (value != NULL && !valid_value(value))) {
 		errno = EINVAL;
 		return -1;
 	}
-	for (i = 0; i < m->nhdrs; i++) {
-		h = &m->hdrs[i];
-		if (strcasecmp(h->pub.name, name) != 0 || ++seen < occurrence)
-			continue;
+	if ((i = find_occurrence(m, name, occurrence)) < m->nhdrs) {
 		if (value == NULL) {
-			hdr_remove_at(m, i);
-		} else {
-			/* keep the name as the message spells it */
-			struct hdr nh;
-
-			if (h->valuelen == strlen(value) && memcmp(h->pub.value, value, h->valuelen) == 0)
-				return 0;	/* the value it has: nothing changes */
-			nh = hdr_make(h->pub.name, h->namelen, value, strlen(value));
-			free(h->pub.name);
-			*h = nh;
+			ent_remove(m, i);
+			m->changes++;
+			return 0;
 		}
+		e = ent_at(m, i);
+		vlen = strlen(value);
+		if (e->mbox) {
+			if (vlen == e->len + 1U && value[0] == ' ' &&
+			    memcmp(ent_line(m, e), value + 1, e->len) == 0)
+				return 0;
+		} else {
+			voff = line_valueoff(ent_line(m, e), e->len);
+			if (e->len - voff == vlen && memcmp(ent_line(m, e) + voff, value, vlen) == 0)
+				return 0;	/* the value it has: nothing changes */
+		}
+		/* keep the name (and colon) as the message spells it */
+		if (hsec_add(m, i, NULL, value, vlen, &ne) == -1)
+			return -1;
+		e = ent_at(m, i);
+		m->hdead += e->len;
+		m->hlive = m->hlive - e->len + ne.len;
+		*e = ne;
 		m->changes++;
 		return 0;
 	}
 	if (value == NULL)
 		return 0;
-	hdr_insert_at(m, m->nhdrs, hdr_make(name, strlen(name), value, strlen(value)));
-	m->changes++;
-	return 0;
+	return msgstore_add_header(m, name, value);
 }
+
 
 /* Read the body from its start. */
 int
@@ -962,7 +1331,7 @@ static int
 cursor_peek(const struct msgstore *m, struct cursor *c, const char **p, size_t *avail)
 {
 	const struct body *b = &m->body;
-	const struct hdr *h;
+	const struct hent *h;
 	ssize_t r;
 
 	for (;;) {
@@ -973,24 +1342,13 @@ cursor_peek(const struct msgstore *m, struct cursor *c, const char **p, size_t *
 				c->off = 0;
 				continue;
 			}
-			h = &m->hdrs[c->hdr];
-			switch (c->part) {
-			case 0:
-				*p = h->pub.name;
-				*avail = h->namelen;
-				break;
-			case 1:
-				*p = ":";
-				*avail = 1;
-				break;
-			case 2:
-				*p = h->pub.value;
-				*avail = h->valuelen;
-				break;
-			default:
+			h = ent_at(m, c->hdr);
+			if (c->part == 0) {
+				*p = ent_line(m, h);
+				*avail = h->len;
+			} else {
 				*p = "\r\n";
 				*avail = 2;
-				break;
 			}
 			if (c->off < *avail) {
 				*p += c->off;
@@ -998,7 +1356,7 @@ cursor_peek(const struct msgstore *m, struct cursor *c, const char **p, size_t *
 				return 0;
 			}
 			c->off = 0;
-			if (++c->part == 4) {
+			if (++c->part == 2) {
 				c->part = 0;
 				c->hdr++;
 			}
@@ -1070,7 +1428,7 @@ msgstore_output_begin(struct msgstore *m)
 ssize_t
 msgstore_output_read(struct msgstore *m, char *buf, size_t n)
 {
-	const char *p;
+	const char *p, *d;
 	size_t out = 0, avail, k;
 
 	if (!m->out_begun || n == 0) {
@@ -1089,12 +1447,13 @@ msgstore_output_read(struct msgstore *m, char *buf, size_t n)
 			m->out_dot = true;
 			continue;
 		}
-		/* copy up to and including the next CR or LF: a line may start after it */
+		/* copy up to the next "." that starts a line (found with memchr) */
 		if (avail > n - out)
 			avail = n - out;
-		for (k = 0; k < avail; k++)
-			if (p[k] == '\r' || p[k] == '\n') {
-				k++;
+		k = avail;
+		for (d = p + 1; (d = memchr(d, '.', (size_t)(p + avail - d))) != NULL; d++)
+			if (d[-1] == '\r' || d[-1] == '\n') {
+				k = (size_t)(d - p);
 				break;
 			}
 		memcpy(buf + out, p, k);

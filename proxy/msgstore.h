@@ -5,7 +5,10 @@
  * lines, already checked by dot_scan, without the final ".\r\n"), removes
  * the dot-stuffing, and keeps:
  *   - the header section parsed into a list (folded headers kept as one
- *     header, folding intact), bounded by max_header_bytes;
+ *     header, folding intact), bounded by max_header_bytes, stored compactly:
+ *     the lines in one buffer (about the wire size) and 8 bytes of index a
+ *     header; every header operation costs what it walks, and a run of
+ *     changes to one name walks the list once (see msgstore.c);
  *   - the body in memory up to mem_threshold bytes, then in an unlinked
  *     temporary file in spool_dir, so memory per session stays bounded
  *     whatever the message size.
@@ -13,14 +16,23 @@
  * as a dot-stuffed stream for the backend.  Nothing here does network I/O;
  * file I/O is plain blocking read/write on a local spool.
  *
- * The header section ends at the first empty line, or at the first line
- * that is not a header (no colon, or a name with bytes outside 33..126
- * except ':'), which then starts the body (as Postfix does); the store
- * remembers whether there was an empty line so that an unchanged message
- * goes out byte for byte as it came in.  Strictly: "Name : value" (white
- * space before the colon, which Postfix still takes for a header) is not a
- * header here, and a line starting with SP or HTAB is a continuation only
- * after a header.  Lines end at CRLF only; a bare CR or LF is kept as data.
+ * The header section is split as Postfix splits it, so that the filters see
+ * every header the backend parses: it ends at the first empty line, or at
+ * the first line that is not a header, which then starts the body.  A
+ * header line is what Postfix's is_header() takes: name bytes (33..126 but
+ * ':'), optional SP or HTAB (RFC 5322's obs-field "Name : value"), a colon.
+ * A line starting with SP or HTAB is a continuation only after a header.
+ * Lines at the very start that match ">*From " (mbox lines) are headers
+ * too: Postfix's smtpd turns them into "X-Mailbox-Line: From ..." and goes
+ * on parsing headers after them, so the filters see them by that name (the
+ * backend still gets the bytes as they came); white space right after them
+ * starts the body, as in smtpd.  A NUL in a header value is refused
+ * (EILSEQ): header_checks and milters take C strings (the milter protocol
+ * too), so no filter could see the value whole while the backend would get
+ * every byte.  A NUL where a name would start makes the line body, as in
+ * Postfix.  The store remembers whether there was an empty line so that an
+ * unchanged message goes out byte for byte as it came in.  Lines end at
+ * CRLF only; a bare CR or LF is kept as data.
  *
  * The separator goes out if the message had one, or if the message was
  * changed (a header change or a new body) and has a non-empty body, so
@@ -54,7 +66,7 @@ void	msgstore_free(struct msgstore *m);
 /*
  * Feed bytes of the stuffed DATA stream (any split, even inside a CRLF).
  * Returns 0, or -1 with errno: EMSGSIZE when the header section exceeds
- * max_header_bytes, or the errno of a failed temp file write (ENOSPC...).
+ * max_header_bytes, EILSEQ for a NUL in a header value, or the errno of a failed temp file write (ENOSPC...).
  * Header bytes are counted as they came ("name:value\r\n", folding
  * included, the separator not), and so are the bytes of a line not yet
  * known to be a header or not (a long run of name bytes without a colon).
@@ -74,10 +86,11 @@ int	msgstore_finish(struct msgstore *m);
  * lines, unstuffed): what msgstore_write_fd() writes. */
 uint64_t msgstore_size(const struct msgstore *m);
 
-/* Headers, in order; msgstore_header() is NULL past the end, and its
- * pointers stay valid until the next header change. */
+/* Headers, in order; msgstore_header() is NULL past the end; it copies the
+ * header out as two C strings (name without the white space before the
+ * colon), valid until the next msgstore_header() call or header change. */
 size_t	msgstore_nheaders(const struct msgstore *m);
-const struct msg_header *msgstore_header(const struct msgstore *m, size_t i);
+const struct msg_header *msgstore_header(struct msgstore *m, size_t i);
 /* Append; insert before index (index >= count appends); change the
  * occurrence-th (from 1) header of that name, case-insensitive, value NULL
  * deletes it (no such header: add it when value is not NULL, as milter's

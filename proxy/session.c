@@ -1177,6 +1177,8 @@ store_error_reply(int err)
 {
 	if (err == EMSGSIZE)
 		return "552 5.3.4 Error: message header size exceeds limit";
+	if (err == EILSEQ)	/* no filter could see past it: see msgstore.h */
+		return "550 5.6.0 Error: NUL character in a message header";
 	return "452 4.3.1 Error: insufficient system storage";
 }
 
@@ -1574,9 +1576,11 @@ hold_end(struct session *s)
 	if (s->store_errno == 0 && msgstore_finish(s->store) != 0)
 		s->store_errno = errno;
 	if (s->store_errno != 0) {
-		session_log(s, LOG_LVL_WARNING, "holding the message: %s", strerror(s->store_errno));
+		session_log(s, LOG_LVL_WARNING, "holding the message: %s",
+		    s->store_errno == EILSEQ ? "NUL character in a header value" :
+		    strerror(s->store_errno));
 		hold_outcome_local(s, store_error_reply(s->store_errno),
-		    s->store_errno == EMSGSIZE ? "rejected" : "deferred");
+		    s->store_errno == EMSGSIZE || s->store_errno == EILSEQ ? "rejected" : "deferred");
 		return;
 	}
 	session_set_state(s, SS_FILTER, "end of data (held)");

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -186,7 +187,7 @@ written(struct msgstore *m)
 
 /* Headers as one string "name|value\n..." for comparisons. */
 static struct str
-headers_of(const struct msgstore *m)
+headers_of(struct msgstore *m)
 {
 	struct str s = { 0 };
 	size_t i;
@@ -292,8 +293,34 @@ test_parse(void)
 	check_parse("no final CRLF", "A: 1\r\nB: 2", "A| 1\nB| 2\n", "");
 	check_parse("non-header line ends the headers", "A: 1\r\nnot a header\r\nC: 3\r\n",
 	    "A| 1\n", "not a header\r\nC: 3\r\n");
+	/* Postfix's is_header(): white space before the colon (obs-field) */
 	check_parse("space before the colon", "A: 1\r\nB : 2\r\n\r\nx\r\n",
-	    "A| 1\n", "B : 2\r\n\r\nx\r\n");
+	    "A| 1\nB| 2\n", "x\r\n");
+	check_parse("obs-field first", "X-A : 1\r\nX-B: 2\r\n\r\nx\r\n",
+	    "X-A| 1\nX-B| 2\n", "x\r\n");
+	check_parse("tabs and spaces before the colon", "X-A \t :1\r\n\r\n", "X-A|1\n", "");
+	check_parse("space inside the name", "X A: 1\r\nB: 2\r\n", "", "X A: 1\r\nB: 2\r\n");
+	/* Postfix's smtpd: leading ">*From " lines become X-Mailbox-Line: headers */
+	check_parse("mbox From line", "From a@b Mon\r\nB: 2\r\n",
+	    "X-Mailbox-Line| From a@b Mon\nB| 2\n", "");
+	check_parse("mbox From lines", ">>From a\r\nFrom : b\r\nB: 2\r\n\r\nx\r\n",
+	    "X-Mailbox-Line| >>From a\nX-Mailbox-Line| From : b\nB| 2\n", "x\r\n");
+	check_parse("mbox line, then white space: the body", "From a\r\n b: 1\r\nB: 2\r\n",
+	    "X-Mailbox-Line| From a\n", " b: 1\r\nB: 2\r\n");
+	check_parse("From line after a header: the body", "A: 1\r\nFrom a\r\nB: 2\r\n",
+	    "A| 1\n", "From a\r\nB: 2\r\n");
+	check_parse("Fro: a header", "Fro: 1\r\nFrom x\r\n", "Fro| 1\n", "From x\r\n");
+	check_parse("From<tab>: an obs-field", "From\t: a@b\r\n\r\n", "From| a@b\n", "");
+	check_parse(">x: a header", ">x: 1\r\n\r\n", ">x| 1\n", "");
+	check_parse("F alone: the body", "F\r\nA: 1\r\n", "", "F\r\nA: 1\r\n");
+	check_parse("name and spaces, no colon", "X-A   \r\nB: 2\r\n", "", "X-A   \r\nB: 2\r\n");
+	check_parse("name and spaces at the end", "A: 1\r\nX-A  ", "A| 1\n", "X-A  \r\n");
+	check_parse("DEL in the name", "X\x7f: 1\r\n", "", "X\x7f: 1\r\n");
+	check_parse("8-bit value", "X-8: caf\xc3\xa9\r\n\r\n", "X-8| caf\xc3\xa9\n", "");
+	check_parse("control in the value", "X-C: a\x01b\x7f\r\n\r\n", "X-C| a\x01b\x7f\n", "");
+	check_parse("colons in the value", "X-A::: 1\r\n\r\n", "X-A|:: 1\n", "");
+	check_parse("CR-only line ends", "X-A: 1\rX-B: 2\r\n\r\n", "X-A| 1\rX-B: 2\n", "");
+	check_parse("LF-only line ends", "X-A: 1\nX-B: 2\r\n\r\n", "X-A| 1\nX-B: 2\n", "");
 	check_parse("empty name", ": x\r\n\r\n", "", ": x\r\n\r\n");
 	check_parse("8-bit name", "\xc3\xa9: x\r\n", "", "\xc3\xa9: x\r\n");
 	check_parse("line without colon", "Subject\r\n", "", "Subject\r\n");
@@ -901,6 +928,222 @@ test_spool_errors(void)
 	is_int(spool_entries(), 0, "write errors: nothing left in the spool");
 }
 
+/*
+ * A NUL in a header value: refused (EILSEQ), however the stream is cut, as
+ * no C-string filter (header_checks, a milter) could see past it.  A NUL
+ * where a header name would be makes the line body, as in Postfix.
+ */
+static void
+test_nul(void)
+{
+	static const char in_value[] = "A: 1\r\nX-N: ab\0cd\r\nB: 2\r\n\r\nbody\r\n";
+	static const char in_fold[] = "A: 1\r\n \0x\r\n\r\n";
+	static const char in_name[] = "A: 1\r\n\0B: 2\r\n";
+	static const char in_body[] = "A: 1\r\n\r\nx\0y\r\n";
+	static const size_t cuts[] = { 0, 9, 14, SIZE_MAX };
+	struct msgstore *m;
+	struct str h, b;
+	size_t k;
+
+	for (k = 0; k < sizeof(cuts) / sizeof(cuts[0]); k++) {
+		errno = 0;
+		m = store_split(in_value, sizeof(in_value) - 1, cuts[k], 1024, 4096);
+		ok(m == NULL && errno == EILSEQ, "NUL in a header value: EILSEQ, every cut");
+		msgstore_free(m);
+		errno = 0;
+		m = store_split(in_fold, sizeof(in_fold) - 1, cuts[k], 1024, 4096);
+		ok(m == NULL && errno == EILSEQ, "NUL in a folded line: EILSEQ, every cut");
+		msgstore_free(m);
+	}
+	/* the limit first: the bytes before the NUL do not fit */
+	errno = 0;
+	m = store_split(in_value, sizeof(in_value) - 1, 0, 1024, 10);
+	ok(m == NULL && errno == EMSGSIZE, "NUL past the header limit: EMSGSIZE");
+	msgstore_free(m);
+
+	m = store_split(in_name, sizeof(in_name) - 1, 0, 1024, 4096);
+	ok(m != NULL, "NUL at the start of a line: accepted");
+	if (m != NULL) {
+		h = headers_of(m);
+		b = body_with(m, 4096);
+		is_str(h.p, "A| 1\n", "NUL at the start of a line: one header");
+		is_mem(b.p, b.len, "\0B: 2\r\n", 7, "NUL at the start of a line: the body");
+		free(h.p);
+		free(b.p);
+		msgstore_free(m);
+	}
+	m = store_split(in_body, sizeof(in_body) - 1, SIZE_MAX, 1024, 4096);
+	ok(m != NULL, "NUL in the body: accepted");
+	if (m != NULL) {
+		b = body_with(m, 4096);
+		is_mem(b.p, b.len, "x\0y\r\n", 5, "NUL in the body: kept");
+		free(b.p);
+		msgstore_free(m);
+	}
+}
+
+/* A simple model of the header list: names and values, for many edits. */
+struct model {
+	char	**name;
+	char	**value;
+	size_t	 n;
+};
+
+/* Insert into the model at index. */
+static void
+model_insert(struct model *md, size_t at, const char *name, const char *value)
+{
+	md->name = realloc(md->name, (md->n + 1) * sizeof(char *));
+	md->value = realloc(md->value, (md->n + 1) * sizeof(char *));
+	if (md->name == NULL || md->value == NULL)
+		abort();
+	memmove(md->name + at + 1, md->name + at, (md->n - at) * sizeof(char *));
+	memmove(md->value + at + 1, md->value + at, (md->n - at) * sizeof(char *));
+	md->name[at] = strdup(name);
+	md->value[at] = strdup(value);
+	md->n++;
+}
+
+/* The occurrence-th header of name in the model, or n. */
+static size_t
+model_find(const struct model *md, const char *name, size_t occ)
+{
+	for (size_t i = 0; i < md->n; i++)
+		if (strcasecmp(md->name[i], name) == 0 && --occ == 0)
+			return i;
+	return md->n;
+}
+
+/* Whether the store's headers are the model's. */
+static bool
+model_same(const struct model *md, struct msgstore *m)
+{
+	if (msgstore_nheaders(m) != md->n)
+		return false;
+	for (size_t i = 0; i < md->n; i++) {
+		const struct msg_header *h = msgstore_header(m, i);
+
+		if (strcmp(h->name, md->name[i]) != 0 || strcmp(h->value, md->value[i]) != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Many headers and many edits in the orders filters make them (all
+ * occurrences of a name last first and first first, edits by index from the
+ * end, inserts at the top, interleaved names, random ones), checked against
+ * a simple list after every step; the output is the list.
+ */
+static void
+test_many_edits(void)
+{
+	static const char *names[] = { "X-A", "x-b", "X-C", "Received", "X-D" };
+	struct model md = { 0 };
+	struct msgstore *m;
+	struct str in = { 0 }, o, want = { 0 };
+	char name[32], value[32];
+	uint32_t x = 12345;
+	size_t i, k, occ, bad = 0, steps = 0;
+
+	str_add(&in, "", 0);
+	for (i = 0; i < 3000; i++) {
+		snprintf(value, sizeof(value), " v%zu", i);
+		str_cat(&in, names[i % 5]);
+		str_cat(&in, i % 7 == 0 ? " :" : ":");
+		str_cat(&in, value);
+		str_cat(&in, "\r\n");
+		model_insert(&md, md.n, names[i % 5], value);
+	}
+	str_cat(&in, "\r\nbody\r\n");
+	m = store_split(in.p, in.len, 0, 1024, 1 << 20);
+	if (!ok(m != NULL, "3000 headers: accepted"))
+		return;
+	ok(model_same(&md, m), "3000 headers: all of them, obs-fields too");
+
+	/* every X-A changed, first first; every x-b deleted, last first */
+	for (occ = 1; occ <= 600; occ++, steps++) {
+		snprintf(value, sizeof(value), " new%zu", occ);
+		if (msgstore_change_header(m, "x-a", occ, value) != 0)
+			bad++;
+		k = model_find(&md, "x-a", occ);
+		free(md.value[k]);
+		md.value[k] = strdup(value);
+	}
+	for (occ = 600; occ >= 1; occ--, steps++) {
+		if (msgstore_change_header(m, "X-B", occ, NULL) != 0)
+			bad++;
+		k = model_find(&md, "X-B", occ);
+		free(md.name[k]);
+		free(md.value[k]);
+		memmove(md.name + k, md.name + k + 1, (md.n - k - 1) * sizeof(char *));
+		memmove(md.value + k, md.value + k + 1, (md.n - k - 1) * sizeof(char *));
+		md.n--;
+	}
+	ok(bad == 0 && model_same(&md, m), "runs of changes and deletes by name");
+
+	/* then random edits, with model checks along the way */
+	for (i = 0; i < 4000; i++, steps++) {
+		const char *nm = names[(x >> 8) % 5];
+		int op;
+
+		x = x * 1103515245u + 12345u;
+		op = (int)((x >> 16) % 4);
+		occ = 1 + (x >> 4) % 700;
+		snprintf(value, sizeof(value), " r%zu", i);
+		if (op == 0) {
+			k = (x >> 3) % (md.n + 2);
+			snprintf(name, sizeof(name), "X-Ins%zu", i % 3);
+			if (msgstore_insert_header(m, k, name, value) != 0)
+				bad++;
+			model_insert(&md, k > md.n ? md.n : k, name, value);
+		} else if (op == 1) {
+			if (msgstore_change_header(m, nm, occ, NULL) != 0)
+				bad++;
+			if ((k = model_find(&md, nm, occ)) < md.n) {
+				free(md.name[k]);
+				free(md.value[k]);
+				memmove(md.name + k, md.name + k + 1, (md.n - k - 1) * sizeof(char *));
+				memmove(md.value + k, md.value + k + 1, (md.n - k - 1) * sizeof(char *));
+				md.n--;
+			}
+		} else {
+			if (msgstore_change_header(m, nm, occ, value) != 0)
+				bad++;
+			if ((k = model_find(&md, nm, occ)) < md.n) {
+				free(md.value[k]);
+				md.value[k] = strdup(value);
+			} else
+				model_insert(&md, md.n, nm, value);
+		}
+		if (i % 500 == 0 && !model_same(&md, m))
+			bad++;
+	}
+	ok(bad == 0 && model_same(&md, m), "random inserts, changes and deletes");
+	(void)steps;
+
+	/* the output: the headers as the model has them (obs-field names kept
+	 * as written, so compare names and values through a re-parse) */
+	o = output_with(m, 65536);
+	msgstore_free(m);
+	m = store_split(o.p, o.len, 0, 1024, 1 << 22);
+	ok(m != NULL && model_same(&md, m), "the output parses back to the same headers");
+	if (m != NULL) {
+		want = body_with(m, 4096);
+		is_mem(want.p, want.len, "body\r\n", 6, "the body stays");
+	}
+	msgstore_free(m);
+	for (i = 0; i < md.n; i++) {
+		free(md.name[i]);
+		free(md.value[i]);
+	}
+	free(md.name);
+	free(md.value);
+	free(in.p);
+	free(o.p);
+	free(want.p);
+}
+
 /* Unit tests for the message store; a private spool under /tmp. */
 int
 main(void)
@@ -917,6 +1160,8 @@ main(void)
 	test_body_small();
 	test_body_big();
 	test_header_limit();
+	test_nul();
+	test_many_edits();
 	test_spool_errors();
 	if (rmdir(spool) != 0)
 		ok(0, "spool directory empty at the end");
