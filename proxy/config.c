@@ -875,6 +875,7 @@ static const struct config_key limits_keys[] = {
 	{ "max_connections_per_client", set_uint, F(limits.max_connections_per_client), 0, 65535, NULL, 0 },
 	{ "max_message_size",	set_u64,  F(limits.max_message_size),	0, INT64_MAX, NULL, 0 },
 	{ "max_recipients",	set_uint, F(limits.max_recipients),	1, 1000000, NULL, 0 },
+	{ "max_refused_recipients", set_uint, F(limits.max_refused_recipients), 1, 1000000, NULL, 0 },
 	{ "max_line_length",	set_uint, F(limits.max_line_length),	512, 65536, NULL, 0 },
 	{ "spool_memory",	set_u64,  F(spool_memory),		4096, 67108864, NULL, 0 },
 	{ "max_header_size",	set_u64,  F(max_header_size),		1024, 67108864, NULL, 0 },
@@ -1019,6 +1020,7 @@ config_defaults(struct config *cfg)
 	cfg->limits.max_connections_per_client = 50;
 	cfg->limits.max_message_size = 52428800;
 	cfg->limits.max_recipients = 1000;
+	cfg->limits.max_refused_recipients = 20;
 	cfg->limits.max_line_length = 512;
 	cfg->ehlo.size = 0;
 	cfg->xclient = true;

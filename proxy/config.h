@@ -106,6 +106,8 @@ struct config {
 							   address, all processes; default 50, 0 = no limit */
 		uint64_t	max_message_size;	/* limits.max_message_size: default 52428800; 0 = none */
 		unsigned	max_recipients;		/* limits.max_recipients: default 1000 */
+		unsigned	max_refused_recipients;	/* limits.max_refused_recipients: a session
+							   without a delivered message; default 20 */
 		unsigned	max_line_length;	/* limits.max_line_length: command line incl. CRLF; default 512, 512..65536 */
 	} limits;
 

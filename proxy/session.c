@@ -622,7 +622,11 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	return relay(s, line, len, SMTP_MAIL, false);
 }
 
-/* Keep a relayed recipient of a held message, for a replay after filters. */
+/*
+ * Keep a relayed recipient of a held message, for a replay after filters
+ * and the envelope header of a quarantined one.  Pending until its reply:
+ * then kept if accepted, dropped if refused (nothing later needs it).
+ */
 static void
 rcpt_record(struct session *s, const char *line, size_t len, const char *addr, uint8_t status)
 {
@@ -638,6 +642,16 @@ rcpt_record(struct session *s, const char *line, size_t len, const char *addr, u
 	e->status = status;
 }
 
+/* Forget recipient i (refused): its slot goes to the ones after it, still pending. */
+static void
+rcpt_drop(struct session *s, size_t i)
+{
+	free(s->rcpts[i].line);
+	free(s->rcpts[i].addr);
+	memmove(s->rcpts + i, s->rcpts + i + 1, (s->nrcpts - i - 1) * sizeof(*s->rcpts));
+	s->nrcpts--;
+}
+
 /* RCPT TO: syntax, DSN parameters, the recipient limit, the chain. */
 static enum step_result
 cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
@@ -648,27 +662,35 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	enum step_result r;
 
 	if (smtp_parse_path(cmd->arg, cmd->arglen, "TO:", &path) != 0) {
+		s->rcpt_refused++;
 		local_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return STEP_NEXT;
 	}
 	if ((err = check_params(s, &path, false, reply, sizeof(reply))) != NULL) {
+		s->rcpt_refused++;
 		local_reply(s, "%s", err);
 		return STEP_NEXT;
 	}
 	if (path.eightbit && !s->mail_smtputf8) {
+		s->rcpt_refused++;
 		local_reply(s, "553 5.6.7 Error: non-ASCII address without SMTPUTF8");
 		return STEP_NEXT;
 	}
 	if (s->rcpt_ok + s->rcpt_sent >= s->cfg->limits.max_recipients) {
 		if (s->rcpt_sent > 0)
 			return STEP_STOP;	/* the count depends on replies to come */
+		/* not an error: the client sends the rest in another transaction
+		 * (Postfix counts none of the first smtpd_recipient_overshoot_limit) */
 		local_reply(s, "452 4.5.3 Error: too many recipients");
 		return STEP_NEXT;
 	}
 	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
 	path_params(&path, params, sizeof(params));
-	if (!filter_allows(s, FILTER_RCPT, addr, params, &r))
+	if (!filter_allows(s, FILTER_RCPT, addr, params, &r)) {
+		if (r == STEP_NEXT)
+			s->rcpt_refused++;	/* a module refused it */
 		return r;
+	}
 	if (s->srv->chain.n > 0)
 		rcpt_record(s, line, len - 2, addr, RCPT_PENDING);
 	s->rcpt_sent++;
@@ -1125,6 +1147,15 @@ process_command(struct session *s)
 		    s->cfg->hostname);
 		return STEP_STOP;
 	}
+	if (s->rcpt_refused >= s->cfg->limits.max_refused_recipients) {
+		if (s->pcount > 0)
+			return STEP_STOP;	/* the replies owed go first */
+		session_log(s, LOG_LVL_WARNING, "%u refused recipients without a delivered "
+		    "message (limits.max_refused_recipients)", s->rcpt_refused);
+		session_fail(s, "421 4.7.0 %s Error: too many errors, closing connection",
+		    s->cfg->hostname);
+		return STEP_STOP;
+	}
 	if (len < 2 || head[len - 2] != '\r' || memchr(head, '\r', len - 2) != NULL ||
 	    memchr(head, '\0', len) != NULL) {
 		session_transcript(s, "c>p", head, len);
@@ -1375,6 +1406,8 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
 		n--;
 	metrics_message_outcome(s, status);
+	if (strcmp(status, "sent") == 0)
+		s->rcpt_refused = 0;	/* errors count "without delivering mail", as in Postfix */
 	printable(r, n, reply, sizeof(reply));
 	if (decider[0])
 		snprintf(by, sizeof(by), " filter=%s", decider);
@@ -1933,13 +1966,16 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 			break;
 		case SMTP_RCPT:
 			s->rcpt_sent--;
-			if (code / 100 == 2)
+			if (code / 100 == 2) {
 				s->rcpt_ok++;
-			else
+			} else {
+				s->rcpt_refused++;
 				log_refusal(s, "RCPT", r, n);
-			if (s->rcpt_reply_next < s->nrcpts)
-				s->rcpts[s->rcpt_reply_next++].status =
-				    code / 100 == 2 ? RCPT_OK : RCPT_REFUSED;
+			}
+			if (s->rcpt_reply_next < s->nrcpts && code / 100 == 2)
+				s->rcpts[s->rcpt_reply_next++].status = RCPT_OK;
+			else if (s->rcpt_reply_next < s->nrcpts)
+				rcpt_drop(s, s->rcpt_reply_next);
 			break;
 		case SMTP_DATA:
 			if (code == 354) {

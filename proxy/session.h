@@ -54,8 +54,11 @@ enum backend_step {
 	BS_REPLAY_DATA,		/* DATA for a held message */
 };
 
-/* A recipient of a held message (kept only when filters hold messages). */
-enum rcpt_status { RCPT_PENDING = 0, RCPT_OK, RCPT_REFUSED, RCPT_DELETED, RCPT_ADDED };
+/*
+ * A recipient of a held message (kept only when filters hold messages):
+ * pending until its reply, then kept if accepted; a refused one is dropped.
+ */
+enum rcpt_status { RCPT_PENDING = 0, RCPT_OK, RCPT_DELETED, RCPT_ADDED };
 
 struct rcpt_entry {
 	char		*line;		/* "RCPT TO:<addr> params", no CRLF */
@@ -154,6 +157,7 @@ struct session {
 	bool			 mail_smtputf8;
 	unsigned		 rcpt_sent;	/* RCPTs in flight */
 	unsigned		 rcpt_ok;	/* RCPTs accepted */
+	unsigned		 rcpt_refused;	/* since the last delivered message */
 	char			 from[256];
 	uint64_t		 size_limit;	/* for this message; 0 = none */
 	struct dot_scanner	 dot;
