@@ -696,6 +696,19 @@ host_change_header(struct sc_ctx *c, const char *name, size_t occurrence, const 
 	    value ? "change header" : "delete header", name);
 }
 
+static int
+host_change_header_at(struct sc_ctx *c, size_t index, const char *name, const char *value)
+{
+	uint64_t before;
+
+	if (!in_eom(c) || !name)
+		return -1;
+	before = msgstore_changes(c->s->store);
+	return changed(c, store_result(c, before,
+	    msgstore_change_header_at(c->s->store, index, name, value)),
+	    value ? "change header" : "delete header", name);
+}
+
 /* The new body is committed (and logged as a change) when the module's eom ends. */
 static int
 host_replace_body(struct sc_ctx *c, const void *p, size_t n)
@@ -835,6 +848,7 @@ static const struct sc_host host_table = {
 	.resume = host_resume,
 	.loop = host_loop,
 	.loop_global = host_loop_global,
+	.change_header_at = host_change_header_at,
 };
 
 const struct sc_host *

@@ -1109,50 +1109,68 @@ msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const
 	return 0;
 }
 
+/* Change (value) or delete (NULL) header i (< nhdrs), keeping the name as the message spells it. */
+static int
+header_set(struct msgstore *m, size_t i, const char *value)
+{
+	struct hent *e, ne;
+	size_t voff, vlen;
+
+	if (value == NULL) {
+		ent_remove(m, i);
+		m->changes++;
+		return 0;
+	}
+	e = ent_at(m, i);
+	vlen = strlen(value);
+	if (e->mbox) {
+		if (vlen == e->len + 1U && value[0] == ' ' &&
+		    memcmp(ent_line(m, e), value + 1, e->len) == 0)
+			return 0;
+	} else {
+		voff = line_valueoff(ent_line(m, e), e->len);
+		if (e->len - voff == vlen && memcmp(ent_line(m, e) + voff, value, vlen) == 0)
+			return 0;	/* the value it has: nothing changes */
+	}
+	if (hsec_add(m, i, NULL, value, vlen, &ne) == -1)
+		return -1;
+	e = ent_at(m, i);
+	m->hdead += e->len;
+	m->hlive = m->hlive - e->len + ne.len;
+	*e = ne;
+	m->changes++;
+	return 0;
+}
+
 /* Change or delete the occurrence-th header of that name; add it if there is none. */
 int
 msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, const char *value)
 {
-	struct hent *e, ne;
-	size_t i, voff, vlen;
+	size_t i;
 
 	if (name == NULL || occurrence == 0 || !valid_name(name) ||
 	    (value != NULL && !valid_value(value))) {
 		errno = EINVAL;
 		return -1;
 	}
-	if ((i = find_occurrence(m, name, occurrence)) < m->nhdrs) {
-		if (value == NULL) {
-			ent_remove(m, i);
-			m->changes++;
-			return 0;
-		}
-		e = ent_at(m, i);
-		vlen = strlen(value);
-		if (e->mbox) {
-			if (vlen == e->len + 1U && value[0] == ' ' &&
-			    memcmp(ent_line(m, e), value + 1, e->len) == 0)
-				return 0;
-		} else {
-			voff = line_valueoff(ent_line(m, e), e->len);
-			if (e->len - voff == vlen && memcmp(ent_line(m, e) + voff, value, vlen) == 0)
-				return 0;	/* the value it has: nothing changes */
-		}
-		/* keep the name (and colon) as the message spells it */
-		if (hsec_add(m, i, NULL, value, vlen, &ne) == -1)
-			return -1;
-		e = ent_at(m, i);
-		m->hdead += e->len;
-		m->hlive = m->hlive - e->len + ne.len;
-		*e = ne;
-		m->changes++;
-		return 0;
-	}
+	if ((i = find_occurrence(m, name, occurrence)) < m->nhdrs)
+		return header_set(m, i, value);
 	if (value == NULL)
 		return 0;
 	return msgstore_add_header(m, name, value);
 }
 
+/* Change or delete header index, which must have that name. */
+int
+msgstore_change_header_at(struct msgstore *m, size_t index, const char *name, const char *value)
+{
+	if (name == NULL || !valid_name(name) || (value != NULL && !valid_value(value)) ||
+	    index >= m->nhdrs || !ent_named(m, index, name, strlen(name))) {
+		errno = EINVAL;
+		return -1;
+	}
+	return header_set(m, index, value);
+}
 
 /* Read the body from its start. */
 int

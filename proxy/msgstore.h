@@ -107,6 +107,15 @@ int	msgstore_insert_header(struct msgstore *m, size_t index, const char *name, c
 int	msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, const char *value);
 
 /*
+ * Change (value) or delete (NULL) header index, which must have that name
+ * (case-insensitive): 0, or -1 (EINVAL: no such header there, a bad name
+ * or value).  Same value: nothing changes.  Costs the distance from the
+ * last change, not a search.
+ */
+int	msgstore_change_header_at(struct msgstore *m, size_t index, const char *name,
+	    const char *value);
+
+/*
  * Read the (unstuffed) body from the start: rewind, then read until 0.
  * Returns bytes read, 0 at the end, -1 with errno.
  */

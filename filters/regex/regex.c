@@ -667,6 +667,19 @@ insert_text(struct sc_ctx *c, size_t index, const char *text)
 	free(value);
 }
 
+/*
+ * Change or delete header index of that name: by index where the host
+ * offers it (the edits go last first, so the host walks its list once), else
+ * by name and occurrence.
+ */
+static int
+change_at(struct sc_ctx *c, const struct edit *e, const char *value)
+{
+	if (SC_HOST_HAS(host, change_header_at))
+		return host->change_header_at(c, e->index, e->oname, value);
+	return host->change_header(c, e->oname, e->occ, value);
+}
+
 /* The header changes of header_checks, last first, then the access PREPENDs. */
 static void
 apply_changes(struct sc_ctx *c, struct rx_session *s)
@@ -685,13 +698,13 @@ apply_changes(struct sc_ctx *c, struct rx_session *s)
 			break;
 		case EDIT_REPLACE:
 			if (strcasecmp(e->oname, e->name) == 0)
-				rc = host->change_header(c, e->oname, e->occ, e->value);
-			else if ((rc = host->change_header(c, e->oname, e->occ, NULL)) == 0)
+				rc = change_at(c, e, e->value);
+			else if ((rc = change_at(c, e, NULL)) == 0)
 				rc = host->insert_header(c, e->index, e->name, e->value);
 			break;
 		case EDIT_DELETE:
 		default:
-			rc = host->change_header(c, e->oname, e->occ, NULL);
+			rc = change_at(c, e, NULL);
 			break;
 		}
 		if (rc != 0)
@@ -834,8 +847,10 @@ rx_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 		    "client_checks, helo_checks, sender_checks, recipient_checks");
 		goto fail;
 	}
-	rx->occurrences = rx->hdr != NULL && (rules_has(rx->hdr, RULES_REPLACE) ||
-	    rules_has(rx->hdr, RULES_IGNORE) || rules_has(rx->hdr, RULES_STRIP));
+	/* occurrences by name, for a host that cannot change a header by index */
+	rx->occurrences = rx->hdr != NULL && !SC_HOST_HAS(host, change_header_at) &&
+	    (rules_has(rx->hdr, RULES_REPLACE) || rules_has(rx->hdr, RULES_IGNORE) ||
+	    rules_has(rx->hdr, RULES_STRIP));
 
 	smtpchain_filter.connect = rx->client ? rx_connect : NULL;
 	smtpchain_filter.helo = rx->helo ? rx_helo : NULL;

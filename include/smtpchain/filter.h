@@ -154,6 +154,19 @@ struct sc_host {
 	/* The daemon's libuv loop (a uv_loop_t *), for modules doing their own I/O. */
 	void	*(*loop)(struct sc_ctx *c);
 	void	*(*loop_global)(void);
+
+	/* --- added after ABI 1: check with SC_HOST_HAS(host, field) -------- */
+
+	/*
+	 * In eom, as change_header(), for the header at index (from 0 over the
+	 * current list), which must have that name (case-insensitive): value
+	 * NULL deletes it.  -1 if there is no such header at index.  A module
+	 * that noted indexes in its header hook and changes them last first
+	 * costs the host a walk of the list in all, where change_header() by
+	 * name and occurrence may walk it once per change.
+	 */
+	int	(*change_header_at)(struct sc_ctx *c, size_t index, const char *name,
+		    const char *value);
 };
 
 /* Whether a host table has a field (for fields added after ABI 1). */

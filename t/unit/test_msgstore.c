@@ -1144,6 +1144,65 @@ test_many_edits(void)
 	free(want.p);
 }
 
+/* Changes by index (what header_checks does, last first): distinct names, checked on a model. */
+static void
+test_change_at(void)
+{
+	struct model md = { 0 };
+	struct msgstore *m;
+	struct str in = { 0 };
+	char name[32], value[32];
+	size_t i, bad = 0;
+
+	str_add(&in, "", 0);
+	for (i = 0; i < 2000; i++) {
+		snprintf(name, sizeof(name), "X-%zu", i);
+		snprintf(value, sizeof(value), " v%zu", i);
+		str_cat(&in, name);
+		str_cat(&in, i % 5 == 0 ? " :" : ":");
+		str_cat(&in, value);
+		str_cat(&in, "\r\n");
+		model_insert(&md, md.n, name, value);
+	}
+	str_cat(&in, "\r\nbody\r\n");
+	m = store_split(in.p, in.len, 0, 1024, 1 << 20);
+	if (!ok(m != NULL, "2000 distinct headers: accepted"))
+		return;
+	for (i = md.n; i-- > 0; ) {
+		if (i % 3 == 0) {
+			if (msgstore_change_header_at(m, i, md.name[i], NULL) != 0)
+				bad++;
+			free(md.name[i]);
+			free(md.value[i]);
+			memmove(md.name + i, md.name + i + 1, (md.n - i - 1) * sizeof(char *));
+			memmove(md.value + i, md.value + i + 1, (md.n - i - 1) * sizeof(char *));
+			md.n--;
+		} else if (i % 3 == 1) {
+			snprintf(value, sizeof(value), " c%zu", i);
+			if (msgstore_change_header_at(m, i, md.name[i], value) != 0)
+				bad++;
+			free(md.value[i]);
+			md.value[i] = strdup(value);
+		}
+	}
+	ok(bad == 0 && model_same(&md, m), "deletes and changes by index, last first");
+	errno = 0;
+	ok(msgstore_change_header_at(m, 0, "X-Other", NULL) == -1 && errno == EINVAL,
+	    "by index: another name there is refused");
+	ok(msgstore_change_header_at(m, md.n, md.name[0], NULL) == -1,
+	    "by index: past the end is refused");
+	ok(msgstore_change_header_at(m, 1, md.name[1], md.value[1]) == 0 && model_same(&md, m),
+	    "by index: the same value changes nothing");
+	msgstore_free(m);
+	for (i = 0; i < md.n; i++) {
+		free(md.name[i]);
+		free(md.value[i]);
+	}
+	free(md.name);
+	free(md.value);
+	free(in.p);
+}
+
 /* Unit tests for the message store; a private spool under /tmp. */
 int
 main(void)
@@ -1162,6 +1221,7 @@ main(void)
 	test_header_limit();
 	test_nul();
 	test_many_edits();
+	test_change_at();
 	test_spool_errors();
 	if (rmdir(spool) != 0)
 		ok(0, "spool directory empty at the end");
