@@ -10,7 +10,19 @@ Test::More->builder->no_ending(1);	# a demo, not a test file
 
 my $sink = start_sink(name => 'delivered');
 my $postfix = start_postfix(relay_port => $sink->port);
+# The workers run as the system account smtpchain (contrib/deps.sh made it),
+# with their own quarantine and spool directories.
+my (undef, undef, $uid, $gid) = getpwnam('smtpchain');
+die "demo: no user smtpchain (useradd --system smtpchain, see README)\n" unless defined $uid;
+my $dir = SmtpChainTest::tmpdir();
+for my $d ("$dir/quarantine", "$dir/tmp") {
+	mkdir($d, 0700);
+	chown($uid, $gid, $d) or die "demo: chown $d: $!\n";
+}
 my $proxy = start_proxy(<<"CONF");
+user = "smtpchain";
+quarantine_dir = "$dir/quarantine";
+spool_dir = "$dir/tmp";
 backend = "127.0.0.1:${\ $postfix->port }";
 log { level = "info"; transcript = true; }
 ehlo { remove = [ "CHUNKING" ]; add = [ "X-DEMO" ]; }

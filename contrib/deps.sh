@@ -3,7 +3,8 @@
 # and demo need (as root).  Used by .ci/run and contrib/demo.sh, so the
 # list lives in one place.  Postfix is installed for smtp-sink/smtp-source
 # and for private test instances; the system's own Postfix is left
-# unconfigured and stopped.
+# unconfigured and stopped.  It also creates the system account smtpchain
+# (no login, no home) the workers run as.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -32,4 +33,10 @@ apt-get install -y -q --no-install-recommends "$hs" >/dev/null ||
 	echo "contrib/deps.sh: $hs not installed: the regex rules run on PCRE2 alone" >&2
 if [ -f /etc/postfix/main.cf ] && postfix status >/dev/null 2>&1; then
 	postfix stop || true
+fi
+# The account the workers run as (smtpchain.conf(5), user), used by the
+# quick start and t/89-privsep.t.  Once: a second run finds it.
+if ! getent passwd smtpchain >/dev/null; then
+	useradd --system --user-group --no-create-home --home-dir /nonexistent \
+		--shell /usr/sbin/nologin smtpchain
 fi

@@ -31,9 +31,11 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -468,6 +470,51 @@ set_string(struct config_ctx *ctx, const struct config_key *key,
 	free(*(char **)config_field(ctx, key));
 	*(char **)config_field(ctx, key) = xstrdup(node->str);
 	return 0;
+}
+
+/*
+ * "user": an account that exists now (looked up at load, so -t and a
+ * reload see what the system has): its uid, and its login group unless
+ * "group" says otherwise.
+ */
+static int
+set_user(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	struct passwd *pw;
+
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	errno = 0;
+	if ((pw = getpwnam(node->str)) == NULL) {
+		config_error(ctx, node->line, "%s: no such user \"%s\"%s%s", path, node->str,
+		    errno ? ": " : "", errno ? strerror(errno) : "");
+		return -1;
+	}
+	ctx->cfg->priv.uid = pw->pw_uid;
+	if (ctx->cfg->priv.group == NULL)
+		ctx->cfg->priv.gid = pw->pw_gid;
+	ctx->cfg->priv.line = node->line;
+	return set_string(ctx, key, node, path);
+}
+
+/* "group": a group that exists now; the workers' only group. */
+static int
+set_group(struct config_ctx *ctx, const struct config_key *key,
+    const struct cfg_node *node, const char *path)
+{
+	struct group *gr;
+
+	if (config_expect(ctx, node, CFG_STRING, path) == -1)
+		return -1;
+	errno = 0;
+	if ((gr = getgrnam(node->str)) == NULL) {
+		config_error(ctx, node->line, "%s: no such group \"%s\"%s%s", path, node->str,
+		    errno ? ": " : "", errno ? strerror(errno) : "");
+		return -1;
+	}
+	ctx->cfg->priv.gid = gr->gr_gid;
+	return set_string(ctx, key, node, path);
 }
 
 /* An EHLO keyword: a letter or digit, then letters, digits and '-' (RFC 5321). */
@@ -928,6 +975,9 @@ static const struct config_key top_keys[] = {
 	{ "spool_dir",	set_path,	F(spool_dir),	0, 0, NULL, 0 },
 	{ "workers",	set_uint,	F(workers),	1, 32, NULL, 0 },
 	{ "metrics",	set_block,	0,		0, 0, metrics_keys, 0 },
+	{ "user",	set_user,	F(priv.user),	0, 0, NULL, 0 },
+	{ "group",	set_group,	F(priv.group),	0, 0, NULL, 0 },
+	{ "chroot",	set_path,	F(priv.chroot),	0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -1031,7 +1081,7 @@ config_defaults(struct config *cfg)
 	cfg->backend_hold_down = 30;
 	cfg->module_path = xstrdup(MODULE_PATH);
 	cfg->quarantine_dir = xstrdup("/var/spool/smtpchain/quarantine");
-	cfg->spool_dir = xstrdup("/var/tmp");
+	cfg->spool_dir = xstrdup("/var/spool/smtpchain/tmp");
 	cfg->spool_memory = 262144;
 	cfg->max_header_size = 1048576;
 	cfg->workers = config_default_workers();
@@ -1079,6 +1129,18 @@ config_load(const char *path, char *err, size_t errlen)
 		cfg->hostname = config_default_hostname();
 	cfg->tls.enabled = cfg->tls.cert != NULL;
 	cfg->metrics.enabled = cfg->metrics.listen.sslen != 0;
+	if (cfg->priv.group != NULL && cfg->priv.user == NULL) {
+		config_error(&ctx, cfg_get(root, "group")->line, "group: needs user "
+		    "(the account the workers run as)");
+		config_free(cfg);
+		return NULL;
+	}
+	if (cfg->priv.chroot != NULL && cfg->priv.user == NULL) {
+		config_error(&ctx, cfg_get(root, "chroot")->line, "chroot: needs user "
+		    "(the account the workers run as)");
+		config_free(cfg);
+		return NULL;
+	}
 	if (cfg->backend_tls == BACKEND_TLS_ENCRYPT && cfg->backend_tls_name == NULL) {
 		config_error(&ctx, cfg_get(root, "backend_tls")->line, "backend_tls: \"encrypt\" "
 		    "needs backend_tls_name (the name in the backend's certificate)");
@@ -1126,6 +1188,9 @@ config_free(struct config *cfg)
 	free(cfg->module_path);
 	free(cfg->quarantine_dir);
 	free(cfg->spool_dir);
+	free(cfg->priv.user);
+	free(cfg->priv.group);
+	free(cfg->priv.chroot);
 	free(cfg->tls.cert);
 	free(cfg->tls.key);
 	free(cfg->tls.protocols);

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "log.h"
 
@@ -150,7 +151,8 @@ struct config {
 	char			*quarantine_dir;/* "quarantine_dir": where SC_QUARANTINE messages go;
 						   default "/var/spool/smtpchain/quarantine" */
 	char			*spool_dir;	/* "spool_dir": where a message held for filters spills
-						   to an unlinked temp file; default "/var/tmp" */
+						   to an unlinked temp file; default
+						   "/var/spool/smtpchain/tmp" */
 	uint64_t		 spool_memory;	/* limits.spool_memory: bytes of a held body kept in
 						   memory before it spills; default 262144, 4096..67108864 */
 	uint64_t		 max_header_size;/* limits.max_header_size: bytes of a held message's
@@ -162,6 +164,16 @@ struct config {
 		bool		   enabled;
 		struct config_addr listen;	/* metrics.listen: required in metrics {} */
 	} metrics;
+
+	struct {				/* privilege separation (privsep.c) */
+		char	*user;		/* "user": the account workers run as; NULL = unset
+					   (refused when started as root; see privsep.h) */
+		char	*group;		/* "group": their only group; default user's login group */
+		char	*chroot;	/* "chroot": workers chroot here; NULL = none */
+		uid_t	 uid;		/* of user, looked up at load (0 when unset) */
+		gid_t	 gid;		/* of group, else of user's login group */
+		int	 line;		/* of "user", for messages */
+	} priv;
 
 	struct cfg_node		*tree;		/* the parsed file, kept for filters[].block */
 };

@@ -52,6 +52,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "module.h"
+#include "privsep.h"
 #include "server.h"
 #include "tls.h"
 
@@ -85,6 +86,13 @@ static struct master {
 	uint64_t		 next_spawn;	/* uv_now before which none is started */
 	bool			 stopping;
 	bool			 debug;		/* -d: log level debug, transcripts */
+	struct metrics_proc {		/* the metrics server (metrics_serve) */
+		int		 fd;	/* metrics.listen, bound here; -1: none */
+		struct config_addr addr;/* what fd is bound to */
+		pid_t		 pid;	/* 0: not running */
+		bool		 stopping;	/* told to go (SIGTERM) */
+		uint64_t	 next_spawn;	/* uv_now before which none is started */
+	} mp;
 	unsigned char		 ticket_keys[TLS_TICKET_KEYS];	/* TLS tickets, one set for
 						   every worker, for the master's lifetime */
 	uv_timer_t		 spawn_timer;
@@ -102,6 +110,7 @@ static struct master {
 
 static void	maintain_workers(void);
 static void	reload_finish(void);
+static void	close_listeners(const struct config *cfg, int *fds, const int *keep, size_t nkeep);
 
 /* Tell systemd (Type=notify) how we are, when it asked ($NOTIFY_SOCKET). */
 static void
@@ -259,6 +268,8 @@ check_start(const struct config *cfg, int *fd, char *err, size_t errlen)
 		char e[1024];
 
 		close(pfd[0]);
+		if (M.mp.fd != -1)
+			close(M.mp.fd);
 		signal(SIGALRM, SIG_DFL);
 		sigemptyset(&alrm);
 		sigaddset(&alrm, SIGALRM);
@@ -379,6 +390,8 @@ spawn_worker(void)
 		prctl(PR_SET_PDEATHSIG, SIGTERM);	/* the master gone: stop */
 		if (getppid() != master)
 			_exit(0);
+		if (M.mp.fd != -1)
+			close(M.mp.fd);
 		metrics_worker_init(slot);
 		status = worker_run(M.cfg, M.fds, M.serial, M.debug || M.cfg->log.transcript,
 		    M.ticket_keys);
@@ -391,6 +404,94 @@ spawn_worker(void)
 	metrics_worker_started(slot, pid);
 	log_info("worker %u started (pid %ld)", M.serial, (long)pid);
 	return true;
+}
+
+/*
+ * Start the metrics server on the bound M.mp.fd: a child that gives up
+ * root and answers HTTP (metrics_serve), so the master parses nothing a
+ * peer sends.
+ */
+static void
+spawn_metrics(void)
+{
+	pid_t pid;
+
+	if ((pid = fork_child()) == -1) {
+		log_error("fork: %s", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		pid_t master = getppid();
+		int status;
+
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != master)
+			_exit(0);
+		prctl(PR_SET_NAME, "sc-metrics");	/* ps, and the tests, tell it from a worker */
+		close_listeners(M.cfg, M.fds, NULL, 0);
+		status = metrics_serve(M.cfg, M.mp.fd);
+		exit(status);
+	}
+	M.mp.pid = pid;
+	M.mp.stopping = false;
+	log_info("metrics server started (pid %ld)", (long)pid);
+}
+
+/* Tell the metrics server to stop, if it runs. */
+static void
+stop_metrics(void)
+{
+	if (M.mp.pid != 0 && !M.mp.stopping) {
+		M.mp.stopping = true;
+		kill(M.mp.pid, SIGTERM);
+	}
+}
+
+/* The metrics server has exited: logged; maintain_workers starts another. */
+static void
+metrics_exited(int status)
+{
+	char how[128];
+
+	describe_status(status, how, sizeof(how));
+	if (M.mp.stopping || M.stopping)
+		log_info("metrics server (pid %ld) %s", (long)M.mp.pid, how);
+	else {
+		M.mp.next_spawn = uv_now(&M.loop) + 1000;
+		log_error("metrics server (pid %ld) %s unexpectedly; starting another in 1000 ms",
+		    (long)M.mp.pid, how);
+	}
+	M.mp.pid = 0;
+	M.mp.stopping = false;
+}
+
+/*
+ * metrics.listen for cfg: the socket the running config has when the
+ * address is the same, else a new one bound (and the metrics server, if
+ * running, told to stop: maintain_workers starts one on the new socket).
+ * 0, or -1 with err when it cannot be bound.
+ */
+static int
+metrics_listener(const struct config *cfg, char *err, size_t errlen)
+{
+	int fd = -1;
+
+	if (cfg->metrics.enabled && M.mp.fd != -1 && M.mp.addr.sslen == cfg->metrics.listen.sslen &&
+	    memcmp(&M.mp.addr.ss, &cfg->metrics.listen.ss, M.mp.addr.sslen) == 0)
+		return 0;
+	if (cfg->metrics.enabled && (fd = listener_bind(&cfg->metrics.listen, err, errlen)) == -1) {
+		char e[512];
+
+		snprintf(e, sizeof(e), "%s", err);
+		snprintf(err, errlen, "%s:%d: metrics.%s", cfg->file, cfg->metrics.listen.line, e);
+		return -1;
+	}
+	stop_metrics();
+	if (M.mp.fd != -1)
+		close(M.mp.fd);
+	M.mp.fd = fd;
+	M.mp.addr = cfg->metrics.listen;
+	return 0;
 }
 
 /* The backoff is over: start what is missing. */
@@ -409,6 +510,12 @@ maintain_workers(void)
 
 	if (M.stopping)
 		return;
+	if (M.mp.fd != -1 && M.mp.pid == 0) {
+		if (now >= M.mp.next_spawn)
+			spawn_metrics();
+		else
+			uv_timer_start(&M.spawn_timer, spawn_due, M.mp.next_spawn - now, 0);
+	}
 	for (unsigned i = 0; i < MAX_WORKERS; i++)
 		if (M.w[i].state == WORKER_RUNNING)
 			running++;
@@ -437,13 +544,14 @@ master_done(void)
 	uv_close((uv_handle_t *)&M.sigterm, NULL);
 	uv_close((uv_handle_t *)&M.sigint, NULL);
 	uv_close((uv_handle_t *)&M.sigchld, NULL);
-	metrics_http_stop();
 }
 
 /* Whether any worker is left. */
 static bool
 workers_left(void)
 {
+	if (M.mp.pid != 0)
+		return true;	/* the metrics server, too */
 	for (unsigned i = 0; i < MAX_WORKERS; i++)
 		if (M.w[i].state != WORKER_FREE)
 			return true;
@@ -494,6 +602,10 @@ on_sigchld(uv_signal_t *h, int signum)
 			M.check.pid = 0;
 			M.check.status = status;
 			reload_finish();
+			continue;
+		}
+		if (M.mp.pid != 0 && M.mp.pid == pid) {
+			metrics_exited(status);
 			continue;
 		}
 		for (unsigned i = 0; i < MAX_WORKERS; i++)
@@ -616,6 +728,8 @@ on_sighup(uv_signal_t *h, int signum)
 	sd_notify_state("RELOADING=1");
 	log_info("SIGHUP: reloading %s", M.cfg->file);
 	if ((cfg = config_load(M.cfg->file, err, sizeof(err))) == NULL ||
+	    privsep_check_user(cfg, err, sizeof(err)) != 0 ||
+	    privsep_check_dirs(cfg, err, sizeof(err)) != 0 ||
 	    room_for_workers(cfg, err, sizeof(err)) != 0 ||
 	    (pid = check_start(cfg, &fd, err, sizeof(err))) == -1) {
 		log_error("reload failed, still running the previous configuration: %s", err);
@@ -659,10 +773,11 @@ reload_finish(void)
 		sd_notify_state("READY=1");
 		return;
 	}
+	if (metrics_listener(cfg, err, sizeof(err)) != 0)
+		log_error("reload: %s; metrics stay where they were", err);
 	close_listeners(M.cfg, M.fds, fds, cfg->nlisten);
 	free(M.fds);
 	M.fds = fds;
-	metrics_http_reconfigure(&M.loop, cfg);
 	config_free(M.cfg);
 	M.cfg = cfg;
 	log_init("smtpchain", M.debug ? LOG_LVL_DEBUG : cfg->log.level, cfg->log.syslog);
@@ -692,6 +807,10 @@ on_sigterm(uv_signal_t *h, int signum)
 		sd_notify_state("STOPPING=1");
 		uv_timer_stop(&M.spawn_timer);
 		close_listeners(M.cfg, M.fds, NULL, 0);
+		stop_metrics();
+		if (M.mp.fd != -1)
+			close(M.mp.fd);
+		M.mp.fd = -1;
 		if (M.check.cfg != NULL && M.check.pid != 0)
 			kill(M.check.pid, SIGKILL);	/* a reload being checked: moot */
 	}
@@ -724,6 +843,7 @@ master_run(struct config *cfg, bool debug)
 	char err[1024];
 
 	M.debug = debug;
+	M.mp.fd = -1;
 	if (getrandom(M.ticket_keys, sizeof(M.ticket_keys), 0) != (ssize_t)sizeof(M.ticket_keys)) {
 		fprintf(stderr, "getrandom: %s\n", strerror(errno));
 		return 1;
@@ -736,6 +856,8 @@ master_run(struct config *cfg, bool debug)
 	uv_signal_init(&M.loop, &M.sigint);
 	uv_signal_init(&M.loop, &M.sigchld);
 	if (check_now(cfg, err, sizeof(err)) != 0 ||
+	    privsep_check_user(cfg, err, sizeof(err)) != 0 ||
+	    privsep_check_dirs(cfg, err, sizeof(err)) != 0 ||
 	    (M.fds = open_listeners(cfg, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		config_free(cfg);
@@ -747,7 +869,7 @@ master_run(struct config *cfg, bool debug)
 		fprintf(stderr, "connection table: %s\n", strerror(errno));
 		return 1;
 	}
-	if (metrics_init(&M.loop, cfg, err, sizeof(err)) != 0) {
+	if (metrics_init(err, sizeof(err)) != 0 || metrics_listener(cfg, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}

@@ -1,5 +1,6 @@
 /*
- * metrics.c - counters shared by the workers, served by the master.
+ * metrics.c - counters shared by the workers, served by an unprivileged
+ * child of the master.
  *
  * The region (struct region) is one anonymous MAP_SHARED mapping made by
  * the master before the first fork, so every worker sees the same pages.
@@ -13,15 +14,19 @@
  * worker killed while holding it leaves it to the next taker, never to a
  * spin that no one ends.
  *
- * HTTP: the master's own listener, one request per connection: GET only,
- * the request head bounded (HTTP_MAX_REQUEST) and timed (HTTP_TIMEOUT_MS),
- * the connection closed after the reply.
+ * HTTP: a process of its own (metrics_serve), forked by the master, which
+ * binds the listener; it gives up root before its first accept, as the
+ * workers do, so no HTTP request is parsed by root.  It only reads the
+ * region.  One request per connection: GET only, the request head bounded
+ * (HTTP_MAX_REQUEST) and timed (HTTP_TIMEOUT_MS), the connection closed
+ * after the reply.
  */
 #include "autoconf.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +37,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "privsep.h"
 #include "session.h"
 #include "shmutex.h"
 
@@ -95,7 +101,7 @@ static struct region	*R;		/* NULL: metrics off (unit tests) */
 static struct wslot	*mine;		/* this worker's slot */
 static pid_t		 my_pid;
 
-/* The master's HTTP side. */
+/* The metrics server process's HTTP side. */
 struct http_conn {
 	uv_tcp_t		 tcp;
 	uv_timer_t		 timer;
@@ -548,7 +554,7 @@ metrics_render_status(char *buf, size_t len)
 }
 
 /* ------------------------------------------------------------------------- */
-/* The master: HTTP */
+/* The metrics server process: HTTP */
 
 /* One handle of a connection closed; free it at the last. */
 static void
@@ -716,20 +722,19 @@ http_listener_closed(uv_handle_t *h)
 	free(h);
 }
 
-/* Listen on cfg's metrics.listen; 0, or -1 with the error in err. */
+/* Serve HTTP on fd, bound to addr by the master; 0, or -1 with the error in err. */
 static int
-http_start(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
+http_start(uv_loop_t *loop, const struct config_addr *addr, int fd, char *err, size_t errlen)
 {
 	int rc;
 
 	http.tcp = xcalloc(1, sizeof(*http.tcp));
 	uv_tcp_init(loop, http.tcp);
 	http.on = true;
-	http.addr = cfg->metrics.listen;
-	if ((rc = uv_tcp_bind(http.tcp, (const struct sockaddr *)&http.addr.ss, 0)) != 0 ||
+	http.addr = *addr;
+	if ((rc = uv_tcp_open(http.tcp, fd)) != 0 ||
 	    (rc = uv_listen((uv_stream_t *)http.tcp, 64, http_accept)) != 0) {
-		snprintf(err, errlen, "%s:%d: metrics.listen %s: %s", cfg->file,
-		    cfg->metrics.listen.line, cfg->metrics.listen.text, uv_strerror(rc));
+		snprintf(err, errlen, "metrics.listen %s: %s", addr->text, uv_strerror(rc));
 		uv_close((uv_handle_t *)http.tcp, http_listener_closed);
 		http.tcp = NULL;
 		http.on = false;
@@ -740,8 +745,8 @@ http_start(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
 }
 
 /* Stop listening for HTTP (open connections finish). */
-void
-metrics_http_stop(void)
+static void
+http_stop(void)
 {
 	if (http.on && http.tcp && !uv_is_closing((uv_handle_t *)http.tcp))
 		uv_close((uv_handle_t *)http.tcp, http_listener_closed);
@@ -749,26 +754,53 @@ metrics_http_stop(void)
 	http.on = false;
 }
 
-/* A reload: move the listener if metrics.listen changed. */
-void
-metrics_http_reconfigure(uv_loop_t *loop, const struct config *cfg)
+/* SIGTERM from the master: stop listening, close the connections. */
+static void
+serve_stop(uv_signal_t *h, int signum)
 {
-	char err[256];
-
-	if (http.on && cfg->metrics.enabled && http.addr.sslen == cfg->metrics.listen.sslen &&
-	    memcmp(&http.addr.ss, &cfg->metrics.listen.ss, http.addr.sslen) == 0)
-		return;
-	metrics_http_stop();
-	if (cfg->metrics.enabled && http_start(loop, cfg, err, sizeof(err)) != 0)
-		log_error("reload: %s; metrics are not served", err);
+	while (http.conns != NULL)
+		http_close(http.conns);
+	http_stop();
+	uv_close((uv_handle_t *)h, NULL);
 }
 
 /*
- * The master, before the first fork: map the shared region, and listen
- * for HTTP when metrics {} is set.  0, or -1 with the error in err.
+ * The metrics server process, forked by the master, which bound fd to
+ * cfg's metrics.listen: give up root (privsep_drop) and serve /metrics and
+ * /status until SIGTERM, so that no HTTP request is ever parsed by root.
+ * Signals arrive blocked (master.c's fork_child).  Returns the exit status.
  */
 int
-metrics_init(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
+metrics_serve(const struct config *cfg, int fd)
+{
+	uv_loop_t *loop = uv_default_loop();
+	uv_signal_t sigterm;
+	sigset_t none;
+	char err[1024];
+
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	if (privsep_drop(cfg, "metrics", err, sizeof(err)) != 0 ||
+	    http_start(loop, &cfg->metrics.listen, fd, err, sizeof(err)) != 0) {
+		log_error("metrics: %s", err);
+		close(fd);
+		return METRICS_EXIT_CONFIG;
+	}
+	uv_signal_init(loop, &sigterm);
+	uv_signal_start(&sigterm, serve_stop, SIGTERM);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	uv_run(loop, UV_RUN_DEFAULT);
+	uv_loop_close(loop);
+	return 0;
+}
+
+/*
+ * The master, before the first fork: map the shared region.  0, or -1
+ * with the error in err.
+ */
+int
+metrics_init(char *err, size_t errlen)
 {
 	void *p = mmap(NULL, sizeof(struct region), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -786,7 +818,5 @@ metrics_init(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen
 		return -1;
 	}
 	R = r;		/* zero-filled */
-	if (cfg->metrics.enabled)
-		return http_start(loop, cfg, err, errlen);
 	return 0;
 }

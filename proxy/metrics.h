@@ -1,10 +1,12 @@
 /*
- * metrics.h - counters shared by the workers, served by the master.
+ * metrics.h - counters shared by the workers, served by an unprivileged
+ * child of the master.
  *
  * One fixed-size MAP_SHARED region, created by the master before the first
  * fork (metrics_init), holds a slot of counters per worker, updated with
  * __atomic operations and summed when scraped, and a bounded table of the
- * live sessions.  The master serves them over HTTP when metrics {} is set:
+ * live sessions.  When metrics {} is set, the master binds metrics.listen
+ * and forks a process that gives up root and serves them over HTTP:
  * GET /metrics (Prometheus text format 0.0.4) and GET /status (live
  * sessions, plain text).  Metric names: smtpchain(8), METRICS.
  *
@@ -35,10 +37,11 @@ struct metrics_session {
 	uint64_t	msg_started;	/* uv_hrtime() at MAIL, 0 outside a transaction */
 };
 
+#define METRICS_EXIT_CONFIG	78	/* metrics_serve could not start: the master backs off */
+
 /* master.c */
-int	metrics_init(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen);
-void	metrics_http_reconfigure(uv_loop_t *loop, const struct config *cfg);
-void	metrics_http_stop(void);
+int	metrics_init(char *err, size_t errlen);
+int	metrics_serve(const struct config *cfg, int fd);	/* the metrics process; exit status */
 void	metrics_worker_started(unsigned slot, pid_t pid);
 void	metrics_worker_gone(unsigned slot, bool unexpected);	/* clears its sessions */
 

@@ -14,7 +14,13 @@
  * SIGINT and SIGHUP are the master's: a worker ignores them (a ^C on the
  * terminal reaches the whole process group; the master passes it on).
  * The worker exits 0 when its last session has closed, and 78 (EX_CONFIG)
- * when its TLS contexts or modules cannot be set up.
+ * when its TLS contexts or modules cannot be set up or root cannot be
+ * given up.
+ *
+ * Privileges: the TLS keys are read and every module's init() runs as the
+ * master's user (root), then the worker gives up root for good
+ * (privsep_drop: `user`, its group, no capabilities, no_new_privs, and
+ * `chroot` if set) before it accepts anything.
  */
 #include "autoconf.h"
 
@@ -27,6 +33,7 @@
 #include "filter.h"
 #include "log.h"
 #include "module.h"
+#include "privsep.h"
 #include "server.h"
 #include "session.h"
 #include "tls.h"
@@ -173,6 +180,14 @@ worker_run(struct config *cfg, const int *listen_fds, unsigned serial, bool tran
 	}
 	if (modules_load(cfg, filter_host(), &srv.chain, err, sizeof(err)) != 0) {
 		log_error("worker: %s", err);
+		tls_client_free();
+		tls_server_free(srv.tls);
+		return EXIT_CONFIG;
+	}
+
+	if (privsep_drop(cfg, "worker", err, sizeof(err)) != 0) {
+		log_error("worker: %s", err);
+		modules_unload(&srv.chain);
 		tls_client_free();
 		tls_server_free(srv.tls);
 		return EXIT_CONFIG;

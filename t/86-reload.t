@@ -66,7 +66,7 @@ sub reload {
 	my ($text, $good) = @_;
 	my ($r, $f) = (reloads(), failures());
 	notes('');	# read what is queued
-	SmtpChainTest::spew($conf, qq{hostname = "proxy.test";\n} . $text);
+	SmtpChainTest::spew($conf, SmtpChainTest::with_user(qq{hostname = "proxy.test";\n} . $text));
 	kill 'HUP', $p->pid;
 	return SmtpChainTest::wait_until(sub { $good ? reloads() > $r : failures() > $f }, 20);
 }
@@ -188,8 +188,8 @@ reply_ok($r4[0], 220, undef, 'the master and its workers are still serving');
 	my $m = $base . qq{metrics { listen = "127.0.0.1:$mport"; }\n};
 	ok(reload($m, 1), 'SIGHUP adding metrics, before a slow reload');
 	my $r = reloads();
-	SmtpChainTest::spew($conf, qq{hostname = "proxy.test";\n} . $m .
-	    qq{filter {\n\tmodule = "$tf";\n\tinit_gate = "$gate";\n}\n});
+	SmtpChainTest::spew($conf, SmtpChainTest::with_user(qq{hostname = "proxy.test";\n} . $m .
+	    qq{filter {\n\tmodule = "$tf";\n\tinit_gate = "$gate";\n}\n}));
 	my $hups = () = $p->log_text =~ /SIGHUP: reloading/g;
 	kill 'HUP', $p->pid;
 	SmtpChainTest::wait_until(sub { (() = $p->log_text =~ /SIGHUP: reloading/g) > $hups }, 10);

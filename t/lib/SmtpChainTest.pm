@@ -305,6 +305,7 @@ sub start_proxy {
 		$text = qq{listen = "127.0.0.1:$port";\n} . $text;
 	}
 	$text = qq{hostname = "proxy.test";\n} . $text unless $text =~ /^\s*hostname\b/m;
+	$text = with_user($text);
 	my $conf = spew("$dir/$name.conf", $text);
 	my $log = "$dir/$name.log";
 	my @argv = ($bin, '-c', $conf, @{ $o{args} || [] });
@@ -322,6 +323,17 @@ sub start_proxy {
 		die "proxy did not come up on port $port; its log:\n$l\n";
 	}
 	return $p;
+}
+
+# A config as the tests run it: the daemon starts as root here, which it
+# refuses without "user", so one that names none gets user = "root" at the
+# end (no line number of the text moves).  t/8x-privsep.t runs it as a real
+# unprivileged user.
+sub with_user {
+	my ($text) = @_;
+	return $text if $text =~ /^\s*user\s*[=:]?\s*"/m || $> != 0;
+	$text .= "\n" unless $text =~ /\n\z/;
+	return $text . qq{user = "root";\n};
 }
 
 # The valgrind command line start_proxy puts before the daemon's: memcheck,
@@ -725,17 +737,30 @@ sub wait_log {
 	return $m;
 }
 
-# The pids of the master's worker processes now (its children, from /proc).
+# The pids of the master's worker processes now (its children, from /proc,
+# but the metrics server, which calls itself sc-metrics).
 sub worker_pids {
 	my ($self) = @_;
 	my @pids;
 	opendir(my $dh, '/proc') or return ();
 	for my $p (grep { /^\d+\z/ } readdir $dh) {
 		my $st = SmtpChainTest::slurp("/proc/$p/stat") // next;
-		push @pids, $p if $st =~ /^\d+ \(.*\) [^Z] (\d+) /s && $1 == $self->{pid};
+		push @pids, $p if $st =~ /^\d+ \((.*)\) [^Z] (\d+) /s && $2 == $self->{pid} &&
+		    $1 ne 'sc-metrics';
 	}
 	closedir $dh;
 	return sort { $a <=> $b } @pids;
+}
+
+# The pid of the master's metrics server (sc-metrics), undef if none runs.
+sub metrics_pid {
+	my ($self) = @_;
+	opendir(my $dh, '/proc') or return undef;
+	for my $p (grep { /^\d+\z/ } readdir $dh) {
+		my $st = SmtpChainTest::slurp("/proc/$p/stat") // next;
+		return $p if $st =~ /^\d+ \(sc-metrics\) [^Z] (\d+) /s && $1 == $self->{pid};
+	}
+	return undef;
 }
 
 # Peak resident set size (VmHWM) in kB of the biggest of the master and its

@@ -25,6 +25,10 @@
  *					# cert_subject=V verify=V" (host->get(); "-" when NULL)
  *		pending = true;		# answer every hook later, from a 10 ms libuv timer
  *		init_gate = "/path";	# init() waits (60 s at most) until that file exists
+ *		probe_write = "/path";	# init() must be able to read it; at eom, add
+ *					# "X-Testfilter-<tag>-Probe: open=RESULT", RESULT
+ *					# what open(path, O_WRONLY) did: "ok" or the errno's
+ *					# name (the workers' privileges, t/89-privsep.t)
  *		needs = [ "headers", "body" ];	# the default; sets sc_filter.needs
  *		hooks = [ "connect", "rcpt" ];	# the hooks it has; default all
  *	}
@@ -61,6 +65,8 @@
  *	Only <smtpchain/filter.h>, libc and libuv's header are used: never the
  *	daemon's own headers.  init() only calls host->opt_*.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -107,6 +113,7 @@ struct tf {
 	char		*get_name;	/* "X-Testfilter-<tag>-Get" */
 	const char *const *get;	/* trace_get: host->get() names */
 	size_t		 nget;
+	const char	*probe_write;	/* a file to try to open for writing at eom */
 };
 
 /* Per session (host->state()). */
@@ -298,6 +305,7 @@ tf_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 		{ "change_from", offsetof(struct tf, change_from) },
 		{ "add_rcpt", offsetof(struct tf, add_rcpt) },
 		{ "del_rcpt", offsetof(struct tf, del_rcpt) },
+		{ "probe_write", offsetof(struct tf, probe_write) },
 	};
 	struct tf *tf;
 	const char *init_gate = NULL;
@@ -322,6 +330,16 @@ tf_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 	    h->opt_bool(o, "pending", &tf->pending) == -1 ||
 	    h->opt_list(o, "trace_get", &tf->get, &tf->nget) == -1)
 		goto fail;
+	/* probe_write: init() runs where the module's files can be read. */
+	if (tf->probe_write != NULL) {
+		int fd = open(tf->probe_write, O_RDONLY | O_CLOEXEC);
+
+		if (fd == -1) {
+			h->opt_error(o, "probe_write", "cannot read %s in init()", tf->probe_write);
+			goto fail;
+		}
+		close(fd);
+	}
 	/* A slow init, as long as the test wants: until the gate file exists. */
 	for (int i = 0; init_gate != NULL && i < 6000 && access(init_gate, F_OK) != 0; i++)
 		usleep(10000);
@@ -486,6 +504,18 @@ tf_eom_changes(struct tf_session *ss)
 		    ss->helo ? ss->helo : "", ss->from ? ss->from : "", ss->rcpts,
 		    ss->headers, ss->body);
 		tf_check(ss, host->add_header(c, tf->trace_name, trace), "trace header");
+	}
+	if (tf->probe_write) {
+		int fd = open(tf->probe_write, O_WRONLY | O_APPEND | O_CLOEXEC);
+		const char *r = fd >= 0 ? "ok" : errno == EACCES ? "EACCES" : errno == EPERM ?
+		    "EPERM" : errno == ENOENT ? "ENOENT" : "other";
+		char name[128];
+
+		if (fd >= 0)
+			close(fd);
+		snprintf(name, sizeof(name), "%s-Probe", tf->trace_name);
+		snprintf(trace, sizeof(trace), " open=%s", r);
+		tf_check(ss, host->add_header(c, name, trace), "probe_write header");
 	}
 	if (tf->nget > 0) {
 		size_t n = 0;

@@ -6,6 +6,7 @@
  * as "F" (so "F:7: message").
  */
 #include <arpa/inet.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,7 +223,7 @@ test_defaults(void)
 	ok(cfg->filters == NULL, "no filter array");
 	is_str(cfg->module_path, MODULE_PATH, "default module_path (MODULE_PATH)");
 	is_str(cfg->quarantine_dir, "/var/spool/smtpchain/quarantine", "default quarantine_dir");
-	is_str(cfg->spool_dir, "/var/tmp", "default spool_dir");
+	is_str(cfg->spool_dir, "/var/spool/smtpchain/tmp", "default spool_dir");
 	is_int(cfg->spool_memory, 262144, "default limits.spool_memory");
 	is_int(cfg->max_header_size, 1048576, "default limits.max_header_size");
 	is_int(cfg->backend_tls, BACKEND_TLS_NONE, "default backend_tls none");
@@ -355,6 +356,41 @@ test_sample(void)
 	    "sample: backend_tls_ca and backend_tls_name not set");
 	config_free(defaults);
 	config_free(sample);
+}
+
+/* user, group, chroot: looked up at load; errors name the key and the line. */
+static void
+test_priv(void)
+{
+	struct config *cfg;
+	struct group *gr = getgrnam("daemon");
+
+	cfg = load(BASE);
+	ok(cfg && cfg->priv.user == NULL && cfg->priv.chroot == NULL, "user and chroot unset by default");
+	config_free(cfg);
+	cfg = load(BASE "user = \"root\"\n");
+	ok(cfg && cfg->priv.uid == 0 && cfg->priv.gid == 0 && strcmp(cfg->priv.user, "root") == 0,
+	    "user = root: uid 0, its login group");
+	config_free(cfg);
+	if (gr != NULL) {
+		cfg = load(BASE "group = \"daemon\"\nuser = \"root\"\nchroot = \"/var/empty\"\n");
+		ok(cfg && cfg->priv.gid == gr->gr_gid, "group before user: the group's gid kept");
+		if (cfg)
+			is_str(cfg->priv.chroot, "/var/empty", "chroot");
+		config_free(cfg);
+	}
+	is_str(load_err(BASE "user = \"no-such-user-tc\"\n"),
+	    "F:3: user: no such user \"no-such-user-tc\"", "a user that does not exist");
+	is_str(load_err(BASE "user = \"root\"\ngroup = \"no-such-group-tc\"\n"),
+	    "F:4: group: no such group \"no-such-group-tc\"", "a group that does not exist");
+	is_str(load_err(BASE "\ngroup = \"root\"\n"),
+	    "F:4: group: needs user (the account the workers run as)", "group without user");
+	is_str(load_err(BASE "chroot = \"/var/empty\"\n"),
+	    "F:3: chroot: needs user (the account the workers run as)", "chroot without user");
+	is_str(load_err(BASE "user = \"root\"\nchroot = \"var/empty\"\n"),
+	    "F:4: chroot: \"var/empty\" is not an absolute path", "a relative chroot");
+	is_str(load_err(BASE "user = 0\n"), "F:3: user: expected a string, got number",
+	    "user: a number");
 }
 
 /* backend_tls, backend_tls_ca, backend_tls_name: values and errors. */
@@ -807,6 +843,7 @@ main(void)
 	test_defaults();
 	test_sample();
 	test_errors();
+	test_priv();
 	test_backend_tls();
 	test_tls_sni();
 	test_addr();

@@ -56,11 +56,9 @@ die_holding_lock(int how)
 int
 main(void)
 {
-	struct config cfg;
 	char err[256];
 
-	memset(&cfg, 0, sizeof(cfg));
-	is_int(metrics_init(uv_default_loop(), &cfg, err, sizeof(err)), 0, "metrics_init");
+	is_int(metrics_init(err, sizeof(err)), 0, "metrics_init");
 	metrics_worker_init(0);
 
 	metrics_filter_verdict("regex", 2);
