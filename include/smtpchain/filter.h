@@ -29,6 +29,14 @@
  * the host calls one only when the module's sc_filter.size covers it
  * (SC_FILTER_HAS), so a module built against an older header keeps working.
  *
+ * Privileges: init() runs in the worker before it gives up root, outside
+ * any chroot, so a module can read its files there (and keep descriptors
+ * open).  Every hook and fini() run after the drop: as the configured
+ * `user` and its one group, no capabilities, no_new_privs, inside `chroot`
+ * if set.  No root comes back; a file a hook writes must belong to that
+ * user, and a unix socket it connects to must be writable by it
+ * (smtpchain-filter(3), smtpchain.conf(5)).
+ *
  * Strings handed to hooks are NUL-terminated and valid only during the call.
  * Header names and values are passed as they are in the message: the value
  * starts after the colon (leading space kept) and keeps its folding (CRLF
