@@ -22,8 +22,10 @@
  *	become root again must never accept a connection.
  *
  *	With `user = "root"` nothing changes but chroot and no_new_privs.
- *	Started by another user without `user`, the process keeps that
- *	account, and its capabilities are cleared.
+ *	Started by another user (with `user` unset, or naming that same
+ *	account, as under the systemd unit's User=), the process keeps that
+ *	account; its capabilities (the unit's ambient CAP_NET_BIND_SERVICE)
+ *	are cleared and no_new_privs set.
  *
  * DIAGNOSTICS
  *	"FILE: ..." or "FILE:LINE: ..." naming the key, in the caller's buffer.
@@ -46,6 +48,14 @@
 
 #define CAP_LAST_TRIED	63	/* PR_CAPBSET_DROP until EINVAL, at most this */
 
+#if defined(__SANITIZE_ADDRESS__)
+#define BUILT_WITH_ASAN	1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BUILT_WITH_ASAN	1
+#endif
+#endif
+
 /* Refused: root without `user`; see privsep.h. */
 int
 privsep_check_user(const struct config *cfg, char *err, size_t errlen)
@@ -59,11 +69,15 @@ privsep_check_user(const struct config *cfg, char *err, size_t errlen)
 	return -1;
 }
 
-/* Whether the workers change to another user (we are root, user is not). */
+/*
+ * Whether the workers run as a `user` that is not root: we are root and
+ * drop to it, or we already are it (under systemd's User=).
+ */
 static bool
 drops_user(const struct config *cfg)
 {
-	return geteuid() == 0 && cfg->priv.user != NULL && cfg->priv.uid != 0;
+	return cfg->priv.user != NULL && cfg->priv.uid != 0 &&
+	    (geteuid() == 0 || geteuid() == cfg->priv.uid);
 }
 
 /* One directory the workers write to: ours alone.  0, or -1 with err. */
@@ -226,7 +240,7 @@ privsep_drop(const struct config *cfg, const char *what, char *err, size_t errle
 		verify_drop(uid, gid, what);
 	else if (has_caps())
 		log_panic("%s: capabilities left after the drop", what);
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef BUILT_WITH_ASAN
 	/* A change of uid made us not dumpable; LeakSanitizer ptraces us at exit. */
 	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 #endif

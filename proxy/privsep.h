@@ -30,7 +30,8 @@ int	privsep_check_user(const struct config *cfg, char *err, size_t errlen);
 /*
  * Whether quarantine_dir and spool_dir (under chroot, if set) exist, are
  * directories owned by the workers' user and writable by no one else.
- * Checked only when the workers change user.  0, or -1 with err.
+ * Checked when the workers run as a `user` that is not root.  0, or -1
+ * with err.
  */
 int	privsep_check_dirs(const struct config *cfg, char *err, size_t errlen);
 

@@ -285,4 +285,34 @@ EOF
 	$cp->stop_ok('chroot: the master exits 0');
 }
 
+# --- as the systemd unit runs it: started as the user itself, with the one
+# ambient capability CAP_NET_BIND_SERVICE (setpriv does what User= and
+# AmbientCapabilities= do); the workers clear it and set no_new_privs.
+SKIP: {
+	my $setpriv = SmtpChainTest::find_program('setpriv');
+	skip 'setpriv (util-linux) is not installed', 8 unless $setpriv;
+	my $port = free_port();
+	my $conf = spew("$dir/unit.conf", qq{listen = "127.0.0.1:$port";\nbackend = "127.0.0.1:$sport";\n} .
+	    qq{hostname = "proxy.test";\nuser = "$USER";\nworkers = 1;\nquarantine_dir = "$q";\n} .
+	    qq{spool_dir = "$spool";\n});
+	chmod(0644, $conf);
+	my $log = "$dir/unit.log";
+	my @argv = ($setpriv, "--reuid=$uid", "--regid=$gid", '--clear-groups',
+	    '--inh-caps=+net_bind_service', '--ambient-caps=+net_bind_service', $bin, '-c', $conf);
+	unshift @argv, SmtpChainTest::valgrind_argv("$dir/unit.valgrind") if $SmtpChainTest::VALGRIND;
+	my $pid = SmtpChainTest::spawn(argv => \@argv, output => $log);
+	SmtpChainTest::on_cleanup('unit-like proxy', sub { SmtpChainTest::stop_pid($pid, 'TERM', 30) });
+	ok(wait_until(sub { SmtpChainTest::port_listening($port) || !proc_alive($pid) }, 30) &&
+	    SmtpChainTest::port_listening($port), 'as the user with CAP_NET_BIND_SERVICE: listening')
+	    or diag(slurp($log));
+	my $ps = status($pid);
+	is((split /\t/, $ps->{Uid} // '')[1], $uid, 'the master runs as the user');
+	is(hex($ps->{CapEff} // 0), 1 << 10, 'the master keeps CAP_NET_BIND_SERVICE, and only it');
+	my $up = bless { pid => $pid }, 'SmtpChainTest::Proxy';
+	my @uw;
+	ok(wait_until(sub { @uw = $up->worker_pids; @uw == 1 }, 15), 'a worker');
+	dropped_ok($uw[0], 'unit-like: the worker') if @uw;
+	is(SmtpChainTest::stop_pid($pid, 'TERM', 30), 0, 'unit-like: the master exits 0');
+}
+
 done_testing;
