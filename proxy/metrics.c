@@ -780,10 +780,15 @@ metrics_serve(const struct config *cfg, int fd)
 
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
-	if (privsep_drop(cfg, "metrics", err, sizeof(err)) != 0 ||
-	    http_start(loop, &cfg->metrics.listen, fd, err, sizeof(err)) != 0) {
+	if (privsep_drop(cfg, "metrics", err, sizeof(err)) != 0) {
 		log_error("metrics: %s", err);
 		close(fd);
+		return METRICS_EXIT_CONFIG;
+	}
+	if (http_start(loop, &cfg->metrics.listen, fd, err, sizeof(err)) != 0) {
+		log_error("metrics: %s", err);	/* fd closed with the handle */
+		uv_run(loop, UV_RUN_DEFAULT);
+		uv_loop_close(loop);
 		return METRICS_EXIT_CONFIG;
 	}
 	uv_signal_init(loop, &sigterm);
