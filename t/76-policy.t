@@ -123,7 +123,8 @@ my $p = proxy_with('main', $srv->{port}, timeout => 2 * $scale, try_limit => 1,
 	is($q->{recipient_count}, 0, 'recipient_count is 0 at RCPT, as Postfix');
 	is($q->{size}, 0, 'size 0 at RCPT without SIZE= (the sink offers no SIZE)');
 	like($q->{instance} // '', qr/\S/, 'instance');
-	is($q->{queue_id}, $q->{instance}, 'queue_id: the message id');
+	is($q->{queue_id}, $q->{instance}, 'queue_id: the message id, as instance');
+	like($p->log_text, qr/msgid=\Q$q->{queue_id}\E\b/, 'queue_id: the msgid= of the summary line');
 	is($q->{server_address}, '127.0.0.1', 'server_address');
 	is($q->{policy_context}, 'tests', 'policy_context');
 	for my $k (qw(reverse_client_name sasl_method sasl_username sasl_sender ccert_subject

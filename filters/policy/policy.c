@@ -1127,8 +1127,8 @@ p_mail(struct sc_ctx *c, const char *addr, const char *params)
 		return SC_CONTINUE;
 	message_reset(ps);
 	ps->msgno++;
-	/* The per-message id where the host has one (also the log's), else ours. */
-	if ((i = host->get(c, "i")) != NULL && strcmp(i, fact(ps, "session_id")) != 0)
+	/* The host's message id (the log's msgid=), or the same made here by an older host. */
+	if ((i = host->get(c, "queue_id")) != NULL)
 		snprintf(ps->instance, sizeof(ps->instance), "%s", i);
 	else
 		snprintf(ps->instance, sizeof(ps->instance), "%s.%u", fact(ps, "session_id"),
