@@ -28,7 +28,11 @@ plan skip_all => 'unshare is needed (util-linux)' unless SmtpChainTest::find_pro
 require SmtpChainTest::DNS;
 
 my $dir = tmpdir();
-my $dns = SmtpChainTest::DNS->start(addr => '127.0.0.78', records => {
+# An address of this run's own: port 53 on one address is shared by every
+# process that binds it (SO_REUSEADDR), and other trees' test runs may be
+# running this test at the same time on this machine.
+my $dnsaddr = sprintf('127.78.%d.%d', ($$ >> 8) & 255, $$ % 253 + 1);
+my $dns = SmtpChainTest::DNS->start(addr => $dnsaddr, records => {
 	'pass.test' => [ [TXT => 'v=spf1 ip4:127.0.0.0/8 -all'] ],
 	'fail.test' => [ [TXT => 'v=spf1 ip4:192.0.2.1 -all'] ],
 	'soft.test' => [ [TXT => 'v=spf1 ip4:192.0.2.1 ~all'] ],
