@@ -11,6 +11,7 @@ use warnings;
 
 use Test::More;
 use SmtpChainTest;
+use Time::HiRes qw(sleep);
 
 plan skip_all => 'SMTPCHAIN is not set (run through make check)' unless $ENV{SMTPCHAIN};
 
@@ -36,6 +37,18 @@ sub start_policy {
 	wait_until(sub { SmtpChainTest::port_listening($port) || !proc_alive($pid) }, 10);
 	die "testpolicy $name did not come up\n" unless SmtpChainTest::port_listening($port);
 	return { name => $name, port => $port, pid => $pid, log => $log };
+}
+
+# The scripted server on a unix socket.
+sub start_unix_policy {
+	my ($name, $sock) = @_;
+	my $log = "$dir/policy-$name.log";
+	my $pid = SmtpChainTest::spawn(argv => ['perl', $testpolicy, $sock, $log],
+	    output => "$dir/policy-$name.out");
+	SmtpChainTest::on_cleanup("testpolicy $name", sub { SmtpChainTest::stop_pid($pid, 'TERM', 5) });
+	wait_until(sub { -S $sock || !proc_alive($pid) }, 10);
+	die "testpolicy $name did not come up\n" unless -S $sock;
+	return { name => $name, pid => $pid, log => $log };
 }
 
 sub policy_log { slurp($_[0]{log}) // '' }
@@ -227,6 +240,37 @@ like($p->log_text, qr/DEFER_IF_REJECT at RCPT/, 'defer_if_reject: logged');
 	my $accepts = () = policy_log($s2) =~ /^accept /mg;
 	is($accepts, 2, 'request_limit = 1: a connection per request');
 	$pl->stop_ok('limit proxy');
+}
+
+{
+	# max_idle: an unused connection is closed (the server sees its close).
+	my $s4 = start_policy('idle');
+	my $pi = proxy_with('idle', $s4->{port}, max_idle => 1, timeout => 2 * $scale);
+	transact($pi->port, to => ['dunno-i@example.test']);
+	ok(wait_until(sub { policy_log($s4) =~ /^close 1$/m }, 30 * $scale),
+	    'max_idle = 1: the idle connection is closed');
+	# max_ttl: a connection older than that is not used again.
+	$pi->stop_ok('idle proxy');
+	my $s5 = start_policy('ttl');
+	my $pt = proxy_with('ttl', $s5->{port}, max_ttl => 1, timeout => 2 * $scale);
+	transact($pt->port, to => ['dunno-t1@example.test']);
+	sleep(1.5);	# the connection's age is what is tested: time must pass
+	transact($pt->port, to => ['dunno-t2@example.test']);
+	my $accepts = () = policy_log($s5) =~ /^accept /mg;
+	is($accepts, 2, 'max_ttl = 1: a new connection after it');
+	$pt->stop_ok('ttl proxy');
+}
+{
+	# A server on a unix socket.
+	my $sock = "$dir/policy.sock";
+	my $s6 = start_unix_policy('unix', $sock);
+	my $pu = start_proxy(qq{backend = "127.0.0.1:} . $sink->port . qq{";\nworkers = 1;\n} .
+	    qq{filter { module = "$module"; server = "unix:$sock"; }\n}, name => 'unix');
+	my $r = transact($pu->port, to => ['reject-u@example.test', 'dunno-u@example.test']);
+	reply_ok($r->{rcpt}[0], 554, '5.7.1', 'unix socket: REJECT');
+	reply_ok($r->{end}, 250, undef, 'unix socket: the other recipient goes through');
+	ok(delivered($r->{tag}), 'unix socket: delivered');
+	$pu->stop_ok('unix proxy');
 }
 
 # --- steps: every one, with END-OF-MESSAGE's answer
