@@ -966,6 +966,16 @@ backend_replies(struct session *s)
 			break;
 		}
 		session_transcript(s, "b>p", r, rlen);
+		if (smtp_reply_unify(s->bin.data + s->bin.off, rlen, code) > 0) {
+			/*
+			 * Lines with different codes: the last one's counts, as
+			 * for Postfix's SMTP client; the client gets every line
+			 * with it.  Never "lost connection": after an end of data
+			 * the backend may have queued the message.
+			 */
+			session_log(s, LOG_LVL_WARNING, "backend %s: reply with different codes on its "
+			    "lines: taking the last line's %d", backend_name(s), code);
+		}
 		metrics_backend_reply(code);
 		if (s->pcount == 0) {
 			if (code == 421) {	/* e.g. the backend's own idle timeout */

@@ -451,13 +451,13 @@ smtp_path_param(const struct smtp_path *path, const char *key)
 	return NULL;
 }
 
-/* Find one complete reply (one or more lines with the same code) at buf. */
+/* Find one complete reply (one or more lines; its code is the last line's) at buf. */
 int
 smtp_reply_scan(const char *buf, size_t len, size_t *replylen, int *code)
 {
 	const unsigned char *p = (const unsigned char *)buf;
 	size_t pos = 0, i;
-	int first = -1, this;
+	int this;
 	bool last;
 
 	for (;;) {
@@ -475,10 +475,6 @@ smtp_reply_scan(const char *buf, size_t len, size_t *replylen, int *code)
 		if (!smtp_is_digit(p[pos + 2]))
 			return -1;
 		this = (p[pos] - '0') * 100 + (p[pos + 1] - '0') * 10 + (p[pos + 2] - '0');
-		if (first == -1)
-			first = this;
-		else if (this != first)
-			return -1;
 		if (pos + 3 >= len)
 			return 0;
 		if (p[pos + 3] == '\r') {
@@ -499,10 +495,33 @@ smtp_reply_scan(const char *buf, size_t len, size_t *replylen, int *code)
 		pos = i + 2;
 		if (last) {
 			*replylen = pos;
-			*code = first;
+			*code = this;
 			return 1;
 		}
 	}
+}
+
+/* Give every line of a complete reply the same code; count the lines changed. */
+int
+smtp_reply_unify(char *buf, size_t len, int code)
+{
+	char digits[3] = { (char)('0' + code / 100), (char)('0' + code / 10 % 10),
+	    (char)('0' + code % 10) };
+	size_t pos = 0;
+	int changed = 0;
+
+	while (pos + 3 <= len) {
+		const char *nl = memchr(buf + pos, '\n', len - pos);
+
+		if (memcmp(buf + pos, digits, 3) != 0) {
+			memcpy(buf + pos, digits, 3);
+			changed++;
+		}
+		if (nl == NULL)
+			break;
+		pos = (size_t)(nl - buf) + 1;
+	}
+	return changed;
 }
 
 /* Encode src as RFC 3461 xtext into out, NUL-terminated. */

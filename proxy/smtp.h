@@ -76,14 +76,23 @@ const struct smtp_param *smtp_path_param(const struct smtp_path *path, const cha
 
 /*
  * Find one complete reply at the start of buf: lines "ddd-text CRLF" ending
- * with "ddd text CRLF" (or "dddCRLF"), all with the same code.
- * Returns 1 with *replylen (bytes including the final CRLF) and *code set,
- * 0 when more input is needed, -1 when the text is not a valid reply (bad
- * code: not %x32-35 %x30-35 %x30-39 as RFC 5321 4.2 has it; mixed codes; a
- * line not ending in CRLF; bare CR or LF).  -1 is given as soon as the bytes
- * seen prove it, even when the reply is not complete yet.
+ * with "ddd text CRLF" (or "dddCRLF").  Returns 1 with *replylen (bytes
+ * including the final CRLF) and *code set, 0 when more input is needed, -1
+ * when the text is not a valid reply (bad code: not %x32-35 %x30-35 %x30-39
+ * as RFC 5321 4.2 has it; a line not ending in CRLF; bare CR or LF).  -1 is
+ * given as soon as the bytes seen prove it, even when the reply is not
+ * complete yet.  Lines with different codes are a valid reply whose code is
+ * the last line's, as Postfix's SMTP client reads it (smtp_chat.c); see
+ * smtp_reply_unify().
  */
 int smtp_reply_scan(const char *buf, size_t len, size_t *replylen, int *code);
+
+/*
+ * Rewrite the code of every line of a complete reply (as smtp_reply_scan
+ * found it) to code, so that what is relayed says one thing.  Returns how
+ * many lines had another code (0: the reply was uniform).
+ */
+int smtp_reply_unify(char *buf, size_t len, int code);
 
 /*
  * Encode src as RFC 3461 xtext (for XCLIENT/XFORWARD values): bytes outside

@@ -278,5 +278,32 @@ EOF
 	$p->stop_ok('worker-kill proxy exits 0');
 }
 
+# --- a multi-line reply whose lines carry different codes: the last line's
+# code counts, as for Postfix's SMTP client (smtp_chat.c), every line goes to
+# the client with it, and a warning is logged.  Never the proxy's 421 "lost
+# connection": after an end of data the backend may have queued the message,
+# and the client's retry would deliver it twice.
+for my $case (['dot', "250-2.0.0 first line\r\n451 4.3.0 last line", 451],
+    ['dot', "451-4.3.0 first line\r\n452-4.3.1 second line\r\n250 2.0.0 Ok: queued", 250],
+    ['rcpt', "550-5.1.1 first line\r\n250 2.1.5 Ok", 250]) {
+	my ($stage, $reply, $code) = @$case;
+	my ($b, $p) = rig("mixed-$stage-$code", sub { $_[0] eq $stage ? $reply : undef });
+	my $c = smtp_connect($p->port) or die "connect: $@\n";
+	$c->read_reply;
+	$c->ehlo('mixed.test');
+	my $r = $c->send_mail(from => 'mixed@client.test', to => 'r@example.test',
+	    data => make_message(subject => "mixed codes at $stage"));
+	my $got = $stage eq 'dot' ? $r->{end} : $r->{rcpt}[0];
+	(my $want = "$reply\r\n") =~ s/^\d{3}/$code/mg;
+	is($got && $got->{raw}, $want, "mixed codes at $stage, last $code: relayed with $code on every line")
+	    or diag(SmtpChainTest::Client::describe($got));
+	reply_ok($c->cmd('NOOP'), 250, undef, "mixed codes at $stage: the session goes on");
+	ok($p->wait_log(qr/reply with different codes on its lines: taking the last line's $code/),
+	    "mixed codes at $stage: a warning is logged");
+	unlike($p->log_text, qr/lost connection|malformed/, "mixed codes at $stage: no lost connection");
+	reply_ok($c->quit, 221, undef, "mixed codes at $stage: QUIT");
+	$p->stop_ok("mixed codes at $stage: the proxy exits 0");
+}
+
 $ledger->check('fault matrix', min_accepted => 20);
 done_testing();

@@ -4,8 +4,9 @@
  * needs more input or finds garbage.
  *
  * Checks: a reply found lies inside the buffer, ends in CRLF, has a code in
- * 200..559 that every line carries, every strict prefix of it needs more
- * input, and it is found again when the buffer ends right after it.
+ * 200..559 that every line carries once smtp_reply_unify() ran (the last
+ * line's), every strict prefix of it needs more input, and it is found
+ * again when the buffer ends right after it.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -28,20 +29,24 @@ check_reply(const char *p, size_t len, int code)
 		abort();
 	if (code < 200 || code > 559)
 		abort();
-	/* Every line starts with the code. */
-	while (pos < len) {
-		const char *nl = memchr(p + pos, '\n', len - pos);
-
-		if (nl == NULL || (p[pos] - '0') * 100 + (p[pos + 1] - '0') * 10 +
-		    (p[pos + 2] - '0') != code)
-			abort();
-		pos = (size_t)(nl - p) + 1;
-	}
 	/* Found again in a buffer that ends with it (exact copy, for ASan). */
 	copy = malloc(len);
 	if (copy == NULL)
 		abort();
 	memcpy(copy, p, len);
+	/* Once unified, as the proxy relays it, every line starts with the code
+	 * (the last line's), and a second pass changes nothing. */
+	smtp_reply_unify(copy, len, code);
+	while (pos < len) {
+		const char *nl = memchr(copy + pos, '\n', len - pos);
+
+		if (nl == NULL || (copy[pos] - '0') * 100 + (copy[pos + 1] - '0') * 10 +
+		    (copy[pos + 2] - '0') != code)
+			abort();
+		pos = (size_t)(nl - copy) + 1;
+	}
+	if (smtp_reply_unify(copy, len, code) != 0)
+		abort();
 	if (smtp_reply_scan(copy, len, &replylen, &again) != 1 || replylen != len || again != code)
 		abort();
 	/* A strict prefix is never a complete reply nor an error. */

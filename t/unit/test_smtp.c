@@ -442,9 +442,11 @@ test_replies(void)
 	check_reply("2500 x\r\n", 8, -1, 0, 0, "four digits refused");
 	check_reply("250x\r\n", 6, -1, 0, 0, "no separator refused");
 	check_reply("250_x\r\n", 7, -1, 0, 0, "bad separator refused");
-	check_reply("250-a\r\n251 b\r\n", 14, -1, 0, 0, "mixed codes refused");
-	check_reply("250-a\r\n550 b\r\n", 14, -1, 0, 0, "mixed classes refused");
-	check_reply("250-a\r\n251", 10, -1, 0, 0, "mixed codes refused early");
+	/* Mixed codes: the last line's, as Postfix's SMTP client reads it. */
+	check_reply("250-a\r\n251 b\r\n", 14, 1, 14, 251, "mixed codes: the last line's");
+	check_reply("250-a\r\n550 b\r\n", 14, 1, 14, 550, "mixed classes: the last line's");
+	check_reply("550-a\r\n250-b\r\n451 c\r\n", 21, 1, 21, 451, "three codes: the last line's");
+	check_reply("250-a\r\n251", 10, 0, 0, 0, "mixed codes: more needed");
 	check_reply("250 OK\n", 7, -1, 0, 0, "bare LF refused");
 	check_reply("250-a\n250 b\r\n", 13, -1, 0, 0, "bare LF in a continuation refused");
 	check_reply("250 a\nb\r\n", 9, -1, 0, 0, "bare LF inside a line refused");
@@ -453,6 +455,21 @@ test_replies(void)
 	check_reply("250\n", 4, -1, 0, 0, "code and bare LF refused");
 	check_reply("250-a\r\n\r\n", 9, -1, 0, 0, "empty line refused");
 	check_reply(" 250 x\r\n", 8, -1, 0, 0, "leading space refused");
+}
+
+/* Every line of a reply given one code. */
+static void
+test_reply_unify(void)
+{
+	char mixed[] = "250-a\r\n550-b\r\n451 c\r\n";
+	char same[] = "250-a\r\n250 b\r\n";
+	char one[] = "354\r\n";
+
+	is_int(smtp_reply_unify(mixed, strlen(mixed), 451), 2, "unify: two lines rewritten");
+	is_str(mixed, "451-a\r\n451-b\r\n451 c\r\n", "unify: every line has the last code");
+	is_int(smtp_reply_unify(same, strlen(same), 250), 0, "unify: a uniform reply is left alone");
+	is_str(same, "250-a\r\n250 b\r\n", "unify: unchanged");
+	is_int(smtp_reply_unify(one, strlen(one), 354), 0, "unify: code only");
 }
 
 /* xtext encoding. */
@@ -497,6 +514,7 @@ main(void)
 	test_paths_binary();
 	test_params();
 	test_replies();
+	test_reply_unify();
 	test_xtext();
 	return done_testing();
 }
