@@ -618,6 +618,9 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		free(s->mail_canon);
 		s->mail_canon = xstrdup(canon);
 	}
+	/* A new message's BDAT state starts here, in the client's order: the
+	 * answer to MAIL may come after its chunks were relayed (pipelining). */
+	reset_bdat(s);
 	backend_xforward(s);
 	return relay(s, line, len, SMTP_MAIL, false);
 }
@@ -808,7 +811,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	} else if (s->bcaps.chunking) {
 		if (!s->oversize)
 			backend_send(s, line, len, last ? BS_DOT : BS_COMMAND, SMTP_BDAT);
-		s->last_sync = false;
+		s->last_sync = last;	/* the next message waits for this one's answer */
 	} else if (!s->bdat_data_open && !s->oversize) {
 		/* Open DATA at the backend first, then come back to this line. */
 		if (s->pcount > 0)
@@ -1959,7 +1962,6 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 			if (code / 100 == 2) {
 				s->in_mail = true;
 				metrics_message_start(s);
-				reset_bdat(s);
 			} else {
 				log_refusal(s, "MAIL", r, n);
 			}

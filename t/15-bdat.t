@@ -106,5 +106,39 @@ reply_ok($c->quit, 221, undef, 'QUIT');
 	ok(!(grep { /evil/ } $sink->commands), 'and nothing after it reached the backend as a command');
 }
 
+# --- BDAT relayed as it is, to a backend with CHUNKING (a private Postfix
+# relaying to a second sink).
+SKIP: {
+	skip 'a private Postfix needs root', 5 unless $> == 0;
+	my $behind = start_sink(name => 'behind-postfix');
+	my $pf = start_postfix(relay_port => $behind->port);
+	my $rp = start_proxy(<<"EOF", name => 'relay');
+backend = "127.0.0.1:@{[ $pf->port ]}";
+timeout { shutdown = 5; }
+EOF
+	my $rclient = sub {
+		my $c = smtp_connect($rp->port) or die "connect: $@\n";
+		$c->read_reply;
+		$c->ehlo('chunky.client.test');
+		return $c;
+	};
+
+	# The summary line's size= for MAIL, RCPT and two chunks in one write.
+	my $m = make_message(subject => 'relayed pipelined', body => "x\r\n" x 40);
+	my $h = 40;
+	my $c = $rclient->();
+	$c->send("MAIL FROM:<piped\@client.test>\r\nRCPT TO:<r\@example.test>\r\nBDAT $h\r\n"
+	    . substr($m, 0, $h) . 'BDAT ' . (length($m) - $h) . " LAST\r\n" . substr($m, $h));
+	my @r = map { $c->read_reply } 1 .. 4;
+	is(join(' ', map { $_->{code} // 'none' } @r), '250 250 250 250', 'pipelined relayed BDAT: every reply 250');
+	like($rp->wait_log(qr/(from=<piped\@client\.test>[^\n]*)/) // '', qr/ size=@{[ length $m ]} /,
+	    'the summary line has the size of both chunks');
+	ok($behind->wait_find(qr/^Subject: relayed pipelined\r?$/m), 'delivered');
+	$c->quit;
+
+	$rp->stop_ok('the relaying proxy exits 0');
+	$pf->stop;
+}
+
 $proxy->stop_ok;
 done_testing;
