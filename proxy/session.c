@@ -748,8 +748,9 @@ cmd_data(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
  * BDAT count [LAST] (RFC 3030).  Relayed as it is to a backend with
  * CHUNKING; to one without, the proxy opens DATA once per message and sends
  * the chunks dot-stuffed; when filters hold messages, the chunks go to the
- * store like DATA.  A chunk over the size limit is read and refused, and
- * the session ends: the backend never gets a LAST for it.
+ * store like DATA.  A chunk that would take the message over the size limit
+ * is refused at once with 552, and the session ends: the backend never gets
+ * a LAST for it, and not one octet of it is read or stored.
  */
 static enum step_result
 cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
@@ -782,6 +783,22 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		session_fail(s, "501 5.5.4 Syntax: BDAT count [LAST]");
 		return STEP_STOP;
 	}
+	if (s->size_limit && (s->msg_octets > s->size_limit ||
+	    count > s->size_limit - s->msg_octets)) {
+		/*
+		 * A chunk that cannot fit: refused before one octet of it is
+		 * read or stored (its count may be anything up to 2^64-1, so
+		 * it cannot be read and skipped), and the session ends: the
+		 * octets that follow cannot be told from commands.
+		 */
+		if (s->pcount > 0)
+			return STEP_STOP;
+		session_log(s, LOG_LVL_WARNING, "BDAT chunk of %" PRIu64 " octets after %" PRIu64
+		    " would pass the limit of %" PRIu64 ": refusing the message", count,
+		    s->msg_octets, s->size_limit);
+		session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
+		return STEP_STOP;
+	}
 	if (holds_message(s) && !s->spooling && !s->bdat_failed) {
 		const char *reply;
 
@@ -804,15 +821,12 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	}
 	s->bdat_left = count;
 	s->bdat_last = last;
-	if (s->size_limit && s->msg_octets + count > s->size_limit)
-		s->oversize = true;
 	if (s->spooling || s->bdat_failed) {
 		/* the octets go to the store, or nowhere */
 	} else if (s->bcaps.chunking) {
-		if (!s->oversize)
-			backend_send(s, line, len, last ? BS_DOT : BS_COMMAND, SMTP_BDAT);
+		backend_send(s, line, len, last ? BS_DOT : BS_COMMAND, SMTP_BDAT);
 		s->last_sync = last;	/* the next message waits for this one's answer */
-	} else if (!s->bdat_data_open && !s->oversize) {
+	} else if (!s->bdat_data_open) {
 		/* Open DATA at the backend first, then come back to this line. */
 		if (s->pcount > 0)
 			return STEP_STOP;

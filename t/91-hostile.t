@@ -335,11 +335,78 @@ sub writer {
 	my $pid = writer($c, "BDAT 30000000 LAST\r\n" . ('y' x 30_000_000));
 	my $big = $c->read_reply(120);
 	waitpid($pid, 0);
-	like($big->{raw} // '', qr/^552 5\.3\.4 /, 'BDAT over max_message_size: 552 5.3.4 once its octets are read')
+	like($big->{raw} // '', qr/^552 5\.3\.4 /, 'BDAT over max_message_size: 552 5.3.4 at once')
 	    or diag(SmtpChainTest::Client::describe($big));
 	$c->close;
+
+	# A count that makes octets-so-far + count wrap (2^64-1 after a first
+	# chunk): refused at once, not read.
+	for my $huge ('18446744073709551615', '18446744073709551615 LAST', '18446744073709551000 LAST') {
+		$c = client();
+		$c->cmd('MAIL FROM:<bdat-wrap@client.test>');
+		$c->cmd('RCPT TO:<x@example.test>');
+		$c->send("BDAT 1000\r\n" . ('z' x 998) . "\r\n");
+		reply_ok($c->read_reply, 250, undef, "BDAT $huge after a chunk: the first chunk");
+		reply_ok($c->cmd("BDAT $huge"), 552, '5.3.4', "BDAT $huge after a chunk: 552 5.3.4 at once");
+		ok($c->wait_closed(5), "BDAT $huge: and the session ends");
+		$c->close;
+	}
 	bystander_ok('unbalanced BDAT');
 	is(scalar($sink->find(qr/bdat short|0123456789/)), 0, 'no unbalanced chunk was delivered');
+}
+
+# --- a held message (a filter holds it in the spool) cannot pass
+# max_message_size in the spool: chunks that fit go in, one that cannot fit
+# (2^64-1 after a first chunk, which used to wrap the sum) gets 552 before
+# an octet of it is stored.
+SKIP: {
+	my $TF = ($ENV{SMTPCHAIN_BUILDDIR} || SmtpChainTest::srcdir()) . '/t/modules/.libs/testfilter.so';
+	skip "$TF is not built (make check builds it)", 8 unless -f $TF;
+	my $spool = SmtpChainTest::tmpdir() . '/spool';
+	mkdir $spool;
+	my $limit = 1048576;
+	my $held = start_proxy(<<"EOF", name => 'held');
+backend = "127.0.0.1:@{[ $sink->port ]}";
+workers = 1;
+spool_dir = "$spool";
+limits { max_message_size = $limit; spool_memory = 4kb; }
+ehlo { add = [ "CHUNKING" ]; }
+timeout { command = 300; data = 300; shutdown = 5; }
+filter { module = "$TF"; tag = "held"; }
+EOF
+	# The bytes of the spool files the worker holds open (unlinked).
+	my $spooled = sub {
+		my $sum = 0;
+		for my $w ($held->worker_pids) {
+			my $t = SmtpChainTest::fd_targets($w);
+			for my $fd (keys %$t) {
+				next unless $t->{$fd} =~ /^\Q$spool\E\//;
+				$sum += (stat("/proc/$w/fd/$fd"))[7] // 0;
+			}
+		}
+		return $sum;
+	};
+	my $c = smtp_connect($held->port) or die "connect: $@\n";
+	$c->read_reply;
+	$c->ehlo('hostile.test');
+	$c->cmd('MAIL FROM:<held-wrap@client.test>');
+	$c->cmd('RCPT TO:<x@example.test>');
+	my $first = 1_000_000;
+	$c->send("BDAT $first\r\n" . substr("Subject: held wrap\r\n\r\n" . ('w' x 998 . "\r\n") x 1001, 0, $first));
+	reply_ok($c->read_reply, 250, undef, 'held: a first chunk of 1,000,000 octets');
+	my $before = $spooled->();
+	ok($before > 0 && $before <= $limit, "held: the spool holds it ($before octets)");
+	my $pid = writer($c, "BDAT 18446744073709551615 LAST\r\n" . ('v' x 20_000_000));
+	my $r = $c->read_reply(20);
+	reply_ok($r, 552, '5.3.4', 'held: BDAT 2^64-1 LAST after it: 552 5.3.4 at once');
+	waitpid($pid, 0);
+	my $after = $spooled->();
+	ok($c->wait_closed(10), 'held: and the session ends');
+	$c->close;
+	ok($after <= $limit, "held: the spool never passes the limit ($after octets after 20 MB more were sent)");
+	diag("held message: spool $before octets after the first chunk, $after after the 2^64-1 chunk");
+	is(scalar($sink->find(qr/^Subject: held wrap/m)), 0, 'held: nothing delivered');
+	$held->stop_ok('the holding proxy exits 0');
 }
 
 $ledger->check('hostile input bystanders');
