@@ -21,6 +21,9 @@
  * The stuffer reads length-delimited BDAT content and so has to consume a
  * final CR: it remembers it (state CR) and writes it only once the LF has
  * come, so a bare CR is never written out.
+ *
+ * The CR/LF checker is the stuffer without output, for BDAT chunks relayed
+ * as they are to a backend with CHUNKING: states TEXT and CR only.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -237,4 +240,59 @@ dot_stuff_finish(struct dot_stuffer *s, char *out, size_t outlen)
 	default:
 		return -1;	/* a bare CR at the very end, refused, or done */
 	}
+}
+
+/* Start of a message relayed in BDAT chunks. */
+void
+crlf_checker_init(struct crlf_checker *c)
+{
+	c->state = DS_TEXT;
+}
+
+/* Check relayed BDAT content for bare CR and bare LF. */
+enum dot_result
+crlf_check(struct crlf_checker *c, const char *in, size_t len, size_t *bad)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (c->state == DS_TEXT) {
+			/* The common case: run to the next CR or LF. */
+			i += dot_line_break((const unsigned char *)in + i, len - i);
+			if (i == len)
+				break;
+		}
+		switch (c->state) {
+		case DS_CR:
+			if (in[i] != '\n') {
+				c->state = DS_BAD_CR;
+				*bad = i > 0 ? i - 1 : 0;
+				return DOT_BAD_CR;
+			}
+			c->state = DS_TEXT;
+			break;
+		case DS_TEXT:
+			if (in[i] == '\r') {
+				c->state = DS_CR;
+			} else if (in[i] == '\n') {
+				c->state = DS_BAD_LF;
+				*bad = i;
+				return DOT_BAD_LF;
+			}
+			break;
+		default:
+			*bad = 0;
+			return dot_final_result(c->state);
+		}
+	}
+	if (c->state == DS_BAD_CR || c->state == DS_BAD_LF) {
+		*bad = 0;
+		return dot_final_result(c->state);
+	}
+	return DOT_MORE;
+}
+
+/* Whether the content so far ends with a CR still waiting for its LF. */
+bool
+crlf_check_cr_pending(const struct crlf_checker *c)
+{
+	return c->state == DS_CR;
 }

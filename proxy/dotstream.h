@@ -79,4 +79,25 @@ enum dot_result dot_stuff(struct dot_stuffer *s, const char *in, size_t len,
  */
 int dot_stuff_finish(struct dot_stuffer *s, char *out, size_t outlen);
 
+/*
+ * BDAT chunks relayed as they are (the backend has CHUNKING) are only
+ * checked: every CR followed by LF, every LF preceded by CR, across chunk
+ * boundaries (a chunk may end between the CR and the LF).
+ */
+struct crlf_checker {
+	uint8_t		state;		/* private */
+};
+
+void crlf_checker_init(struct crlf_checker *c);
+
+/*
+ * Check in.  Returns DOT_MORE when every byte is clean (a final CR is
+ * remembered), or DOT_BAD_CR / DOT_BAD_LF with *bad at the offending byte
+ * (0 for a CR that ended the previous call).  A refusal is final.
+ */
+enum dot_result crlf_check(struct crlf_checker *c, const char *in, size_t len, size_t *bad);
+
+/* At the end of the last chunk: whether a CR is left without its LF (a bare CR). */
+bool	crlf_check_cr_pending(const struct crlf_checker *c);
+
 #endif

@@ -285,6 +285,7 @@ reset_bdat(struct session *s)
 {
 	s->bdat_convert = false;
 	s->bdat_data_open = false;
+	s->bdat_relayed = false;
 	s->bdat_failed = false;
 	free(s->bdat_error);
 	s->bdat_error = NULL;
@@ -824,6 +825,10 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	if (s->spooling || s->bdat_failed) {
 		/* the octets go to the store, or nowhere */
 	} else if (s->bcaps.chunking) {
+		if (!s->bdat_relayed) {
+			crlf_checker_init(&s->bdat_crlf);
+			s->bdat_relayed = true;
+		}
 		backend_send(s, line, len, last ? BS_DOT : BS_COMMAND, SMTP_BDAT);
 		s->last_sync = last;	/* the next message waits for this one's answer */
 	} else if (!s->bdat_data_open) {
@@ -1368,6 +1373,18 @@ process_bdat(struct session *s)
 			return STEP_STOP;
 		}
 	} else if (forward) {
+		/*
+		 * Relayed as it is: checked before a byte goes on.  The backend
+		 * delivers nothing before the last octet of a LAST chunk, and
+		 * bdat_refuse_bare() drops its connection before that.
+		 */
+		size_t bad;
+
+		if (crlf_check(&s->bdat_crlf, p, n, &bad) != DOT_MORE ||
+		    (s->bdat_last && n == s->bdat_left && crlf_check_cr_pending(&s->bdat_crlf))) {
+			bdat_refuse_bare(s);
+			return STEP_STOP;
+		}
 		backend_data(s, p, n);
 	}
 	iobuf_consume(&s->cin, n);

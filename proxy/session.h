@@ -165,6 +165,8 @@ struct session {
 	bool			 bdat_convert;	/* BDAT relayed as DATA */
 	bool			 bdat_data_open;/* our DATA got 354 */
 	bool			 bdat_last;	/* the chunk being read is LAST */
+	bool			 bdat_relayed;	/* this message's chunks go to the backend as they are */
+	struct crlf_checker	 bdat_crlf;	/* and are checked for bare CR/LF on the way */
 	bool			 bdat_failed;	/* this transaction's BDAT already failed */
 	char			*bdat_error;	/* the reply for the rest of its chunks */
 	uint64_t		 bdat_left;	/* octets of the chunk still to read */

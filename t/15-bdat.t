@@ -107,9 +107,10 @@ reply_ok($c->quit, 221, undef, 'QUIT');
 }
 
 # --- BDAT relayed as it is, to a backend with CHUNKING (a private Postfix
-# relaying to a second sink).
+# relaying to a second sink; Postfix here tolerates bare newlines, so only
+# the proxy stands between a bare LF and delivery).
 SKIP: {
-	skip 'a private Postfix needs root', 5 unless $> == 0;
+	skip 'a private Postfix needs root', 18 unless $> == 0;
 	my $behind = start_sink(name => 'behind-postfix');
 	my $pf = start_postfix(relay_port => $behind->port);
 	my $rp = start_proxy(<<"EOF", name => 'relay');
@@ -136,6 +137,37 @@ EOF
 	ok($behind->wait_find(qr/^Subject: relayed pipelined\r?$/m), 'delivered');
 	$c->quit;
 
+	# Bare LF and bare CR inside relayed chunks: 521, the backend connection
+	# dropped before the last octet, nothing delivered.
+	my @cases = (
+	    ['bare LF in the last chunk', ["Subject: relay-smuggle-1\r\n\r\nline\n.\nMAIL FROM:<evil\@evil.test>\r\n"]],
+	    ['bare LF at the start of the last chunk', ["Subject: relay-smuggle-2\r\n\r\nline\r\n", "\n.\r\nx\r\n"]],
+	    ['bare CR between chunks', ["Subject: relay-smuggle-3\r\n\r\nline\r", "x\r\n"]],
+	    ['a CR at the very end', ["Subject: relay-smuggle-4\r\n\r\nline\r"]],
+	    ['bare LF in a first chunk', ["Subject: relay-smuggle-5\r\n\nline\r\n", "more\r\n"]],
+	);
+	for my $case (@cases) {
+		my ($what, $chunks) = @$case;
+		my $b = $rclient->();
+		$b->send("MAIL FROM:<bad\@client.test>\r\nRCPT TO:<r\@example.test>\r\n");
+		$b->read_reply for 1 .. 2;
+		my $x;
+		for my $i (0 .. $#$chunks) {
+			my $last = $i == $#$chunks ? ' LAST' : '';
+			$b->send('BDAT ' . length($chunks->[$i]) . "$last\r\n$chunks->[$i]");
+			$x = $b->read_reply;
+			last if !$x->{code} || $x->{code} != 250;
+		}
+		reply_ok($x, 521, '5.5.2', "relayed BDAT, $what: 521 5.5.2");
+		ok($b->wait_closed(5), "relayed BDAT, $what: the connection is closed");
+		$b->close;
+	}
+	my $o = $rclient->();
+	$o->send_mail(from => 'o@client.test', to => 'r@example.test', data => make_message(subject => 'after relayed smuggling'));
+	$o->quit;
+	ok($behind->wait_find(qr/^Subject: after relayed smuggling\r?$/m), 'a message after them is delivered');
+	is(scalar($behind->find(qr/relay-smuggle/)), 0, 'none of the messages with a bare CR or LF was delivered');
+	unlike($pf->maillog, qr/from=<bad\@client\.test>, size/, 'nor queued by Postfix');
 	$rp->stop_ok('the relaying proxy exits 0');
 	$pf->stop;
 }

@@ -10,9 +10,12 @@
  *     the same two pieces, through a small output buffer) give the same
  *     output as in one go, and when accepted, the stuffed stream plus
  *     dot_stuff_finish() scans with dot_scan to DOT_END exactly at its end,
- *     never earlier.
+ *     never earlier;
+ *   - crlf_check (BDAT relayed as it is) over the same pieces refuses what
+ *     dot_stuff refuses, and leaves a CR pending when the finish fails.
  * Every call gets an exact-size heap copy, so reads past the end are seen.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -121,6 +124,36 @@ stuff_split(const char *in, size_t len, size_t cut, size_t room, char *out,
 	return DOT_MORE;
 }
 
+/*
+ * Check in as relayed BDAT content with crlf_check, in pieces [0, cut) and
+ * [cut, len) (exact copies); *cr_left: a CR pending at the end.
+ */
+static enum dot_result
+crlf_split(const char *in, size_t len, size_t cut, bool *cr_left)
+{
+	struct crlf_checker c;
+	size_t off = 0, end, bad, k;
+	enum dot_result r = DOT_MORE;
+
+	crlf_checker_init(&c);
+	for (k = 0; k < 2 && r == DOT_MORE; k++) {
+		char *piece;
+
+		end = k == 0 ? cut : len;
+		piece = malloc(end - off + 1);
+		if (piece == NULL)
+			abort();
+		memcpy(piece, in + off, end - off);
+		r = crlf_check(&c, piece, end - off, &bad);
+		if (r != DOT_MORE && bad >= end - off && end > off)
+			abort();	/* the offending byte lies in the piece */
+		free(piece);
+		off = end;
+	}
+	*cr_left = crlf_check_cr_pending(&c);
+	return r;
+}
+
 /* One input: a split byte, then the stream. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -128,8 +161,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct scan_outcome whole, split, end;
 	const char *buf;
 	size_t len, cut, room, outlen1, outlen2;
-	enum dot_result r1, r2;
+	enum dot_result r1, r2, c1, c2;
 	int fin1, fin2;
+	bool cr1, cr2;
 	char *out1, *out2;
 
 	if (size < 1)
@@ -164,6 +198,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 	} else if (r1 == DOT_MORE && !(len > 0 && buf[len - 1] == '\r'))
 		abort();	/* finish may only fail on a CR left pending */
+	/* The relay path's checker refuses exactly what the stuffer refuses,
+	 * wherever the chunk boundary falls, and has a CR pending exactly when
+	 * dot_stuff_finish() fails on one. */
+	c1 = crlf_split(buf, len, len, &cr1);
+	c2 = crlf_split(buf, len, cut, &cr2);
+	if (c1 != c2 || cr1 != cr2 || c1 != r1)
+		abort();
+	if (r1 == DOT_MORE && cr1 != (fin1 < 0))
+		abort();
 	free(out1);
 	free(out2);
 	return 0;

@@ -951,6 +951,89 @@ test_differential(void)
 }
 
 /* Run every group of tests and print the TAP plan. */
+/* crlf_check over pieces: the result, and *bad, for relayed BDAT chunks. */
+static enum dot_result
+crlf_pieces(const char *const *pieces, size_t n, size_t *bad, bool *cr_left)
+{
+	struct crlf_checker c;
+	enum dot_result r = DOT_MORE;
+
+	crlf_checker_init(&c);
+	*bad = 0;
+	for (size_t i = 0; i < n && r == DOT_MORE; i++)
+		r = crlf_check(&c, pieces[i], strlen(pieces[i]), bad);
+	*cr_left = crlf_check_cr_pending(&c);
+	return r;
+}
+
+/* Relayed BDAT content: bare CR and LF found across chunk boundaries. */
+static void
+test_crlf_check(void)
+{
+	size_t bad;
+	bool cr;
+	const char *clean[] = { "Subject: x\r\n\r\nbody\r\n" };
+	const char *split[] = { "a\r", "\nb\r\n" };
+	const char *lf[] = { "Subject: x\r\n", "\n.\nsmuggled" };
+	const char *lf2[] = { "ab\ncd" };
+	const char *crsplit[] = { "a\r", "b" };
+	const char *crin[] = { "a\rb" };
+	const char *crend[] = { "body\r" };
+
+	is_int(crlf_pieces(clean, 1, &bad, &cr), DOT_MORE, "crlf: clean content");
+	ok(!cr, "crlf: nothing pending");
+	is_int(crlf_pieces(split, 2, &bad, &cr), DOT_MORE, "crlf: CRLF split across chunks is fine");
+	is_int(crlf_pieces(lf, 2, &bad, &cr), DOT_BAD_LF, "crlf: bare LF at a chunk's start");
+	is_int(bad, 0, "crlf: at its first byte");
+	is_int(crlf_pieces(lf2, 1, &bad, &cr), DOT_BAD_LF, "crlf: bare LF inside");
+	is_int(bad, 2, "crlf: at the LF");
+	is_int(crlf_pieces(crsplit, 2, &bad, &cr), DOT_BAD_CR, "crlf: a chunk's final CR, no LF after it");
+	is_int(bad, 0, "crlf: reported at the next piece's start");
+	is_int(crlf_pieces(crin, 1, &bad, &cr), DOT_BAD_CR, "crlf: bare CR inside");
+	is_int(bad, 1, "crlf: at the CR");
+	is_int(crlf_pieces(crend, 1, &bad, &cr), DOT_MORE, "crlf: a final CR waits");
+	ok(cr, "crlf: and is pending at the end (a bare CR if the chunk was LAST)");
+	{
+		struct crlf_checker c;
+
+		crlf_checker_init(&c);
+		crlf_check(&c, "\n", 1, &bad);
+		is_int(crlf_check(&c, "ok\r\n", 4, &bad), DOT_BAD_LF, "crlf: a refusal is final");
+	}
+	/* Random content split anywhere: crlf_check refuses what dot_stuff refuses. */
+	{
+		static const char alphabet[] = "ab\r\n.";
+		unsigned seed = 12345, agree = 0;
+
+		for (int round = 0; round < 3000; round++) {
+			char in[40], out[200];
+			size_t len, cut, used, produced, bad2;
+			struct dot_stuffer st;
+			struct crlf_checker c;
+			enum dot_result rs, rc;
+
+			seed = seed * 1103515245u + 12345u;
+			len = (seed >> 16) % sizeof(in);
+			for (size_t i = 0; i < len; i++) {
+				seed = seed * 1103515245u + 12345u;
+				in[i] = alphabet[(seed >> 16) % 5];
+			}
+			seed = seed * 1103515245u + 12345u;
+			cut = len ? (seed >> 16) % (len + 1) : 0;
+			dot_stuffer_init(&st);
+			rs = dot_stuff(&st, in, len, &used, out, sizeof(out), &produced);
+			crlf_checker_init(&c);
+			rc = crlf_check(&c, in, cut, &bad2);
+			if (rc == DOT_MORE)
+				rc = crlf_check(&c, in + cut, len - cut, &bad2);
+			if (rc == rs && (rs != DOT_MORE ||
+			    crlf_check_cr_pending(&c) == (dot_stuff_finish(&st, out, sizeof(out)) < 0)))
+				agree++;
+		}
+		is_int(agree, 3000, "crlf: agrees with dot_stuff on 3000 random split inputs");
+	}
+}
+
 int
 main(void)
 {
@@ -959,5 +1042,6 @@ main(void)
 	test_stuff_cases();
 	test_stuff_property();
 	test_differential();
+	test_crlf_check();
 	return done_testing();
 }
