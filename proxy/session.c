@@ -16,7 +16,13 @@
  *                            |            DATA --over size--> DISCARD --end--> CLOSING
  *                            \--QUIT, 421, timeout, bad data--> CLOSING
  *
- * The DATA stream is checked by dotstream.c before a byte of it goes on: a
+ * The client's EOF (a FIN, or a TLS close_notify) is a half-close: like
+ * Postfix, which meets it only when it reads past what came before it, the
+ * session answers every command read before it, in order, then closes; a
+ * message not finished by then is dropped (client_eof_answered()).
+ *
+ * The DATA stream, and BDAT chunks whether relayed as they are or turned
+ * into DATA, are checked by dotstream.c before a byte of them goes on: a
  * bare CR or LF ends the session with 521 and the backend connection is
  * dropped without an end of data, so the backend never sees a message
  * boundary the proxy did not see.
@@ -64,6 +70,7 @@ static void	reset_bdat(struct session *s);
 static void	hold_end(struct session *s);
 static void	hold_feed(struct session *s, const char *p, size_t used, enum dot_result r);
 static void	client_eof(struct session *s);
+static void	client_eof_answered(struct session *s);
 static void	proxy_header_input(struct session *s);
 static int	client_tls_input(struct session *s);
 static void	local_reply(struct session *s, const char *fmt, ...)
@@ -1424,6 +1431,7 @@ process_bdat(struct session *s)
 		backend_data(s, end, (size_t)m);
 		backend_send(s, NULL, 0, BS_DOT, SMTP_BDAT);
 		s->last_sync = true;
+		s->bdat_data_open = false;	/* the backend's DATA is ended: no longer inside it */
 		return STEP_NEXT;
 	}
 	local_reply(s, "250 2.0.0 Ok: %" PRIu64 " octets received", s->msg_octets);
@@ -1822,7 +1830,8 @@ again:
 	}
 	if (s->closing)
 		return;
-	if (s->tls && !s->client_gone && s->state != SS_CLOSING && outq_pending(&s->bout) <= OUT_HIGH_WATER &&
+	if (s->tls && !s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
+	    outq_pending(&s->bout) <= OUT_HIGH_WATER &&
 	    outq_pending(&s->cout) <= OUT_HIGH_WATER && s->cin.len < CLIENT_INBUF && tls_conn_readable(s->tls)) {
 		size_t before = s->cin.len;
 
@@ -1831,12 +1840,7 @@ again:
 		if (s->cin.len > before)
 			goto again;
 	}
-	if (s->client_gone && s->state != SS_CLOSING && s->pcount == 0 &&
-	    (s->state == SS_COMMAND || s->state == SS_CONNECT)) {
-		session_log(s, LOG_LVL_INFO, "client disconnected");
-		backend_quit(s);
-		session_set_state(s, SS_CLOSING, "client gone");
-	}
+	client_eof_answered(s);
 	backend_flush(s);
 	if (!s->client_gone && outq_flush(&s->cout) != 0) {
 		session_close(s);
@@ -2064,7 +2068,7 @@ relayed:
 void
 session_update_reading(struct session *s)
 {
-	bool want = !s->closing && !s->client_gone && s->state != SS_CLOSING &&
+	bool want = !s->closing && !s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
 	    s->cin.len < CLIENT_INBUF &&
 	    outq_pending(&s->bout) <= OUT_HIGH_WATER &&
 	    outq_pending(&s->cout) <= OUT_HIGH_WATER;
@@ -2120,6 +2124,8 @@ client_tls_input(struct session *s)
 			break;
 		tls_conn_drain(s->tls, &s->cout);
 		session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->tls));
+		if (tls_conn_failed(s->tls))
+			s->client_gone = true;	/* no reply can reach it; a close_notify is a half-close */
 		client_eof(s);
 		return -1;
 	}
@@ -2152,8 +2158,10 @@ client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	if (nread == 0)
 		return;
 	if (nread < 0) {
-		if (nread != UV_EOF)
+		if (nread != UV_EOF) {
 			session_log(s, LOG_LVL_INFO, "client read: %s", uv_strerror((int)nread));
+			s->client_gone = true;	/* a reset, not a half-close */
+		}
 		client_eof(s);
 		return;
 	}
@@ -2181,11 +2189,18 @@ client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	session_process(s);
 }
 
-/* The client is gone: a message in progress is dropped, else finish and quit. */
+/*
+ * The client shut its sending side.  Like Postfix, which meets the EOF only
+ * when it reads past everything sent before it, the proxy goes on with the
+ * input it has: every command read gets its answer, in order, and the
+ * session ends when client_eof_answered() finds nothing left to answer.
+ */
 static void
 client_eof(struct session *s)
 {
-	s->client_gone = true;
+	if (s->client_eof)
+		return;
+	s->client_eof = true;
 	if (s->reading) {
 		uv_read_stop((uv_stream_t *)&s->client);
 		s->reading = false;
@@ -2196,15 +2211,60 @@ client_eof(struct session *s)
 		session_close(s);
 		return;
 	}
-	if (session_backend_in_data(s) || s->state == SS_DATA || s->state == SS_BDAT ||
-	    s->state == SS_DISCARD || s->state == SS_FILTER) {
+	session_process(s);
+}
+
+/*
+ * After the client's EOF, once the input before it has run out and every
+ * command in it has its answer: end the session.  A message the client had
+ * not finished is dropped (the backend connection too, before any end of
+ * data, so nothing of it is delivered); between messages the backend gets
+ * QUIT.  A finished message waits for its outcome (SS_FILTER, or the
+ * backend's answer to the end of data) like any other command.
+ */
+static void
+client_eof_answered(struct session *s)
+{
+	bool unfinished;
+
+	if (!s->client_eof || s->closing || s->state == SS_CLOSING)
+		return;
+	if (outq_pending(&s->bout) > OUT_HIGH_WATER || outq_pending(&s->cout) > OUT_HIGH_WATER)
+		return;		/* paused for output, not out of input */
+	switch (s->state) {
+	case SS_DATA:
+	case SS_DISCARD:
+	case SS_BDAT:
+		unfinished = true;
+		break;
+	case SS_COMMAND:
+	case SS_AUTH:
+		if (s->pcount > 0 || s->deferred || s->run.waiting ||
+		    memchr(iobuf_head(&s->cin), '\n', s->cin.len) != NULL)
+			return;		/* answers still to come, or a line still to run */
+		/* BDAT chunks without their LAST */
+		unfinished = s->bdat_data_open || s->spooling || s->msg_octets > 0;
+		break;
+	default:
+		return;			/* the greeting, or the filters' verdict, first */
+	}
+	if (unfinished) {
 		session_log(s, LOG_LVL_INFO, "client disconnected in the middle of a message "
 		    "(%" PRIu64 " octets): dropping it", s->msg_octets);
 		backend_abort(s);
-		session_close(s);
+		session_set_state(s, SS_CLOSING, "client gone in a message");
 		return;
 	}
-	session_process(s);
+	if (s->cin.len > 0)
+		session_log(s, LOG_LVL_INFO, "client disconnected after an unfinished command line "
+		    "(%zu octets, ignored)", s->cin.len);
+	else
+		session_log(s, LOG_LVL_INFO, "client disconnected");
+	if (s->state == SS_AUTH)
+		backend_abort(s);
+	else
+		backend_quit(s);
+	session_set_state(s, SS_CLOSING, "client gone");
 }
 
 /* A write to the client finished. */

@@ -93,7 +93,10 @@ struct session {
 	char			 cname[256];	/* verified reverse name, or "" */
 	bool			 cname_done;	/* lookup finished (or not needed) */
 	char			 helo[256];
-	bool			 client_gone;	/* EOF or error from the client */
+	bool			 client_eof;	/* the client shut its sending side (FIN or
+						   close_notify): what it sent before is still
+						   answered, in order, then the session ends */
+	bool			 client_gone;	/* the client cannot be written to any more */
 	bool			 skip_line;	/* discarding the rest of an over-long line */
 	bool			 reading;
 	bool			 line_logged;	/* the current command line is in the transcript */

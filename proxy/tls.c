@@ -42,6 +42,8 @@ struct tls_conn {
 	const char	*peer;		/* "client" or "backend", for messages */
 	bool		 failed;
 	bool		 closed;	/* close_notify sent */
+	bool		 peer_closed;	/* close_notify received: nothing more to read, but
+					   replies may still be written (a half-close) */
 	bool		 asked_cert;	/* a client certificate was asked for */
 	bool		 peer_done;	/* peer_subject, peer_issuer filled in */
 	char		 peer_subject[256];	/* the CN of the client's certificate */
@@ -445,7 +447,7 @@ tls_conn_read(struct tls_conn *tc, char *buf, size_t n)
 {
 	int r;
 
-	if (tc->failed)
+	if (tc->failed || tc->peer_closed)
 		return -1;
 	r = SSL_read(tc->ssl, buf, (int)(n > 65536 ? 65536 : n));
 	if (r > 0) {
@@ -458,7 +460,7 @@ tls_conn_read(struct tls_conn *tc, char *buf, size_t n)
 		return flush_pending(tc) == 0 ? 0 : -1;
 	case SSL_ERROR_ZERO_RETURN:
 		snprintf(tc->error, sizeof(tc->error), "%s closed TLS (close_notify)", tc->peer);
-		tc->failed = true;
+		tc->peer_closed = true;
 		return -1;
 	default:
 		ssl_error_text(tc->error, sizeof(tc->error), SSL_is_init_finished(tc->ssl) ?
@@ -477,7 +479,7 @@ tls_conn_read(struct tls_conn *tc, char *buf, size_t n)
 bool
 tls_conn_readable(struct tls_conn *tc)
 {
-	return !tc->failed && (SSL_pending(tc->ssl) > 0 || BIO_ctrl_pending(tc->in) > 0);
+	return !tc->failed && !tc->peer_closed && (SSL_pending(tc->ssl) > 0 || BIO_ctrl_pending(tc->in) > 0);
 }
 
 int
