@@ -56,6 +56,8 @@ static struct cl_table	*tab;		/* the mapping, inherited by forked workers */
 static int		 my_slot = -1;	/* this process's column; -1 again in a forked child */
 
 static void	rebuild(void);
+static enum connlimit_result acquire(const struct sockaddr_storage *, unsigned, unsigned,
+	    struct connlimit_ticket *, unsigned *);
 
 /* The key of an address: IPv6 as is, IPv4 as ::ffff:a.b.c.d. */
 static void
@@ -300,20 +302,40 @@ enum connlimit_result
 connlimit_acquire(const struct sockaddr_storage *addr, unsigned max_total,
     unsigned max_per_client, struct connlimit_ticket *t, unsigned *count)
 {
+	memset(t, 0, sizeof(*t));
+	return acquire(addr, max_total, max_per_client, t, count);
+}
+
+enum connlimit_result
+connlimit_acquire_client(const struct sockaddr_storage *addr, unsigned max_per_client,
+    struct connlimit_ticket *t, unsigned *count)
+{
+	if (!t->total || t->client)
+		log_panic("the ticket is not one counted in the total only");
+	return acquire(addr, 0, max_per_client, t, count);
+}
+
+/*
+ * Count addr against max_per_client and, unless t already holds its place
+ * in the total, against max_total (both 0 = no limit).
+ */
+static enum connlimit_result
+acquire(const struct sockaddr_storage *addr, unsigned max_total, unsigned max_per_client,
+    struct connlimit_ticket *t, unsigned *count)
+{
 	unsigned total = 0, n;
 	size_t addresses = 0;
-	bool warn = false;
+	bool warn = false, held = t->total;
 	struct cl_entry *e;
 	int c;
 
 	ensure_table(max_total);
 	c = my_column();
-	memset(t, 0, sizeof(*t));
 	addr_key(addr, t->key);
 	table_lock();
 	for (int i = 0; i < CONNLIMIT_SLOTS; i++)
 		total += tab->total[i];
-	if (max_total && total >= max_total) {
+	if (!held && max_total && total >= max_total) {
 		table_unlock();
 		*count = total;
 		return CONNLIMIT_TOTAL;
@@ -349,7 +371,8 @@ connlimit_acquire(const struct sockaddr_storage *addr, unsigned max_total,
 				remove_entry(e);
 		}
 	}
-	tab->total[c]++;
+	if (!held)
+		tab->total[c]++;
 	t->total = true;
 	table_unlock();
 	if (warn)

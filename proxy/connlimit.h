@@ -71,6 +71,16 @@ int	connlimit_init(unsigned max_connections);
 enum connlimit_result connlimit_acquire(const struct sockaddr_storage *addr, unsigned max_total,
 	    unsigned max_per_client, struct connlimit_ticket *t, unsigned *count);
 
+/*
+ * A connection counted in the total only (connlimit_acquire with
+ * max_per_client 0: one on a PROXY protocol listener, waiting for the header
+ * that names its client) now knows its client: count addr too, as
+ * connlimit_acquire does, keeping t's place in the total.  Over the limit,
+ * t still holds the total (release it).
+ */
+enum connlimit_result connlimit_acquire_client(const struct sockaddr_storage *addr,
+	    unsigned max_per_client, struct connlimit_ticket *t, unsigned *count);
+
 /* The connection has closed: give back what its ticket holds (twice is harmless). */
 void	connlimit_release(struct connlimit_ticket *t);
 

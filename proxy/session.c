@@ -2170,9 +2170,10 @@ client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	 * command line: bytes dripped one at a time must not keep a session
 	 * for ever, so reading does not restart it (a complete line or a
 	 * reply written does).  Message data and AUTH lines: any byte is
-	 * progress, timeout.data is the longest pause.
+	 * progress, timeout.data is the longest pause.  A PROXY header:
+	 * timeout.proxy_protocol from accept, whatever comes.
 	 */
-	if (s->state != SS_COMMAND)
+	if (s->state != SS_COMMAND && s->state != SS_PROXY)
 		client_timer_arm(s);
 	metrics_bytes_in(s, (size_t)nread);
 	if (s->tls) {
@@ -2387,16 +2388,23 @@ set_client(struct session *s, const struct sockaddr_storage *ss)
  * from this address (the real one, after a PROXY header) or, when the
  * table is full, from all the addresses counted together in its overflow
  * entry, the client gets 421 4.7.0 and the session closes.  True when it
- * is over.
+ * is over.  per_client false: the total only (a PROXY protocol listener's
+ * connection waiting for its header; the address comes with the header).
  */
 static bool
-over_limits(struct session *s)
+over_limits(struct session *s, bool per_client)
 {
 	const struct config *cfg = s->cfg;
+	enum connlimit_result r;
 	unsigned n;
 
-	switch (connlimit_acquire(&s->peer, cfg->limits.max_connections,
-	    cfg->limits.max_connections_per_client, &s->climit, &n)) {
+	if (s->climit.total)	/* counted while it waited for a PROXY header */
+		r = connlimit_acquire_client(&s->peer, cfg->limits.max_connections_per_client,
+		    &s->climit, &n);
+	else
+		r = connlimit_acquire(&s->peer, cfg->limits.max_connections,
+		    per_client ? cfg->limits.max_connections_per_client : 0, &s->climit, &n);
+	switch (r) {
 	case CONNLIMIT_OK:
 		return false;
 	case CONNLIMIT_TOTAL:
@@ -2441,7 +2449,7 @@ session_begin(struct session *s)
 	else
 		session_log(s, LOG_LVL_INFO, "connect from [%s]:%u", s->caddr, s->cport);
 
-	if (over_limits(s))
+	if (over_limits(s, true))
 		return;
 	if (s->laddr && s->laddr->implicit_tls && srv->tls)
 		s->tls = tls_conn_new(srv->tls);	/* RFC 8314: TLS from the first byte */
@@ -2521,10 +2529,14 @@ session_start(uv_tcp_t *client)
 
 	if (s->laddr && s->laddr->proxy_protocol) {
 		/*
-		 * Not counted in the limits until the header names the client:
-		 * under the balancer's address every client's connection would
-		 * count as one client's.  timeout.proxy_protocol bounds the wait.
+		 * Counted in limits.max_connections from accept, as any
+		 * connection; per client only when the header names it (under
+		 * the balancer's address every client would count as one).
+		 * timeout.proxy_protocol runs from accept: bytes do not
+		 * restart it, so a header dripped a byte at a time ends there.
 		 */
+		if (over_limits(s, false))
+			return;
 		session_set_state(s, SS_PROXY, "proxy_protocol listener");
 		client_timer_arm(s);
 		session_update_reading(s);

@@ -147,6 +147,31 @@ for my $b (@bad) {
 	    qr/in 2s/, 'logged after timeout.proxy_protocol');
 }
 
+# A header dripped one byte at a time: timeout.proxy_protocol (2 s) runs
+# from accept, so the connection is cut before the header is whole, however
+# steadily the bytes come.  The header is 100 bytes (v1 allows 107), one
+# byte every quarter of a second: 25 s, far past the deadline.  Before the
+# fix every byte restarted the timer and the header went through.
+{
+	my $hdr = 'PROXY UNKNOWN ' . ('x' x 84) . "\r\n";
+	my $c = smtp_connect($pp, local_addr => '127.0.0.19') or BAIL_OUT("connect: $@");
+	my ($sent, $closed) = (0, 0);
+	for my $byte (split //, $hdr) {
+		last unless $c->send($byte);
+		$sent++;
+		last if ($closed = $c->wait_closed(0.25));
+	}
+	$closed ||= $c->wait_closed(30);
+	ok($closed, 'a header dripped a byte at a time: the connection is closed');
+	cmp_ok($sent, '<', length $hdr, 'before the header was whole') or diag("sent $sent bytes");
+	is($c->{transcript}, '', 'with no reply');
+	like($proxy->wait_log(qr/(PROXY protocol: no header from \[127\.0\.0\.19\][^\n]*)/) // '',
+	    qr/in 2s \(\d+ bytes\)/, 'logged as a header not whole by timeout.proxy_protocol')
+	    or diag($proxy->log_tail);
+	unlike($proxy->log_text, qr/connect from [^\n]* via \[127\.0\.0\.19\]/, 'no session began');
+	$c->close;
+}
+
 # LOCAL (HAProxy's own health check): the connection's own address stands.
 {
 	my $c = smtp_connect($pp, local_addr => '127.0.0.11') or BAIL_OUT("connect: $@");
@@ -279,6 +304,60 @@ EOF
 	is($mail->($c, 'dst local'), ' daemon_addr=127.0.0.1 client_addr=127.0.0.18',
 	    'v2 LOCAL: the connection\'s own addresses stand');
 	is($dp->stop, 0, 'the proxy with the test filter exits 0');
+}
+
+# Connections waiting for their header count toward limits.max_connections
+# (not per client: they all come from the balancer's address).  20 of them
+# on a listener with max_connections = 5: 5 wait, the other 15 get what a
+# sixth client gets on any listener, 421 and a close; so does a client on
+# the plain listener beside it.  When the waiting ones go, there is room.
+{
+	my ($lp, $lpp) = (SmtpChainTest::free_port(), SmtpChainTest::free_port());
+	my $lim = start_proxy(<<"EOF", name => 'limit');
+listen = [ "127.0.0.1:$lp", { address = "127.0.0.1:$lpp"; proxy_protocol = true; } ];
+backend = "127.0.0.1:$bport";
+timeout { shutdown = 5; proxy_protocol = 300; }
+limits { max_connections = 5; max_connections_per_client = 0; }
+EOF
+	ok(wait_until(sub { SmtpChainTest::port_listening($lpp) }, 10), 'the proxy with max_connections = 5 is up');
+	my @c;
+	for my $i (1 .. 20) {
+		my $c = smtp_connect($lpp, local_addr => '127.0.0.20') or BAIL_OUT("connect $i: $@");
+		$c->send('PROXY ');	# a prefix, then nothing
+		push @c, $c;
+	}
+	my $refused = sub { scalar(() = $lim->log_text =~ /too many connections \(\d+, limits\.max_connections\)/g) };
+	ok(wait_until(sub { $refused->() >= 15 }, 30), '15 of the 20 waiting connections are over the limit')
+	    or diag($lim->log_tail);
+	# The refused ones are closed (the log line comes before the write):
+	# wait for each close, the five that wait for their header aside.
+	my (@waiting, @closed);
+	for my $c (@c) {
+		if ($c->wait_closed(0.2)) { push @closed, $c } else { push @waiting, $c }
+	}
+	while (@closed < 15 && @waiting) {
+		my $late = grep { $_->wait_closed(2) } @waiting;
+		push @closed, grep { $_->{eof} } @waiting;
+		@waiting = grep { !$_->{eof} } @waiting;
+		last unless $late;
+	}
+	is(scalar @closed, 15, '15 are closed');
+	is(scalar @waiting, 5, '5 still wait for their header');
+	is(scalar(grep { $_->{transcript} =~ /\A421 4\.7\.0 \S+ Error: too many connections\r\n\z/ } @closed), 15,
+	    'each closed one got "421 4.7.0 too many connections", as a sixth client does')
+	    or diag(join '', map { "[$_->{transcript}]\n" } @closed);
+	is(join('', map { $_->{transcript} } @waiting), '', 'the waiting ones got nothing');
+	my @r = smtp_session($lp, ['EHLO plain.test'], local_addr => '127.0.0.21');
+	reply_ok($r[0], 421, '4.7.0', 'a client on the plain listener beside them: 421 too');
+	$_->close for @waiting;
+	ok(wait_until(sub {
+		scalar(() = $lim->log_text =~ /PROXY protocol: \[127\.0\.0\.20\]:\d+ closed the connection/g) >= 5
+	}, 30), 'the waiting ones are gone') or diag($lim->log_tail);
+	my $c = smtp_connect($lpp, local_addr => '127.0.0.22') or BAIL_OUT("connect: $@");
+	$c->send("PROXY TCP4 127.0.0.58 127.0.0.1 4444 25\r\n");
+	reply_ok($c->read_reply, 220, undef, 'then a header is taken and the session begins');
+	reply_ok($c->quit, 221, undef, 'QUIT');
+	is($lim->stop, 0, 'the proxy with max_connections = 5 exits 0');
 }
 
 ok(proc_alive($hpid), 'HAProxy is still running');

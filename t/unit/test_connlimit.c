@@ -68,6 +68,33 @@ test_limits(void)
 	ok(t[5].total && !t[5].client, "no per-client limit: counted in the total only");
 	is_int(connlimit_count(&a), 3, "and not per client");
 
+	/*
+	 * A PROXY listener's connection: the total at accept, its client
+	 * when the header names it (the total not counted twice, nor checked
+	 * again), and over the per-client limit it still holds the total.
+	 */
+	struct connlimit_ticket p = { 0 };
+	struct sockaddr_storage c = addr("198.51.100.7");
+	connlimit_release(&t[5]);
+	is_int(connlimit_acquire(&a, 6, 0, &p, &n), CONNLIMIT_OK, "proxy: counted in the total at accept");
+	ok(p.total && !p.client, "proxy: the total only");
+	is_int(connlimit_total(), 6, "proxy: total 6, the limit");
+	is_int(connlimit_acquire_client(&c, 1, &p, &n), CONNLIMIT_OK, "proxy: then its client, at a full total");
+	is_int(connlimit_total(), 6, "proxy: total still 6");
+	is_int(connlimit_count(&c), 1, "proxy: its client counted");
+	connlimit_release(&p);
+	is_int(connlimit_total(), 5, "proxy: released, total 5");
+	is_int(connlimit_count(&c), 0, "proxy: and its client");
+	struct connlimit_ticket q = { 0 }, r = { 0 };
+	is_int(connlimit_acquire(&c, 0, 1, &q, &n), CONNLIMIT_OK, "c: one connection");
+	is_int(connlimit_acquire(&a, 0, 0, &r, &n), CONNLIMIT_OK, "proxy: accepted");
+	is_int(connlimit_acquire_client(&c, 1, &r, &n), CONNLIMIT_CLIENT, "proxy: its client is over the limit");
+	ok(r.total && !r.client, "and the ticket still holds the total");
+	connlimit_release(&r);
+	connlimit_release(&q);
+	is_int(connlimit_total(), 5, "all given back");
+	is_int(connlimit_acquire(&a, 0, 0, &t[5], &n), CONNLIMIT_OK, "a: counted in the total again");
+
 	/* IPv4 and its IPv4-mapped IPv6 form are the same client. */
 	struct sockaddr_storage m = addr("::ffff:192.0.2.1");
 	is_int(connlimit_acquire(&m, 0, 3, &x, &n), CONNLIMIT_CLIENT, "::ffff:192.0.2.1 is 192.0.2.1");
