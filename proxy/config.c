@@ -45,12 +45,10 @@
 
 #include "cfgparse.h"
 #include "config.h"
+#include "config-paths.h"	/* MODULE_PATH: the install's pkglibdir */
 #include "ehlo.h"
 #include "log.h"
 
-#ifndef MODULE_PATH
-#define MODULE_PATH		"/usr/local/lib/smtpchain"	/* set by the build: pkglibdir */
-#endif
 
 #define CONFIG_MAX_KEYS		32	/* rows in one block table */
 #define EHLO_LINE_MAX		500	/* an ehlo.add entry, without "250-" and CRLF */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "config-paths.h"	/* SYSCONFDIR */
 #include "log.h"
 #include "server.h"
 

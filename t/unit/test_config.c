@@ -16,11 +16,9 @@
 #include "tap.h"
 #include "cfgparse.h"
 #include "config.h"
+#include "config-paths.h"
 #include "log.h"
 
-#ifndef MODULE_PATH
-#define MODULE_PATH	"/usr/local/lib/smtpchain"	/* as config.c */
-#endif
 
 static char	tmppath[64];
 static char	errbuf[512];
