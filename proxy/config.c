@@ -912,6 +912,7 @@ static const struct config_key timeout_keys[] = {
 	{ "connect",	set_uint, F(timeout.connect),	1, TIMEOUT_MAX, NULL, 0 },
 	{ "shutdown",	set_uint, F(timeout.shutdown),	1, TIMEOUT_MAX, NULL, 0 },
 	{ "proxy_protocol", set_uint, F(timeout.proxy_protocol), 1, 300, NULL, 0 },
+	{ "module_check", set_uint, F(timeout.module_check), 1, 3600, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -1064,6 +1065,7 @@ config_defaults(struct config *cfg)
 	cfg->timeout.connect = 30;
 	cfg->timeout.shutdown = 30;
 	cfg->timeout.proxy_protocol = 5;
+	cfg->timeout.module_check = 30;
 	cfg->limits.max_connections = 1000;
 	cfg->limits.max_connections_per_client = 50;
 	cfg->limits.max_message_size = 52428800;

@@ -99,6 +99,8 @@ struct config {
 		unsigned	connect;	/* timeout.connect: default 30 */
 		unsigned	shutdown;	/* timeout.shutdown: default 30 */
 		unsigned	proxy_protocol;	/* timeout.proxy_protocol: for the PROXY header; default 5, 1..300 */
+		unsigned	module_check;	/* timeout.module_check: a reload's (or the start's) check
+						   of the modules, then SIGKILL; default 30, 1..3600 */
 	} timeout;
 
 	struct {

@@ -35,11 +35,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -57,7 +59,6 @@
 #include "tls.h"
 
 #define MAX_WORKERS		METRICS_MAX_WORKERS	/* running and retiring */
-#define CHECK_SECONDS		30	/* the most a reload's check of the modules may take */
 #define CRASH_WINDOW_MS		10000	/* a worker dead sooner than this crashed */
 #define BACKOFF_MIN_MS		250
 #define BACKOFF_MAX_MS		30000
@@ -103,6 +104,8 @@ static struct master {
 		int		 status;
 		uv_pipe_t	 pipe;	/* its error text, until EOF */
 		bool		 pipe_open;
+		uv_timer_t	 deadline;	/* timeout.module_check: then SIGKILL */
+		bool		 timed_out;
 		char		 err[1024];
 		size_t		 got;
 	} check;
@@ -244,7 +247,11 @@ fork_child(void)
  * Start checking cfg as -t does, in a child process: loading a module in
  * the master would leave it mapped there, and a reload must see the module
  * files as they are now.  The child writes its error to *fd and exits 0 or
- * 1; a module whose init hangs ends it by SIGALRM after CHECK_SECONDS.
+ * 1, having unloaded every module it loaded (their fini frees what their
+ * init allocated).  A module whose init hangs is ended by the parent with
+ * SIGKILL after timeout.module_check: the kernel takes back everything
+ * then, and no half-done init is interrupted inside the child (an alarm
+ * there left a module's allocations behind, which valgrind reports).
  * The pid, or -1 with the error in err.
  */
 static pid_t
@@ -264,17 +271,11 @@ check_start(const struct config *cfg, int *fd, char *err, size_t errlen)
 		return -1;
 	}
 	if (pid == 0) {
-		sigset_t alrm;
 		char e[1024];
 
 		close(pfd[0]);
 		if (M.mp.fd != -1)
 			close(M.mp.fd);
-		signal(SIGALRM, SIG_DFL);
-		sigemptyset(&alrm);
-		sigaddset(&alrm, SIGALRM);
-		sigprocmask(SIG_UNBLOCK, &alrm, NULL);
-		alarm(CHECK_SECONDS);
 		if (config_check_runtime(cfg, e, sizeof(e)) == 0)
 			_exit(0);
 		(void)!write(pfd[1], e, strlen(e));
@@ -285,41 +286,73 @@ check_start(const struct config *cfg, int *fd, char *err, size_t errlen)
 	return pid;
 }
 
-/* The check's outcome from its exit status and what it wrote: 0, or -1 with err. */
+/*
+ * The check's outcome from its exit status, what it wrote, and whether its
+ * deadline killed it: 0, or -1 with err.
+ */
 static int
-check_result(const struct config *cfg, int status, char *err, size_t errlen, size_t got)
+check_result(const struct config *cfg, int status, char *err, size_t errlen, size_t got,
+    bool timed_out)
 {
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
-	if (got == 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
-		snprintf(err, errlen, "%s: the check of the modules did not finish within %d s",
-		    cfg->file, CHECK_SECONDS);
+	if (timed_out)
+		snprintf(err, errlen, "%s: the check of the modules did not finish within %u s "
+		    "(timeout.module_check)", cfg->file, cfg->timeout.module_check);
 	else if (got == 0)
 		snprintf(err, errlen, "%s: the check of the modules failed (status 0x%x)",
 		    cfg->file, status);
 	return -1;
 }
 
-/* The check at start-up, before the loop runs: wait for it. */
+/*
+ * The check at start-up, before the loop runs: wait for it, at most
+ * timeout.module_check (then SIGKILL).
+ */
 static int
 check_now(const struct config *cfg, char *err, size_t errlen)
 {
+	struct timespec now, end;
+	struct pollfd pfd;
+	char drop[256];
+	bool timed_out = false;
 	size_t got = 0;
 	ssize_t n;
-	int fd, status;
+	int fd, status, ms;
 	pid_t pid;
 
 	if ((pid = check_start(cfg, &fd, err, errlen)) == -1)
 		return -1;
-	while (got + 1 < errlen && ((n = read(fd, err + got, errlen - got - 1)) > 0 ||
-	    (n == -1 && errno == EINTR)))
-		if (n > 0)
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += cfg->timeout.module_check;
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ms = (int)((end.tv_sec - now.tv_sec) * 1000 + (end.tv_nsec - now.tv_nsec) / 1000000);
+		if (ms <= 0) {
+			kill(pid, SIGKILL);
+			timed_out = true;
+			break;
+		}
+		if (poll(&pfd, 1, ms) == -1 && errno != EINTR)
+			break;
+		if (!(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		if (got + 1 < errlen)
+			n = read(fd, err + got, errlen - got - 1);
+		else
+			n = read(fd, drop, sizeof(drop));	/* the rest is dropped */
+		if (n == 0 || (n == -1 && errno != EINTR))
+			break;
+		if (n > 0 && got + 1 < errlen)
 			got += (size_t)n;
+	}
 	err[got] = '\0';
 	close(fd);
 	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 		;
-	return check_result(cfg, status, err, errlen, got);
+	return check_result(cfg, status, err, errlen, got, timed_out);
 }
 
 /* Describe how a process ended: "exited with status 1", "killed by signal 9 (Killed)". */
@@ -540,6 +573,7 @@ master_done(void)
 {
 	log_info("all workers exited, exiting");
 	uv_close((uv_handle_t *)&M.spawn_timer, NULL);
+	uv_close((uv_handle_t *)&M.check.deadline, NULL);
 	uv_close((uv_handle_t *)&M.sighup, NULL);
 	uv_close((uv_handle_t *)&M.sigterm, NULL);
 	uv_close((uv_handle_t *)&M.sigint, NULL);
@@ -694,6 +728,16 @@ check_pipe_closed(uv_handle_t *h)
 	reload_finish();
 }
 
+/* The reload's check has run for timeout.module_check: end it (reaped by on_sigchld). */
+static void
+check_deadline(uv_timer_t *t)
+{
+	if (M.check.cfg == NULL || M.check.pid == 0)
+		return;
+	M.check.timed_out = true;
+	kill(M.check.pid, SIGKILL);
+}
+
 static void
 check_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
@@ -740,6 +784,8 @@ on_sighup(uv_signal_t *h, int signum)
 	M.check.cfg = cfg;
 	M.check.pid = pid;
 	M.check.got = 0;
+	M.check.timed_out = false;
+	uv_timer_start(&M.check.deadline, check_deadline, (uint64_t)cfg->timeout.module_check * 1000, 0);
 	uv_pipe_init(&M.loop, &M.check.pipe, 0);
 	M.check.pipe_open = true;
 	if (uv_pipe_open(&M.check.pipe, fd) != 0 ||
@@ -759,13 +805,14 @@ reload_finish(void)
 	if (cfg == NULL || M.check.pid != 0 || M.check.pipe_open)
 		return;
 	M.check.cfg = NULL;
+	uv_timer_stop(&M.check.deadline);
 	M.check.err[M.check.got] = '\0';
 	snprintf(err, sizeof(err), "%s", M.check.err);
 	if (M.stopping) {
 		config_free(cfg);
 		return;
 	}
-	if (check_result(cfg, M.check.status, err, sizeof(err), M.check.got) != 0 ||
+	if (check_result(cfg, M.check.status, err, sizeof(err), M.check.got, M.check.timed_out) != 0 ||
 	    room_for_workers(cfg, err, sizeof(err)) != 0 ||
 	    (fds = open_listeners(cfg, err, sizeof(err))) == NULL) {
 		log_error("reload failed, still running the previous configuration: %s", err);
@@ -851,6 +898,7 @@ master_run(struct config *cfg, bool debug)
 	signal(SIGPIPE, SIG_IGN);
 	uv_loop_init(&M.loop);
 	uv_timer_init(&M.loop, &M.spawn_timer);
+	uv_timer_init(&M.loop, &M.check.deadline);
 	uv_signal_init(&M.loop, &M.sighup);
 	uv_signal_init(&M.loop, &M.sigterm);
 	uv_signal_init(&M.loop, &M.sigint);

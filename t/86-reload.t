@@ -44,7 +44,7 @@ my $base = <<"EOF";
 listen = "127.0.0.1:$port";
 backend = "127.0.0.1:$bport";
 workers = 2;
-timeout { shutdown = 30; }
+timeout { shutdown = 30; module_check = 3600; }
 EOF
 my $p = start_proxy($base, env => { NOTIFY_SOCKET => $nsock });
 my $conf = $p->{conf};
@@ -180,7 +180,11 @@ reply_ok($r4[0], 220, undef, 'the master and its workers are still serving');
 # master does not wait for it.  Meanwhile it serves the metrics, starts a
 # killed worker again and answers a second SIGHUP with a line saying it is
 # ignored; the reload completes when the check does (the test module's
-# init() waits for a gate file the test creates at the end).
+# init() waits for a gate file the test creates at the end).  The check's
+# own deadline, timeout.module_check, is an hour here: on a loaded machine
+# under valgrind the steps below took longer than the 30 s it once was, the
+# check was killed, and every later step failed.  Each step waits for its
+# event (a log line, a pid), however long it takes.
 {
 	my $tf = "$ENV{SMTPCHAIN_BUILDDIR}/t/modules/.libs/testfilter.so";
 	my $gate = "$dir/check.gate";
@@ -192,19 +196,25 @@ reply_ok($r4[0], 220, undef, 'the master and its workers are still serving');
 	    qq{filter {\n\tmodule = "$tf";\n\tinit_gate = "$gate";\n}\n}));
 	my $hups = () = $p->log_text =~ /SIGHUP: reloading/g;
 	kill 'HUP', $p->pid;
-	SmtpChainTest::wait_until(sub { (() = $p->log_text =~ /SIGHUP: reloading/g) > $hups }, 10);
+	ok(SmtpChainTest::wait_until(sub { (() = $p->log_text =~ /SIGHUP: reloading/g) > $hups }, 60),
+	    'the slow reload has begun') or diag($p->log_tail);
 	kill 'HUP', $p->pid;	# (signals of one kind do not queue: the second after the first is taken)
-	my ($checker) = ($p->wait_log(qr/(the previous reload is still being checked \(pid \d+\))/) // '')
+	my ($checker) = ($p->wait_log(qr/(the previous reload is still being checked \(pid \d+\))/, 60) // '')
 	    =~ /pid (\d+)/;
 	ok($checker, 'a second SIGHUP while the first is checked: ignored, with a line saying so')
 	    or diag($p->log_tail);
 	like(metrics_status($mport), qr{^HTTP/1\.[01] 200}, 'the metrics are served during the check');
+	# A worker, by the pid its start was logged with (the master's
+	# children include the check).
 	my @before = $p->worker_pids;
-	my ($victim) = grep { !$checker || $_ != $checker } @before;
+	my %worker = map { $_ => 1 } $p->log_text =~ /info: worker \d+ started \(pid (\d+)\)/g;
+	my ($victim) = grep { $worker{$_} && (!$checker || $_ != $checker) } @before;
+	ok($victim, 'a running worker to kill') or diag("children @before; logged: @{[sort keys %worker]}");
 	my $started = () = $p->log_text =~ /info: worker \d+ started/g;
-	kill 'KILL', $victim;
-	ok(SmtpChainTest::wait_until(sub { (() = $p->log_text =~ /info: worker \d+ started/g) > $started }, 30),
-	    'a worker killed during the check is started again');
+	kill 'KILL', $victim if $victim;
+	ok($victim && SmtpChainTest::wait_until(sub {
+		(() = $p->log_text =~ /info: worker \d+ started/g) > $started
+	}, 120), 'a worker killed during the check is started again') or diag($p->log_tail);
 	# That worker holds no pipe of the master's (the check's pipe is one)
 	# but those the test process has too.
 	SKIP: {
@@ -220,10 +230,29 @@ reply_ok($r4[0], 220, undef, 'the master and its workers are still serving');
 	ok($checker && SmtpChainTest::proc_alive($checker), 'all that while the check was running');
 	is(reloads(), $r, 'and the reload was not done yet');
 	SmtpChainTest::spew($gate, "open\n");
-	ok(SmtpChainTest::wait_until(sub { reloads() > $r }, 60), 'the reload completes when its check does');
+	ok(SmtpChainTest::wait_until(sub { reloads() > $r }, 120), 'the reload completes when its check does')
+	    or diag($p->log_tail);
 	my @r5 = smtp_session($port, ['EHLO client.test', 'MAIL FROM:<slow@client.test>',
 	    'RCPT TO:<slow@example.test>', 'DATA', \"Subject: after a slow reload\r\n\r\nx\r\n.\r\n", ['', 1], 'QUIT']);
 	reply_ok($r5[5], 250, undef, 'mail flows through the new config\'s filter');
+}
+
+# A check that does not finish within timeout.module_check is killed
+# (SIGKILL: nothing is interrupted half-way inside the child, whose memory
+# the kernel takes back; an alarm in the child once left the module's
+# allocations to valgrind's leak report) and the reload fails, saying so.
+{
+	my $tf = "$ENV{SMTPCHAIN_BUILDDIR}/t/modules/.libs/testfilter.so";
+	my $never = "$dir/never.gate";
+	my $hung = $base . qq{filter {\n\tmodule = "$tf";\n\tinit_gate = "$never";\n}\n};
+	$hung =~ s/module_check = 3600;/module_check = 1;/ or die "no module_check in the config\n";
+	my $f = failures();
+	ok(reload($hung, 0), 'a reload whose check hangs fails');
+	my ($why) = $p->log_text =~ /.*(reload failed[^\n]*)/s;
+	like($why // '', qr/the check of the modules did not finish within 1 s \(timeout\.module_check\)/,
+	    'the log says the check was ended by timeout.module_check') or diag($p->log_tail);
+	my @r6 = smtp_session($port, ['QUIT']);
+	reply_ok($r6[0], 220, undef, 'and the previous configuration still serves');
 }
 
 $p->stop_ok('the master exits 0 on SIGTERM');
