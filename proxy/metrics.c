@@ -18,8 +18,12 @@
  * binds the listener; it gives up root before its first accept, as the
  * workers do, so no HTTP request is parsed by root.  It only reads the
  * region.  One request per connection: GET only, the request head bounded
- * (HTTP_MAX_REQUEST) and timed (HTTP_TIMEOUT_MS), the connection closed
- * after the reply.
+ * (HTTP_MAX_REQUEST) and due within HTTP_TIMEOUT_MS of the accept (a
+ * scraper sends it at once), the connection closed after the reply.  Idle
+ * connections cannot lock a scrape out: at most HTTP_MAX_PER_CLIENT from one
+ * address, and when HTTP_MAX_CONNS are open a new one closes the oldest
+ * still waiting for its request.  The listener is meant for loopback or a
+ * firewalled address.
  */
 #include "autoconf.h"
 
@@ -33,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
 
 #include "log.h"
@@ -42,7 +47,7 @@
 #include "shmutex.h"
 
 #define HTTP_MAX_REQUEST	4096
-#define HTTP_TIMEOUT_MS		10000
+#define HTTP_TIMEOUT_MS		2000	/* from the accept to a whole request head */
 #define RENDER_MAX		(512 * 1024)
 
 /* Counters, summed over the slots. */
@@ -112,6 +117,7 @@ struct http_conn {
 	char			*resp;
 	int			 handles;
 	bool			 answered;
+	unsigned char		 peer[16];	/* the client's address, IPv4-mapped when IPv4 */
 };
 
 static struct {
@@ -124,7 +130,8 @@ static struct {
 	unsigned		 nconns;	/* open connections, at most HTTP_MAX_CONNS */
 } http;
 
-#define HTTP_MAX_CONNS	64	/* beyond this, new connections are closed at once */
+#define HTTP_MAX_CONNS		64	/* open at once; more close the oldest idle one */
+#define HTTP_MAX_PER_CLIENT	8	/* open at once from one address; more are closed */
 
 /* ------------------------------------------------------------------------- */
 /* Workers: the increments */
@@ -690,6 +697,54 @@ http_timeout(uv_timer_t *t)
 	http_close(t->data);
 }
 
+/* A connection's peer address as a key: IPv6 as is, IPv4 as ::ffff:a.b.c.d. */
+static void
+http_peer(struct http_conn *c)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+
+	memset(c->peer, 0, sizeof(c->peer));
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+		return;
+	if (ss.ss_family == AF_INET6) {
+		memcpy(c->peer, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+	} else if (ss.ss_family == AF_INET) {
+		c->peer[10] = c->peer[11] = 0xff;
+		memcpy(c->peer + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+	}
+}
+
+/*
+ * Room for c, just accepted: false when its address has
+ * HTTP_MAX_PER_CLIENT others open; over HTTP_MAX_CONNS in all, the oldest
+ * connection still waiting for its request is closed for it (false when
+ * every other one is being answered).  A flood of idle connections then
+ * holds at most a few slots per address for HTTP_TIMEOUT_MS, and never
+ * keeps a scrape out.
+ */
+static bool
+http_room(struct http_conn *c)
+{
+	struct http_conn *o, *oldest = NULL;
+	unsigned same = 0;
+
+	for (o = c->next; o != NULL; o = o->next) {	/* newest first */
+		if (memcmp(o->peer, c->peer, sizeof(c->peer)) == 0)
+			same++;
+		if (!o->answered)
+			oldest = o;
+	}
+	if (same >= HTTP_MAX_PER_CLIENT)
+		return false;
+	if (http.nconns > HTTP_MAX_CONNS) {
+		if (oldest == NULL)
+			return false;
+		http_close(oldest);
+	}
+	return true;
+}
+
 /* A connection to the metrics listener. */
 static void
 http_accept(uv_stream_t *server, int status)
@@ -707,8 +762,13 @@ http_accept(uv_stream_t *server, int status)
 		c->next->prev = c;
 	http.conns = c;
 	http.nconns++;
-	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || http.nconns > HTTP_MAX_CONNS) {
-		http_close(c);	/* a flood of scrapers must not use up the master's fds */
+	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+		http_close(c);
+		return;
+	}
+	http_peer(c);
+	if (!http_room(c)) {
+		http_close(c);	/* idle connections must not use up the master's fds */
 		return;
 	}
 	uv_timer_start(&c->timer, http_timeout, HTTP_TIMEOUT_MS, 0);

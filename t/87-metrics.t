@@ -6,6 +6,7 @@ use strict;
 use warnings;
 
 use File::Path qw(make_path);
+use IO::Select;
 use IO::Socket::IP;
 use Test::More;
 use SmtpChainTest;
@@ -149,6 +150,50 @@ is($st, 'HTTP/1.0 404 Not Found', 'an unknown path: 404');
 is($st, 'HTTP/1.0 400 Bad Request', 'garbage: 400');
 ($st) = http("GET /metrics HTTP/1.1\r\nX-Long: " . ('a' x 8000) . "\r\n\r\n");
 is($st, 'HTTP/1.0 431 Request Header Fields Too Large', 'a request head over 4 KB: 431');
+
+# Idle connections do not lock a scrape out.  64 opened and left silent
+# (the old limit in all: the 65th, the scrape, was closed at once, and the
+# idle ones held their places for 10 s): from one address, all but
+# HTTP_MAX_PER_CLIENT are closed at once; from 64 addresses, a new
+# connection closes the oldest idle one.  Either way the scrape that comes
+# after them is answered, and every idle one is closed by the request
+# deadline.  The listener accepts in order: the scrape comes last.
+sub idle_connections {
+	my (@from) = @_;
+	my @idle;
+	for my $a (@from) {
+		my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $mport, LocalHost => $a,
+		    Timeout => 5) or BAIL_OUT("cannot connect from $a to the metrics listener: $@");
+		push @idle, $s;
+	}
+	return @idle;
+}
+sub all_closed {
+	my (@socks) = @_;
+	my $sel = IO::Select->new(@socks);
+	my %open = map { fileno($_) => $_ } @socks;
+	SmtpChainTest::wait_until(sub {
+		for my $s ($sel->can_read(0)) {
+			my $n = sysread($s, my $buf, 4096);
+			next if $n;
+			$sel->remove($s);
+			delete $open{ fileno($s) };
+		}
+		return !%open;
+	}, 60);
+	close $_ for @socks;
+	return !%open;
+}
+for my $case (['one address', map { '127.0.0.2' } 1 .. 64], ['64 addresses', map { "127.0.1.$_" } 1 .. 64]) {
+	my ($what, @from) = @$case;
+	my @idle = idle_connections(@from);
+	my ($status, undef, $mm) = scrape();
+	is($status, 'HTTP/1.0 200 OK', "64 idle connections from $what: a scrape is answered");
+	ok(defined $mm->{smtpchain_connections_total}, "$what: with the metrics");
+	($status) = http("GET /status HTTP/1.1\r\n\r\n");
+	is($status, 'HTTP/1.0 200 OK', "$what: and /status");
+	ok(all_closed(@idle), "$what: every idle connection is closed (the request deadline)");
+}
 
 $p->stop_ok;
 done_testing;
