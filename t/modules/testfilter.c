@@ -24,7 +24,7 @@
  *		trace_get = [ "cert_subject", "verify" ];	# at eom, add "X-Testfilter-<tag>-Get:
  *					# cert_subject=V verify=V" (host->get(); "-" when NULL)
  *		pending = true;		# answer every hook later, from a 10 ms libuv timer
- *		init_gate = "/path";	# init() waits (60 s at most) until that file exists
+ *		init_gate = "/path";	# init() waits (600 s at most) until that file exists
  *		probe_write = "/path";	# init() must be able to read it; at eom, add
  *					# "X-Testfilter-<tag>-Probe: open=RESULT", RESULT
  *					# what open(path, O_WRONLY) did: "ok" or the errno's
@@ -340,8 +340,13 @@ tf_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 		}
 		close(fd);
 	}
-	/* A slow init, as long as the test wants: until the gate file exists. */
-	for (int i = 0; init_gate != NULL && i < 6000 && access(init_gate, F_OK) != 0; i++)
+	/*
+	 * A slow init, as long as the test wants: until the gate file exists,
+	 * 600 s at most (the test's steps meanwhile may take minutes under
+	 * valgrind on a loaded machine; the proxy's timeout.module_check or
+	 * its stop ends a check that waits longer).
+	 */
+	for (int i = 0; init_gate != NULL && i < 60000 && access(init_gate, F_OK) != 0; i++)
 		usleep(10000);
 	if (tf->pending && (uv_timer_init == NULL || uv_timer_start == NULL ||
 	    uv_timer_stop == NULL || uv_close == NULL)) {
