@@ -919,6 +919,7 @@ static const struct config_key timeout_keys[] = {
 static const struct config_key limits_keys[] = {
 	{ "max_connections",	set_uint, F(limits.max_connections),	1, 1000000, NULL, 0 },
 	{ "max_connections_per_client", set_uint, F(limits.max_connections_per_client), 0, 65535, NULL, 0 },
+	{ "client_ipv6_prefix_length", set_uint, F(limits.client_ipv6_prefix_length), 1, 128, NULL, 0 },
 	{ "max_message_size",	set_u64,  F(limits.max_message_size),	0, INT64_MAX, NULL, 0 },
 	{ "max_recipients",	set_uint, F(limits.max_recipients),	1, 1000000, NULL, 0 },
 	{ "max_refused_recipients", set_uint, F(limits.max_refused_recipients), 1, 1000000, NULL, 0 },
@@ -1068,6 +1069,7 @@ config_defaults(struct config *cfg)
 	cfg->timeout.module_check = 30;
 	cfg->limits.max_connections = 1000;
 	cfg->limits.max_connections_per_client = 50;
+	cfg->limits.client_ipv6_prefix_length = 84;	/* as Postfix 3.8 */
 	cfg->limits.max_message_size = 52428800;
 	cfg->limits.max_recipients = 1000;
 	cfg->limits.max_refused_recipients = 20;

@@ -105,6 +105,8 @@ struct config {
 
 	struct {
 		unsigned	max_connections;	/* limits.max_connections: default 1000 (all processes) */
+		unsigned	client_ipv6_prefix_length;/* limits.client_ipv6_prefix_length:
+						   IPv6 clients counted by network; default 84 */
 		unsigned	max_connections_per_client;/* limits.max_connections_per_client: from one
 							   address, all processes; default 50, 0 = no limit */
 		uint64_t	max_message_size;	/* limits.max_message_size: default 52428800; 0 = none */

@@ -72,6 +72,29 @@ addr_key(const struct sockaddr_storage *ss, unsigned char key[16])
 	}
 }
 
+void
+connlimit_client_addr(const struct sockaddr_storage *addr, unsigned ipv6_prefix,
+    struct sockaddr_storage *out)
+{
+	memcpy(out, addr, sizeof(*out));
+	if (out->ss_family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+		unsigned char *b = sin6->sin6_addr.s6_addr;
+
+		sin6->sin6_port = 0;
+		sin6->sin6_flowinfo = 0;
+		sin6->sin6_scope_id = 0;
+		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) || ipv6_prefix >= 128)
+			return;
+		if (ipv6_prefix % 8)
+			b[ipv6_prefix / 8] &= (unsigned char)(0xff << (8 - ipv6_prefix % 8));
+		for (unsigned i = (ipv6_prefix + 7) / 8; i < 16; i++)
+			b[i] = 0;
+	} else if (out->ss_family == AF_INET) {
+		((struct sockaddr_in *)out)->sin_port = 0;
+	}
+}
+
 /* FNV-1a over the key: where its probe starts. */
 static size_t
 key_hash(const unsigned char key[16])

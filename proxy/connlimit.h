@@ -84,6 +84,15 @@ enum connlimit_result connlimit_acquire_client(const struct sockaddr_storage *ad
 /* The connection has closed: give back what its ticket holds (twice is harmless). */
 void	connlimit_release(struct connlimit_ticket *t);
 
+/*
+ * The address a client is counted under: an IPv6 address (not IPv4-mapped)
+ * cut to its first ipv6_prefix bits (limits.client_ipv6_prefix_length, as
+ * Postfix's smtpd_client_ipv6_prefix_length: one host usually has a whole
+ * /64 or more), anything else as it is.  The port is zeroed.
+ */
+void	connlimit_client_addr(const struct sockaddr_storage *addr, unsigned ipv6_prefix,
+	    struct sockaddr_storage *out);
+
 /* A process is gone (the master reaped it): drop everything it counted. */
 void	connlimit_process_died(pid_t pid);
 

@@ -2395,15 +2395,27 @@ static bool
 over_limits(struct session *s, bool per_client)
 {
 	const struct config *cfg = s->cfg;
+	struct sockaddr_storage counted;
+	char range[INET6_ADDRSTRLEN + 8] = "";
 	enum connlimit_result r;
 	unsigned n;
 
+	/* IPv6 clients by their network (limits.client_ipv6_prefix_length). */
+	connlimit_client_addr(&s->peer, cfg->limits.client_ipv6_prefix_length, &counted);
 	if (s->climit.total)	/* counted while it waited for a PROXY header */
-		r = connlimit_acquire_client(&s->peer, cfg->limits.max_connections_per_client,
+		r = connlimit_acquire_client(&counted, cfg->limits.max_connections_per_client,
 		    &s->climit, &n);
 	else
-		r = connlimit_acquire(&s->peer, cfg->limits.max_connections,
+		r = connlimit_acquire(&counted, cfg->limits.max_connections,
 		    per_client ? cfg->limits.max_connections_per_client : 0, &s->climit, &n);
+	if (counted.ss_family == AF_INET6 &&
+	    memcmp(&((struct sockaddr_in6 *)&counted)->sin6_addr,
+	    &((struct sockaddr_in6 *)&s->peer)->sin6_addr, 16) != 0) {
+		char net[INET6_ADDRSTRLEN];
+
+		uv_ip6_name((const struct sockaddr_in6 *)&counted, net, sizeof(net));
+		snprintf(range, sizeof(range), " in %s/%u", net, cfg->limits.client_ipv6_prefix_length);
+	}
 	switch (r) {
 	case CONNLIMIT_OK:
 		return false;
@@ -2413,8 +2425,8 @@ over_limits(struct session *s, bool per_client)
 		session_replyf(s, "421 4.7.0 %s Error: too many connections", cfg->hostname);
 		break;
 	case CONNLIMIT_CLIENT:
-		session_log(s, LOG_LVL_WARNING, "too many connections from [%s] (%u, "
-		    "limits.max_connections_per_client)", s->caddr, n);
+		session_log(s, LOG_LVL_WARNING, "too many connections from [%s] (%u%s, "
+		    "limits.max_connections_per_client)", s->caddr, n, range);
 		session_set_state(s, SS_CLOSING, "too many connections from the client");
 		session_replyf(s, "421 4.7.0 %s Error: too many connections from %s",
 		    cfg->hostname, s->caddr);

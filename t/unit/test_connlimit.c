@@ -276,12 +276,55 @@ test_fork(void)
 	is_int(connlimit_total(), 0, "all released");
 }
 
+/* The address a client is counted under: IPv6 cut to the prefix. */
+static void
+test_client_addr(void)
+{
+	static const struct {
+		const char	*in;
+		unsigned	 bits;
+		const char	*out;
+	} cases[] = {
+		{ "2001:db8::1", 84, "2001:db8::" },
+		{ "2001:db8::fff:0:3", 84, "2001:db8::" },
+		{ "2001:db8::1000:0:4", 84, "2001:db8::1000:0:0" },
+		{ "2001:db8::1000:0:4", 64, "2001:db8::" },
+		{ "2001:db8::1000:0:4", 128, "2001:db8::1000:0:4" },
+		{ "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", 1, "::" },
+		{ "a001:db8::1", 1, "8000::" },
+		{ "2001:db8:abcd:ef01::", 60, "2001:db8:abcd:ef00::" },
+		{ "::ffff:192.0.2.7", 84, "::ffff:192.0.2.7" },	/* IPv4-mapped: as IPv4 */
+		{ "192.0.2.7", 84, "192.0.2.7" },
+	};
+	struct connlimit_ticket t = { 0 }, u = { 0 };
+	unsigned n;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sockaddr_storage in = addr(cases[i].in), out, want = addr(cases[i].out);
+		char msg[160];
+
+		((struct sockaddr_in6 *)&in)->sin6_port = htons(25);	/* same offset for IPv4 */
+		connlimit_client_addr(&in, cases[i].bits, &out);
+		snprintf(msg, sizeof(msg), "%s/%u is %s", cases[i].in, cases[i].bits, cases[i].out);
+		ok(memcmp(&out, &want, sizeof(out)) == 0, msg);
+	}
+	/* Two hosts of one /84 count as one client. */
+	struct sockaddr_storage a = addr("2001:db8::1"), b = addr("2001:db8::2"), ka, kb;
+	connlimit_client_addr(&a, 84, &ka);
+	connlimit_client_addr(&b, 84, &kb);
+	is_int(connlimit_acquire(&ka, 0, 1, &t, &n), CONNLIMIT_OK, "2001:db8::1 in its /84");
+	is_int(connlimit_acquire(&kb, 0, 1, &u, &n), CONNLIMIT_CLIENT, "2001:db8::2: the same /84, over 1");
+	connlimit_release(&t);
+	is_int(connlimit_count(&ka), 0, "released");
+}
+
 int
 main(void)
 {
 	ok(connlimit_init(100) == 0, "connlimit_init");
 	ok(connlimit_init(100) == 0, "connlimit_init again: the same table");
 	test_limits();
+	test_client_addr();
 	test_full();
 	test_fork();
 	return done_testing();
