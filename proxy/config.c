@@ -944,6 +944,7 @@ static const struct config_key tls_keys[] = {
 	{ "sni",	set_tls_sni,	0,			0, 0, NULL, 0 },
 	{ "ask_client_cert", set_bool,	F(tls.ask_client_cert),	0, 0, NULL, 0 },
 	{ "client_ca",	set_file,	F(tls.client_ca),	0, 0, NULL, 0 },
+	{ "ticket_key_rotation", set_uint, F(tls.ticket_key_rotation), 1, TIMEOUT_MAX, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -1067,6 +1068,7 @@ config_defaults(struct config *cfg)
 	cfg->timeout.shutdown = 30;
 	cfg->timeout.proxy_protocol = 5;
 	cfg->timeout.module_check = 30;
+	cfg->tls.ticket_key_rotation = 3600;	/* as Postfix's smtpd_tls_session_cache_timeout */
 	cfg->limits.max_connections = 1000;
 	cfg->limits.max_connections_per_client = 50;
 	cfg->limits.client_ipv6_prefix_length = 84;	/* as Postfix 3.8 */

@@ -135,6 +135,8 @@ struct config {
 						   client certificate; default false */
 		char		*client_ca;	/* tls.client_ca: CA file (PEM) client
 						   certificates are verified against */
+		unsigned	 ticket_key_rotation;/* tls.ticket_key_rotation: seconds between
+						   new session ticket keys; default 3600 */
 	} tls;
 
 	enum backend_tls_mode	backend_tls;	/* "backend_tls": "none" (default), "may", "encrypt" */

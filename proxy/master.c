@@ -44,7 +44,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -94,9 +93,8 @@ static struct master {
 		bool		 stopping;	/* told to go (SIGTERM) */
 		uint64_t	 next_spawn;	/* uv_now before which none is started */
 	} mp;
-	unsigned char		 ticket_keys[TLS_TICKET_KEYS];	/* TLS tickets, one set for
-						   every worker, for the master's lifetime */
 	uv_timer_t		 spawn_timer;
+	uv_timer_t		 ticket_timer;	/* tls.ticket_key_rotation: a new ticket key */
 	uv_signal_t		 sighup, sigterm, sigint, sigchld;
 	struct reload_check {		/* a reload's check, running in a child */
 		struct config	*cfg;	/* NULL: none running */
@@ -114,6 +112,8 @@ static struct master {
 static void	maintain_workers(void);
 static void	reload_finish(void);
 static void	close_listeners(const struct config *cfg, int *fds, const int *keep, size_t nkeep);
+static void	ticket_keys_due(uv_timer_t *);
+static void	ticket_keys_rotate(const char *why);
 
 /* Tell systemd (Type=notify) how we are, when it asked ($NOTIFY_SOCKET). */
 static void
@@ -426,8 +426,7 @@ spawn_worker(void)
 		if (M.mp.fd != -1)
 			close(M.mp.fd);
 		metrics_worker_init(slot);
-		status = worker_run(M.cfg, M.fds, M.serial, M.debug || M.cfg->log.transcript,
-		    M.ticket_keys);
+		status = worker_run(M.cfg, M.fds, M.serial, M.debug || M.cfg->log.transcript);
 		exit(status);	/* not _exit: LeakSanitizer checks the worker too */
 	}
 	M.w[slot].state = WORKER_RUNNING;
@@ -574,6 +573,7 @@ master_done(void)
 	log_info("all workers exited, exiting");
 	uv_close((uv_handle_t *)&M.spawn_timer, NULL);
 	uv_close((uv_handle_t *)&M.check.deadline, NULL);
+	uv_close((uv_handle_t *)&M.ticket_timer, NULL);
 	uv_close((uv_handle_t *)&M.sighup, NULL);
 	uv_close((uv_handle_t *)&M.sigterm, NULL);
 	uv_close((uv_handle_t *)&M.sigint, NULL);
@@ -827,6 +827,7 @@ reload_finish(void)
 	M.fds = fds;
 	config_free(M.cfg);
 	M.cfg = cfg;
+	ticket_keys_rotate("reload");
 	log_init("smtpchain", M.debug ? LOG_LVL_DEBUG : cfg->log.level, cfg->log.syslog);
 	for (unsigned i = 0; i < MAX_WORKERS; i++)
 		if (M.w[i].state == WORKER_RUNNING) {
@@ -841,6 +842,29 @@ reload_finish(void)
 	log_info("reloaded: %u workers on the new configuration, %u retiring", cfg->workers,
 	    retiring);
 	sd_notify_state("READY=1");
+}
+
+/*
+ * A new TLS session ticket key (tls.c keeps the previous one for
+ * decryption), and the next one due in tls.ticket_key_rotation seconds.
+ */
+static void
+ticket_keys_rotate(const char *why)
+{
+	if (!M.cfg->tls.enabled) {
+		uv_timer_stop(&M.ticket_timer);
+		return;
+	}
+	log_info("TLS session ticket key %lu made (%s); the previous one still decrypts",
+	    tls_ticket_keys_rotate(), why);
+	uv_timer_start(&M.ticket_timer, ticket_keys_due,
+	    (uint64_t)M.cfg->tls.ticket_key_rotation * 1000, 0);
+}
+
+static void
+ticket_keys_due(uv_timer_t *t)
+{
+	ticket_keys_rotate("tls.ticket_key_rotation");
 }
 
 /* SIGTERM, SIGINT: stop every worker, then exit; a second one forces them. */
@@ -891,14 +915,15 @@ master_run(struct config *cfg, bool debug)
 
 	M.debug = debug;
 	M.mp.fd = -1;
-	if (getrandom(M.ticket_keys, sizeof(M.ticket_keys), 0) != (ssize_t)sizeof(M.ticket_keys)) {
-		fprintf(stderr, "getrandom: %s\n", strerror(errno));
+	if (tls_ticket_keys_init() != 0) {	/* before any fork: every process shares them */
+		fprintf(stderr, "TLS session ticket keys: %s\n", strerror(errno));
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	uv_loop_init(&M.loop);
 	uv_timer_init(&M.loop, &M.spawn_timer);
 	uv_timer_init(&M.loop, &M.check.deadline);
+	uv_timer_init(&M.loop, &M.ticket_timer);
 	uv_signal_init(&M.loop, &M.sighup);
 	uv_signal_init(&M.loop, &M.sigterm);
 	uv_signal_init(&M.loop, &M.sigint);
@@ -931,6 +956,9 @@ master_run(struct config *cfg, bool debug)
 		    cfg->nbackends > 1 ? " and the other backends" : "");
 	log_info("smtpchain %s started, %u workers", PACKAGE_VERSION, cfg->workers);
 	maintain_workers();
+	if (cfg->tls.enabled)	/* the first key is new: the next one in a period */
+		uv_timer_start(&M.ticket_timer, ticket_keys_due,
+		    (uint64_t)cfg->tls.ticket_key_rotation * 1000, 0);
 	sd_notify_state("READY=1");
 	uv_run(&M.loop, UV_RUN_DEFAULT);
 	uv_walk(&M.loop, close_any_handle, NULL);

@@ -48,8 +48,7 @@ int	master_run(struct config *cfg, bool debug);	/* exit status */
 int	config_check_runtime(const struct config *cfg, char *err, size_t errlen);	/* as -t */
 
 /* worker.c */
-int	worker_run(struct config *cfg, const int *listen_fds, unsigned serial, bool transcript,
-	    const unsigned char *ticket_keys);
+int	worker_run(struct config *cfg, const int *listen_fds, unsigned serial, bool transcript);
 void	server_drained(struct server *srv);	/* stopping or retiring, and the last session closed */
 
 /* listener.c */

@@ -11,12 +11,19 @@
  * at start-up by tls_client_init(), shared by every backend connection.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -52,6 +59,26 @@ struct tls_conn {
 };
 
 static SSL_CTX	*client_ctx;	/* the client role (backend_tls), see tls_client_init */
+
+/*
+ * The session ticket keys (tls.h): one shared mapping, written by the
+ * master only, read by every process under a sequence count (odd while
+ * the master writes; a reader that saw it change reads again).
+ */
+struct ticket_key {
+	unsigned char	name[16];	/* in the ticket: which key made it */
+	unsigned char	aes[32];	/* AES-256-CBC */
+	unsigned char	hmac[32];	/* HMAC-SHA256 */
+};
+struct ticket_ring {
+	uint64_t		seq;
+	uint64_t		gen;	/* the newest key's number: key[gen % 2]; the previous key[(gen + 1) % 2] */
+	struct ticket_key	key[2];
+};
+static struct ticket_ring *ring;	/* NULL: OpenSSL's own keys, per process */
+
+static int	ticket_key_cb(SSL *, unsigned char *, unsigned char *, EVP_CIPHER_CTX *,
+		    EVP_MAC_CTX *, int);
 
 /* The OpenSSL error queue's first entry as text (and the queue cleared). */
 static void
@@ -193,7 +220,9 @@ server_ctx_new(const struct config *cfg, const char *cert, const char *key,
 	}
 	if (cfg->tls.ask_client_cert)	/* asked, never required (no FAIL_IF_NO_PEER_CERT) */
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, accept_any_cert);
-	/* Resumption: the internal session cache and tickets (keys: tls_server_ticket_keys). */
+	/* Resumption: the internal session cache and tickets (keys: the shared ring). */
+	if (ring != NULL)
+		SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb);
 	SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
@@ -246,16 +275,116 @@ sni_select(SSL *ssl, int *alert, void *arg)
 	return SSL_TLSEXT_ERR_OK;
 }
 
-/* Session ticket keys shared by the workers; see tls.h. */
-int
-tls_server_ticket_keys(struct tls_server *ts, const unsigned char *keys, size_t len)
+/* A new random key: 0, or -1 with errno. */
+static int
+ticket_key_new(struct ticket_key *k)
 {
-	if (SSL_CTX_set_tlsext_ticket_keys(ts->ctx, (void *)keys, (long)len) != 1)
+	if (getrandom(k, sizeof(*k), 0) != (ssize_t)sizeof(*k))
 		return -1;
-	for (size_t i = 0; i < ts->nsni; i++)
-		if (SSL_CTX_set_tlsext_ticket_keys(ts->sni[i].ctx, (void *)keys, (long)len) != 1)
-			return -1;
 	return 0;
+}
+
+int
+tls_ticket_keys_init(void)
+{
+	struct ticket_ring *r;
+
+	if (ring != NULL)
+		return 0;
+	r = mmap(NULL, sizeof(*r), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (r == MAP_FAILED)
+		return -1;
+	if (ticket_key_new(&r->key[0]) != 0 || ticket_key_new(&r->key[1]) != 0) {
+		munmap(r, sizeof(*r));
+		return -1;
+	}
+	r->gen = 1;
+	ring = r;
+	return 0;
+}
+
+unsigned long
+tls_ticket_keys_rotate(void)
+{
+	struct ticket_key k;
+
+	if (ring == NULL || ticket_key_new(&k) != 0)
+		return 0;	/* getrandom() does not fail once the pool is ready: keep the keys */
+	__atomic_add_fetch(&ring->seq, 1, __ATOMIC_ACQ_REL);	/* odd: being written */
+	memcpy(&ring->key[(ring->gen + 1) % 2], &k, sizeof(k));	/* the oldest goes */
+	__atomic_store_n(&ring->gen, ring->gen + 1, __ATOMIC_RELEASE);
+	__atomic_add_fetch(&ring->seq, 1, __ATOMIC_ACQ_REL);
+	OPENSSL_cleanse(&k, sizeof(k));
+	return (unsigned long)ring->gen;
+}
+
+/* The newest and the previous key, read consistently; false if the master kept writing. */
+static bool
+ticket_keys_read(struct ticket_key *newest, struct ticket_key *previous)
+{
+	for (int tries = 0; tries < 1000; tries++) {
+		uint64_t seq = __atomic_load_n(&ring->seq, __ATOMIC_ACQUIRE), gen;
+
+		if (seq % 2 != 0)
+			continue;
+		gen = __atomic_load_n(&ring->gen, __ATOMIC_ACQUIRE);
+		memcpy(newest, &ring->key[gen % 2], sizeof(*newest));
+		memcpy(previous, &ring->key[(gen + 1) % 2], sizeof(*previous));
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&ring->seq, __ATOMIC_RELAXED) == seq)
+			return true;
+	}
+	return false;
+}
+
+/* Key the ticket's HMAC (SHA-256) with k; false on an OpenSSL error. */
+static bool
+ticket_hmac_init(EVP_MAC_CTX *hctx, struct ticket_key *k)
+{
+	OSSL_PARAM params[3];
+
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k->hmac, sizeof(k->hmac));
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	return EVP_MAC_CTX_set_params(hctx, params) == 1;
+}
+
+/*
+ * OpenSSL's ticket key callback (key_name: 16 bytes, iv: the cipher's IV
+ * length, 16 for AES-256-CBC): encrypt under the newest key; decrypt
+ * under the key the ticket names if it is the newest (1) or the previous
+ * (2: OpenSSL issues a new ticket under the newest), else 0 (a full
+ * handshake).  -1 on an error.
+ */
+static int
+ticket_key_cb(SSL *ssl, unsigned char *key_name, unsigned char *iv, EVP_CIPHER_CTX *ectx,
+    EVP_MAC_CTX *hctx, int enc)
+{
+	struct ticket_key keys[2], *k = NULL;
+	int rc = -1;
+
+	(void)ssl;
+	if (!ticket_keys_read(&keys[0], &keys[1]))
+		return enc ? -1 : 0;
+	if (enc) {
+		k = &keys[0];
+		if (RAND_bytes(iv, 16) == 1 && ticket_hmac_init(hctx, k) &&
+		    EVP_EncryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k->aes, iv) == 1) {
+			memcpy(key_name, k->name, 16);
+			rc = 1;
+		}
+	} else {
+		for (int i = 0; i < 2 && k == NULL; i++)
+			if (memcmp(key_name, keys[i].name, 16) == 0)
+				k = &keys[i];
+		if (k == NULL)
+			rc = 0;		/* too old, or another server's */
+		else if (ticket_hmac_init(hctx, k) &&
+		    EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k->aes, iv) == 1)
+			rc = k == &keys[0] ? 1 : 2;
+	}
+	OPENSSL_cleanse(keys, sizeof(keys));
+	return rc;
 }
 
 /* The server contexts from the tls {} block: the default, then one per tls.sni entry. */

@@ -33,11 +33,18 @@ struct tls_conn;	/* one client connection */
 struct tls_server *tls_server_new(const struct config *cfg, char *err, size_t errlen);
 void	tls_server_free(struct tls_server *ts);
 /*
- * Session ticket keys shared by every worker (made once by the master), so
- * a session made on one worker resumes on another; 0, or -1 if refused.
+ * Session ticket keys, rotated as Postfix's tlsmgr does: a ring of two keys
+ * in memory shared by every process, so a session made on one worker
+ * resumes on another.  The master makes it before it forks
+ * (tls_ticket_keys_init: 0, or -1 with errno) and makes a new key every
+ * tls.ticket_key_rotation seconds and at each reload
+ * (tls_ticket_keys_rotate: the new key's number).  Tickets are issued
+ * under the newest key; one under the previous key still resumes (and is
+ * replaced by a ticket under the newest); older ones get a full handshake.
+ * Contexts made after tls_ticket_keys_init use the ring.
  */
-#define TLS_TICKET_KEYS	80
-int	tls_server_ticket_keys(struct tls_server *ts, const unsigned char *keys, size_t len);
+int	tls_ticket_keys_init(void);
+unsigned long tls_ticket_keys_rotate(void);
 
 struct tls_conn *tls_conn_new(struct tls_server *ts);
 

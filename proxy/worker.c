@@ -144,14 +144,13 @@ close_any(uv_handle_t *h, void *arg)
  * Run one worker on a config the master loaded and checked, accepting on
  * listen_fds (one per cfg->listen[]); serial numbers the workers the master
  * started, so session ids stay unique across workers; transcript is
- * log.transcript or -d; ticket_keys (TLS_TICKET_KEYS bytes, the master's)
- * let a TLS session resume on any worker.  Signals arrive blocked (see master.c's fork_child)
+ * log.transcript or -d.  TLS session tickets resume on any worker (the
+ * keys are the master's, see tls.h).  Signals arrive blocked (see master.c's fork_child)
  * and are unblocked once the worker's handlers are in place.  Returns the
  * exit status.
  */
 int
-worker_run(struct config *cfg, const int *listen_fds, unsigned serial, bool transcript,
-    const unsigned char *ticket_keys)
+worker_run(struct config *cfg, const int *listen_fds, unsigned serial, bool transcript)
 {
 	sigset_t none;
 	struct server srv;
@@ -170,9 +169,6 @@ worker_run(struct config *cfg, const int *listen_fds, unsigned serial, bool tran
 		log_error("worker: %s: %s", cfg->file, err);
 		return EXIT_CONFIG;
 	}
-	if (srv.tls && tls_server_ticket_keys(srv.tls, ticket_keys, TLS_TICKET_KEYS) != 0)
-		log_warn("worker: TLS session tickets: the shared keys were refused; "
-		    "sessions resume only on the worker that made them");
 	if (cfg->backend_tls != BACKEND_TLS_NONE && tls_client_init(cfg, err, sizeof(err)) != 0) {
 		log_error("worker: %s: %s", cfg->file, err);
 		tls_server_free(srv.tls);
