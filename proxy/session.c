@@ -1499,19 +1499,21 @@ hold_outcome_local(struct session *s, const char *reply, const char *status)
 
 /*
  * Quarantine: the message and its envelope in one file in quarantine_dir,
- * written to a temporary name, synced and renamed, so that a file there is
- * always whole.  Returns 0 or -1 (logged).
+ * written to a temporary name, synced, then linked to its final name, so
+ * that a file there is always whole.  The final name is MSGID.TIME.eml; a
+ * file of that name already there (two instances sharing the directory, a
+ * restart within the second) is never replaced: the link fails and the next
+ * name, MSGID.TIME-N.eml, is tried.  Returns 0 or -1 (logged).
  */
 static int
-quarantine(struct session *s, char *name, size_t namelen)
+quarantine(struct session *s)
 {
-	char tmp[PATH_MAX], path[PATH_MAX], head[1024];
+	char name[128], tmp[PATH_MAX], path[PATH_MAX], head[1024];
 	const char *dir = s->cfg->quarantine_dir;
 	int fd, n;
 
-	snprintf(name, namelen, "%s.%ld", s->msgid[0] ? s->msgid : s->id, (long)time(NULL));
-	if (snprintf(tmp, sizeof(tmp), "%s/.tmp.%s", dir, name) >= (int)sizeof(tmp) ||
-	    snprintf(path, sizeof(path), "%s/%s.eml", dir, name) >= (int)sizeof(path))
+	snprintf(name, sizeof(name), "%s.%ld", s->msgid[0] ? s->msgid : s->id, (long)time(NULL));
+	if (snprintf(tmp, sizeof(tmp), "%s/.tmp.%s", dir, name) >= (int)sizeof(tmp))
 		return -1;
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
 		session_log(s, LOG_LVL_ERROR, "quarantine: %s: %s", tmp, strerror(errno));
@@ -1535,10 +1537,19 @@ quarantine(struct session *s, char *name, size_t namelen)
 		fd = -1;
 		goto fail;
 	}
-	if (rename(tmp, path) != 0) {
-		fd = -1;
-		goto fail;
+	fd = -1;
+	for (unsigned try = 0;; try++) {
+		if ((try == 0 ? snprintf(path, sizeof(path), "%s/%s.eml", dir, name) :
+		    snprintf(path, sizeof(path), "%s/%s-%u.eml", dir, name, try)) >= (int)sizeof(path)) {
+			errno = ENAMETOOLONG;
+			goto fail;
+		}
+		if (link(tmp, path) == 0)
+			break;
+		if (errno != EEXIST || try == 1000)
+			goto fail;
 	}
+	unlink(tmp);
 	session_log(s, LOG_LVL_INFO, "quarantined as %s", path);
 	return 0;
 fail:
@@ -1576,7 +1587,6 @@ hold_outcome_kept_back(struct session *s, const char *status)
 static void
 hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 {
-	char name[128];
 	size_t n = 0;
 
 	if (answer == FILTER_REFUSE) {
@@ -1588,7 +1598,7 @@ hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 		hold_outcome_kept_back(s, "discarded");
 		return;
 	case SC_QUARANTINE:
-		if (quarantine(s, name, sizeof(name)) == 0) {
+		if (quarantine(s) == 0) {
 			hold_outcome_kept_back(s, "quarantined");
 		} else {
 			hold_outcome_local(s, "451 4.3.0 Error: cannot keep the message, try again later",

@@ -249,8 +249,11 @@ sub verdict_tests {
 		like(raw($r->{end}), qr/\A250 2\.0\.0 Ok: queued as [0-9A-F]+\.\d+\r\n\z/,
 		    "$mode: quarantine: 250 \"Ok: queued as MSGID\", as for a relayed message");
 		my ($name) = raw($r->{end}) =~ /queued as (\S+)\r\n/;
-		my ($file) = defined $name ? glob("$QDIR/$name.*.eml") : ();
-		ok($file && -f $file, "$mode: quarantine_dir/MSGID.TIME.eml exists") or diag(raw($r->{end}));
+		# Message ids start again in each proxy of this test, and its proxies
+		# share $QDIR: the file is the one this proxy's log names.
+		my $file = defined $name ? $p->wait_log(qr/: quarantined as (\S+\/\Q$name\E\.\S+)/) : undef;
+		ok($file && -f $file && $file =~ m{\A\Q$QDIR\E/\Q$name\E\.\d+(?:-\d+)?\.eml\z},
+		    "$mode: quarantine_dir/MSGID.TIME.eml exists") or diag(raw($r->{end}), $p->log_tail);
 		my $q = $file ? slurp($file) // '' : '';
 		my $cport = $c->local_port;
 		like($q, qr/\AX-Smtpchain-Quarantine: session=[0-9A-F]+ client=\[127\.0\.0\.1\]:$cport helo=<client\.test> filter=testfilter\r\n/,
@@ -759,6 +762,42 @@ sub dump_size {
 	close $fh;
 	my ($last) = $tail =~ /([^\n]*)\n\n\z/;
 	return ($total - $hlen - 1, $last);
+}
+
+# A quarantine file never replaces one already there.  Message ids start
+# again in every proxy (worker 1's first session is 100000001), so two
+# instances sharing quarantine_dir, or a restart within the second, give
+# the same MSGID.TIME: each name this proxy could pick for the next few
+# minutes already holds a file, which must stay as it was; the message
+# goes to MSGID.TIME-1.eml.
+{
+	my $qd = "$dir/quarantine-taken";
+	make_path($qd);
+	my $now = time;
+	my @taken;
+	for my $sid (1 .. 4) {
+		for my $t ($now - 2 .. $now + 300) {
+			my $f = sprintf('%s/10000000%d.1.%d.eml', $qd, $sid, $t);
+			spew($f, "precious $sid $t\n");
+			push @taken, $f;
+		}
+	}
+	my $pq = chain_proxy('taken', tf_block(verdict_subject => [ 'HOLDME=quarantine' ]),
+	    qq{workers = 1;\nquarantine_dir = "$qd";\n});
+	my $c = ehlo_client($pq->port);
+	my $msg = make_message(id => uid('taken'), subject => 'HOLDME taken');
+	my $r = $c->send_mail(from => 'taken@client.test', to => 'q@example.test', data => $msg);
+	like(raw($r->{end}), qr/\A250 2\.0\.0 Ok: queued as 10000000\d\.1\r\n\z/,
+	    'quarantine name taken: 250 queued as MSGID');
+	$c->quit;
+	my ($name) = raw($r->{end}) =~ /queued as (\S+)\r\n/;
+	my $file = defined $name ? $pq->wait_log(qr/: quarantined as (\S+\/\Q$name\E\.\S+)/) : undef;
+	like($file // '', qr{/\Q$name\E\.\d+-1\.eml\z}, 'quarantine name taken: the message goes to MSGID.TIME-1.eml')
+	    or diag($pq->log_tail);
+	like($file && -f $file ? slurp($file) : '', qr/^Subject: HOLDME taken\r$/m, 'quarantine name taken: that file has the message');
+	is(scalar(grep { (slurp($_) // '') !~ /\Aprecious \d+ \d+\n\z/ } @taken), 0,
+	    'quarantine name taken: every file already there is untouched');
+	stop_proxy($pq, 'quarantine name taken: proxy exits 0');
 }
 
 stop_proxy($pv, 'verdict proxy exits 0');
