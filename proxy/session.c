@@ -1181,7 +1181,7 @@ process_command(struct session *s)
 			return STEP_STOP;	/* the replies owed go first */
 		session_log(s, LOG_LVL_WARNING, "%u refused recipients without a delivered "
 		    "message (limits.max_refused_recipients)", s->rcpt_refused);
-		session_fail(s, "421 4.7.0 %s Error: too many errors, closing connection",
+		session_fail(s, "421 4.7.0 %s Error: too many errors",
 		    s->cfg->hostname);
 		return STEP_STOP;
 	}
