@@ -295,6 +295,26 @@ like($p->log_text, qr/DEFER_IF_REJECT at RCPT/, 'defer_if_reject: logged');
 	$r = transact($ps->port, from => 'prepend-e@client.test', to => ['dunno-v@example.test']);
 	my $m = delivered($r->{tag});
 	like($m ? $m->{message} : '', qr/\AX-Policy: prepended\n/, 'steps: PREPEND at END-OF-MESSAGE');
+
+	# queue_id and instance are the host's message id, the msgid= of its log
+	# (a MAIL refused keeps its number, as the log does; the module counted
+	# its own MAILs and sent another id)
+	my $c = smtp_connect($ps->port, timeout => 30 * $scale) or die "connect: $@\n";
+	$c->read_reply;
+	$c->ehlo('client.test');
+	reply_ok($c->cmd('MAIL FROM:<mailreject-q@client.test>'), 554, '5.7.1', 'queue_id: MAIL refused');
+	reply_ok($c->cmd('MAIL FROM:<sender@client.test>'), 250, undef, 'queue_id: MAIL again');
+	reply_ok($c->cmd('RCPT TO:<dunno-q@example.test>'), 250, undef, 'queue_id: RCPT');
+	reply_ok($c->cmd('DATA'), 354, undef, 'queue_id: DATA');
+	my ($qtag, $qdata) = message();
+	reply_ok($c->cmd("$qdata."), 250, undef, 'queue_id: the message is accepted');
+	$c->quit;
+	ok(delivered($qtag), 'queue_id: delivered');
+	my ($qr) = grep { ($_->{recipient} // '') eq 'dunno-q@example.test' } requests($s3);
+	my $qid = $qr ? $qr->{queue_id} : '';
+	ok($ps->wait_log(qr/msgid=\Q$qid\E .*from=<sender\@client\.test> .*status=sent/),
+	    "queue_id: the log's msgid ($qid)") or diag(join "\n", grep { /msgid=/ } split /\n/, $ps->log_text);
+	is($qr ? $qr->{instance} : '', $qid, 'queue_id: instance is the same id');
 	$ps->stop_ok('steps proxy');
 }
 
