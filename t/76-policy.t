@@ -318,6 +318,29 @@ like($p->log_text, qr/DEFER_IF_REJECT at RCPT/, 'defer_if_reject: logged');
 	$ps->stop_ok('steps proxy');
 }
 
+# --- recipient at DATA with one recipient accepted: never one refused after
+# the module's answer (here by a later filter; the module sent it before)
+{
+	my $s4 = start_policy('later');
+	my $rx = "$build/filters/regex/.libs/regex.so";
+	my $rc = spew("$dir/recipient_checks", "/^refused-/ REJECT refused by a later filter\n");
+	my $sport = $sink->port;
+	my $t = 2 * $scale;
+	my $block = "filter {\n\tmodule = \"$rx\";\n\trecipient_checks = \"$rc\";\n}\n";
+	my $pr = start_proxy("backend = \"127.0.0.1:$sport\";\nworkers = 1;\n" .
+	    "log { level = \"debug\"; }\ntimeout { shutdown = 5; }\n" .
+	    "filter {\n\tmodule = \"$module\";\n\tserver = \"inet:127.0.0.1:$s4->{port}\";\n" .
+	    "\tsteps = [ \"rcpt\", \"data\" ];\n\ttimeout = $t;\n}\n$block", name => 'later');
+	my $r = transact($pr->port, to => ['dunno-w@example.test', 'refused-w@example.test']);
+	like($r->{rcpt}[1]{code} // '', qr/^5/, 'later filter: the second recipient is refused');
+	reply_ok($r->{end}, 250, undef, 'later filter: the message is accepted');
+	my ($data) = grep { $_->{protocol_state} eq 'DATA' } requests($s4);
+	is($data ? $data->{recipient_count} : '', 1, 'later filter: recipient_count 1 at DATA');
+	ok($data && ($data->{recipient} eq '' || $data->{recipient} eq 'dunno-w@example.test'),
+	    'later filter: recipient at DATA is not the refused one') or diag($data && $data->{recipient});
+	$pr->stop_ok('later proxy');
+}
+
 # --- faults: each ends in default_action (here: tempfail), logged, nothing lost
 my %faults = (
 	slow => qr/no answer within \d+ s at RCPT/,

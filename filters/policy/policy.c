@@ -715,9 +715,15 @@ encode_request(struct psess *ps, enum step st, const char *rcpt)
 	rc |= pc_put(b, "server_port", "");
 	rc |= pc_put(b, "helo_name", helo);
 	rc |= pc_put(b, "sender", in_message ? ps->sender : "");
-	/* At DATA and END-OF-MESSAGE only when there is one recipient, as Postfix. */
-	rc |= pc_put(b, "recipient", st == ST_RCPT ? rcpt : late && count == 1 && ps->nrcpts ?
-	    ps->rcpts[ps->nrcpts - 1] : "");
+	/*
+	 * At DATA and END-OF-MESSAGE only when there is one recipient, as
+	 * Postfix.  The module remembers the recipients it did not refuse; a
+	 * later filter or the backend may have refused some of them, and then
+	 * which one the host accepted is unknown: none is sent, never a
+	 * refused one.
+	 */
+	rc |= pc_put(b, "recipient", st == ST_RCPT ? rcpt : late && count == 1 &&
+	    ps->nrcpts == 1 ? ps->rcpts[0] : "");
 	rc |= pc_put_int(b, "recipient_count", late ? count : 0);
 	rc |= pc_put(b, "queue_id", in_message ? ps->instance : "");
 	rc |= pc_put(b, "instance", in_message ? ps->instance : "");
