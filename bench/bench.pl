@@ -8,10 +8,15 @@
 #   regex     smtpchain, the regex module with bench/header_checks and
 #             bench/body_checks (a realistic set of about 50 rules)
 #   milter    smtpchain, the milter module with a real OpenDKIM signing
+#             (over TCP; milter-unix: over a unix socket)
 #   policy    smtpchain, the policy module asking bench/policy-dunno.pl (a
 #             trivial policy server answering DUNNO) at every RCPT; its CPU
 #             is in the milter column, its connection count in the notes
 #   postfix   Postfix (a private instance) relaying, the same OpenDKIM milter
+#             (postfix-unix: over a unix socket)
+#   nullmilter  smtpchain, the milter module with a null milter that adds one
+#             header (t/milter/testmilter; nullmilter-unix: unix socket): the
+#             milter protocol's own cost, two replies at end of message
 #   haraka    Haraka 3 with queue/smtp_forward (npm package, installed here
 #             into BENCH_CACHE; skipped with a line saying why if npm fails)
 #   haproxy   HAProxy in TCP mode (as many threads as smtpchain has workers):
@@ -58,6 +63,7 @@
 # bounded in time.
 use strict;
 use warnings;
+use feature 'state';
 
 BEGIN { $ENV{SMTPCHAIN_WATCHDOG} ||= 3 * 3600; }
 use SmtpChainTest;
@@ -103,7 +109,8 @@ my %WL = (
 );
 my @WORKLOADS = split /,/, $opt{workloads} || $ENV{BENCH_WORKLOADS} || 'par4k,seq4k,1mib,text,idle,big';
 my @SYSTEMS = split /,/, $opt{systems} || $ENV{BENCH_SYSTEMS} ||
-    'direct,haproxy,empty,empty-w1,regex,milter,policy,postfix,haraka';
+    'direct,haproxy,empty,empty-w1,regex,nullmilter,nullmilter-unix,milter,milter-unix,policy,' .
+    'postfix,postfix-unix,haraka';
 # Which systems a workload is run for (idle and big only where they mean something;
 # text is for the regex chain, with its references).
 my %WL_SYSTEMS = (idle => { empty => 1, regex => 1, haraka => 1 }, big => { regex => 1, milter => 1 },
@@ -214,7 +221,7 @@ sub sink_count {
 
 our $SUFFIX = '';	# file names of a baseline proxy (BENCH_BASELINE)
 my %MODULE = map { $_ => "$BUILD/filters/$_/.libs/$_.so" } qw(regex milter policy);
-my ($dkim, $dkim_why);
+my (%dkim, $dkim_why);
 
 # Whether the daemon $ENV{SMTPCHAIN} takes this config text (keys that newer
 # versions have: workers, limits.max_connections_per_client), memoized.
@@ -243,31 +250,57 @@ sub proxy_conf {
 	    "timeout { shutdown = 5; }\nspool_dir = \"$dir\";\nquarantine_dir = \"$dir\";\n" . $filters;
 }
 
-# OpenDKIM in signing mode (one for the milter and postfix systems).
+# OpenDKIM in signing mode (one per kind of socket, inet or unix, for the
+# milter and postfix systems); returns { port or path, socket, pid }.
 sub start_opendkim {
-	return $dkim if $dkim || $dkim_why;
+	my ($kind) = @_;
+	$kind ||= 'inet';
+	return $dkim{$kind} if $dkim{$kind} || $dkim_why;
 	my $bin = SmtpChainTest::find_program('opendkim');
 	my $gen = SmtpChainTest::find_program('opendkim-genkey');
 	unless ($bin && $gen) {
 		$dkim_why = 'opendkim/opendkim-genkey missing (apt-get install opendkim opendkim-tools)';
 		return undef;
 	}
-	system($gen, '-D', $dir, '-d', 'example.test', '-s', 'bench', '-b', ($Q ? '1024' : '2048')) == 0
-	    or do { $dkim_why = 'opendkim-genkey failed'; return undef };
-	my $port = free_port();
-	my $conf = spew("$dir/opendkim.conf", "Syslog no\nBackground no\nRequireSafeKeys false\n" .
-	    "Socket inet:$port\@127.0.0.1\nPidFile $dir/opendkim.pid\nMode s\n" .
+	-f "$dir/bench.private" or system($gen, '-D', $dir, '-d', 'example.test', '-s', 'bench', '-b',
+	    ($Q ? '1024' : '2048')) == 0 or do { $dkim_why = 'opendkim-genkey failed'; return undef };
+	my $port = $kind eq 'inet' ? free_port() : undef;
+	my $path = "$dir/opendkim.sock";
+	my $socket = $kind eq 'inet' ? "inet:127.0.0.1:$port" : "unix:$path";
+	# UMask 0: Postfix's smtpd (user postfix) connects to the unix socket too.
+	my $conf = spew("$dir/opendkim-$kind.conf", "Syslog no\nBackground no\nRequireSafeKeys false\n" .
+	    "Socket " . ($kind eq 'inet' ? "inet:$port\@127.0.0.1" : "local:$path") . "\nUMask 000\n" .
+	    "PidFile $dir/opendkim-$kind.pid\nMode s\n" .
 	    "Domain example.test\nSelector bench\nKeyFile $dir/bench.private\n" .
 	    "Canonicalization relaxed/relaxed\n");
-	my $pid = SmtpChainTest::spawn(argv => [$bin, '-f', '-x', $conf], output => "$dir/opendkim.log");
+	my $pid = SmtpChainTest::spawn(argv => [$bin, '-f', '-x', $conf], output => "$dir/opendkim-$kind.log");
 	SmtpChainTest::on_cleanup("opendkim $pid", sub { SmtpChainTest::stop_pid($pid, 'TERM', 10) });
-	wait_until(sub { SmtpChainTest::port_listening($port) || !proc_alive($pid) }, 15);
-	unless (SmtpChainTest::port_listening($port)) {
-		$dkim_why = 'opendkim did not start: ' . (slurp("$dir/opendkim.log") // '');
+	my $up = sub { $kind eq 'inet' ? SmtpChainTest::port_listening($port) : -S $path };
+	wait_until(sub { $up->() || !proc_alive($pid) }, 15);
+	unless ($up->()) {
+		$dkim_why = 'opendkim did not start: ' . (slurp("$dir/opendkim-$kind.log") // '');
 		return undef;
 	}
-	$dkim = { port => $port, pid => $pid };
-	return $dkim;
+	$dkim{$kind} = { socket => $socket, pid => $pid };
+	return $dkim{$kind};
+}
+
+# The null milter (t/milter/testmilter: one trace header, two replies at end
+# of message), on TCP or a unix socket; returns { socket, pid } or a reason.
+sub start_nullmilter {
+	my ($kind) = @_;
+	my $bin = "$BUILD/t/milter/testmilter";
+	return "$bin is not built (make check builds it)" unless -x $bin;
+	my $port = $kind eq 'inet' ? free_port() : undef;
+	my $path = "$dir/nullmilter.sock";
+	my $socket = $kind eq 'inet' ? "inet:127.0.0.1:$port" : "unix:$path";
+	my $pid = SmtpChainTest::spawn(argv => [$bin, '-p', $kind eq 'inet' ? "inet:$port\@127.0.0.1" :
+	    "unix:$path", '-n', 'null'], output => "/dev/null");
+	SmtpChainTest::on_cleanup("nullmilter $pid", sub { SmtpChainTest::stop_pid($pid, 'TERM', 10) });
+	my $up = sub { $kind eq 'inet' ? SmtpChainTest::port_listening($port) : -S $path };
+	wait_until(sub { $up->() || !proc_alive($pid) }, 15);
+	return 'the null milter did not start' unless $up->();
+	return { socket => $socket, pid => $pid };
 }
 
 # One message through port into a storing sink, to check that the chain
@@ -275,9 +308,11 @@ sub start_opendkim {
 # delivered text or undef.
 sub probe_message {
 	my ($filters, $re) = @_;
-	my $probe = start_sink(name => 'probe', verbose => 0);
+	state $n = 0;
+	$n++;	# a sink and proxy of their own each: not an earlier probe's message
+	my $probe = start_sink(name => "probe$n", verbose => 0);
 	(my $conf = proxy_conf($filters)) =~ s/127\.0\.0\.1:$sink_port/127.0.0.1:${\ $probe->port}/;
-	my $p = start_proxy($conf, name => 'probe');
+	my $p = start_proxy($conf, name => "probe$n");
 	my $c = smtp_connect($p->port, timeout => 30) or return undef;
 	$c->read_reply;
 	$c->ehlo('client.test');
@@ -306,16 +341,10 @@ my %START = (
 		return { port => $p->port, pids => [$p->pid], filters => $f, bin => $ENV{SMTPCHAIN},
 		    name => "regex$SUFFIX" };
 	},
-	milter => sub {
-		return "$MODULE{milter} is not built" unless -f $MODULE{milter};
-		my $d = start_opendkim() or return $dkim_why;
-		my $f = "filter {\n\tmodule = \"$MODULE{milter}\";\n\tsocket = \"inet:127.0.0.1:$d->{port}\";\n" .
-		    "\tdefault_action = \"tempfail\";\n}\n";
-		probe_message($f, qr/^DKIM-Signature: v=1;/m)
-		    or return 'a message through the milter chain came out without a DKIM-Signature';
-		my $p = start_proxy(proxy_conf($f), name => 'milter');
-		return { port => $p->port, pids => [$p->pid], milter => [$d->{pid}] };
-	},
+	milter => sub { start_milter_system('inet', 'milter') },
+	'milter-unix' => sub { start_milter_system('unix', 'milter-unix') },
+	nullmilter => sub { start_milter_system('inet', 'nullmilter') },
+	'nullmilter-unix' => sub { start_milter_system('unix', 'nullmilter-unix') },
 	policy => sub {
 		return "$MODULE{policy} is not built" unless -f $MODULE{policy};
 		my $port = free_port();
@@ -337,15 +366,8 @@ my %START = (
 		my $p = start_proxy(proxy_conf($f), name => 'policy');
 		return { port => $p->port, pids => [$p->pid], milter => [$pid] };
 	},
-	postfix => sub {
-		return 'a private Postfix needs root' unless $> == 0;
-		my $d = start_opendkim() or return $dkim_why;
-		my $pf = start_postfix(name => 'postfix', relay_port => $sink_port,
-		    main => "smtpd_milters = inet:127.0.0.1:$d->{port}\nmilter_default_action = tempfail\n" .
-			"milter_protocol = 6\nsmtp_connection_cache_on_demand = yes\n" .
-			"message_size_limit = 0\n");
-		return { port => $pf->port, pids => [$pf->master_pid], milter => [$d->{pid}], postfix => $pf };
-	},
+	postfix => sub { start_postfix_system('inet', 'postfix') },
+	'postfix-unix' => sub { start_postfix_system('unix', 'postfix-unix') },
 	haraka => \&start_haraka,
 	haproxy => \&start_haproxy,
 );
@@ -356,6 +378,36 @@ $START{'empty-w1'} = sub {
 	my $sys = $START{empty}->();
 	return $sys;
 };
+
+# smtpchain with OpenDKIM (milter) or the null milter, on kind's socket.
+sub start_milter_system {
+	my ($kind, $name) = @_;
+	return "$MODULE{milter} is not built" unless -f $MODULE{milter};
+	my $null = $name =~ /^null/;
+	my $d = $null ? start_nullmilter($kind) : start_opendkim($kind) // $dkim_why;
+	return $d unless ref $d;
+	my $f = "filter {\n\tmodule = \"$MODULE{milter}\";\n\tsocket = \"$d->{socket}\";\n" .
+	    "\tdefault_action = \"tempfail\";\n}\n";
+	my $want = $null ? qr/^X-Testmilter-null: /m : qr/^DKIM-Signature: v=1;/m;
+	probe_message($f, $want) or return 'a message through the milter chain came out without ' .
+	    ($null ? 'the null milter\'s header' : 'a DKIM-Signature');
+	my $p = start_proxy(proxy_conf($f), name => $name);
+	return { port => $p->port, pids => [$p->pid], milter => [$d->{pid}] };
+}
+
+# Postfix with OpenDKIM on kind's socket.
+sub start_postfix_system {
+	my ($kind, $name) = @_;
+	{
+		return 'a private Postfix needs root' unless $> == 0;
+		my $d = start_opendkim($kind) or return $dkim_why;
+		my $pf = start_postfix(name => $name, relay_port => $sink_port,
+		    main => "smtpd_milters = $d->{socket}\nmilter_default_action = tempfail\n" .
+			"milter_protocol = 6\nsmtp_connection_cache_on_demand = yes\n" .
+			"message_size_limit = 0\n");
+		return { port => $pf->port, pids => [$pf->master_pid], milter => [$d->{pid}], postfix => $pf };
+	}
+}
 
 # HAProxy relaying TCP to the sink, threads as the proxy's workers.
 sub start_haproxy {

@@ -20,7 +20,7 @@ plan skip_all => 'built with AddressSanitizer: the bench measures the daemon, no
 
 my $out = tmpdir() . '/results';
 my $cache = $ENV{BENCH_CACHE} || '/var/tmp/smtpchain-bench';
-my @systems = qw(direct empty empty-w1 regex milter policy);
+my @systems = qw(direct empty empty-w1 regex nullmilter milter policy);
 # Haraka (node) takes seconds to start: only on request, and only when the
 # bench already installed it (the test never runs npm).
 push @systems, 'haraka' if $ENV{BENCH_SMOKE_HARAKA} && -f "$cache/haraka/node_modules/Haraka/bin/haraka";
