@@ -1113,8 +1113,10 @@ sub start_fake {
 	my $flog = sub { slurp($fs->{log}) // '' };
 	for my $n (1 .. 2) {
 		my $c = smtp_connect($ps->port) or die "connect: $@\n";
-		# Gone before the milter answered (OPTNEG the first time; by then the
-		# proxy may be at either step the second).
+		# Gone once the proxy has opened its milter connection, before the
+		# milter answered (on a slow machine the proxy may see the close
+		# only after OPTNEG's or CONNECT's reply: QUIT all the same).
+		wait_until(sub { (() = $flog->() =~ /^O /mg) >= $n }, 10);
 		$c->close;
 		wait_until(sub { (() = $flog->() =~ /^eof$/mg) >= $n }, 10);
 	}
