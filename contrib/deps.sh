@@ -19,6 +19,7 @@ apt-get install -y -q --no-install-recommends \
 	libuv1-dev libssl-dev libpcre2-dev libmilter-dev libcmocka-dev \
 	postfix postfix-pcre swaks opendkim opendkim-tools haproxy rspamd \
 	clamav-daemon clamav-milter clamav-testfiles spamassassin spamd spamc spamass-milter \
+	opendmarc publicsuffix \
 	clang libclang-rt-14-dev valgrind \
 	perl libio-socket-ip-perl libio-socket-ssl-perl libnet-ssleay-perl libnet-dns-perl openssl \
 	postgrey postfix-policyd-spf-python \
