@@ -116,7 +116,7 @@ my $pm = start_postfix(name => 'postfix-rspamd', relay_port => $sink->port,
 # Authentication-Results names the MTA by the j macro).
 my $p = start_proxy(qq{backend = "127.0.0.1:${\ $backend->port}";\nquarantine_dir = "$qdir";\n} .
     qq{hostname = "postfix.test";\n} .
-    qq{workers = 1;\nlog { level = "debug"; }\ntimeout { shutdown = 5; }\n} .
+    qq{workers = 1;\nspool_dir = "$dir";\nlog { level = "debug"; }\ntimeout { shutdown = 5; }\n} .
     qq{filter {\n\tmodule = "$module";\n\tsocket = "inet:127.0.0.1:$rport";\n}\n}, name => 'proxy');
 
 my $seq = 0;

@@ -71,7 +71,7 @@ my $pm = start_postfix(name => 'postfix-clamav', relay_port => $sink->port,
     main => "smtpd_milters = inet:127.0.0.1:$mport\nmilter_default_action = tempfail\n" .
 	"milter_protocol = 6\n");
 my $p = start_proxy(qq{backend = "127.0.0.1:${\ $backend->port}";\nhostname = "postfix.test";\n} .
-    qq{workers = 1;\nlog { level = "debug"; }\ntimeout { shutdown = 5; }\n} .
+    qq{workers = 1;\nspool_dir = "$dir";\nlog { level = "debug"; }\ntimeout { shutdown = 5; }\n} .
     qq{filter {\n\tmodule = "$module";\n\tsocket = "inet:127.0.0.1:$mport";\n}\n}, name => 'proxy');
 
 my %BODY = (
