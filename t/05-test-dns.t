@@ -15,7 +15,7 @@ plan skip_all => 'unshare is needed (util-linux)' unless SmtpChainTest::find_pro
 require SmtpChainTest::DNS;
 
 my $before = slurp('/etc/resolv.conf');
-my $dns = SmtpChainTest::DNS->start(addr => '127.0.0.54', records => {
+my $dns = SmtpChainTest::DNS->start(records => {
 	'Example.TEST' => [ [A => '127.0.0.7'], [MX => '10 mx.example.test'] ],
 	'_dmarc.example.test' => [ [TXT => 'v=DMARC1; p=reject'] ],
 });
@@ -41,7 +41,7 @@ is(run_wrapped('perl', '-MNet::DNS', '-e',
 is(run_wrapped('perl', '-MNet::DNS', '-e',
     'my $p = Net::DNS::Resolver->new->send("nothing.example.test", "A"); print $p->header->rcode'),
     'NXDOMAIN', 'NXDOMAIN for a name it does not have');
-is(run_wrapped('cat', '/etc/resolv.conf'), "nameserver 127.0.0.54\noptions timeout:2 attempts:2\n",
+is(run_wrapped('cat', '/etc/resolv.conf'), "nameserver " . $dns->addr . "\noptions timeout:2 attempts:2\n",
     'the wrapped command sees a resolv.conf naming only this server');
 is(slurp('/etc/resolv.conf'), $before, 'the machine\'s /etc/resolv.conf is unchanged');
 my @q = $dns->queries;

@@ -1,7 +1,7 @@
 # SmtpChainTest::DNS - a small authoritative DNS server for tests, and a way
 # to run a program that resolves through it alone.
 #
-#   my $dns = SmtpChainTest::DNS->start(addr => '127.0.0.53',
+#   my $dns = SmtpChainTest::DNS->start(
 #       records => { '_dmarc.example.org' => [ [TXT => 'v=DMARC1; p=reject'] ],
 #                    'mx.example.org' => [ [A => '127.0.0.1'] ] });
 #   my @cmd = $dns->wrap('opendmarc', '-f', '-c', $conf);   # for spawn()
@@ -10,7 +10,8 @@
 #
 # The server is Net::DNS::Nameserver (libnet-dns-perl) in a child process,
 # on UDP and TCP at addr (a 127.0.0.0/8 address the test picks) and port
-# (default 53: resolv.conf has no port).  It answers the names in records
+# (default 53: resolv.conf has no port).  Without addr, 127.53.X.Y from the
+# test's pid, so that tests running at once never share a server.  It answers the names in records
 # (case-insensitive, without the trailing dot) with the records of the
 # asked type (ANY: all), NOERROR and no answer for a known name without
 # that type, NXDOMAIN for any other name.  A record is [TYPE => DATA]:
@@ -35,7 +36,10 @@ use SmtpChainTest qw(tmpdir spew slurp);
 
 sub start {
 	my ($class, %o) = @_;
-	my $addr = $o{addr} or die "SmtpChainTest::DNS: addr is required\n";
+	# Net::DNS::Nameserver binds with SO_REUSEPORT: two runs on one address
+	# and port would share it and get each other's queries.  Without addr,
+	# an address of this test run's own, from its pid.
+	my $addr = $o{addr} // sprintf('127.53.%d.%d', ($$ >> 8) & 255, $$ % 253 + 1);
 	die "SmtpChainTest::DNS: $addr is not in 127.0.0.0/8\n" unless $addr =~ /^127\.\d+\.\d+\.\d+\z/;
 	my $port = $o{port} || 53;
 	my $dir = tmpdir();
