@@ -616,8 +616,8 @@ sub rx_queue_to {
 	$c->quit;
 	my @m = $slow->wait_find(qr/\Q$tag\E/, 10);
 	ok($m[0] && trace_of($m[0], 'noconn2'), 'dead idle: delivered through the new milter');
-	like($pr->log_text, qr/an idle connection was closed by the milter .*dropped/,
-	    'dead idle: the dead connection was seen when taken');
+	ok(wait_until(sub { $pr->log_text =~ /an idle connection was closed by the milter .*dropped/ }, 60),
+	    'dead idle: the dead connection was seen when taken') or diag($pr->log_tail);
 	unlike($pr->log_text, qr/for the rest of the session/, 'dead idle: no milter failure logged');
 	$pr->stop_ok('dead-idle proxy exits 0');
 }
@@ -977,7 +977,7 @@ sub start_fake {
 	reply_ok($c->cmd('MAIL FROM:<x@client.test>'), 250, undef, 'fake: MAIL');
 	reply_ok($c->cmd('RSET'), 250, undef, 'fake: RSET');
 	$c->quit;
-	wait_until(sub { $flog->() =~ /^Q/m }, 5);
+	wait_until(sub { $flog->() =~ /^Q/m }, 60);
 	my $l = $flog->();
 	like($l, qr/^D Cj\|proxy\.test\|.*\|\{client_addr\}\|127\.0\.0\.1\|/m, 'bytes: connect macros');
 	like($l, qr/^D C.*\|_\|\S+ \[127\.0\.0\.1\]\|/m, 'bytes: the _ macro is "NAME [ADDR]"');
@@ -1116,9 +1116,9 @@ sub start_fake {
 		# Gone once the proxy has opened its milter connection, before the
 		# milter answered (on a slow machine the proxy may see the close
 		# only after OPTNEG's or CONNECT's reply: QUIT all the same).
-		wait_until(sub { (() = $flog->() =~ /^O /mg) >= $n }, 10);
+		wait_until(sub { (() = $flog->() =~ /^O /mg) >= $n }, 60);
 		$c->close;
-		wait_until(sub { (() = $flog->() =~ /^eof$/mg) >= $n }, 10);
+		wait_until(sub { (() = $flog->() =~ /^eof$/mg) >= $n }, 60);
 	}
 	my @sessions = split /^(?=connect$)/m, $flog->();
 	is(scalar(@sessions), 2, 'connect and leave: two milter connections');
