@@ -442,25 +442,49 @@ host_state(struct sc_ctx *c)
 }
 
 /*
- * The address the client connected to, numeric ({daemon_addr}): the
+ * The address the client connected to ({daemon_addr}, {daemon_port}): the
  * destination a PROXY header named (session.c sets s->local), else ours,
  * asked of the socket the first time a filter wants it (not in every
- * session).
+ * session).  NULL when unknown.
  */
-static const char *
-daemon_addr(struct session *s, char *buf, size_t len)
+static const struct sockaddr_storage *
+daemon_sockaddr(struct session *s)
 {
 	int sslen = sizeof(s->local);
 
 	if (s->local.ss_family == AF_UNSPEC &&
 	    uv_tcp_getsockname(&s->client, (struct sockaddr *)&s->local, &sslen) != 0)
 		s->local.ss_family = AF_UNSPEC;
-	if (s->local.ss_family == AF_INET6)
-		uv_ip6_name((const struct sockaddr_in6 *)&s->local, buf, len);
-	else if (s->local.ss_family == AF_INET)
-		uv_ip4_name((const struct sockaddr_in *)&s->local, buf, len);
-	else
+	return s->local.ss_family == AF_INET || s->local.ss_family == AF_INET6 ?
+	    &s->local : NULL;
+}
+
+/* That address, numeric. */
+static const char *
+daemon_addr(struct session *s, char *buf, size_t len)
+{
+	const struct sockaddr_storage *ss = daemon_sockaddr(s);
+
+	if (ss == NULL)
 		return NULL;
+	if (ss->ss_family == AF_INET6)
+		uv_ip6_name((const struct sockaddr_in6 *)ss, buf, len);
+	else
+		uv_ip4_name((const struct sockaddr_in *)ss, buf, len);
+	return buf;
+}
+
+/* Its port, in decimal. */
+static const char *
+daemon_port(struct session *s, char *buf, size_t len)
+{
+	const struct sockaddr_storage *ss = daemon_sockaddr(s);
+
+	if (ss == NULL)
+		return NULL;
+	snprintf(buf, len, "%u", ntohs(ss->ss_family == AF_INET6 ?
+	    ((const struct sockaddr_in6 *)ss)->sin6_port :
+	    ((const struct sockaddr_in *)ss)->sin_port));
 	return buf;
 }
 
@@ -522,6 +546,8 @@ host_get(struct sc_ctx *c, const char *name)
 		return s->cfg->hostname;
 	if (strcmp(name, "daemon_addr") == 0)
 		return daemon_addr(s, c->scratch, sizeof(c->scratch));
+	if (strcmp(name, "daemon_port") == 0)
+		return daemon_port(s, c->scratch, sizeof(c->scratch));
 	if (s->tls && tls_conn_established(s->tls)) {
 		if (strcmp(name, "tls_version") == 0)
 			return tls_conn_version(s->tls);

@@ -139,6 +139,7 @@ my $p = proxy_with('main', $srv->{port}, timeout => 2 * $scale, try_limit => 1,
 	is($q->{queue_id}, $q->{instance}, 'queue_id: the message id, as instance');
 	like($p->log_text, qr/msgid=\Q$q->{queue_id}\E\b/, 'queue_id: the msgid= of the summary line');
 	is($q->{server_address}, '127.0.0.1', 'server_address');
+	is($q->{server_port}, $p->port, 'server_port: the port the client connected to');
 	is($q->{policy_context}, 'tests', 'policy_context');
 	for my $k (qw(reverse_client_name sasl_method sasl_username sasl_sender ccert_subject
 	    ccert_issuer encryption_protocol encryption_cipher encryption_keysize etrn_domain stress)) {

@@ -712,7 +712,7 @@ encode_request(struct psess *ps, enum step st, const char *rcpt)
 	rc |= pc_put(b, "client_port", fact(ps, "client_port"));
 	rc |= pc_put(b, "reverse_client_name", name ? name : "unknown");
 	rc |= pc_put(b, "server_address", fact(ps, "daemon_addr"));
-	rc |= pc_put(b, "server_port", "");
+	rc |= pc_put(b, "server_port", fact(ps, "daemon_port"));
 	rc |= pc_put(b, "helo_name", helo);
 	rc |= pc_put(b, "sender", in_message ? ps->sender : "");
 	/*
