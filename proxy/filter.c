@@ -537,6 +537,8 @@ host_get(struct sc_ctx *c, const char *name)
 		return s->cname[0] ? s->cname : NULL;
 	if (strcmp(name, "helo") == 0)
 		return s->helo[0] ? s->helo : NULL;
+	if (strcmp(name, "protocol_name") == 0)
+		return s->ehlo_seen ? "ESMTP" : "SMTP";
 	if (strcmp(name, "mail_addr") == 0)
 		return s->run.step == FILTER_MAIL && s->run.active ? s->run.arg1 :
 		    s->in_mail || s->from[0] ? s->from : NULL;

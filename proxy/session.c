@@ -576,6 +576,8 @@ cmd_helo(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 
 	memcpy(s->helo, cmd->arg, n);
 	s->helo[n] = '\0';
+	if (cmd->verb == SMTP_EHLO)
+		s->ehlo_seen = true;
 	if (!filter_allows(s, FILTER_HELO, s->helo, NULL, &r))
 		return r;
 	return relay(s, line, len, cmd->verb, true);

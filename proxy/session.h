@@ -149,6 +149,10 @@ struct session {
 	char			 auth_user[256];	/* the authenticated identity, for filters and logs */
 	bool			 ehlo_done;	/* a 250 to EHLO or HELO */
 	bool			 esmtp;		/* EHLO, not HELO */
+	bool			 ehlo_seen;	/* an EHLO came, accepted or not yet: the
+						   protocol name filters see is ESMTP from
+						   then on (as Postfix: a later HELO does not
+						   downgrade it), SMTP before */
 	struct ehlo_caps	 ccaps;
 	char			*offered;	/* the rewritten list, to check parameters */
 

@@ -147,6 +147,18 @@ my $p = proxy_with('main', $srv->{port}, timeout => 2 * $scale, try_limit => 1,
 	}
 }
 
+# --- protocol_name: SMTP after a plain HELO, as Postfix
+{
+	my $c = smtp_connect($p->port, timeout => 30 * $scale) or die "connect: $@\n";
+	$c->read_reply;
+	reply_ok($c->cmd('HELO client.test'), 250, undef, 'HELO: accepted');
+	reply_ok($c->cmd('MAIL FROM:<sender@client.test>'), 250, undef, 'HELO: MAIL');
+	reply_ok($c->cmd('RCPT TO:<dunno-helo@example.test>'), 250, undef, 'HELO: RCPT');
+	$c->quit;
+	my ($q) = grep { ($_->{recipient} // '') eq 'dunno-helo@example.test' } requests($srv);
+	is($q ? $q->{protocol_name} : undef, 'SMTP', 'protocol_name after HELO: SMTP');
+}
+
 # --- each action at RCPT
 my %want = (
 	ok => [250], dunno => [250], dir => [250], warn => [250], filter => [250],

@@ -706,7 +706,7 @@ encode_request(struct psess *ps, enum step st, const char *rcpt)
 	pc_buf_reset(b);
 	rc |= pc_put(b, "request", "smtpd_access_policy");
 	rc |= pc_put(b, "protocol_state", steps[st].state);
-	rc |= pc_put(b, "protocol_name", helo ? "ESMTP" : "SMTP");
+	rc |= pc_put(b, "protocol_name", fact(ps, "protocol_name"));
 	rc |= pc_put(b, "client_address", addr);
 	rc |= pc_put(b, "client_name", name ? name : "unknown");
 	rc |= pc_put(b, "client_port", fact(ps, "client_port"));
