@@ -307,7 +307,11 @@ like($p->log_text, qr/DEFER_IF_REJECT at RCPT/, 'defer_if_reject: logged');
 	ok(not_delivered($r->{tag}), 'steps: not delivered');
 	$r = transact($ps->port, from => 'prepend-e@client.test', to => ['dunno-v@example.test']);
 	my $m = delivered($r->{tag});
-	like($m ? $m->{message} : '', qr/\AX-Policy: prepended\n/, 'steps: PREPEND at END-OF-MESSAGE');
+	ok($m, 'steps: PREPEND at END-OF-MESSAGE: delivered');
+	unlike($m ? $m->{message} : '', qr/X-Policy: prepended/,
+	    'steps: PREPEND at END-OF-MESSAGE is ignored, as Postfix');
+	ok($ps->wait_log(qr/(access table inet:\S+: action PREPEND must be used before smtpd_end_of_data_restrictions)/,
+	    10 * $scale), 'steps: ... with Postfix\'s warning');
 
 	# queue_id and instance are the host's message id, the msgid= of its log
 	# (a MAIL refused keeps its number, as the log does; the module counted

@@ -892,6 +892,13 @@ apply_action(struct psess *ps, const char *action, bool is_default)
 		    "proxy has no queue and no transports", srv, a.text, steps[st].state);
 		return SC_CONTINUE;
 	case PCA_PREPEND:
+		/* As Postfix: too late to add a header; warned, ignored. */
+		if (st == ST_EOD) {
+			host->log(ps->c, SC_LOG_WARNING, "policy %s: access table %s: action "
+			    "PREPEND must be used before smtpd_end_of_data_restrictions",
+			    srv, srv);
+			return SC_CONTINUE;
+		}
 		if (list_add(&fx->prepend, &fx->nprepend, a.text) != 0)
 			return SC_TEMPFAIL;
 		return SC_CONTINUE;
