@@ -313,6 +313,24 @@ like($p->log_text, qr/DEFER_IF_REJECT at RCPT/, 'defer_if_reject: logged');
 	ok($ps->wait_log(qr/(access table inet:\S+: action PREPEND must be used before smtpd_end_of_data_restrictions)/,
 	    10 * $scale), 'steps: ... with Postfix\'s warning');
 
+	# PREPEND at EHLO: once per message, however many EHLOs (a second EHLO,
+	# as after STARTTLS, replaces what the first one added)
+	for my $case (['prepend-h.test', 1], ['client.test', 0]) {
+		my ($second, $want) = @$case;
+		my $c = smtp_connect($ps->port, timeout => 30 * $scale) or die "connect: $@\n";
+		$c->read_reply;
+		reply_ok($c->ehlo('prepend-h.test'), 250, undef, 'EHLO PREPEND: first EHLO');
+		reply_ok($c->ehlo($second), 250, undef, "EHLO PREPEND: second EHLO $second");
+		my ($htag, $hdata) = message();
+		my $hr = $c->send_mail(from => 'sender@client.test', to => ['dunno-h@example.test'],
+		    data => $hdata);
+		reply_ok($hr->{end}, 250, undef, "EHLO PREPEND then $second: accepted");
+		$c->quit;
+		my $hm = delivered($htag);
+		my @h = ($hm ? $hm->{message} : '') =~ /^X-Policy: prepended$/mg;
+		is(scalar @h, $want, "EHLO PREPEND then EHLO $second: $want header(s)");
+	}
+
 	# queue_id and instance are the host's message id, the msgid= of its log
 	# (a MAIL refused keeps its number, as the log does; the module counted
 	# its own MAILs and sent another id)

@@ -211,7 +211,10 @@ struct psess {
 	bool			 counted;
 	char			**rcpts;
 	size_t			 nrcpts;
-	struct effects		 msg, session;
+	struct effects		 msg;
+	struct effects		 session;	/* answered at CONNECT */
+	struct effects		 helo;		/* at the last HELO/EHLO: a new one
+						   (after STARTTLS) replaces them */
 
 	struct cached		 cache[CACHE_SIZE];
 	size_t			 ncache, cache_next;
@@ -852,7 +855,8 @@ apply_action(struct psess *ps, const char *action, bool is_default)
 {
 	enum step st = ps->pending;
 	const char *rcpt = ps->nrcpts ? ps->rcpts[ps->nrcpts - 1] : "";
-	struct effects *fx = st <= ST_HELO ? &ps->session : &ps->msg;
+	struct effects *fx = st == ST_CONNECT ? &ps->session : st == ST_HELO ? &ps->helo :
+	    &ps->msg;
 	const char *srv = ps->conf->server;
 	struct pc_action a;
 	char namebuf[600], dsn[16], text[1024];
@@ -1069,7 +1073,8 @@ message_end(struct psess *ps, enum sc_verdict v)
 
 	if (v != SC_CONTINUE && v != SC_ACCEPT && v != SC_QUARANTINE)
 		return v;
-	if (effects_apply(ps, &ps->session, &at) != 0 || effects_apply(ps, &ps->msg, &at) != 0)
+	if (effects_apply(ps, &ps->session, &at) != 0 || effects_apply(ps, &ps->helo, &at) != 0 ||
+	    effects_apply(ps, &ps->msg, &at) != 0)
 		host->log(ps->c, SC_LOG_WARNING, "policy %s: a change was refused by the host",
 		    ps->conf->server);
 	return v;
@@ -1115,6 +1120,7 @@ p_helo(struct sc_ctx *c, const char *name)
 	(void)name;
 	if (ps == NULL || !asks_at(ps, ST_HELO))
 		return SC_CONTINUE;
+	effects_free(&ps->helo);	/* what the previous HELO/EHLO added */
 	return query(ps, ST_HELO, NULL);
 }
 
@@ -1270,6 +1276,7 @@ p_close(struct sc_ctx *c)
 	link_release(ps);
 	message_reset(ps);
 	effects_free(&ps->session);
+	effects_free(&ps->helo);
 	for (size_t i = 0; i < ps->ncache; i++) {
 		free(ps->cache[i].request);
 		free(ps->cache[i].action);
