@@ -1,4 +1,4 @@
-# 89-reconfigure.t - the configured paths follow a reconfigure, and a
+# 99-reconfigure.t - the configured paths follow a reconfigure, and a
 # private --prefix keeps make install inside it.
 #
 # The README's two commands in a row (contrib/demo.sh configures with the
@@ -14,18 +14,12 @@
 use strict;
 use warnings;
 
-use Cwd qw(abs_path);
 use Test::More;
 use SmtpChainTest;
 
 plan skip_all => 'SMTPCHAIN is not set (run through make check)' unless $ENV{SMTPCHAIN};
 my $build = $ENV{SMTPCHAIN_BUILDDIR};
 plan skip_all => 'no build directory with a Makefile' unless $build && -f "$build/Makefile";
-# make distdir works only in the source tree: EXTRA_DIST names t/*.t, a
-# glob make expands in the build directory and does not look up through
-# VPATH ("No rule to make target 't/*.t'" out of tree, as in CI's ASan pass).
-plan skip_all => 'an out-of-tree build (make distdir needs the source tree)'
-    unless abs_path($build) eq abs_path($ENV{SMTPCHAIN_SRCDIR} // '');
 
 # A make of our own, not a sub-make of "make check".
 delete @ENV{qw(MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES)};
