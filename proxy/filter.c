@@ -11,8 +11,8 @@
  * a step of its own (FILTER_UNKNOWN, the modules' unknown hook, called
  * only when the module's descriptor is recent enough to have it).
  * SC_PENDING suspends the run until the
- * module calls resume(); the session is then woken up with
- * session_filter_resumed().
+ * module calls resume(); the session is then woken up through the callback
+ * it gave filter_session_open().
  */
 #include <ctype.h>
 #include <errno.h>
@@ -62,12 +62,13 @@ filter_set_loop(void *loop)
 	global_loop = loop;
 }
 
-/* One context per module for a new session. */
+/* One context per module for a new session; resumed wakes it after a pending module. */
 void
-filter_session_open(struct session *s)
+filter_session_open(struct session *s, void (*resumed)(struct session *s))
 {
 	size_t n = chain_of(s)->n;
 
+	s->filter_resumed = resumed;
 	if (n == 0)
 		return;
 	s->fctx = xcalloc(n, sizeof(*s->fctx));
@@ -176,7 +177,7 @@ chain_verdict(struct session *s, enum sc_verdict v)
 			s->filter_skip_session = true;
 		else if (r->step != FILTER_UNKNOWN)	/* there: this command only */
 			s->filter_skip_message = true;
-		session_log(s, LOG_LVL_DEBUG, "filter %s: accept at %s", m->name, step_names[r->step]);
+		log_id(s->id, LOG_LVL_DEBUG, "filter %s: accept at %s", m->name, step_names[r->step]);
 		r->verdict = v;
 		r->verdict_idx = r->idx;
 		run_finish(s, FILTER_GO);
@@ -187,21 +188,21 @@ chain_verdict(struct session *s, enum sc_verdict v)
 
 		if (r->reply[0] != want) {
 			if (r->reply[0])
-				session_log(s, LOG_LVL_WARNING, "filter %s: reply class does not match "
+				log_id(s->id, LOG_LVL_WARNING, "filter %s: reply class does not match "
 				    "its verdict; using the default", m->name);
 			snprintf(r->reply, sizeof(r->reply), "%s", default_reply(r->step, v));
 		}
 		r->verdict = v;
 		r->verdict_idx = r->idx;
-		session_log(s, LOG_LVL_INFO, "filter %s: %s at %s: %s", m->name,
+		log_id(s->id, LOG_LVL_INFO, "filter %s: %s at %s: %s", m->name,
 		    v == SC_REJECT ? "reject" : "tempfail", step_names[r->step], r->reply);
 		run_finish(s, FILTER_REFUSE);
 		return true;
 	}
 	case SC_DISCARD:
 	case SC_QUARANTINE:
-		if (r->step == FILTER_UNKNOWN && !s->in_mail) {
-			session_log(s, LOG_LVL_INFO, "filter %s: %s at %s outside a transaction; "
+		if (r->step == FILTER_UNKNOWN && !s->tx.in_mail) {
+			log_id(s->id, LOG_LVL_INFO, "filter %s: %s at %s outside a transaction; "
 			    "ignored", m->name, v == SC_DISCARD ? "discard" : "quarantine",
 			    step_names[r->step]);
 			return false;
@@ -213,7 +214,7 @@ chain_verdict(struct session *s, enum sc_verdict v)
 		}
 		if (r->step <= FILTER_HELO)
 			s->session_outcome = s->msg_outcome;
-		session_log(s, LOG_LVL_INFO, "filter %s: %s at %s", m->name,
+		log_id(s->id, LOG_LVL_INFO, "filter %s: %s at %s", m->name,
 		    v == SC_DISCARD ? "discard" : "quarantine", step_names[r->step]);
 		if (r->step == FILTER_MESSAGE) {
 			r->verdict = v;
@@ -224,7 +225,7 @@ chain_verdict(struct session *s, enum sc_verdict v)
 		return false;
 	case SC_PENDING:
 	default:
-		session_log(s, LOG_LVL_WARNING, "filter %s: invalid verdict %d at %s; tempfail",
+		log_id(s->id, LOG_LVL_WARNING, "filter %s: invalid verdict %d at %s; tempfail",
 		    m->name, (int)v, step_names[r->step]);
 		r->reply[0] = '\0';
 		return chain_verdict(s, SC_TEMPFAIL);
@@ -255,12 +256,12 @@ commit_body(struct session *s, struct sc_ctx *c)
 	if (!c->replacing_body)
 		return;
 	c->replacing_body = false;
-	before = msgstore_changes(s->store);
-	if (msgstore_body_replace_commit(s->store) != 0)
-		session_log(s, LOG_LVL_WARNING, "filter %s: replacing the body: %s",
+	before = msgstore_changes(s->tx.store);
+	if (msgstore_body_replace_commit(s->tx.store) != 0)
+		log_id(s->id, LOG_LVL_WARNING, "filter %s: replacing the body: %s",
 		    module_of(c)->name, strerror(errno));
 	else
-		changed(c, msgstore_changes(s->store) != before, "replace body", NULL);
+		changed(c, msgstore_changes(s->tx.store) != before, "replace body", NULL);
 }
 
 /*
@@ -280,8 +281,8 @@ message_through(struct session *s, struct sc_ctx *c)
 	for (;;) {
 		switch (r->stage) {
 		case STAGE_HEADERS:
-			if (d->header && r->header < msgstore_nheaders(s->store)) {
-				const struct msg_header *h = msgstore_header(s->store, r->header++);
+			if (d->header && r->header < msgstore_nheaders(s->tx.store)) {
+				const struct msg_header *h = msgstore_header(s->tx.store, r->header++);
 
 				v = CALL_HOOK(r, d->header(c, h->name, h->value));
 				if (v != SC_CONTINUE)
@@ -292,14 +293,14 @@ message_through(struct session *s, struct sc_ctx *c)
 			continue;
 		case STAGE_EOH:
 			r->stage = STAGE_BODY;
-			if (d->body && msgstore_body_rewind(s->store) != 0)
+			if (d->body && msgstore_body_rewind(s->tx.store) != 0)
 				goto io_error;
 			if (d->eoh && (v = CALL_HOOK(r, d->eoh(c))) != SC_CONTINUE)
 				return v;
 			continue;
 		case STAGE_BODY:
 			if (d->body) {
-				if ((n = msgstore_body_read(s->store, body_chunk, sizeof(body_chunk))) < 0)
+				if ((n = msgstore_body_read(s->tx.store, body_chunk, sizeof(body_chunk))) < 0)
 					goto io_error;
 				if (n > 0) {
 					v = CALL_HOOK(r, d->body(c, body_chunk, (size_t)n));
@@ -325,7 +326,7 @@ message_through(struct session *s, struct sc_ctx *c)
 		}
 	}
 io_error:
-	session_log(s, LOG_LVL_WARNING, "reading the held message: %s", strerror(errno));
+	log_id(s->id, LOG_LVL_WARNING, "reading the held message: %s", strerror(errno));
 	snprintf(r->reply, sizeof(r->reply), "451 4.3.0 Error: local I/O error");
 	return SC_TEMPFAIL;
 }
@@ -526,7 +527,7 @@ host_get(struct sc_ctx *c, const char *name)
 	if (strcmp(name, "session_id") == 0)
 		return s->id;
 	if (strcmp(name, "queue_id") == 0)
-		return s->msgid[0] ? s->msgid : NULL;
+		return s->tx.msgid[0] ? s->tx.msgid : NULL;
 	if (strcmp(name, "client_addr") == 0)
 		return s->caddr;
 	if (strcmp(name, "client_port") == 0) {
@@ -541,7 +542,7 @@ host_get(struct sc_ctx *c, const char *name)
 		return s->ehlo_seen ? "ESMTP" : "SMTP";
 	if (strcmp(name, "mail_addr") == 0)
 		return s->run.step == FILTER_MAIL && s->run.active ? s->run.arg1 :
-		    s->in_mail || s->from[0] ? s->from : NULL;
+		    s->tx.in_mail || s->tx.from[0] ? s->tx.from : NULL;
 	if (strcmp(name, "rcpt_addr") == 0)
 		return s->run.active && s->run.step == FILTER_RCPT ? s->run.arg1 : NULL;
 	if (strcmp(name, "hostname") == 0)
@@ -575,7 +576,7 @@ host_get(struct sc_ctx *c, const char *name)
 	    s->run.step == FILTER_MAIL)
 		return mail_auth_param(s->run.arg2, c->value, sizeof(c->value));
 	if (strcmp(name, "nrcpt") == 0) {
-		snprintf(c->scratch, sizeof(c->scratch), "%u", s->rcpt_ok);
+		snprintf(c->scratch, sizeof(c->scratch), "%u", s->tx.rcpt_ok);
 		return c->scratch;
 	}
 	return NULL;
@@ -592,7 +593,7 @@ host_log(struct sc_ctx *c, int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	session_log(c->s, (enum log_level)level, "filter %s: %s", module_of(c)->name, line);
+	log_id(c->s->id, (enum log_level)level, "filter %s: %s", module_of(c)->name, line);
 }
 
 /* Whether s is "D.DDD.DDD" with the given class digit. */
@@ -658,7 +659,7 @@ in_eom(struct sc_ctx *c)
 	struct filter_run *r = &c->s->run;
 
 	return r->active && r->step == FILTER_MESSAGE && r->idx == c->idx &&
-	    r->stage == STAGE_DONE && c->s->store != NULL;
+	    r->stage == STAGE_DONE && c->s->tx.store != NULL;
 }
 
 /*
@@ -670,11 +671,11 @@ in_eom(struct sc_ctx *c)
 static int
 changed(struct sc_ctx *c, int rc, const char *what, const char *arg)
 {
-	session_log(c->s, rc >= 0 ? LOG_LVL_DEBUG : LOG_LVL_WARNING, "filter %s: %s %s%s",
+	log_id(c->s->id, rc >= 0 ? LOG_LVL_DEBUG : LOG_LVL_WARNING, "filter %s: %s %s%s",
 	    module_of(c)->name, what, arg ? arg : "",
 	    rc > 0 ? "" : rc == 0 ? " (no change)" : " (refused)");
 	if (rc > 0)
-		c->s->msg_modified = true;
+		c->s->tx.modified = true;
 	return rc < 0 ? -1 : 0;
 }
 
@@ -684,7 +685,7 @@ store_result(struct sc_ctx *c, uint64_t before, int rc)
 {
 	if (rc != 0)
 		return -1;
-	return msgstore_changes(c->s->store) != before;
+	return msgstore_changes(c->s->tx.store) != before;
 }
 
 static int
@@ -694,8 +695,8 @@ host_add_header(struct sc_ctx *c, const char *name, const char *value)
 
 	if (!in_eom(c) || !name || !value)
 		return -1;
-	before = msgstore_changes(c->s->store);
-	return changed(c, store_result(c, before, msgstore_add_header(c->s->store, name, value)),
+	before = msgstore_changes(c->s->tx.store);
+	return changed(c, store_result(c, before, msgstore_add_header(c->s->tx.store, name, value)),
 	    "add header", name);
 }
 
@@ -706,9 +707,9 @@ host_insert_header(struct sc_ctx *c, size_t index, const char *name, const char 
 
 	if (!in_eom(c) || !name || !value)
 		return -1;
-	before = msgstore_changes(c->s->store);
+	before = msgstore_changes(c->s->tx.store);
 	return changed(c, store_result(c, before,
-	    msgstore_insert_header(c->s->store, index, name, value)), "insert header", name);
+	    msgstore_insert_header(c->s->tx.store, index, name, value)), "insert header", name);
 }
 
 static int
@@ -718,9 +719,9 @@ host_change_header(struct sc_ctx *c, const char *name, size_t occurrence, const 
 
 	if (!in_eom(c) || !name || occurrence == 0)
 		return -1;
-	before = msgstore_changes(c->s->store);
+	before = msgstore_changes(c->s->tx.store);
 	return changed(c, store_result(c, before,
-	    msgstore_change_header(c->s->store, name, occurrence, value)),
+	    msgstore_change_header(c->s->tx.store, name, occurrence, value)),
 	    value ? "change header" : "delete header", name);
 }
 
@@ -731,9 +732,9 @@ host_change_header_at(struct sc_ctx *c, size_t index, const char *name, const ch
 
 	if (!in_eom(c) || !name)
 		return -1;
-	before = msgstore_changes(c->s->store);
+	before = msgstore_changes(c->s->tx.store);
 	return changed(c, store_result(c, before,
-	    msgstore_change_header_at(c->s->store, index, name, value)),
+	    msgstore_change_header_at(c->s->tx.store, index, name, value)),
 	    value ? "change header" : "delete header", name);
 }
 
@@ -744,11 +745,11 @@ host_replace_body(struct sc_ctx *c, const void *p, size_t n)
 	if (!in_eom(c))
 		return -1;
 	if (!c->replacing_body) {
-		if (msgstore_body_replace_begin(c->s->store) != 0)
+		if (msgstore_body_replace_begin(c->s->tx.store) != 0)
 			return -1;
 		c->replacing_body = true;
 	}
-	return msgstore_body_replace_append(c->s->store, p, n);
+	return msgstore_body_replace_append(c->s->tx.store, p, n);
 }
 
 /* An address for the envelope: no brackets, no controls, no spaces. */
@@ -782,7 +783,7 @@ host_change_from(struct sc_ctx *c, const char *addr, const char *params)
 {
 	if (!in_eom(c) || !valid_envelope_addr(addr) || !valid_params(params))
 		return -1;
-	return changed(c, session_change_from(c->s, addr, params), "change sender to", addr);
+	return changed(c, txn_change_from(&c->s->tx, addr, params), "change sender to", addr);
 }
 
 static int
@@ -790,7 +791,7 @@ host_add_rcpt(struct sc_ctx *c, const char *addr, const char *params)
 {
 	if (!in_eom(c) || !valid_envelope_addr(addr) || !valid_params(params))
 		return -1;
-	return changed(c, session_add_rcpt(c->s, addr, params), "add recipient", addr);
+	return changed(c, txn_add_rcpt(&c->s->tx, addr, params), "add recipient", addr);
 }
 
 static int
@@ -798,7 +799,7 @@ host_del_rcpt(struct sc_ctx *c, const char *addr)
 {
 	if (!in_eom(c) || addr == NULL)
 		return -1;
-	return changed(c, session_del_rcpt(c->s, addr), "delete recipient", addr);
+	return changed(c, txn_del_rcpt(&c->s->tx, addr), "delete recipient", addr);
 }
 
 /* A pending hook's answer: go on with the run, then wake the session up. */
@@ -809,7 +810,7 @@ host_resume(struct sc_ctx *c, enum sc_verdict v)
 	struct filter_run *r = &s->run;
 
 	if (!r->active || r->idx != c->idx || r->finished) {
-		session_log(s, LOG_LVL_WARNING, "filter %s: resume() with nothing pending; ignored",
+		log_id(s->id, LOG_LVL_WARNING, "filter %s: resume() with nothing pending; ignored",
 		    module_of(c)->name);
 		return;
 	}
@@ -819,7 +820,7 @@ host_resume(struct sc_ctx *c, enum sc_verdict v)
 		return;
 	}
 	if (!r->waiting) {
-		session_log(s, LOG_LVL_WARNING, "filter %s: resume() twice; ignored",
+		log_id(s->id, LOG_LVL_WARNING, "filter %s: resume() twice; ignored",
 		    module_of(c)->name);
 		return;
 	}
@@ -838,7 +839,7 @@ host_resume(struct sc_ctx *c, enum sc_verdict v)
 		chain_run(s);
 	}
 	if (!r->waiting)
-		session_filter_resumed(s);
+		s->filter_resumed(s);
 }
 
 static void *

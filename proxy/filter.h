@@ -6,7 +6,8 @@
  * hook in order and comes back with one verdict.  A hook that answers
  * SC_PENDING suspends the run: filter_phase() returns FILTER_WAIT, the
  * session stops where it is, and when the module calls host->resume() the
- * run goes on and the session is woken up (session_filter_resumed), which
+ * run goes on and the session is woken up (the callback it gave
+ * filter_session_open()), which
  * asks filter_phase() again for the same step and gets the result.
  *
  * Verdicts, once per step:
@@ -83,8 +84,9 @@ struct sc_ctx {
 const struct sc_host *filter_host(void);
 void	filter_set_loop(void *loop);
 
-/* Session lifetime: per-module contexts; abort/close hooks at the end. */
-void	filter_session_open(struct session *s);
+/* Session lifetime: per-module contexts; abort/close hooks at the end.
+ * resumed: called when a pending module has answered and the run goes on. */
+void	filter_session_open(struct session *s, void (*resumed)(struct session *s));
 void	filter_session_close(struct session *s);
 /* The message is over (outcome, RSET, new EHLO): abort() for modules that did not see its end. */
 void	filter_message_end(struct session *s);

@@ -143,6 +143,24 @@ log_msg(enum log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * A line about one session (or one of its parts: filters, the held
+ * message), prefixed with its id so that one connection can be grepped out.
+ */
+void
+log_id(const char *id, enum log_level level, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+
+	if (!log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_msg(level, "%s: %s", id, line);
+}
+
 /* The environment is broken: say why and exit 1 (start-up only). */
 void
 log_fatal(const char *fmt, ...)

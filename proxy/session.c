@@ -46,6 +46,7 @@
 #include "log.h"
 #include "module.h"
 #include "msgstore.h"
+#include "hold.h"
 #include "proxyproto.h"
 #include "session.h"
 
@@ -66,9 +67,7 @@ static void	client_timeout(uv_timer_t *t);
 static void	client_timer_arm(struct session *s);
 static void	handle_closed(uv_handle_t *h);
 static void	reset_transaction(struct session *s);
-static void	reset_bdat(struct session *s);
-static void	hold_end(struct session *s);
-static void	hold_feed(struct session *s, const char *p, size_t used, enum dot_result r);
+static void	hold_act(struct session *s, struct hold_result r);
 static void	client_eof(struct session *s);
 static void	client_eof_answered(struct session *s);
 static void	proxy_header_input(struct session *s);
@@ -286,60 +285,12 @@ session_fail(struct session *s, const char *fmt, ...)
 		session_close(s);
 }
 
-/* Forget a message's BDAT state (at its outcome, or a new MAIL). */
-static void
-reset_bdat(struct session *s)
-{
-	s->bdat_convert = false;
-	s->bdat_data_open = false;
-	s->bdat_relayed = false;
-	s->bdat_failed = false;
-	free(s->bdat_error);
-	s->bdat_error = NULL;
-	s->msg_octets = 0;
-	s->oversize = false;
-}
-
-/* Forget a held message and its envelope copy. */
-static void
-reset_held(struct session *s)
-{
-	if (s->store) {
-		msgstore_free(s->store);
-		s->store = NULL;
-	}
-	s->spooling = s->pumping = false;
-	s->store_errno = 0;
-	for (size_t i = 0; i < s->nrcpts; i++) {
-		free(s->rcpts[i].line);
-		free(s->rcpts[i].addr);
-	}
-	s->nrcpts = s->rcpt_reply_next = s->replay_cursor = 0;
-	s->replay_wait = s->replay_ok = 0;
-	free(s->replay_error);
-	s->replay_error = NULL;
-	free(s->mail_line);
-	s->mail_line = NULL;
-	free(s->mail_canon);
-	s->mail_canon = NULL;
-	free(s->env_from);
-	s->env_from = NULL;
-	s->envelope_changed = false;
-	s->msg_modified = false;
-	filter_message_end(s);
-}
-
 /* The transaction is over (its outcome, RSET, a new EHLO/HELO). */
 static void
 reset_transaction(struct session *s)
 {
-	s->msgid[0] = '\0';
-	s->in_mail = false;
-	s->mail_smtputf8 = false;
-	s->rcpt_ok = 0;
-	s->from[0] = '\0';
-	reset_bdat(s);
-	reset_held(s);
+	txn_reset(&s->tx);
+	filter_message_end(s);
 }
 
 /* Whether the backend is inside DATA (or BDAT): then only a dropped
@@ -347,9 +298,9 @@ reset_transaction(struct session *s)
 bool
 session_backend_in_data(const struct session *s)
 {
-	if (s->pumping || s->bdat_data_open)
+	if (s->tx.pumping || s->tx.bdat_data_open)
 		return true;
-	if (s->spooling)
+	if (s->tx.spooling)
 		return false;
 	return s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_DISCARD;
 }
@@ -373,7 +324,7 @@ log_refusal(struct session *s, const char *what, const char *r, size_t n)
 		n--;
 	printable(r, n, reply, sizeof(reply));
 	session_log(s, LOG_LVL_INFO, "reject: %s from [%s]:%u: %s; from=<%s> helo=<%s>",
-	    what, s->caddr, s->cport, reply, s->from, s->helo);
+	    what, s->caddr, s->cport, reply, s->tx.from, s->helo);
 }
 
 /* Whether the rewritten EHLO list offered this keyword to the client. */
@@ -517,8 +468,8 @@ relay(struct session *s, const char *line, size_t len, enum smtp_verb verb, bool
 static void
 message_number(struct session *s)
 {
-	if (s->msgid[0] == '\0')
-		snprintf(s->msgid, sizeof(s->msgid), "%s.%" PRIu64, s->id, ++s->msgno);
+	if (s->tx.msgid[0] == '\0')
+		snprintf(s->tx.msgid, sizeof(s->tx.msgid), "%s.%" PRIu64, s->id, ++s->msgno);
 }
 
 static bool
@@ -614,55 +565,22 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	message_number(s);
 	if (!filter_allows(s, FILTER_MAIL, addr, params, &r))
 		return r;
-	s->mail_smtputf8 = smtp_path_param(&path, "SMTPUTF8") != NULL;
-	n = path.addrlen < sizeof(s->from) - 1 ? path.addrlen : sizeof(s->from) - 1;
-	memcpy(s->from, path.addr, n);
-	s->from[n] = '\0';
-	s->size_limit = message_size_limit(s);
+	s->tx.mail_smtputf8 = smtp_path_param(&path, "SMTPUTF8") != NULL;
+	n = path.addrlen < sizeof(s->tx.from) - 1 ? path.addrlen : sizeof(s->tx.from) - 1;
+	memcpy(s->tx.from, path.addr, n);
+	s->tx.from[n] = '\0';
+	s->tx.size_limit = message_size_limit(s);
 	if (s->srv->chain.n > 0) {
 		char canon[1600];
 
-		free(s->mail_line);
-		s->mail_line = xstrndup(line, len - 2);
 		snprintf(canon, sizeof(canon), "MAIL FROM:<%s>%s%s", addr, params[0] ? " " : "", params);
-		free(s->mail_canon);
-		s->mail_canon = xstrdup(canon);
+		txn_set_mail(&s->tx, line, len - 2, canon);
 	}
 	/* A new message's BDAT state starts here, in the client's order: the
 	 * answer to MAIL may come after its chunks were relayed (pipelining). */
-	reset_bdat(s);
+	txn_reset_bdat(&s->tx);
 	backend_xforward(s);
 	return relay(s, line, len, SMTP_MAIL, false);
-}
-
-/*
- * Keep a relayed recipient of a held message, for a replay after filters
- * and the envelope header of a quarantined one.  Pending until its reply:
- * then kept if accepted, dropped if refused (nothing later needs it).
- */
-static void
-rcpt_record(struct session *s, const char *line, size_t len, const char *addr, uint8_t status)
-{
-	struct rcpt_entry *e;
-
-	if (s->nrcpts == s->rcpts_cap) {
-		s->rcpts_cap = s->rcpts_cap ? s->rcpts_cap * 2 : 8;
-		s->rcpts = xrealloc(s->rcpts, s->rcpts_cap * sizeof(*s->rcpts));
-	}
-	e = &s->rcpts[s->nrcpts++];
-	e->line = xstrndup(line, len);
-	e->addr = xstrdup(addr);
-	e->status = status;
-}
-
-/* Forget recipient i (refused): its slot goes to the ones after it, still pending. */
-static void
-rcpt_drop(struct session *s, size_t i)
-{
-	free(s->rcpts[i].line);
-	free(s->rcpts[i].addr);
-	memmove(s->rcpts + i, s->rcpts + i + 1, (s->nrcpts - i - 1) * sizeof(*s->rcpts));
-	s->nrcpts--;
 }
 
 /* RCPT TO: syntax, DSN parameters, the recipient limit, the chain. */
@@ -684,12 +602,12 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		local_reply(s, "%s", err);
 		return STEP_NEXT;
 	}
-	if (path.eightbit && !s->mail_smtputf8) {
+	if (path.eightbit && !s->tx.mail_smtputf8) {
 		s->rcpt_refused++;
 		local_reply(s, "553 5.6.7 Error: non-ASCII address without SMTPUTF8");
 		return STEP_NEXT;
 	}
-	if (s->rcpt_ok + s->rcpt_sent >= s->cfg->limits.max_recipients) {
+	if (s->tx.rcpt_ok + s->rcpt_sent >= s->cfg->limits.max_recipients) {
 		if (s->rcpt_sent > 0)
 			return STEP_STOP;	/* the count depends on replies to come */
 		/* not an error: the client sends the rest in another transaction
@@ -705,30 +623,9 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		return r;
 	}
 	if (s->srv->chain.n > 0)
-		rcpt_record(s, line, len - 2, addr, RCPT_PENDING);
+		txn_rcpt_record(&s->tx, line, len - 2, addr, RCPT_PENDING);
 	s->rcpt_sent++;
 	return relay(s, line, len, SMTP_RCPT, false);
-}
-
-/*
- * Start holding a message for the filters (DATA, or the first BDAT): the
- * proxy answers 354 itself (every recipient has its answer by now: the
- * caller waited for pcount 0); the backend gets DATA only when the filters
- * have decided.  Returns NULL, or the refusal to give instead.
- */
-static const char *
-hold_begin(struct session *s)
-{
-	if (!s->in_mail)
-		return "503 5.5.1 Error: need MAIL command";
-	if (s->rcpt_ok == 0)
-		return "554 5.5.1 Error: no valid recipients";
-	s->store = msgstore_new(s->cfg->spool_dir, s->cfg->spool_memory, s->cfg->max_header_size);
-	s->spooling = true;
-	s->held_dot = false;
-	s->store_errno = 0;
-	s->msg_octets = 0;
-	return NULL;
 }
 
 /* DATA: the chain's data step, then relayed, or held for the filters. */
@@ -748,7 +645,7 @@ cmd_data(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		local_reply(s, "%s", refusal);
 		return STEP_NEXT;
 	}
-	dot_scanner_init(&s->dot);
+	dot_scanner_init(&s->tx.dot);
 	session_replyf(s, "354 End data with <CR><LF>.<CR><LF>");
 	session_set_state(s, SS_DATA, "354 (held for filters)");
 	return STEP_NEXT;
@@ -793,8 +690,8 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		session_fail(s, "501 5.5.4 Syntax: BDAT count [LAST]");
 		return STEP_STOP;
 	}
-	if (s->size_limit && (s->msg_octets > s->size_limit ||
-	    count > s->size_limit - s->msg_octets)) {
+	if (s->tx.size_limit && (s->tx.msg_octets > s->tx.size_limit ||
+	    count > s->tx.size_limit - s->tx.msg_octets)) {
 		/*
 		 * A chunk that cannot fit: refused before one octet of it is
 		 * read or stored (its count may be anything up to 2^64-1, so
@@ -805,11 +702,11 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 			return STEP_STOP;
 		session_log(s, LOG_LVL_WARNING, "BDAT chunk of %" PRIu64 " octets after %" PRIu64
 		    " would pass the limit of %" PRIu64 ": refusing the message", count,
-		    s->msg_octets, s->size_limit);
+		    s->tx.msg_octets, s->tx.size_limit);
 		session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
 		return STEP_STOP;
 	}
-	if (holds_message(s) && !s->spooling && !s->bdat_failed) {
+	if (holds_message(s) && !s->tx.spooling && !s->tx.bdat_failed) {
 		const char *reply;
 
 		if (s->pcount > 0)
@@ -821,33 +718,33 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 			break;
 		case FILTER_GO:
 			reply = hold_begin(s);
-			dot_stuffer_init(&s->stuff);
+			dot_stuffer_init(&s->tx.stuff);
 			break;
 		}
 		if (reply) {	/* this message's chunks are read and refused with it */
-			s->bdat_failed = true;
-			s->bdat_error = xstrdup(reply);
+			s->tx.bdat_failed = true;
+			s->tx.bdat_error = xstrdup(reply);
 		}
 	}
-	s->bdat_left = count;
-	s->bdat_last = last;
-	if (s->spooling || s->bdat_failed) {
+	s->tx.bdat_left = count;
+	s->tx.bdat_last = last;
+	if (s->tx.spooling || s->tx.bdat_failed) {
 		/* the octets go to the store, or nowhere */
 	} else if (s->bcaps.chunking) {
-		if (!s->bdat_relayed) {
-			crlf_checker_init(&s->bdat_crlf);
-			s->bdat_relayed = true;
+		if (!s->tx.bdat_relayed) {
+			crlf_checker_init(&s->tx.bdat_crlf);
+			s->tx.bdat_relayed = true;
 		}
 		backend_send(s, line, len, last ? BS_DOT : BS_COMMAND, SMTP_BDAT);
 		s->last_sync = last;	/* the next message waits for this one's answer */
-	} else if (!s->bdat_data_open) {
+	} else if (!s->tx.bdat_data_open) {
 		/* Open DATA at the backend first, then come back to this line. */
 		if (s->pcount > 0)
 			return STEP_STOP;
 		backend_send(s, "DATA\r\n", 6, BS_BDAT_DATA, SMTP_DATA);
-		s->bdat_convert = true;
+		s->tx.bdat_convert = true;
 		s->last_sync = true;
-		s->bdat_left = 0;
+		s->tx.bdat_left = 0;
 		return STEP_STOP;
 	}
 	session_set_state(s, SS_BDAT, last ? "BDAT LAST" : "BDAT");
@@ -995,7 +892,7 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		local_reply(s, "503 5.5.1 Error: already authenticated");
 		return STEP_NEXT;
 	}
-	if (s->in_mail) {
+	if (s->tx.in_mail) {
 		local_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
 		return STEP_NEXT;
 	}
@@ -1173,7 +1070,7 @@ process_command(struct session *s)
 		return STEP_NEXT;
 	}
 	len = (size_t)(lf - head) + 1;
-	if (s->srv->stopping && !s->in_mail) {
+	if (s->srv->stopping && !s->tx.in_mail) {
 		session_fail(s, "421 4.3.2 %s Service shutting down, closing connection",
 		    s->cfg->hostname);
 		return STEP_STOP;
@@ -1203,7 +1100,7 @@ process_command(struct session *s)
 	if (smtp_parse_command(head, len - 2, &cmd) != 0) {
 		local_reply(s, "500 5.5.2 Error: bad syntax");
 		r = STEP_NEXT;
-	} else if (s->bdat_data_open && cmd.verb != SMTP_BDAT) {
+	} else if (s->tx.bdat_data_open && cmd.verb != SMTP_BDAT) {
 		/*
 		 * Between BDAT chunks turned into DATA the backend is inside its
 		 * DATA: a relayed line would become message text and its reply
@@ -1233,73 +1130,31 @@ process_command(struct session *s)
 	return r;
 }
 
-/* The reply that ends a held message the store could not take. */
-static const char *
-store_error_reply(int err)
-{
-	if (err == EMSGSIZE)
-		return "552 5.3.4 Error: message header size exceeds limit";
-	if (err == EILSEQ)	/* no filter could see past it: see msgstore.h */
-		return "550 5.6.0 Error: NUL character in a message header";
-	return "452 4.3.1 Error: insufficient system storage";
-}
-
-/*
- * Checked DATA bytes into the store, without the end marker ".\r\n" (whose
- * dot may have ended the previous piece: a line-start dot is held back
- * until the next bytes tell what it is).
- */
-static void
-hold_feed(struct session *s, const char *p, size_t used, enum dot_result r)
-{
-	size_t n = used;
-
-	if (s->store_errno != 0)
-		return;
-	if (s->held_dot) {
-		s->held_dot = false;
-		if (r == DOT_END && used == 2)
-			return;		/* that dot began the end marker */
-		if (msgstore_feed(s->store, ".", 1) != 0) {
-			s->store_errno = errno;
-			return;
-		}
-	}
-	if (r == DOT_END) {
-		n = used - 3;
-	} else if (r == DOT_MORE && used > 0 && dot_scan_at_dot(&s->dot)) {
-		n = used - 1;
-		s->held_dot = true;
-	}
-	if (n > 0 && msgstore_feed(s->store, p, n) != 0)
-		s->store_errno = errno;
-}
-
 /* Message data after 354: check it, pass it on (or to the store), find its end. */
 static enum step_result
 process_data(struct session *s)
 {
 	size_t used;
-	enum dot_result r = dot_scan(&s->dot, iobuf_head(&s->cin), s->cin.len, &used);
+	enum dot_result r = dot_scan(&s->tx.dot, iobuf_head(&s->cin), s->cin.len, &used);
 
-	if (!s->oversize && s->size_limit && s->dot.octets > s->size_limit) {
+	if (!s->tx.oversize && s->tx.size_limit && s->tx.dot.octets > s->tx.size_limit) {
 		session_log(s, LOG_LVL_WARNING, "message over %" PRIu64 " octets: discarding it",
-		    s->size_limit);
-		s->oversize = true;
-		if (!s->spooling)
+		    s->tx.size_limit);
+		s->tx.oversize = true;
+		if (!s->tx.spooling)
 			backend_abort(s);
 		session_set_state(s, SS_DISCARD, "over the size limit");
 	}
-	if (!s->oversize) {
+	if (!s->tx.oversize) {
 		if (s->cfg->log.transcript_body)
 			session_transcript(s, "c>p", iobuf_head(&s->cin), used);
-		if (!s->spooling)
+		if (!s->tx.spooling)
 			backend_data(s, iobuf_head(&s->cin), used);
 		else
 			hold_feed(s, iobuf_head(&s->cin), used, r);
 	}
 	iobuf_consume(&s->cin, used);
-	s->msg_octets = s->dot.octets;
+	s->tx.msg_octets = s->tx.dot.octets;
 	switch (r) {
 	case DOT_MORE:
 		return STEP_STOP;
@@ -1307,14 +1162,14 @@ process_data(struct session *s)
 		if (s->srv->transcript) {
 			char note[64];
 
-			snprintf(note, sizeof(note), "(message data, %" PRIu64 " octets)", s->msg_octets);
+			snprintf(note, sizeof(note), "(message data, %" PRIu64 " octets)", s->tx.msg_octets);
 			session_transcript(s, "c>p", note, strlen(note));
 		}
-		if (s->spooling) {
-			hold_end(s);
+		if (s->tx.spooling) {
+			hold_act(s, hold_end(s));
 			return STEP_NEXT;
 		}
-		if (s->oversize) {
+		if (s->tx.oversize) {
 			session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
 			return STEP_STOP;
 		}
@@ -1326,7 +1181,7 @@ process_data(struct session *s)
 	case DOT_BAD_LF:
 		session_log(s, LOG_LVL_WARNING, "bare <%s> in message data after %" PRIu64
 		    " octets: refusing the message (SMTP smuggling?)",
-		    r == DOT_BAD_CR ? "CR" : "LF", s->dot.octets);
+		    r == DOT_BAD_CR ? "CR" : "LF", s->tx.dot.octets);
 		backend_abort(s);
 		session_fail(s, "521 5.5.2 %s Error: bare <CR> or <LF> in message data",
 		    s->cfg->hostname);
@@ -1343,12 +1198,12 @@ bdat_stuff_out(struct session *s, const char *p, size_t n)
 	size_t used = 0, produced, off = 0;
 
 	while (off < n) {
-		enum dot_result r = dot_stuff(&s->stuff, p + off, n - off, &used, out,
+		enum dot_result r = dot_stuff(&s->tx.stuff, p + off, n - off, &used, out,
 		    sizeof(out), &produced);
 
-		if (s->spooling) {
-			if (s->store_errno == 0 && msgstore_feed(s->store, out, produced) != 0)
-				s->store_errno = errno;
+		if (s->tx.spooling) {
+			if (s->tx.store_errno == 0 && msgstore_feed(s->tx.store, out, produced) != 0)
+				s->tx.store_errno = errno;
 		} else {
 			backend_data(s, out, produced);
 		}
@@ -1372,11 +1227,11 @@ bdat_refuse_bare(struct session *s)
 static enum step_result
 process_bdat(struct session *s)
 {
-	size_t n = s->cin.len < s->bdat_left ? s->cin.len : (size_t)s->bdat_left;
+	size_t n = s->cin.len < s->tx.bdat_left ? s->cin.len : (size_t)s->tx.bdat_left;
 	const char *p = iobuf_head(&s->cin);
-	bool forward = !s->oversize && !s->bdat_failed;
+	bool forward = !s->tx.oversize && !s->tx.bdat_failed;
 
-	if (forward && (s->bdat_convert || s->spooling)) {
+	if (forward && (s->tx.bdat_convert || s->tx.spooling)) {
 		if (!bdat_stuff_out(s, p, n)) {
 			bdat_refuse_bare(s);
 			return STEP_STOP;
@@ -1389,54 +1244,54 @@ process_bdat(struct session *s)
 		 */
 		size_t bad;
 
-		if (crlf_check(&s->bdat_crlf, p, n, &bad) != DOT_MORE ||
-		    (s->bdat_last && n == s->bdat_left && crlf_check_cr_pending(&s->bdat_crlf))) {
+		if (crlf_check(&s->tx.bdat_crlf, p, n, &bad) != DOT_MORE ||
+		    (s->tx.bdat_last && n == s->tx.bdat_left && crlf_check_cr_pending(&s->tx.bdat_crlf))) {
 			bdat_refuse_bare(s);
 			return STEP_STOP;
 		}
 		backend_data(s, p, n);
 	}
 	iobuf_consume(&s->cin, n);
-	s->bdat_left -= n;
-	s->msg_octets += n;
-	if (s->bdat_left > 0)
+	s->tx.bdat_left -= n;
+	s->tx.msg_octets += n;
+	if (s->tx.bdat_left > 0)
 		return STEP_STOP;
 
 	session_set_state(s, SS_COMMAND, "end of chunk");
-	if (s->oversize) {
+	if (s->tx.oversize) {
 		session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
 		return STEP_STOP;
 	}
-	if (s->bdat_failed) {
-		local_reply(s, "%s", s->bdat_error);
-		if (s->bdat_last)
-			reset_bdat(s);	/* the client starts over with a new MAIL */
+	if (s->tx.bdat_failed) {
+		local_reply(s, "%s", s->tx.bdat_error);
+		if (s->tx.bdat_last)
+			txn_reset_bdat(&s->tx);	/* the client starts over with a new MAIL */
 		return STEP_NEXT;
 	}
-	if (!s->bdat_convert && !s->spooling)
+	if (!s->tx.bdat_convert && !s->tx.spooling)
 		return STEP_NEXT;	/* the backend answers the chunk */
-	if (s->bdat_last) {
+	if (s->tx.bdat_last) {
 		char end[8];
-		int m = dot_stuff_finish(&s->stuff, end, sizeof(end));
+		int m = dot_stuff_finish(&s->tx.stuff, end, sizeof(end));
 
 		if (m < 0) {
 			bdat_refuse_bare(s);
 			return STEP_STOP;
 		}
-		if (s->spooling) {
+		if (s->tx.spooling) {
 			/* the store takes the stream without its final ".\r\n" */
-			if (s->store_errno == 0 && msgstore_feed(s->store, end, (size_t)m - 3) != 0)
-				s->store_errno = errno;
-			hold_end(s);
+			if (s->tx.store_errno == 0 && msgstore_feed(s->tx.store, end, (size_t)m - 3) != 0)
+				s->tx.store_errno = errno;
+			hold_act(s, hold_end(s));
 			return STEP_NEXT;
 		}
 		backend_data(s, end, (size_t)m);
 		backend_send(s, NULL, 0, BS_DOT, SMTP_BDAT);
 		s->last_sync = true;
-		s->bdat_data_open = false;	/* the backend's DATA is ended: no longer inside it */
+		s->tx.bdat_data_open = false;	/* the backend's DATA is ended: no longer inside it */
 		return STEP_NEXT;
 	}
-	local_reply(s, "250 2.0.0 Ok: %" PRIu64 " octets received", s->msg_octets);
+	local_reply(s, "250 2.0.0 Ok: %" PRIu64 " octets received", s->tx.msg_octets);
 	return STEP_NEXT;
 }
 
@@ -1462,11 +1317,11 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 		    tls_conn_version(s->btls) : "none", s->btls && s->btls_up ? "/" : "",
 		    s->btls && s->btls_up ? tls_conn_cipher(s->btls) : "");
 	session_log(s, LOG_LVL_INFO, "msgid=%s client=[%s]:%u helo=<%s>%s%s from=<%s> nrcpt=%u "
-	    "size=%" PRIu64 "%s%s status=%s%s%s reply=\"%s\"", s->msgid[0] ? s->msgid : s->id,
+	    "size=%" PRIu64 "%s%s status=%s%s%s reply=\"%s\"", s->tx.msgid[0] ? s->tx.msgid : s->id,
 	    s->caddr, s->cport, s->helo,
 	    s->auth_done ? " sasl_username=" : "", s->auth_done ? s->auth_user : "",
-	    s->from, s->rcpt_ok, s->msg_octets, tls, btls, status, by,
-	    s->msg_modified ? " modified=yes" : "", reply);
+	    s->tx.from, s->tx.rcpt_ok, s->tx.msg_octets, tls, btls, status, by,
+	    s->tx.modified ? " modified=yes" : "", reply);
 }
 
 /* The status word for a final reply code. */
@@ -1500,76 +1355,6 @@ hold_outcome_local(struct session *s, const char *reply, const char *status)
 }
 
 /*
- * Quarantine: the message and its envelope in one file in quarantine_dir,
- * written to a temporary name, synced, then linked to its final name, so
- * that a file there is always whole.  The final name is MSGID.TIME.eml; a
- * file of that name already there (two instances sharing the directory, a
- * restart within the second) is never replaced: the link fails and the next
- * name, MSGID.TIME-N.eml, is tried.  Returns 0 or -1 (logged).
- */
-static int
-quarantine(struct session *s)
-{
-	char name[128], tmp[PATH_MAX], path[PATH_MAX], head[1024];
-	const char *dir = s->cfg->quarantine_dir;
-	int fd, n;
-
-	snprintf(name, sizeof(name), "%s.%ld", s->msgid[0] ? s->msgid : s->id, (long)time(NULL));
-	if (snprintf(tmp, sizeof(tmp), "%s/.tmp.%s", dir, name) >= (int)sizeof(tmp))
-		return -1;
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
-		session_log(s, LOG_LVL_ERROR, "quarantine: %s: %s", tmp, strerror(errno));
-		return -1;
-	}
-	n = snprintf(head, sizeof(head), "X-Smtpchain-Quarantine: session=%s client=[%s]:%u"
-	    " helo=<%s> filter=%s\r\nX-Smtpchain-Envelope-From: <%s>\r\n", s->id, s->caddr,
-	    s->cport, s->helo, filter_decider(s), s->from);
-	if (write(fd, head, (size_t)n) != n)
-		goto fail;
-	for (size_t i = 0; i < s->nrcpts; i++) {
-		if (s->rcpts[i].status != RCPT_OK && s->rcpts[i].status != RCPT_ADDED)
-			continue;
-		n = snprintf(head, sizeof(head), "X-Smtpchain-Envelope-To: <%s>\r\n", s->rcpts[i].addr);
-		if (write(fd, head, (size_t)n) != n)
-			goto fail;
-	}
-	if (msgstore_write_fd(s->store, fd) != 0 || fsync(fd) != 0)
-		goto fail;
-	if (close(fd) != 0) {
-		fd = -1;
-		goto fail;
-	}
-	fd = -1;
-	for (unsigned try = 0;; try++) {
-		if ((try == 0 ? snprintf(path, sizeof(path), "%s/%s.eml", dir, name) :
-		    snprintf(path, sizeof(path), "%s/%s-%u.eml", dir, name, try)) >= (int)sizeof(path)) {
-			errno = ENAMETOOLONG;
-			goto fail;
-		}
-		if (link(tmp, path) == 0)
-			break;
-		if (errno != EEXIST || try == 1000)
-			goto fail;
-	}
-	unlink(tmp);
-	session_log(s, LOG_LVL_INFO, "quarantined as %s", path);
-	return 0;
-fail:
-	session_log(s, LOG_LVL_ERROR, "quarantine: %s: %s", tmp, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
-	return -1;
-}
-
-/* The recipients the backend gets for a held message (kept, or added by filters). */
-static bool
-rcpt_goes(const struct rcpt_entry *e)
-{
-	return e->status == RCPT_OK || e->status == RCPT_ADDED;
-}
-
-/*
  * A message we keep from the backend on purpose (discarded, quarantined):
  * the client is answered as for a relayed message, with the message's id,
  * as Postfix answers after a milter's discard or hold; only the log says
@@ -1581,127 +1366,41 @@ hold_outcome_kept_back(struct session *s, const char *status)
 {
 	char text[128];
 
-	snprintf(text, sizeof(text), "250 2.0.0 Ok: queued as %s", s->msgid[0] ? s->msgid : s->id);
+	snprintf(text, sizeof(text), "250 2.0.0 Ok: queued as %s", s->tx.msgid[0] ? s->tx.msgid : s->id);
 	hold_outcome_local(s, text, status);
 }
 
-/* The filters have decided a held message: act on it. */
+/* What a step of the held message (hold.c) asks of the session. */
 static void
-hold_decided(struct session *s, enum filter_answer answer, const char *reply)
+hold_act(struct session *s, struct hold_result r)
 {
-	size_t n = 0;
-
-	if (answer == FILTER_REFUSE) {
-		hold_outcome_local(s, reply, reply[0] == '4' ? "deferred" : "rejected");
+	switch (r.action) {
+	case HOLD_WAIT:
 		return;
-	}
-	switch (s->msg_outcome) {
-	case SC_DISCARD:
-		hold_outcome_kept_back(s, "discarded");
+	case HOLD_FILTER:
+		session_set_state(s, SS_FILTER, "end of data (held)");
+		hold_act(s, hold_filter(s));
 		return;
-	case SC_QUARANTINE:
-		if (quarantine(s) == 0) {
-			hold_outcome_kept_back(s, "quarantined");
-		} else {
-			hold_outcome_local(s, "451 4.3.0 Error: cannot keep the message, try again later",
-			    "deferred");
-		}
+	case HOLD_END:
+		hold_outcome_local(s, r.reply, r.status);
 		return;
-	default:
-		break;
-	}
-	if (!s->backend_up) {
+	case HOLD_KEPT_BACK:
+		hold_outcome_kept_back(s, r.status);
+		return;
+	case HOLD_LOST:
 		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
 		    s->cfg->hostname);
 		return;
-	}
-	if (!s->envelope_changed) {
-		backend_send(s, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
+	case HOLD_IO_ERROR:
+		backend_abort(s);
+		session_fail(s, "451 4.3.0 %s Error: local I/O error, closing connection",
+		    s->cfg->hostname);
 		return;
-	}
-	for (size_t i = 0; i < s->nrcpts; i++)
-		n += rcpt_goes(&s->rcpts[i]);
-	if (n == 0) {
-		session_log(s, LOG_LVL_INFO, "filters removed every recipient");
-		hold_outcome_kept_back(s, "discarded");
-		return;
-	}
-	/* The envelope again, as the filters left it; DATA once every answer is in. */
-	backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
-	backend_xforward(s);	/* RSET made the backend forget it */
-	backend_sendf(s, BS_REPLAY_MAIL, "%s\r\n", s->env_from ? s->env_from : s->mail_line);
-	s->replay_cursor = 0;
-	s->replay_wait = 0;
-	s->replay_ok = 0;
-	for (size_t i = 0; i < s->nrcpts; i++) {
-		if (!rcpt_goes(&s->rcpts[i]))
-			continue;
-		backend_sendf(s, BS_REPLAY_RCPT, "%s\r\n", s->rcpts[i].line);
-		s->replay_wait++;
-	}
-}
-
-/* The held message through the chain (again after a pending module answers). */
-static void
-hold_filter(struct session *s)
-{
-	const char *reply;
-	enum filter_answer answer = filter_phase(s, FILTER_MESSAGE, NULL, NULL, &reply);
-
-	if (answer != FILTER_WAIT)
-		hold_decided(s, answer, reply);
-}
-
-/* End of a held message's data: refuse it, or run the filters over it. */
-static void
-hold_end(struct session *s)
-{
-	if (s->oversize) {
-		hold_outcome_local(s, "552 5.3.4 Error: message size exceeds fixed limit", "rejected");
-		return;
-	}
-	if (s->store_errno == 0 && msgstore_finish(s->store) != 0)
-		s->store_errno = errno;
-	if (s->store_errno != 0) {
-		session_log(s, LOG_LVL_WARNING, "holding the message: %s",
-		    s->store_errno == EILSEQ ? "NUL character in a header value" :
-		    strerror(s->store_errno));
-		hold_outcome_local(s, store_error_reply(s->store_errno),
-		    s->store_errno == EMSGSIZE || s->store_errno == EILSEQ ? "rejected" : "deferred");
-		return;
-	}
-	session_set_state(s, SS_FILTER, "end of data (held)");
-	hold_filter(s);
-}
-
-/* Stream the held message to the backend after its 354, as the backend reads it. */
-static void
-hold_pump(struct session *s)
-{
-	static char buf[65536];
-
-	while (s->pumping && s->backend_up && outq_pending(&s->bout) <= OUT_HIGH_WATER) {
-		ssize_t n = msgstore_output_read(s->store, buf, sizeof(buf));
-
-		if (n < 0) {
-			session_log(s, LOG_LVL_ERROR, "reading the held message: %s", strerror(errno));
-			backend_abort(s);
-			session_fail(s, "451 4.3.0 %s Error: local I/O error, closing connection",
-			    s->cfg->hostname);
-			return;
-		}
-		if (n == 0) {
-			s->pumping = false;
-			backend_data(s, ".\r\n", 3);
-			backend_send(s, NULL, 0, BS_DOT, SMTP_DATA);
-			return;
-		}
-		backend_data(s, buf, (size_t)n);
 	}
 }
 
 /* A pending module answered: go on where the session stopped. */
-void
+static void
 session_filter_resumed(struct session *s)
 {
 	if (s->closing)
@@ -1709,7 +1408,7 @@ session_filter_resumed(struct session *s)
 	if (s->run.step == FILTER_CONNECT)
 		session_greeting(s, NULL, 0);
 	else if (s->run.step == FILTER_MESSAGE && s->state == SS_FILTER)
-		hold_filter(s);
+		hold_act(s, hold_filter(s));
 	session_process(s);
 }
 
@@ -1746,63 +1445,6 @@ session_greeting(struct session *s, const char *r, size_t n)
 	session_set_state(s, SS_COMMAND, "greeting");
 }
 
-/* change_from() from a module: the MAIL command for the replay. */
-int
-session_change_from(struct session *s, const char *addr, const char *params)
-{
-	char line[1200];
-	const char *now = s->env_from ? s->env_from : s->mail_canon;
-
-	snprintf(line, sizeof(line), "MAIL FROM:<%s>%s%s", addr, params && *params ? " " : "",
-	    params ? params : "");
-	if (now != NULL && strcmp(line, now) == 0)
-		return 0;	/* the sender and parameters it has */
-	free(s->env_from);
-	s->env_from = xstrdup(line);
-	snprintf(s->from, sizeof(s->from), "%s", addr);
-	s->envelope_changed = true;
-	return 1;
-}
-
-/* add_rcpt() from a module; a recipient already there, as written, is not added twice. */
-int
-session_add_rcpt(struct session *s, const char *addr, const char *params)
-{
-	char line[1200];
-	int n = snprintf(line, sizeof(line), "RCPT TO:<%s>%s%s", addr,
-	    params && *params ? " " : "", params ? params : "");
-
-	for (size_t i = 0; i < s->nrcpts; i++)
-		if (rcpt_goes(&s->rcpts[i]) && strcmp(s->rcpts[i].line, line) == 0)
-			return 0;
-	rcpt_record(s, line, (size_t)n, addr, RCPT_ADDED);
-	s->envelope_changed = true;
-	return 1;
-}
-
-/* del_rcpt() from a module: every matching recipient (case-insensitive, <> optional). */
-int
-session_del_rcpt(struct session *s, const char *addr)
-{
-	size_t len = strlen(addr);
-	int rc = 0;
-
-	if (len >= 2 && addr[0] == '<' && addr[len - 1] == '>') {
-		addr++;
-		len -= 2;
-	}
-	for (size_t i = 0; i < s->nrcpts; i++) {
-		struct rcpt_entry *e = &s->rcpts[i];
-
-		if (rcpt_goes(e) && strlen(e->addr) == len && strncasecmp(e->addr, addr, len) == 0) {
-			e->status = RCPT_DELETED;
-			s->envelope_changed = true;
-			rc = 1;
-		}
-	}
-	return rc;
-}
-
 /*
  * Run whatever client input can run now, then push the output.  Called after
  * each read from either side and after writes drain.
@@ -1812,8 +1454,8 @@ session_process(struct session *s)
 {
 	enum step_result r = STEP_STOP;
 
-	if (s->pumping)
-		hold_pump(s);
+	if (s->tx.pumping)
+		hold_act(s, hold_pump(s));
 again:
 	while (!s->closing && s->state != SS_CLOSING && s->state != SS_CONNECT &&
 	    s->state != SS_FILTER) {
@@ -1829,7 +1471,7 @@ again:
 			r = s->cin.len ? process_data(s) : STEP_STOP;
 			break;
 		case SS_BDAT:
-			r = s->cin.len || s->bdat_left == 0 ? process_bdat(s) : STEP_STOP;
+			r = s->cin.len || s->tx.bdat_left == 0 ? process_bdat(s) : STEP_STOP;
 			break;
 		case SS_AUTH:
 			r = s->cin.len ? process_auth(s) : STEP_STOP;
@@ -1868,40 +1510,6 @@ again:
 	session_update_reading(s);
 }
 
-/* A reply to the replayed envelope of a held message. */
-static void
-replay_reply(struct session *s, struct pending p, const char *r, size_t n, int code)
-{
-	if (p.step == BS_REPLAY_MAIL) {
-		if (code / 100 != 2 && s->replay_error == NULL)
-			s->replay_error = xstrndup(r, n);
-		return;
-	}
-	/* BS_REPLAY_RCPT: which recipient this answers, in the order they were sent */
-	while (s->replay_cursor < s->nrcpts && !rcpt_goes(&s->rcpts[s->replay_cursor]))
-		s->replay_cursor++;
-	if (code / 100 == 2) {
-		s->replay_ok++;
-	} else if (s->replay_cursor < s->nrcpts) {
-		struct rcpt_entry *e = &s->rcpts[s->replay_cursor];
-
-		session_log(s, LOG_LVL_WARNING, "backend refused %s recipient <%s> after the "
-		    "filters: %.*s", e->status == RCPT_ADDED ? "added" : "kept", e->addr,
-		    (int)(n > 2 ? n - 2 : n), r);
-		if (e->status == RCPT_OK && s->replay_error == NULL)
-			s->replay_error = xstrndup(r, n);	/* the client was told 250 for it */
-	}
-	s->replay_cursor++;
-	if (--s->replay_wait > 0)
-		return;
-	if (s->replay_error != NULL || s->replay_ok == 0) {
-		hold_outcome_local(s, "451 4.3.0 Error: the backend refused the envelope the filters "
-		    "made, try again later", "deferred");
-		return;
-	}
-	backend_send(s, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
-}
-
 /*
  * A backend reply to something the client sent (BS_COMMAND, BS_DOT,
  * BS_BDAT_DATA) or to the replay of a held message: update what the proxy
@@ -1913,33 +1521,24 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 	switch (p.step) {
 	case BS_BDAT_DATA:
 		if (code == 354) {
-			s->bdat_data_open = true;
-			dot_stuffer_init(&s->stuff);
+			s->tx.bdat_data_open = true;
+			dot_stuffer_init(&s->tx.stuff);
 		} else {
 			/* Answer this and the transaction's other chunks with it. */
-			s->bdat_failed = true;
+			s->tx.bdat_failed = true;
 			while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
 				n--;
-			free(s->bdat_error);
-			s->bdat_error = xstrndup(r, n);
+			free(s->tx.bdat_error);
+			s->tx.bdat_error = xstrndup(r, n);
 		}
 		return;
 	case BS_REPLAY_MAIL:
 	case BS_REPLAY_RCPT:
-		replay_reply(s, p, r, n, code);
+		hold_act(s, hold_replay_reply(s, p.step, r, n, code));
 		return;
 	case BS_REPLAY_DATA:
 		if (code == 354) {
-			if (msgstore_output_begin(s->store) != 0) {
-				session_log(s, LOG_LVL_ERROR, "reading the held message: %s",
-				    strerror(errno));
-				backend_abort(s);
-				session_fail(s, "451 4.3.0 %s Error: local I/O error, closing connection",
-				    s->cfg->hostname);
-				return;
-			}
-			s->pumping = true;
-			hold_pump(s);
+			hold_act(s, hold_send(s));
 			return;
 		}
 		/* The backend refused DATA: that is the message's answer. */
@@ -2007,7 +1606,7 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 			break;
 		case SMTP_MAIL:
 			if (code / 100 == 2) {
-				s->in_mail = true;
+				s->tx.in_mail = true;
 				metrics_message_start(s);
 			} else {
 				log_refusal(s, "MAIL", r, n);
@@ -2016,20 +1615,20 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 		case SMTP_RCPT:
 			s->rcpt_sent--;
 			if (code / 100 == 2) {
-				s->rcpt_ok++;
+				s->tx.rcpt_ok++;
 			} else {
 				s->rcpt_refused++;
 				log_refusal(s, "RCPT", r, n);
 			}
-			if (s->rcpt_reply_next < s->nrcpts && code / 100 == 2)
-				s->rcpts[s->rcpt_reply_next++].status = RCPT_OK;
-			else if (s->rcpt_reply_next < s->nrcpts)
-				rcpt_drop(s, s->rcpt_reply_next);
+			if (s->tx.rcpt_reply_next < s->tx.nrcpts && code / 100 == 2)
+				s->tx.rcpts[s->tx.rcpt_reply_next++].status = RCPT_OK;
+			else if (s->tx.rcpt_reply_next < s->tx.nrcpts)
+				txn_rcpt_drop(&s->tx, s->tx.rcpt_reply_next);
 			break;
 		case SMTP_DATA:
 			if (code == 354) {
-				dot_scanner_init(&s->dot);
-				s->msg_octets = 0;
+				dot_scanner_init(&s->tx.dot);
+				s->tx.msg_octets = 0;
 				session_reply(s, r, n);
 				session_set_state(s, SS_DATA, "354");
 				goto relayed;
@@ -2256,14 +1855,14 @@ client_eof_answered(struct session *s)
 		    memchr(iobuf_head(&s->cin), '\n', s->cin.len) != NULL)
 			return;		/* answers still to come, or a line still to run */
 		/* BDAT chunks without their LAST */
-		unfinished = s->bdat_data_open || s->spooling || s->msg_octets > 0;
+		unfinished = s->tx.bdat_data_open || s->tx.spooling || s->tx.msg_octets > 0;
 		break;
 	default:
 		return;			/* the greeting, or the filters' verdict, first */
 	}
 	if (unfinished) {
 		session_log(s, LOG_LVL_INFO, "client disconnected in the middle of a message "
-		    "(%" PRIu64 " octets): dropping it", s->msg_octets);
+		    "(%" PRIu64 " octets): dropping it", s->tx.msg_octets);
 		backend_abort(s);
 		session_set_state(s, SS_CLOSING, "client gone in a message");
 		return;
@@ -2344,7 +1943,7 @@ session_shutdown(struct session *s)
 			session_close(s);	/* its last words had their chance */
 		return;
 	}
-	if (s->srv->shutdown_forced || (s->state == SS_COMMAND && s->pcount == 0 && !s->in_mail)) {
+	if (s->srv->shutdown_forced || (s->state == SS_COMMAND && s->pcount == 0 && !s->tx.in_mail)) {
 		session_fail(s, "421 4.3.2 %s Service shutting down, closing connection",
 		    s->cfg->hostname);
 	}
@@ -2478,7 +2077,7 @@ session_begin(struct session *s)
 	if (s->laddr && s->laddr->implicit_tls && srv->tls)
 		s->tls = tls_conn_new(srv->tls);	/* RFC 8314: TLS from the first byte */
 	client_timer_arm(s);
-	filter_session_open(s);
+	filter_session_open(s, session_filter_resumed);
 	backend_connect(s);
 	if (s->closing)
 		return;
@@ -2606,12 +2205,12 @@ session_free(struct session *s)
 	outq_free(&s->cout);
 	outq_free(&s->bout);
 	reset_transaction(s);
+	txn_free(&s->tx);
 	free(s->greeting);
 	free(s->greeting_text);
 	free(s->backend_auth);
 	free(s->offered);
 	free(s->deferred);
-	free(s->rcpts);
 	tls_conn_free(s->tls);
 	free(s);
 }

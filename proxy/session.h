@@ -2,9 +2,11 @@
  * session.h - one client connection and its backend connection.
  *
  * Private to session.c (the client side: the command table and the state
- * machine) and backend.c (the backend side: connect, XCLIENT prelude, reply
- * handling).  Memory: everything a session owns hangs off this struct and is
- * freed in one place, session_free(), once every handle is closed.
+ * machine), backend.c (the backend side: connect, XCLIENT prelude, reply
+ * handling) and the session's parts below it: hold.c (the held message),
+ * quarantine.c and filter.c.  The transaction is its own struct (txn.h).
+ * Memory: everything a session owns hangs off this struct and is freed in
+ * one place, session_free(), once every handle is closed.
  */
 #ifndef SMTPCHAIN_SESSION_H
 #define SMTPCHAIN_SESSION_H
@@ -23,6 +25,7 @@
 #include "server.h"
 #include "smtp.h"
 #include "tls.h"
+#include "txn.h"
 
 /* What the client side is doing. */
 enum session_state {
@@ -52,18 +55,6 @@ enum backend_step {
 	BS_REPLAY_MAIL,		/* the envelope again, after filters changed it */
 	BS_REPLAY_RCPT,
 	BS_REPLAY_DATA,		/* DATA for a held message */
-};
-
-/*
- * A recipient of a held message (kept only when filters hold messages):
- * pending until its reply, then kept if accepted; a refused one is dropped.
- */
-enum rcpt_status { RCPT_PENDING = 0, RCPT_OK, RCPT_DELETED, RCPT_ADDED };
-
-struct rcpt_entry {
-	char		*line;		/* "RCPT TO:<addr> params", no CRLF */
-	char		*addr;
-	uint8_t		 status;	/* enum rcpt_status */
 };
 
 struct pending {
@@ -156,59 +147,22 @@ struct session {
 	struct ehlo_caps	 ccaps;
 	char			*offered;	/* the rewritten list, to check parameters */
 
-	/* the transaction */
-	char			 msgid[40];	/* this message's id, "SESSIONID.N": from its
-						   MAIL until its outcome ("" outside) */
+	/* the transaction (txn.h), and what outlives it */
+	struct txn		 tx;
 	uint64_t		 msgno;		/* messages numbered in this session */
-	bool			 in_mail;	/* MAIL accepted */
-	bool			 mail_smtputf8;
 	unsigned		 rcpt_sent;	/* RCPTs in flight */
-	unsigned		 rcpt_ok;	/* RCPTs accepted */
 	unsigned		 rcpt_refused;	/* since the last delivered message */
-	char			 from[256];
-	uint64_t		 size_limit;	/* for this message; 0 = none */
-	struct dot_scanner	 dot;
-	struct dot_stuffer	 stuff;
-	bool			 bdat_convert;	/* BDAT relayed as DATA */
-	bool			 bdat_data_open;/* our DATA got 354 */
-	bool			 bdat_last;	/* the chunk being read is LAST */
-	bool			 bdat_relayed;	/* this message's chunks go to the backend as they are */
-	struct crlf_checker	 bdat_crlf;	/* and are checked for bare CR/LF on the way */
-	bool			 bdat_failed;	/* this transaction's BDAT already failed */
-	char			*bdat_error;	/* the reply for the rest of its chunks */
-	uint64_t		 bdat_left;	/* octets of the chunk still to read */
-	uint64_t		 msg_octets;
-	bool			 oversize;
 
 	/* the filter chain */
 	struct sc_ctx		*fctx;		/* one per module */
 	struct filter_run	 run;
+	void			(*filter_resumed)(struct session *s);	/* filter_session_open()'s */
 	bool			 filter_skip_session;	/* a module accepted the session */
 	bool			 filter_skip_message;	/* a module accepted the message */
 	enum sc_verdict		 session_outcome;	/* discard/quarantine from connect/helo */
 	enum sc_verdict		 msg_outcome;		/* discard/quarantine for this message */
 	size_t			 msg_outcome_by;
-	bool			 msg_modified;
 	char			*greeting_text;	/* held until the connect step is decided */
-
-	/* a message held for the filters */
-	struct msgstore		*store;
-	bool			 spooling;	/* message data goes to the store */
-	bool			 held_dot;	/* a line-start '.' not yet given to the store */
-	int			 store_errno;
-	bool			 pumping;	/* the store is being sent to the backend */
-	char			*mail_line;	/* the MAIL command as relayed, no CRLF */
-	char			*mail_canon;	/* "MAIL FROM:<addr> params" as the filters saw
-						   it, for change_from() to spot a no-op */
-	char			*env_from;	/* the MAIL command after change_from */
-	bool			 envelope_changed;
-	struct rcpt_entry	*rcpts;
-	size_t			 nrcpts, rcpts_cap;
-	size_t			 rcpt_reply_next;	/* next RCPT_PENDING to get a reply */
-	size_t			 replay_cursor;	/* next replayed recipient to get a reply */
-	unsigned		 replay_wait;	/* replayed RCPT replies still to come */
-	unsigned		 replay_ok;
-	char			*replay_error;	/* the envelope replay failed */
 
 	struct metrics_session	 metrics;	/* metrics.c: live row, timings */
 
@@ -233,13 +187,7 @@ void	session_update_reading(struct session *s);
 void	session_backend_reply(struct session *s, struct pending p, const char *r, size_t n, int code);
 void	session_unref(struct session *s);	/* a handle or request is done */
 void	session_greeting(struct session *s, const char *r, size_t n);	/* the backend's, to relay */
-void	session_filter_resumed(struct session *s);	/* a pending module answered */
 bool	session_backend_in_data(const struct session *s);
-/* A module's envelope changes: 1 when the envelope changed, 0 when it is
- * as it was (the sender it has, a recipient already there, none to delete). */
-int	session_change_from(struct session *s, const char *addr, const char *params);
-int	session_add_rcpt(struct session *s, const char *addr, const char *params);
-int	session_del_rcpt(struct session *s, const char *addr);
 
 /* backend.c */
 void	backend_connect(struct session *s);

@@ -1,0 +1,239 @@
+/*
+ * hold.c - a message held for the filters (see hold.h): the store filled
+ * from DATA, the chain's verdict on it, the envelope replayed when filters
+ * changed it, and the store streamed to the backend.  Never answers the
+ * client: each step tells the session what to do next.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "filter.h"
+#include "hold.h"
+#include "log.h"
+#include "msgstore.h"
+#include "quarantine.h"
+#include "session.h"
+
+/* The message ends without the backend, with reply. */
+static struct hold_result
+ended(const char *reply, const char *status)
+{
+	return (struct hold_result){ .action = HOLD_END, .reply = reply, .status = status };
+}
+
+/* The message is kept from the backend on purpose (status says how). */
+static struct hold_result
+kept_back(const char *status)
+{
+	return (struct hold_result){ .action = HOLD_KEPT_BACK, .status = status };
+}
+
+/*
+ * Start holding a message for the filters (DATA, or the first BDAT): the
+ * session answers 354 itself (every recipient has its answer by now: the
+ * caller waited for pcount 0); the backend gets DATA only when the filters
+ * have decided.  Returns NULL, or the refusal to give instead.
+ */
+const char *
+hold_begin(struct session *s)
+{
+	if (!s->tx.in_mail)
+		return "503 5.5.1 Error: need MAIL command";
+	if (s->tx.rcpt_ok == 0)
+		return "554 5.5.1 Error: no valid recipients";
+	s->tx.store = msgstore_new(s->cfg->spool_dir, s->cfg->spool_memory, s->cfg->max_header_size);
+	s->tx.spooling = true;
+	s->tx.held_dot = false;
+	s->tx.store_errno = 0;
+	s->tx.msg_octets = 0;
+	return NULL;
+}
+
+/* The reply that ends a held message the store could not take. */
+static const char *
+store_error_reply(int err)
+{
+	if (err == EMSGSIZE)
+		return "552 5.3.4 Error: message header size exceeds limit";
+	if (err == EILSEQ)	/* no filter could see past it: see msgstore.h */
+		return "550 5.6.0 Error: NUL character in a message header";
+	return "452 4.3.1 Error: insufficient system storage";
+}
+
+/*
+ * Checked DATA bytes into the store, without the end marker ".\r\n" (whose
+ * dot may have ended the previous piece: a line-start dot is held back
+ * until the next bytes tell what it is).
+ */
+void
+hold_feed(struct session *s, const char *p, size_t used, enum dot_result r)
+{
+	size_t n = used;
+
+	if (s->tx.store_errno != 0)
+		return;
+	if (s->tx.held_dot) {
+		s->tx.held_dot = false;
+		if (r == DOT_END && used == 2)
+			return;		/* that dot began the end marker */
+		if (msgstore_feed(s->tx.store, ".", 1) != 0) {
+			s->tx.store_errno = errno;
+			return;
+		}
+	}
+	if (r == DOT_END) {
+		n = used - 3;
+	} else if (r == DOT_MORE && used > 0 && dot_scan_at_dot(&s->tx.dot)) {
+		n = used - 1;
+		s->tx.held_dot = true;
+	}
+	if (n > 0 && msgstore_feed(s->tx.store, p, n) != 0)
+		s->tx.store_errno = errno;
+}
+
+/* The filters have decided a held message: act on it. */
+static struct hold_result
+hold_decided(struct session *s, enum filter_answer answer, const char *reply)
+{
+	size_t n = 0;
+
+	if (answer == FILTER_REFUSE)
+		return ended(reply, reply[0] == '4' ? "deferred" : "rejected");
+	switch (s->msg_outcome) {
+	case SC_DISCARD:
+		return kept_back("discarded");
+	case SC_QUARANTINE:
+		if (quarantine(s) == 0)
+			return kept_back("quarantined");
+		return ended("451 4.3.0 Error: cannot keep the message, try again later", "deferred");
+	default:
+		break;
+	}
+	if (!s->backend_up)
+		return (struct hold_result){ .action = HOLD_LOST };
+	if (!s->tx.envelope_changed) {
+		backend_send(s, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
+		return (struct hold_result){ .action = HOLD_WAIT };
+	}
+	for (size_t i = 0; i < s->tx.nrcpts; i++)
+		n += txn_rcpt_goes(&s->tx.rcpts[i]);
+	if (n == 0) {
+		log_id(s->id, LOG_LVL_INFO, "filters removed every recipient");
+		return kept_back("discarded");
+	}
+	/* The envelope again, as the filters left it; DATA once every answer is in. */
+	backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
+	backend_xforward(s);	/* RSET made the backend forget it */
+	backend_sendf(s, BS_REPLAY_MAIL, "%s\r\n", s->tx.env_from ? s->tx.env_from : s->tx.mail_line);
+	s->tx.replay_cursor = 0;
+	s->tx.replay_wait = 0;
+	s->tx.replay_ok = 0;
+	for (size_t i = 0; i < s->tx.nrcpts; i++) {
+		if (!txn_rcpt_goes(&s->tx.rcpts[i]))
+			continue;
+		backend_sendf(s, BS_REPLAY_RCPT, "%s\r\n", s->tx.rcpts[i].line);
+		s->tx.replay_wait++;
+	}
+	return (struct hold_result){ .action = HOLD_WAIT };
+}
+
+/* The held message through the chain (again after a pending module answers). */
+struct hold_result
+hold_filter(struct session *s)
+{
+	const char *reply;
+	enum filter_answer answer = filter_phase(s, FILTER_MESSAGE, NULL, NULL, &reply);
+
+	if (answer == FILTER_WAIT)
+		return (struct hold_result){ .action = HOLD_WAIT };
+	return hold_decided(s, answer, reply);
+}
+
+/* End of a held message's data: refuse it, or on to the filters. */
+struct hold_result
+hold_end(struct session *s)
+{
+	if (s->tx.oversize)
+		return ended("552 5.3.4 Error: message size exceeds fixed limit", "rejected");
+	if (s->tx.store_errno == 0 && msgstore_finish(s->tx.store) != 0)
+		s->tx.store_errno = errno;
+	if (s->tx.store_errno != 0) {
+		log_id(s->id, LOG_LVL_WARNING, "holding the message: %s",
+		    s->tx.store_errno == EILSEQ ? "NUL character in a header value" :
+		    strerror(s->tx.store_errno));
+		return ended(store_error_reply(s->tx.store_errno),
+		    s->tx.store_errno == EMSGSIZE || s->tx.store_errno == EILSEQ ? "rejected" : "deferred");
+	}
+	return (struct hold_result){ .action = HOLD_FILTER };
+}
+
+/* Stream the held message to the backend after its 354, as the backend reads it. */
+struct hold_result
+hold_pump(struct session *s)
+{
+	static char buf[65536];
+
+	while (s->tx.pumping && s->backend_up && outq_pending(&s->bout) <= OUT_HIGH_WATER) {
+		ssize_t n = msgstore_output_read(s->tx.store, buf, sizeof(buf));
+
+		if (n < 0) {
+			log_id(s->id, LOG_LVL_ERROR, "reading the held message: %s", strerror(errno));
+			return (struct hold_result){ .action = HOLD_IO_ERROR };
+		}
+		if (n == 0) {
+			s->tx.pumping = false;
+			backend_data(s, ".\r\n", 3);
+			backend_send(s, NULL, 0, BS_DOT, SMTP_DATA);
+			break;
+		}
+		backend_data(s, buf, (size_t)n);
+	}
+	return (struct hold_result){ .action = HOLD_WAIT };
+}
+
+/* The backend's 354 for the held message: stream the store to it. */
+struct hold_result
+hold_send(struct session *s)
+{
+	if (msgstore_output_begin(s->tx.store) != 0) {
+		log_id(s->id, LOG_LVL_ERROR, "reading the held message: %s", strerror(errno));
+		return (struct hold_result){ .action = HOLD_IO_ERROR };
+	}
+	s->tx.pumping = true;
+	return hold_pump(s);
+}
+
+/* A reply to the replayed envelope of a held message. */
+struct hold_result
+hold_replay_reply(struct session *s, int step, const char *r, size_t n, int code)
+{
+	if (step == BS_REPLAY_MAIL) {
+		if (code / 100 != 2 && s->tx.replay_error == NULL)
+			s->tx.replay_error = xstrndup(r, n);
+		return (struct hold_result){ .action = HOLD_WAIT };
+	}
+	/* BS_REPLAY_RCPT: which recipient this answers, in the order they were sent */
+	while (s->tx.replay_cursor < s->tx.nrcpts && !txn_rcpt_goes(&s->tx.rcpts[s->tx.replay_cursor]))
+		s->tx.replay_cursor++;
+	if (code / 100 == 2) {
+		s->tx.replay_ok++;
+	} else if (s->tx.replay_cursor < s->tx.nrcpts) {
+		struct rcpt_entry *e = &s->tx.rcpts[s->tx.replay_cursor];
+
+		log_id(s->id, LOG_LVL_WARNING, "backend refused %s recipient <%s> after the "
+		    "filters: %.*s", e->status == RCPT_ADDED ? "added" : "kept", e->addr,
+		    (int)(n > 2 ? n - 2 : n), r);
+		if (e->status == RCPT_OK && s->tx.replay_error == NULL)
+			s->tx.replay_error = xstrndup(r, n);	/* the client was told 250 for it */
+	}
+	s->tx.replay_cursor++;
+	if (--s->tx.replay_wait > 0)
+		return (struct hold_result){ .action = HOLD_WAIT };
+	if (s->tx.replay_error != NULL || s->tx.replay_ok == 0)
+		return ended("451 4.3.0 Error: the backend refused the envelope the filters "
+		    "made, try again later", "deferred");
+	backend_send(s, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
+	return (struct hold_result){ .action = HOLD_WAIT };
+}
