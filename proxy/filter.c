@@ -284,6 +284,8 @@ message_through(struct session *s, struct sc_ctx *c)
 			if (d->header && r->header < msgstore_nheaders(s->tx.store)) {
 				const struct msg_header *h = msgstore_header(s->tx.store, r->header++);
 
+				if (h == NULL)		/* a spilled header section could not be read */
+					goto io_error;
 				v = CALL_HOOK(r, d->header(c, h->name, h->value));
 				if (v != SC_CONTINUE)
 					return v;

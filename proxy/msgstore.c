@@ -8,15 +8,18 @@
  *			after CR LF) is dropped;
  *	header parser	a state machine over the unstuffed bytes:
  *			H_LINE	start of a line in the header section; hpending
- *				says a complete header waits in hbuf for a
+ *				says a complete header waits in hsec for a
  *				possible continuation line
  *			H_CR	a CR at the start of a line (empty line?)
  *			H_NAME	inside a header name, no colon yet
  *			H_VALUE	after the colon, up to the line's CR LF
  *			H_BODY	the header section is over
- *			A line whose fate is not decided yet (H_NAME) is
- *			held in hbuf; if it turns out not to be a header it
- *			goes to the body as it was.  Bytes held while
+ *			The current line is read into the header store's
+ *			buffer (hsec, from hstart); a complete header goes to
+ *			the store's list (hdrstore.c: in memory, or spilled
+ *			past mem_threshold).  A line whose fate is not decided
+ *			yet (H_NAME) stays there; if it turns out not to be a
+ *			header it goes to the body as it was.  Bytes held while
  *			undecided count toward max_header_bytes.
  *	body		appended to a struct body: in memory up to its limit,
  *			then in an unlinked temporary file written through a
@@ -26,8 +29,9 @@
  * (dot_scan refuses them), but they never break anything here: they are
  * kept as data.
  *
- * Output walks the message with a cursor (headers as "name:value\r\n", the
- * separator, the body, file parts read through a fixed buffer) and the
+ * Output walks the message with a cursor (headers as "name:value\r\n", read
+ * from the header store a block at a time when spilled, the separator, the
+ * body, file parts read through a fixed buffer) and the
  * reader stuffs dots on the way, one decision per line start, so any
  * buffer size works and nothing is ever built whole in memory.  For safety
  * a line start, on output, is the start of data or any byte after a CR or
@@ -42,49 +46,21 @@
  * the final CR LF (or the LF after a final CR) when it is missing.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
+#include "hdrstore.h"
 #include "log.h"
 #include "msgstore.h"
 
 #define SPILL_STAGE	65536	/* write buffer of a body on file */
 #define READ_CHUNK	65536	/* read buffer of an output cursor */
-#define NAME_MAX_LEN	997	/* longest header name a filter may set */
-#define TEMP_NAME	"/smtpchain-msg.XXXXXX"
 
 enum hstate { H_LINE = 0, H_CR, H_MBOX, H_NAME, H_NAMEWS, H_VALUE, H_BODY };
-
-/*
- * A header: its line in the header buffer, "name:value" as written (white
- * space before the colon and folding kept, final CR LF not included).
- * Eight bytes a header, whatever its size.
- */
-struct hent {
-	uint32_t	 off;
-	uint32_t	 len:31;
-	uint32_t	 mbox:1;	/* an mbox "From " line: see msgstore.h */
-};
-#define MBOX_NAME	"X-Mailbox-Line"
-
-/*
- * Where the last occurrence search for a name ended: the header at index
- * `at`, and how many headers of that name come before it.  A filter that
- * changes the headers of a name one after the other, in either direction,
- * then walks the list once, not once per change.
- */
-struct hint {
-	char		*name;		/* NULL: unused */
-	size_t		 at;
-	size_t		 before;
-};
-#define NHINTS		8
 
 struct body {
 	char		*buf;	/* the body (in memory) or its unwritten tail */
@@ -115,27 +91,7 @@ struct msgstore {
 	size_t		 mem_threshold;
 	size_t		 max_header_bytes;
 
-	/*
-	 * The header section: the lines in one buffer (hsec), in the order
-	 * they came or were added, and the list of headers in message order
-	 * as a gap buffer of entries (ents: gap_len free entries at index
-	 * gap_at), so that a run of inserts or deletes that moves through the
-	 * list costs the distance it moves, not a shift of the list each time.
-	 * Lines changed or deleted leave dead bytes in hsec (hdead) until a
-	 * compaction; hlive counts the bytes of the headers as they go out.
-	 */
-	char		*hsec;
-	size_t		 hsec_len;
-	size_t		 hsec_cap;
-	size_t		 hdead;
-	uint64_t	 hlive;
-	struct hent	*ents;
-	size_t		 ents_cap;
-	size_t		 nhdrs;
-	size_t		 gap_at;
-	size_t		 gap_len;
-	struct hint	 hints[NHINTS];
-	unsigned	 next_hint;
+	struct hdrstore	 hs;		/* the header section (hdrstore.c) */
 	struct msg_header view;		/* what msgstore_header() returns */
 	char		*view_buf;
 	size_t		 view_cap;
@@ -172,48 +128,6 @@ struct msgstore {
 };
 
 
-/* Room for need bytes in a growing buffer, never more than limit unless need is. */
-static void
-buf_reserve(char **buf, size_t *cap, size_t need, size_t limit)
-{
-	size_t ncap;
-
-	if (need <= *cap)
-		return;
-	ncap = *cap < 256 ? 256 : *cap;
-	while (ncap < need && ncap <= SIZE_MAX / 2)
-		ncap *= 2;
-	if (ncap < need)
-		ncap = need;
-	if (ncap > limit && need <= limit)
-		ncap = limit;
-	*buf = xrealloc(*buf, ncap);
-	*cap = ncap;
-}
-
-/* Write all of p to fd despite short writes and signals. */
-static int
-write_all(int fd, const char *p, size_t n)
-{
-	ssize_t w;
-
-	while (n > 0) {
-		w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (w == 0) {
-			errno = EIO;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* An empty body that may keep limit bytes in memory. */
 static void
 body_init(struct body *b, size_t limit)
@@ -244,27 +158,16 @@ body_size(const struct body *b)
 static int
 body_spill(const struct msgstore *m, struct body *b)
 {
-	size_t dlen = strlen(m->spool_dir);
-	char *path = xmalloc(dlen + sizeof(TEMP_NAME));
 	int fd, saved;
 
-	memcpy(path, m->spool_dir, dlen);
-	memcpy(path + dlen, TEMP_NAME, sizeof(TEMP_NAME));
-	if ((fd = mkostemp(path, O_CLOEXEC)) == -1) {
-		saved = errno;
-		free(path);
-		errno = saved;
+	if ((fd = spool_tempfile(m->spool_dir)) == -1)
 		return -1;
-	}
-	if (unlink(path) == -1 || write_all(fd, b->buf, b->len) == -1) {
+	if (write_all(fd, b->buf, b->len) == -1) {
 		saved = errno;
-		(void)unlink(path);
 		close(fd);
-		free(path);
 		errno = saved;
 		return -1;
 	}
-	free(path);
 	b->fd = fd;
 	b->flushed = b->len;
 	b->len = 0;
@@ -385,308 +288,6 @@ body_pread(const struct body *b, uint64_t off, char *dst, size_t n)
 	return (ssize_t)n;
 }
 
-/* A byte allowed in a header name: printable ASCII but ':' (Postfix's is_header()). */
-static bool
-name_char(unsigned char c)
-{
-	return c >= 33 && c <= 126 && c != ':';
-}
-
-/* A header name a filter may set: 1..997 name bytes. */
-static bool
-valid_name(const char *name)
-{
-	size_t i;
-
-	for (i = 0; name[i] != '\0'; i++)
-		if (!name_char((unsigned char)name[i]) || i >= NAME_MAX_LEN)
-			return false;
-	return i > 0;
-}
-
-/* A header value a filter may set: CR only in CR LF followed by SP or HTAB. */
-static bool
-valid_value(const char *value)
-{
-	const char *p;
-
-	for (p = value; *p != '\0'; p++) {
-		if (*p == '\n')
-			return false;
-		if (*p == '\r') {
-			if (p[1] != '\n' || (p[2] != ' ' && p[2] != '\t'))
-				return false;
-			p++;
-		}
-	}
-	return true;
-}
-
-/* The line of a header entry. */
-static const char *
-ent_line(const struct msgstore *m, const struct hent *e)
-{
-	return m->hsec + e->off;
-}
-
-/* Length of the name at the start of a header line (white space and colon not included). */
-static size_t
-line_namelen(const char *line, size_t len)
-{
-	size_t k = 0;
-
-	while (k < len && name_char((unsigned char)line[k]))
-		k++;
-	return k;
-}
-
-/* Offset of the value in a header line: just after its colon. */
-static size_t
-line_valueoff(const char *line, size_t len)
-{
-	const char *colon = memchr(line, ':', len);
-
-	return colon != NULL ? (size_t)(colon - line) + 1 : len;
-}
-
-/* The entry of header i (i < nhdrs). */
-static struct hent *
-ent_at(const struct msgstore *m, size_t i)
-{
-	return &m->ents[i < m->gap_at ? i : i + m->gap_len];
-}
-
-/* Whether a header line has the name (nlen bytes), case-insensitive. */
-static bool
-line_named(const char *line, size_t len, const char *name, size_t nlen)
-{
-	return len >= nlen && line_namelen(line, len) == nlen && strncasecmp(line, name, nlen) == 0;
-}
-
-/* Whether a header entry has the name. */
-static bool
-hent_named(const struct msgstore *m, const struct hent *e, const char *name, size_t nlen)
-{
-	if (e->mbox)
-		return nlen == sizeof(MBOX_NAME) - 1 && strncasecmp(name, MBOX_NAME, nlen) == 0;
-	return line_named(ent_line(m, e), e->len, name, nlen);
-}
-
-/* Whether header i has the name. */
-static bool
-ent_named(const struct msgstore *m, size_t i, const char *name, size_t nlen)
-{
-	return hent_named(m, ent_at(m, i), name, nlen);
-}
-
-/* Move the gap of the entry list to index at (<= nhdrs): the cost is the distance. */
-static void
-gap_move(struct msgstore *m, size_t at)
-{
-	if (at < m->gap_at)
-		memmove(m->ents + at + m->gap_len, m->ents + at,
-		    (m->gap_at - at) * sizeof(*m->ents));
-	else if (at > m->gap_at)
-		memmove(m->ents + m->gap_at, m->ents + m->gap_at + m->gap_len,
-		    (at - m->gap_at) * sizeof(*m->ents));
-	m->gap_at = at;
-}
-
-/* A full entry list doubles; the gap is at its end, then. */
-static void
-gap_grow(struct msgstore *m)
-{
-	size_t ncap = m->ents_cap ? m->ents_cap * 2 : 16;
-
-	gap_move(m, m->nhdrs);
-	m->ents = xrealloc(m->ents, ncap * sizeof(*m->ents));
-	m->gap_len = ncap - m->nhdrs;
-	m->ents_cap = ncap;
-}
-
-/* The hint of a name, or NULL. */
-static struct hint *
-hint_find(struct msgstore *m, const char *name)
-{
-	for (size_t k = 0; k < NHINTS; k++)
-		if (m->hints[k].name != NULL && strcasecmp(m->hints[k].name, name) == 0)
-			return &m->hints[k];
-	return NULL;
-}
-
-/* A new hint for a name, at the start of the list (the oldest one goes). */
-static struct hint *
-hint_new(struct msgstore *m, const char *name)
-{
-	struct hint *h = &m->hints[m->next_hint++ % NHINTS];
-
-	free(h->name);
-	h->name = xstrdup(name);
-	h->at = 0;
-	h->before = 0;
-	return h;
-}
-
-/* Keep the hints right after a header comes in at index at (+1) or goes (-1). */
-static void
-hints_shift(struct msgstore *m, size_t at, const struct hent *e, int delta)
-{
-	for (size_t k = 0; k < NHINTS; k++) {
-		struct hint *h = &m->hints[k];
-
-		if (h->name == NULL || (delta > 0 ? at > h->at : at >= h->at))
-			continue;
-		h->at = delta > 0 ? h->at + 1 : h->at - 1;
-		if (hent_named(m, e, h->name, strlen(h->name)))
-			h->before = delta > 0 ? h->before + 1 : h->before - 1;
-	}
-}
-
-/* Put a header entry at index at (<= nhdrs). */
-static void
-ent_insert(struct msgstore *m, size_t at, struct hent e)
-{
-	if (m->gap_len == 0)
-		gap_grow(m);
-	gap_move(m, at);
-	m->ents[at] = e;
-	m->gap_at++;
-	m->gap_len--;
-	m->nhdrs++;
-	m->hlive += (uint64_t)e.len + 2;
-	hints_shift(m, at, &e, +1);
-}
-
-/* Take header at (< nhdrs) out of the list; its line is dead. */
-static void
-ent_remove(struct msgstore *m, size_t at)
-{
-	struct hent e;
-
-	gap_move(m, at);
-	e = m->ents[at + m->gap_len];
-	m->gap_len++;
-	m->nhdrs--;
-	m->hdead += e.len;
-	m->hlive -= (uint64_t)e.len + 2;
-	hints_shift(m, at, &e, -1);
-}
-
-/*
- * Copy the live lines to a new buffer, in order, when more than half of
- * the buffer is dead (only once the header section is parsed: the parser
- * keeps offsets into it).  The cost is the live bytes, paid for by as many
- * dead ones.
- */
-static void
-hsec_compact(struct msgstore *m)
-{
-	char *nbuf;
-	size_t len = 0;
-
-	if (m->hstate != H_BODY || m->hdead < 65536 || m->hdead < m->hsec_len / 2)
-		return;
-	nbuf = xmalloc(m->hsec_len - m->hdead + 1);
-	for (size_t i = 0; i < m->nhdrs; i++) {
-		struct hent *e = ent_at(m, i);
-
-		memcpy(nbuf + len, m->hsec + e->off, e->len);
-		e->off = (uint32_t)len;
-		len += e->len;
-	}
-	free(m->hsec);
-	m->hsec = nbuf;
-	m->hsec_len = m->hsec_cap = len;
-	m->hdead = 0;
-}
-
-/* Room for n more bytes of lines: 0, or -1 (EFBIG: past what an offset holds). */
-static int
-hsec_reserve(struct msgstore *m, size_t n)
-{
-	if (n > INT32_MAX || m->hsec_len > (size_t)INT32_MAX - n) {
-		errno = EFBIG;
-		return -1;
-	}
-	buf_reserve(&m->hsec, &m->hsec_cap, m->hsec_len + n, m->max_header_bytes + 2);
-	return 0;
-}
-
-/*
- * A new header line at the end of the buffer, for entry *e: the name and
- * colon of header `from` as the message spells them (from < nhdrs), or
- * name and ":"; then the value.  0, or -1 with errno (EFBIG).
- */
-static int
-hsec_add(struct msgstore *m, size_t from, const char *name, const char *value, size_t valuelen,
-    struct hent *e)
-{
-	size_t preoff = 0, prelen, clen = 0;
-	char *dst;
-
-	hsec_compact(m);
-	if (from < m->nhdrs && ent_at(m, from)->mbox) {
-		name = MBOX_NAME;	/* a changed mbox line is a real header */
-		from = SIZE_MAX;
-	}
-	if (from < m->nhdrs) {
-		const struct hent *f = ent_at(m, from);
-
-		preoff = f->off;
-		prelen = line_valueoff(ent_line(m, f), f->len);
-	} else {
-		prelen = strlen(name);
-		clen = 1;
-	}
-	if (valuelen > INT32_MAX || hsec_reserve(m, prelen + clen + valuelen) == -1)
-		return -1;
-	dst = m->hsec + m->hsec_len;
-	if (from < m->nhdrs)
-		memmove(dst, m->hsec + preoff, prelen);
-	else {
-		memcpy(dst, name, prelen);
-		dst[prelen] = ':';
-	}
-	memcpy(dst + prelen + clen, value, valuelen);
-	e->off = (uint32_t)m->hsec_len;
-	e->len = (uint32_t)(prelen + clen + valuelen) & INT32_MAX;
-	e->mbox = 0;
-	m->hsec_len += e->len;
-	return 0;
-}
-
-/*
- * Index of the occurrence-th (from 1) header of that name, or nhdrs if
- * there is none.  It starts from the name's hint (where the last search for
- * it ended) and moves it to what it finds: a run of changes to headers of
- * one name, in either order, costs one walk of the list.
- */
-static size_t
-find_occurrence(struct msgstore *m, const char *name, size_t occurrence)
-{
-	size_t nlen = strlen(name), i, seen;
-	struct hint *h = hint_find(m, name);
-
-	if (h == NULL)
-		h = hint_new(m, name);
-	if (occurrence > h->before) {
-		for (i = h->at, seen = h->before; i < m->nhdrs; i++)
-			if (ent_named(m, i, name, nlen) && ++seen == occurrence)
-				break;
-		h->at = i;
-		h->before = i < m->nhdrs ? occurrence - 1 : seen;
-		return i;
-	}
-	for (i = h->at, seen = h->before; i-- > 0; )
-		if (ent_named(m, i, name, nlen) && seen-- == occurrence)
-			break;
-	if (i == SIZE_MAX)
-		log_panic("find_occurrence: hint for %s counts %zu before %zu", name, h->before, h->at);
-	h->at = i;
-	h->before = occurrence - 1;
-	return i;
-}
-
 /* A new, empty store. */
 struct msgstore *
 msgstore_new(const char *spool_dir, size_t mem_threshold, size_t max_header_bytes)
@@ -699,6 +300,7 @@ msgstore_new(const char *spool_dir, size_t mem_threshold, size_t max_header_byte
 	m->in_bol = true;
 	m->hstate = H_LINE;
 	m->hfirst = true;
+	hs_init(&m->hs, m->spool_dir, mem_threshold, max_header_bytes + 2);
 	body_init(&m->body, mem_threshold);
 	body_init(&m->repl, 0);
 	return m;
@@ -710,10 +312,7 @@ msgstore_free(struct msgstore *m)
 {
 	if (m == NULL)
 		return;
-	free(m->hsec);
-	free(m->ents);
-	for (size_t k = 0; k < NHINTS; k++)
-		free(m->hints[k].name);
+	hs_free(&m->hs);
 	free(m->view_buf);
 	body_free(&m->body);
 	body_free(&m->repl);
@@ -740,23 +339,22 @@ header_bytes(struct msgstore *m, const char *p, size_t n)
 		return -1;
 	}
 	m->hbytes += n;
-	buf_reserve(&m->hsec, &m->hsec_cap, m->hsec_len + n, m->max_header_bytes + 2);
-	memcpy(m->hsec + m->hsec_len, p, n);
-	m->hsec_len += n;
+	buf_reserve(&m->hs.hsec, &m->hs.hsec_cap, m->hs.hsec_len + n, m->max_header_bytes + 2);
+	memcpy(m->hs.hsec + m->hs.hsec_len, p, n);
+	m->hs.hsec_len += n;
 	return 0;
 }
 
-/* The header at hsec[hstart..], complete, goes to the list. */
-static void
+/* The header at hsec[hstart..], complete, goes to the list: 0 or -1 with errno. */
+static int
 header_push(struct msgstore *m)
 {
-	struct hent e = { (uint32_t)m->hstart, (uint32_t)(m->hsec_len - m->hstart) & INT32_MAX,
-		m->hmbox };
+	int rc = hs_push(&m->hs, m->hstart, m->hmbox);
 
-	ent_insert(m, m->nhdrs, e);
 	m->hmbox = false;
-	m->hstart = m->hsec_len;
+	m->hstart = m->hs.hsec_len;
 	m->hpending = false;
+	return rc;
 }
 
 /*
@@ -766,24 +364,15 @@ header_push(struct msgstore *m)
 static int
 header_end(struct msgstore *m, const char *pre, size_t len)
 {
-	size_t held = m->hsec_len - m->hstart;
-	int rc = body_append(m, &m->body, m->hsec + m->hstart, held);
+	size_t held = m->hs.hsec_len - m->hstart;
+	int rc = body_append(m, &m->body, m->hs.hsec + m->hstart, held);
 
 	if (rc == 0)
 		rc = body_append(m, &m->body, pre, len);
 	m->hbytes -= held;
-	m->hsec_len = m->hstart;
+	m->hs.hsec_len = m->hstart;
 	m->hstate = H_BODY;
-	if (m->hsec_len < m->hsec_cap) {
-		m->hsec = m->hsec_len > 0 ? xrealloc(m->hsec, m->hsec_len) : (free(m->hsec), NULL);
-		m->hsec_cap = m->hsec_len;
-	}
-	if (m->nhdrs + 16 < m->ents_cap) {
-		gap_move(m, m->nhdrs);
-		m->ents_cap = m->nhdrs + 16;
-		m->ents = xrealloc(m->ents, m->ents_cap * sizeof(*m->ents));
-		m->gap_len = m->ents_cap - m->nhdrs;
-	}
+	hs_parsed(&m->hs);
 	return rc;
 }
 
@@ -810,7 +399,7 @@ header_value(struct msgstore *m, const char *p, size_t n, size_t *used)
 	*used = k;
 	cr_before = k >= 2 ? p[k - 2] == '\r' : m->hcr;
 	if (nl != NULL && cr_before) {
-		m->hsec_len -= 2;	/* the line's CR LF is not in the value */
+		m->hs.hsec_len -= 2;	/* the line's CR LF is not in the value */
 		m->hpending = true;
 		m->hstate = H_LINE;
 	} else
@@ -846,9 +435,10 @@ header_take(struct msgstore *m, const char *p, size_t n, size_t *used)
 			}
 			if (m->hpending && (c == ' ' || c == '\t')) {
 				/* a continuation: the CR LF was counted with its line */
-				buf_reserve(&m->hsec, &m->hsec_cap, m->hsec_len + 2, m->max_header_bytes + 2);
-				m->hsec[m->hsec_len++] = '\r';
-				m->hsec[m->hsec_len++] = '\n';
+				buf_reserve(&m->hs.hsec, &m->hs.hsec_cap, m->hs.hsec_len + 2,
+				    m->max_header_bytes + 2);
+				m->hs.hsec[m->hs.hsec_len++] = '\r';
+				m->hs.hsec[m->hs.hsec_len++] = '\n';
 				if (header_bytes(m, p + i, 1) == -1)
 					return -1;
 				m->hstate = H_VALUE;
@@ -856,8 +446,8 @@ header_take(struct msgstore *m, const char *p, size_t n, size_t *used)
 				i++;
 				break;
 			}
-			if (m->hpending)
-				header_push(m);
+			if (m->hpending && header_push(m) == -1)
+				return -1;
 			if (m->hfirst && (c == '>' || c == 'F')) {
 				/* maybe an mbox "From " line, before any header */
 				m->hmatched = 0;
@@ -1002,8 +592,9 @@ msgstore_finish(struct msgstore *m)
 	switch (m->hstate) {
 	case H_LINE:
 		if (m->hpending)
-			header_push(m);
-		rc = header_end(m, NULL, 0);
+			rc = header_push(m);
+		if (rc == 0)
+			rc = header_end(m, NULL, 0);
 		break;
 	case H_CR:
 		rc = header_end(m, "\r", 1);
@@ -1015,9 +606,9 @@ msgstore_finish(struct msgstore *m)
 		break;
 	case H_VALUE:
 		if (m->hcr)
-			m->hsec_len--;	/* a final CR: the start of the missing CR LF */
-		header_push(m);
-		rc = header_end(m, NULL, 0);
+			m->hs.hsec_len--;	/* a final CR: the start of the missing CR LF */
+		if ((rc = header_push(m)) == 0)
+			rc = header_end(m, NULL, 0);
 		break;
 	case H_BODY:
 		break;
@@ -1039,137 +630,82 @@ separator_out(const struct msgstore *m)
 uint64_t
 msgstore_size(const struct msgstore *m)
 {
-	return body_size(&m->body) + m->hlive + (separator_out(m) ? 2 : 0);
+	return body_size(&m->body) + m->hs.hlive + (separator_out(m) ? 2 : 0);
 }
 
 /* Number of headers. */
 size_t
 msgstore_nheaders(const struct msgstore *m)
 {
-	return m->nhdrs;
+	return m->hs.nhdrs;
 }
 
-/* Header i (NULL past the end), copied out as two C strings. */
+/* Header i (NULL past the end, or a failed spool read), copied out as two C strings. */
 const struct msg_header *
 msgstore_header(struct msgstore *m, size_t i)
 {
-	const struct hent *e;
-	const char *line;
+	struct hline l;
 	size_t nlen, voff = 0, vlen;
 
-	if (i >= m->nhdrs)
+	if (i >= m->hs.nhdrs || hs_get(&m->hs, i, &l) == -1)
 		return NULL;
-	e = ent_at(m, i);
-	line = ent_line(m, e);
-	if (e->mbox) {		/* as Postfix's smtpd shows it: "X-Mailbox-Line: From ..." */
+	if (l.mbox) {		/* as Postfix's smtpd shows it: "X-Mailbox-Line: From ..." */
 		nlen = sizeof(MBOX_NAME) - 1;
-		vlen = e->len + 1;
+		vlen = l.len + 1;
 	} else {
-		nlen = line_namelen(line, e->len);
-		voff = line_valueoff(line, e->len);
-		vlen = e->len - voff;
+		nlen = line_namelen(l.p, l.len);
+		voff = line_valueoff(l.p, l.len);
+		vlen = l.len - voff;
 	}
 	buf_reserve(&m->view_buf, &m->view_cap, nlen + vlen + 2, SIZE_MAX);
-	memcpy(m->view_buf, e->mbox ? MBOX_NAME : line, nlen);
+	memcpy(m->view_buf, l.mbox ? MBOX_NAME : l.p, nlen);
 	m->view_buf[nlen] = '\0';
-	if (e->mbox) {
+	if (l.mbox) {
 		m->view_buf[nlen + 1] = ' ';
-		memcpy(m->view_buf + nlen + 2, line, e->len);
+		memcpy(m->view_buf + nlen + 2, l.p, l.len);
 	} else
-		memcpy(m->view_buf + nlen + 1, line + voff, vlen);
+		memcpy(m->view_buf + nlen + 1, l.p + voff, vlen);
 	m->view_buf[nlen + 1 + vlen] = '\0';
 	m->view.name = m->view_buf;
 	m->view.value = m->view_buf + nlen + 1;
 	return &m->view;
 }
 
+/* Count a header operation's change (hdrstore.c: 1 changed, 0 nothing, -1 failed). */
+static int
+header_changed(struct msgstore *m, int r)
+{
+	if (r == 1)
+		m->changes++;
+	return r == -1 ? -1 : 0;
+}
+
 /* Append a header. */
 int
 msgstore_add_header(struct msgstore *m, const char *name, const char *value)
 {
-	return msgstore_insert_header(m, m->nhdrs, name, value);
+	return header_changed(m, hs_insert_header(&m->hs, m->hs.nhdrs, name, value));
 }
 
 /* Insert a header before index; index >= count appends. */
 int
 msgstore_insert_header(struct msgstore *m, size_t index, const char *name, const char *value)
 {
-	struct hent e;
-
-	if (name == NULL || value == NULL || !valid_name(name) || !valid_value(value)) {
-		errno = EINVAL;
-		return -1;
-	}
-	if (index > m->nhdrs)
-		index = m->nhdrs;
-	if (hsec_add(m, SIZE_MAX, name, value, strlen(value), &e) == -1)
-		return -1;
-	ent_insert(m, index, e);
-	m->changes++;
-	return 0;
-}
-
-/* Change (value) or delete (NULL) header i (< nhdrs), keeping the name as the message spells it. */
-static int
-header_set(struct msgstore *m, size_t i, const char *value)
-{
-	struct hent *e, ne;
-	size_t voff, vlen;
-
-	if (value == NULL) {
-		ent_remove(m, i);
-		m->changes++;
-		return 0;
-	}
-	e = ent_at(m, i);
-	vlen = strlen(value);
-	if (e->mbox) {
-		if (vlen == e->len + 1U && value[0] == ' ' &&
-		    memcmp(ent_line(m, e), value + 1, e->len) == 0)
-			return 0;
-	} else {
-		voff = line_valueoff(ent_line(m, e), e->len);
-		if (e->len - voff == vlen && memcmp(ent_line(m, e) + voff, value, vlen) == 0)
-			return 0;	/* the value it has: nothing changes */
-	}
-	if (hsec_add(m, i, NULL, value, vlen, &ne) == -1)
-		return -1;
-	e = ent_at(m, i);
-	m->hdead += e->len;
-	m->hlive = m->hlive - e->len + ne.len;
-	*e = ne;
-	m->changes++;
-	return 0;
+	return header_changed(m, hs_insert_header(&m->hs, index, name, value));
 }
 
 /* Change or delete the occurrence-th header of that name; add it if there is none. */
 int
 msgstore_change_header(struct msgstore *m, const char *name, size_t occurrence, const char *value)
 {
-	size_t i;
-
-	if (name == NULL || occurrence == 0 || !valid_name(name) ||
-	    (value != NULL && !valid_value(value))) {
-		errno = EINVAL;
-		return -1;
-	}
-	if ((i = find_occurrence(m, name, occurrence)) < m->nhdrs)
-		return header_set(m, i, value);
-	if (value == NULL)
-		return 0;
-	return msgstore_add_header(m, name, value);
+	return header_changed(m, hs_change_header(&m->hs, name, occurrence, value));
 }
 
 /* Change or delete header index, which must have that name. */
 int
 msgstore_change_header_at(struct msgstore *m, size_t index, const char *name, const char *value)
 {
-	if (name == NULL || !valid_name(name) || (value != NULL && !valid_value(value)) ||
-	    index >= m->nhdrs || !ent_named(m, index, name, strlen(name))) {
-		errno = EINVAL;
-		return -1;
-	}
-	return header_set(m, index, value);
+	return header_changed(m, hs_change_header_at(&m->hs, index, name, value));
 }
 
 /* Read the body from its start. */
@@ -1346,24 +882,25 @@ cursor_begin(const struct msgstore *m, struct cursor *c)
  * *avail 0 at the end.  0, or -1 with errno (a failed read).
  */
 static int
-cursor_peek(const struct msgstore *m, struct cursor *c, const char **p, size_t *avail)
+cursor_peek(struct msgstore *m, struct cursor *c, const char **p, size_t *avail)
 {
 	const struct body *b = &m->body;
-	const struct hent *h;
+	struct hline h;
 	ssize_t r;
 
 	for (;;) {
 		switch (c->phase) {
 		case CUR_HEADERS:
-			if (c->hdr >= m->nhdrs) {
+			if (c->hdr >= m->hs.nhdrs) {
 				c->phase = CUR_SEP;
 				c->off = 0;
 				continue;
 			}
-			h = ent_at(m, c->hdr);
 			if (c->part == 0) {
-				*p = ent_line(m, h);
-				*avail = h->len;
+				if (hs_get(&m->hs, c->hdr, &h) == -1)
+					return -1;
+				*p = h.p;
+				*avail = h.len;
 			} else {
 				*p = "\r\n";
 				*avail = 2;
@@ -1435,6 +972,10 @@ msgstore_output_begin(struct msgstore *m)
 {
 	if (msgstore_finish(m) == -1)
 		return -1;
+	if (m->hs.error != 0) {		/* a header change could not reach the spool */
+		errno = m->hs.error;
+		return -1;
+	}
 	cursor_begin(m, &m->out);
 	m->out_begun = true;
 	m->out_bol = true;

@@ -7,8 +7,11 @@
  *   - the header section parsed into a list (folded headers kept as one
  *     header, folding intact), bounded by max_header_bytes, stored compactly:
  *     the lines in one buffer (about the wire size) and 8 bytes of index a
- *     header; every header operation costs what it walks, and a run of
- *     changes to one name walks the list once (see msgstore.c);
+ *     header, and, like the body, past mem_threshold in an unlinked
+ *     temporary file in spool_dir, in blocks of about 128 headers, with 16
+ *     bytes of index a block and one block in memory; every header
+ *     operation costs what it walks, and a run of changes to one name walks
+ *     the list once (see hdrstore.c);
  *   - the body in memory up to mem_threshold bytes, then in an unlinked
  *     temporary file in spool_dir, so memory per session stays bounded
  *     whatever the message size.
@@ -56,8 +59,8 @@ struct msg_header {
 struct msgstore;
 
 /*
- * A new, empty store.  spool_dir: where a body over mem_threshold goes
- * (created with mkstemp and unlinked at once).  Returns NULL only on
+ * A new, empty store.  spool_dir: where a body or a header section over
+ * mem_threshold goes (created with mkstemp and unlinked at once).  Returns NULL only on
  * allocation failure (never: xmalloc) — so never NULL.
  */
 struct msgstore *msgstore_new(const char *spool_dir, size_t mem_threshold, size_t max_header_bytes);
@@ -66,7 +69,8 @@ void	msgstore_free(struct msgstore *m);
 /*
  * Feed bytes of the stuffed DATA stream (any split, even inside a CRLF).
  * Returns 0, or -1 with errno: EMSGSIZE when the header section exceeds
- * max_header_bytes, EILSEQ for a NUL in a header value, or the errno of a failed temp file write (ENOSPC...).
+ * max_header_bytes, EILSEQ for a NUL in a header value, or the errno of a
+ * failed temp file write (ENOSPC...).
  * Header bytes are counted as they came ("name:value\r\n", folding
  * included, the separator not), and so are the bytes of a line not yet
  * known to be a header or not (a long run of name bytes without a colon).
@@ -86,9 +90,11 @@ int	msgstore_finish(struct msgstore *m);
  * lines, unstuffed): what msgstore_write_fd() writes. */
 uint64_t msgstore_size(const struct msgstore *m);
 
-/* Headers, in order; msgstore_header() is NULL past the end; it copies the
- * header out as two C strings (name without the white space before the
- * colon), valid until the next msgstore_header() call or header change. */
+/* Headers, in order; msgstore_header() is NULL past the end, or when a
+ * spilled header section cannot be read (the message then cannot go out:
+ * msgstore_output_begin() fails); it copies the header out as two C
+ * strings (name without the white space before the colon), valid until
+ * the next msgstore_header() call or header change. */
 size_t	msgstore_nheaders(const struct msgstore *m);
 const struct msg_header *msgstore_header(struct msgstore *m, size_t i);
 /* Append; insert before index (index >= count appends); change the
@@ -97,7 +103,8 @@ const struct msg_header *msgstore_header(struct msgstore *m, size_t i);
  * chgheader does).  Values may contain folding ("\r\n\t"); a name must be
  * 1..997 printable bytes without ':' or space; a value must not contain a
  * bare CR or LF, nor CRLF not followed by a space or tab.  0 or -1 (EINVAL,
- * also for occurrence 0).  A value is stored as given: it goes out as
+ * also for occurrence 0; or the errno of a failed spool read or write,
+ * which sticks: the message cannot go out).  A value is stored as given: it goes out as
  * "name:value", so a filter wanting "Name: v" passes " v".  A change keeps
  * the name as the message spells it.  Changing a header to the value it
  * has, or deleting one that is not there, changes nothing (0, and

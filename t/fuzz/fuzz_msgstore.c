@@ -5,7 +5,8 @@
  * one byte choosing the output buffer size (1..16) and the memory
  * threshold (0, 16, 64 or 4096 bytes, so bodies spill to /tmp), then the
  * stuffed DATA stream.  Invariants, abort() when broken:
- *   - fed in one piece or in pieces, the store gives the same headers and
+ *   - fed in one piece with the headers in memory, or in pieces with them
+ *     spilled past the threshold, the store gives the same headers and
  *     the same output (whatever the bytes, bare CR/LF included), or refuses
  *     both with EMSGSIZE (header section over 64 KB) or both with EILSEQ
  *     (a NUL in a header);
@@ -14,13 +15,16 @@
  *     when missing: for a canonically stuffed stream (every line starting
  *     with "." starts with ".."), that is the stream itself plus a final
  *     CRLF when missing;
- *   - msgstore_write_fd writes the unstuffed message, msgstore_size bytes.
+ *   - msgstore_write_fd writes the unstuffed message, msgstore_size bytes;
+ *   - the same header edits (inserts, changes, deletes, by index and by
+ *     name) get the same answers and leave the same headers and output.
  * Every feed gets an exact-size heap copy, so reads past the end are seen.
  */
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -226,6 +230,46 @@ canonical(const char *p, size_t n)
 	return true;
 }
 
+/*
+ * The same header edits on both stores (seeded): inserts, changes and
+ * deletes by index and by name, which must give the same answers.
+ */
+static void
+edit_both(struct msgstore *a, struct msgstore *b, unsigned seed)
+{
+	uint32_t x = seed * 2654435761u + 7;
+	char name[1000], value[32];
+	int ra, rb;
+
+	for (int i = 0; i < 40; i++) {
+		size_t n = msgstore_nheaders(a), k;
+
+		x = x * 1103515245u + 12345u;
+		k = n > 0 ? (x >> 4) % n : 0;
+		snprintf(value, sizeof(value), " e%d", i);
+		if (n > 0)
+			snprintf(name, sizeof(name), "%s", msgstore_header(a, k)->name);
+		else
+			snprintf(name, sizeof(name), "X-E");
+		switch ((x >> 16) % 4) {
+		case 0:
+			ra = msgstore_insert_header(a, k, "X-E", value);
+			rb = msgstore_insert_header(b, k, "X-E", value);
+			break;
+		case 1:
+			ra = msgstore_change_header_at(a, k, name, (x >> 2) % 2 ? value : NULL);
+			rb = msgstore_change_header_at(b, k, name, (x >> 2) % 2 ? value : NULL);
+			break;
+		default:
+			ra = msgstore_change_header(a, name, 1 + (x >> 3) % 3, (x >> 2) % 2 ? value : NULL);
+			rb = msgstore_change_header(b, name, 1 + (x >> 3) % 3, (x >> 2) % 2 ? value : NULL);
+			break;
+		}
+		if (ra != rb || msgstore_changes(a) != msgstore_changes(b))
+			abort();
+	}
+}
+
 /* One input: a piece seed, a buffer/threshold byte, then the stream. */
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -244,7 +288,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bufsize = 1 + data[1] % 16;
 	threshold = thresholds[(data[1] >> 4) % 4];
 
-	whole = store_fed(buf, len, 0, threshold, &err1);
+	whole = store_fed(buf, len, 0, SIZE_MAX, &err1);	/* headers never spilled */
 	split = store_fed(buf, len, data[0] ? data[0] : 1, threshold, &err2);
 	if (whole == NULL || split == NULL) {
 		/* only a header section over the limit, or a NUL in a header, may
@@ -284,6 +328,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(un.p);
 		free(want.p);
 	}
+	free(o1.p);
+	free(o2.p);
+	free(h1.p);
+	free(h2.p);
+	edit_both(whole, split, data[0]);
+	o1 = output_of(whole, 65536);
+	o2 = output_of(split, bufsize);
+	h1 = headers_of(whole);
+	h2 = headers_of(split);
+	if (!str_eq(&o1, &o2) || !str_eq(&h1, &h2))
+		abort();
 	free(o1.p);
 	free(o2.p);
 	free(h1.p);
