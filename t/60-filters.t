@@ -9,7 +9,9 @@
 # changes, two sessions in parallel while one is held by a pending module,
 # BDAT into a holding chain (smtp-sink with CHUNKING added, and a real
 # Postfix), a 50 MB message through a body-scanning chain with bounded
-# memory, and a chain without message hooks that streams.
+# memory, many sessions holding near-limit header sections with bounded
+# memory (spilled past spool_memory), and a chain without message hooks
+# that streams.
 use strict;
 use warnings;
 
@@ -737,6 +739,112 @@ EOF
 	}
 	unlink $f if $f;
 	stop_proxy($p, '50 MB proxy exits 0');
+}
+
+# --- header sections held by many sessions: spilled past spool_memory
+# (issue 12, item 8).  NSESS sessions each send a header section near
+# limits.max_header_size (200,000 headers "X:1", 1 MB on the wire) and stop
+# before the final dot: every section is held at once.  Once the proxy has
+# read every byte (its sockets' receive queues and the clients' send queues
+# empty, from /proc/net/tcp), the worker's RSS is read: with spool_memory =
+# 4096 the header sections are on disk and each session keeps a small index
+# and one block; with spool_memory = 64 MiB (in memory) each keeps about
+# 2.2 MB.  Then the dots: every message goes through a header filter and
+# reaches the sink whole, both ways.
+sub proxy_queues_empty {
+	my ($port, $n) = @_;
+	my $hex = sprintf('%04X', $port);
+	my ($server, $busy) = (0, 0);
+	for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+		open(my $fh, '<', $f) or next;
+		while (<$fh>) {
+			my (undef, $local, $remote, $st, $q) = split ' ';
+			next unless defined $q && $st eq '01';
+			my ($tx, $rx) = map { hex } split /:/, $q;
+			if ($local =~ /:$hex\z/) {
+				$server++;
+				$busy++ if $rx > 0;
+			} elsif ($remote =~ /:$hex\z/) {
+				$busy++ if $tx > 0;
+			}
+		}
+	}
+	return $server >= $n && !$busy;
+}
+
+sub worker_rss_kb {
+	my ($p) = @_;
+	my $max;
+	for my $pid ($p->worker_pids) {
+		my $s = SmtpChainTest::slurp("/proc/$pid/status") // next;
+		$max = $1 if $s =~ /^VmRSS:\s+(\d+)\s+kB/m && (!defined $max || $1 > $max);
+	}
+	return $max;
+}
+
+my %held_rss;
+for my $mode ('memory', 'spilled') {
+	my $NSESS = $SmtpChainTest::VALGRIND ? 3 : 20;
+	my $NHDR = 200_000;
+	my $mem = $mode eq 'spilled' ? 4096 : 67108864;
+	my $p = chain_proxy("held-$mode", tf_block(tag => "held$mode", needs => ['headers'],
+	    hooks => ['header', 'eom'], add_header => 'X-Held: yes'),
+	    "workers = 1;\nlimits { spool_memory = $mem; }\n");
+	my $wait = 300;
+	my (@c, @id);
+	SmtpChainTest::wait_until(sub { defined worker_rss_kb($p) }, 60);
+	my $rss0 = worker_rss_kb($p);
+	my $headers = "X:1\r\n" x $NHDR;
+	for my $i (1 .. $NSESS) {
+		my $c = smtp_connect($p->port, timeout => $wait);
+		$c->read_reply;
+		$c->ehlo('held.client.test');
+		my $r = $c->begin_data(from => 'held@client.test', to => 'held@example.test');
+		last unless $r->{ok};
+		push @id, uid("held$mode");
+		my $msg = make_message(id => $id[-1], subject => "held $mode $i", body => "body $i\r\n");
+		$msg =~ s/\r\n\r\n/\r\n$headers\r\n/;
+		$c->send($msg) or last;
+		push @c, $c;
+	}
+	is(scalar @c, $NSESS, "held $mode: $NSESS sessions hold a 1 MB header section each");
+	ok(SmtpChainTest::wait_until(sub { proxy_queues_empty($p->port, $NSESS) }, $wait, 0.2),
+	    "held $mode: the proxy read every byte");
+	my $rss = worker_rss_kb($p);
+	$held_rss{$mode} = defined $rss && defined $rss0 ? ($rss - $rss0) / $NSESS : undef;
+	diag(sprintf("held %s: worker RSS %s -> %s kB with %d sessions: %s kB a session",
+	    $mode, $rss0 // '?', $rss // '?', $NSESS,
+	    defined $held_rss{$mode} ? sprintf('%.0f', $held_rss{$mode}) : '?'));
+	if ($mode eq 'spilled') {
+		SKIP: {
+			skip 'RSS under valgrind or a sanitizer says nothing here', 1 if SmtpChainTest::sanitized();
+			ok(defined $held_rss{$mode} && $held_rss{$mode} < 400,
+			    'held spilled: under 400 kB of worker RSS a session (' .
+			    sprintf('%.0f', $held_rss{$mode} // -1) . ' kB; in memory ' .
+			    sprintf('%.0f', $held_rss{memory} // -1) . ' kB)');
+		}
+	}
+	my $t0 = time;
+	$_->send(".\r\n") for @c;
+	my $n250 = 0;
+	for my $c (@c) {
+		my $end = $c->read_reply($wait);
+		$n250++ if $end && $end->{code} && $end->{code} == 250;
+		$c->quit;
+	}
+	my $t = time - $t0;
+	is($n250, $NSESS, "held $mode: every message accepted after the header filter");
+	diag(sprintf("held %s: %d messages of %d headers through the header filter in %.2f s",
+	    $mode, $NSESS, $NHDR, $t));
+	my ($f) = SmtpChainTest::wait_until(sub {
+		my @f = grep { index(slurp_head($_), "<$id[0]\@client.test>") >= 0 } $sink->files;
+		return $f[0];
+	}, $wait, 0.2);
+	my $got = $f ? SmtpChainTest::slurp($f) // '' : '';
+	my $nx = () = $got =~ /^X:1\r?$/mg;
+	is($nx, $NHDR, "held $mode: the sink got all $NHDR headers");
+	like($got, qr/^X-Held: yes$/m, "held $mode: and the filter's header");
+	stop_proxy($p, "held $mode: proxy exits 0");
 }
 
 # The first 64 KiB of a file.
