@@ -6,15 +6,28 @@
  * itself when the proxy must refuse it.  Replies go back strictly in command
  * order: a local reply waits until every relayed command before it has its
  * answer.  Commands are pipelined to the backend only when it offers
- * PIPELINING and RFC 2920 allows the command inside a group.
+ * PIPELINING and RFC 2920 allows the command inside a group.  Each verb
+ * has one row in command_table: what the proxy does with the command
+ * (cmd_*) and with the backend's answer to it (reply_*), written side by
+ * side below.
  *
  * States (enum session_state) change only in session_set_state(), which logs
  * every transition at debug level:
  *
- *   CONNECT --greeting--> COMMAND --354--> DATA --CRLF.CRLF--> COMMAND
- *                            |  \--BDAT n--> BDAT --n octets--> COMMAND
- *                            |            DATA --over size--> DISCARD --end--> CLOSING
- *                            \--QUIT, 421, timeout, bad data--> CLOSING
+ *   accept --proxy_protocol listener--> PROXY --PROXY header--> CONNECT
+ *   accept ----------------------------------------------------> CONNECT
+ *   CONNECT --backend's greeting, the chain's connect step--> COMMAND
+ *   COMMAND --354--> DATA --CRLF.CRLF--> COMMAND
+ *   COMMAND --BDAT n--> BDAT --n octets--> COMMAND
+ *   COMMAND --AUTH, 334--> AUTH --one line relayed--> COMMAND
+ *   DATA --over the size limit--> DISCARD --end--> CLOSING (held: COMMAND)
+ *   DATA, BDAT (held for filters) --end--> FILTER --outcome--> COMMAND
+ *   any --QUIT, 421, timeout, bad data, client gone, limits--> CLOSING
+ *   CLOSING --last reply written--> session_close()
+ *
+ * A held message's 354 is the proxy's own; in FILTER no client input is
+ * read: the chain runs over the message, then the envelope is replayed and
+ * the store sent (hold.c), or the message ends here.
  *
  * The client's EOF (a FIN, or a TLS close_notify) is a half-close: like
  * Postfix, which meets it only when it reads past what came before it, the
@@ -40,12 +53,12 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
-#include <openssl/evp.h>
 
 #include "filter.h"
 #include "log.h"
 #include "module.h"
 #include "msgstore.h"
+#include "esmtp.h"
 #include "hold.h"
 #include "proxyproto.h"
 #include "session.h"
@@ -327,122 +340,6 @@ log_refusal(struct session *s, const char *what, const char *r, size_t n)
 	    what, s->caddr, s->cport, reply, s->tx.from, s->helo);
 }
 
-/* Whether the rewritten EHLO list offered this keyword to the client. */
-static bool
-offered(const struct session *s, const char *kw)
-{
-	const char *p = s->offered;
-	size_t kwlen = strlen(kw);
-
-	if (!s->esmtp || p == NULL)
-		return false;
-	/* skip the domain line, then look at each "250-KW..." / "250 KW..." */
-	while ((p = strchr(p, '\n')) != NULL) {
-		p++;
-		if (strlen(p) < 4 + kwlen)
-			break;
-		if (strncasecmp(p + 4, kw, kwlen) == 0 &&
-		    (p[4 + kwlen] == ' ' || p[4 + kwlen] == '\r' || p[4 + kwlen] == '='))
-			return true;
-	}
-	return false;
-}
-
-/* The message size limit for a new transaction; 0 = none. */
-static uint64_t
-message_size_limit(const struct session *s)
-{
-	uint64_t limit = s->cfg->limits.max_message_size;
-
-	if (s->ccaps.size && s->ccaps.size_limit &&
-	    (limit == 0 || s->ccaps.size_limit < limit))
-		limit = s->ccaps.size_limit;
-	return limit;
-}
-
-/* Parse a decimal octet count (1 to 20 digits, no overflow); -1 if bad. */
-static int
-parse_count(const char *p, size_t n, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (n == 0 || n > 20)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return -1;
-		if (v > (UINT64_MAX - (uint64_t)(p[i] - '0')) / 10)
-			return -1;
-		v = v * 10 + (uint64_t)(p[i] - '0');
-	}
-	*out = v;
-	return 0;
-}
-
-/*
- * The ESMTP parameters of MAIL or RCPT, against what the client was offered.
- * Returns NULL when all may go on, else the reply to give.
- */
-static const char *
-check_params(struct session *s, const struct smtp_path *path, bool is_mail, char *reply, size_t replylen)
-{
-	static const struct {
-		const char	*param;
-		const char	*extension;
-		bool		 mail;	/* MAIL parameter, else RCPT */
-	} needs[] = {
-		{ "SIZE", "SIZE", true },	{ "SMTPUTF8", "SMTPUTF8", true },
-		{ "RET", "DSN", true },		{ "ENVID", "DSN", true },
-		{ "NOTIFY", "DSN", false },	{ "ORCPT", "DSN", false },
-		{ "AUTH", "AUTH", true },	{ "BY", "DELIVERBY", true },
-		{ "MT-PRIORITY", "MT-PRIORITY", true },
-		{ "REQUIRETLS", "REQUIRETLS", true },
-		{ "HOLDFOR", "FUTURERELEASE", true }, { "HOLDUNTIL", "FUTURERELEASE", true },
-		{ "RRVS", "RRVS", false },	{ "BODY", NULL, true },
-	};
-
-	for (size_t i = 0; i < path->nparams; i++) {
-		const struct smtp_param *pa = &path->params[i];
-
-		for (size_t j = 0; j < sizeof(needs) / sizeof(needs[0]); j++) {
-			if (strlen(needs[j].param) != pa->keylen ||
-			    strncasecmp(needs[j].param, pa->key, pa->keylen) != 0)
-				continue;
-			if (needs[j].mail != is_mail)
-				break;
-			if (needs[j].extension == NULL) {	/* BODY= */
-				if (pa->value && pa->valuelen == 4 &&
-				    strncasecmp(pa->value, "7BIT", 4) == 0 && s->esmtp)
-					break;
-				if (pa->value && pa->valuelen == 8 &&
-				    strncasecmp(pa->value, "8BITMIME", 8) == 0 &&
-				    offered(s, "8BITMIME"))
-					break;
-			} else if (offered(s, needs[j].extension)) {
-				break;
-			}
-			snprintf(reply, replylen, "555 5.5.4 Error: unsupported parameter %.*s",
-			    (int)pa->keylen, pa->key);
-			return reply;
-		}
-	}
-	if (is_mail) {
-		const struct smtp_param *size = smtp_path_param(path, "SIZE");
-		uint64_t n, limit = message_size_limit(s);
-
-		if (size && (size->value == NULL ||
-		    parse_count(size->value, size->valuelen, &n) != 0)) {
-			snprintf(reply, replylen, "501 5.5.4 Error: bad SIZE parameter");
-			return reply;
-		}
-		if (size && limit && n > limit) {
-			snprintf(reply, replylen, "552 5.3.4 Error: message size exceeds fixed limit");
-			return reply;
-		}
-	}
-	return NULL;
-}
-
 /* Relay a command line; sync: wait for its answer before the next command. */
 static enum step_result
 relay(struct session *s, const char *line, size_t len, enum smtp_verb verb, bool sync)
@@ -497,27 +394,6 @@ filter_allows(struct session *s, enum filter_step step, const char *a1, const ch
 	return true;
 }
 
-/* The ESMTP parameters of a path as one string ("" if none), for filters. */
-static void
-path_params(const struct smtp_path *path, char *out, size_t outlen)
-{
-	size_t o = 0;
-
-	out[0] = '\0';
-	for (size_t i = 0; i < path->nparams && o < outlen; i++) {
-		const struct smtp_param *pa = &path->params[i];
-		int n = snprintf(out + o, outlen - o, "%s%.*s%s%.*s", i ? " " : "",
-		    (int)pa->keylen, pa->key, pa->value ? "=" : "",
-		    pa->value ? (int)pa->valuelen : 0, pa->value ? pa->value : "");
-
-		if (n < 0 || (size_t)n >= outlen - o) {
-			out[o] = '\0';
-			break;
-		}
-		o += (size_t)n;
-	}
-}
-
 /* EHLO and HELO: remember the name, ask the chain; the reply is rewritten later. */
 static enum step_result
 cmd_helo(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
@@ -532,6 +408,64 @@ cmd_helo(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	if (!filter_allows(s, FILTER_HELO, s->helo, NULL, &r))
 		return r;
 	return relay(s, line, len, cmd->verb, true);
+}
+
+/* EHLO's 250: what the backend offers, rewritten for the client; a new start. */
+static bool
+reply_ehlo(struct session *s, const char *r, size_t n, int code)
+{
+	size_t cap = n + 2048;
+	char *out;
+	struct ehlo_policy pol = {
+		.remove = (const char *const *)s->cfg->ehlo.remove.v,
+		.nremove = s->cfg->ehlo.remove.n,
+		.add = (const char *const *)s->cfg->ehlo.add.v,
+		.nadd = s->cfg->ehlo.add.n,
+		.size = s->cfg->ehlo.size,
+	};
+	int m;
+
+	if (code != 250) {
+		session_reply(s, r, n);
+		return true;
+	}
+	out = xmalloc(cap);
+	ehlo_caps_parse(r, n, &s->bcaps);
+	m = ehlo_rewrite(r, n, &pol, out, cap, &s->ccaps);
+	if (m < 0) {
+		session_log(s, LOG_LVL_WARNING, "cannot rewrite the backend's EHLO reply");
+		free(out);
+		session_fail(s, "421 4.3.0 %s Service not available, bad reply from backend",
+		    s->cfg->hostname);
+		return false;
+	}
+	free(s->backend_auth);
+	s->backend_auth = esmtp_auth_line(r, n);
+	if (s->srv->tls && !s->tls)
+		m = esmtp_offer(out, (size_t)m, cap, "STARTTLS");
+	if (esmtp_auth_allowed(s))
+		m = esmtp_offer(out, (size_t)m, cap, s->backend_auth);
+	free(s->offered);
+	s->offered = xstrndup(out, (size_t)m);
+	free(out);
+	s->ehlo_done = s->esmtp = true;
+	reset_transaction(s);
+	session_reply(s, s->offered, (size_t)m);
+	return true;
+}
+
+/* HELO's 250: a new start without extensions. */
+static bool
+reply_helo(struct session *s, const char *r, size_t n, int code)
+{
+	if (code == 250) {
+		s->ehlo_done = true;
+		s->esmtp = false;
+		memset(&s->ccaps, 0, sizeof(s->ccaps));
+		reset_transaction(s);
+	}
+	session_reply(s, r, n);
+	return true;
 }
 
 /* MAIL FROM: syntax, parameters against the offered list, the chain, XFORWARD first. */
@@ -552,7 +486,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		local_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
 		return STEP_NEXT;
 	}
-	if ((err = check_params(s, &path, true, reply, sizeof(reply))) != NULL) {
+	if ((err = esmtp_check_params(s, &path, true, reply, sizeof(reply))) != NULL) {
 		local_reply(s, "%s", err);
 		return STEP_NEXT;
 	}
@@ -561,7 +495,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		return STEP_NEXT;
 	}
 	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
-	path_params(&path, params, sizeof(params));
+	esmtp_path_params(&path, params, sizeof(params));
 	message_number(s);
 	if (!filter_allows(s, FILTER_MAIL, addr, params, &r))
 		return r;
@@ -569,7 +503,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	n = path.addrlen < sizeof(s->tx.from) - 1 ? path.addrlen : sizeof(s->tx.from) - 1;
 	memcpy(s->tx.from, path.addr, n);
 	s->tx.from[n] = '\0';
-	s->tx.size_limit = message_size_limit(s);
+	s->tx.size_limit = esmtp_size_limit(s);
 	if (s->srv->chain.n > 0) {
 		char canon[1600];
 
@@ -581,6 +515,20 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	txn_reset_bdat(&s->tx);
 	backend_xforward(s);
 	return relay(s, line, len, SMTP_MAIL, false);
+}
+
+/* MAIL's answer: the transaction begins, or the refusal is logged. */
+static bool
+reply_mail(struct session *s, const char *r, size_t n, int code)
+{
+	if (code / 100 == 2) {
+		s->tx.in_mail = true;
+		metrics_message_start(s);
+	} else {
+		log_refusal(s, "MAIL", r, n);
+	}
+	session_reply(s, r, n);
+	return true;
 }
 
 /* RCPT TO: syntax, DSN parameters, the recipient limit, the chain. */
@@ -597,7 +545,7 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		local_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return STEP_NEXT;
 	}
-	if ((err = check_params(s, &path, false, reply, sizeof(reply))) != NULL) {
+	if ((err = esmtp_check_params(s, &path, false, reply, sizeof(reply))) != NULL) {
 		s->rcpt_refused++;
 		local_reply(s, "%s", err);
 		return STEP_NEXT;
@@ -616,7 +564,7 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		return STEP_NEXT;
 	}
 	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
-	path_params(&path, params, sizeof(params));
+	esmtp_path_params(&path, params, sizeof(params));
 	if (!filter_allows(s, FILTER_RCPT, addr, params, &r)) {
 		if (r == STEP_NEXT)
 			s->rcpt_refused++;	/* a module refused it */
@@ -626,6 +574,25 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		txn_rcpt_record(&s->tx, line, len - 2, addr, RCPT_PENDING);
 	s->rcpt_sent++;
 	return relay(s, line, len, SMTP_RCPT, false);
+}
+
+/* RCPT's answer: counted; a held message's recipient kept or dropped. */
+static bool
+reply_rcpt(struct session *s, const char *r, size_t n, int code)
+{
+	s->rcpt_sent--;
+	if (code / 100 == 2) {
+		s->tx.rcpt_ok++;
+	} else {
+		s->rcpt_refused++;
+		log_refusal(s, "RCPT", r, n);
+	}
+	if (s->tx.rcpt_reply_next < s->tx.nrcpts && code / 100 == 2)
+		s->tx.rcpts[s->tx.rcpt_reply_next++].status = RCPT_OK;
+	else if (s->tx.rcpt_reply_next < s->tx.nrcpts)
+		txn_rcpt_drop(&s->tx, s->tx.rcpt_reply_next);
+	session_reply(s, r, n);
+	return true;
 }
 
 /* DATA: the chain's data step, then relayed, or held for the filters. */
@@ -651,6 +618,21 @@ cmd_data(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	return STEP_NEXT;
 }
 
+/* DATA's 354: the message data follows. */
+static bool
+reply_data(struct session *s, const char *r, size_t n, int code)
+{
+	if (code == 354) {
+		dot_scanner_init(&s->tx.dot);
+		s->tx.msg_octets = 0;
+		session_reply(s, r, n);
+		session_set_state(s, SS_DATA, "354");
+		return true;
+	}
+	session_reply(s, r, n);
+	return true;
+}
+
 /*
  * BDAT count [LAST] (RFC 3030).  Relayed as it is to a backend with
  * CHUNKING; to one without, the proxy opens DATA once per message and sends
@@ -667,7 +649,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	uint64_t count;
 	bool last = false;
 
-	if (!offered(s, "CHUNKING")) {
+	if (!esmtp_offered(s, "CHUNKING")) {
 		local_reply(s, "502 5.5.1 Error: command not implemented");
 		return STEP_NEXT;
 	}
@@ -683,7 +665,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		else
 			numlen = 0;	/* bad syntax */
 	}
-	if (parse_count(cmd->arg, numlen, &count) != 0) {
+	if (esmtp_parse_count(cmd->arg, numlen, &count) != 0) {
 		/* The octets that follow cannot be told from commands: end here. */
 		if (s->pcount > 0)
 			return STEP_STOP;
@@ -752,25 +734,24 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 }
 
 /*
- * Append one keyword to a rewritten EHLO reply (its last "250 " line
- * becomes "250-").  Returns the new length; the reply is unchanged if it
- * does not fit in cap.
+ * The answer to our DATA for BDAT chunks to a backend without CHUNKING:
+ * 354 opens it; anything else answers this and the transaction's other
+ * chunks.  Not relayed.
  */
-static int
-ehlo_offer(char *reply, size_t len, size_t cap, const char *kw)
+static bool
+reply_bdat_data(struct session *s, const char *r, size_t n, int code)
 {
-	size_t kwlen = strlen(kw), last = len;
-
-	if (len < 6 || len + kwlen + 6 > cap)
-		return (int)len;
-	while (last > 0 && !(last < len - 2 && reply[last - 1] == '\n'))
-		last--;
-	if (reply[last + 3] == ' ')
-		reply[last + 3] = '-';
-	memcpy(reply + len, "250 ", 4);
-	memcpy(reply + len + 4, kw, kwlen);
-	memcpy(reply + len + 4 + kwlen, "\r\n", 2);
-	return (int)(len + kwlen + 6);
+	if (code == 354) {
+		s->tx.bdat_data_open = true;
+		dot_stuffer_init(&s->tx.stuff);
+		return false;
+	}
+	s->tx.bdat_failed = true;
+	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
+		n--;
+	free(s->tx.bdat_error);
+	s->tx.bdat_error = xstrndup(r, n);
+	return false;
 }
 
 /*
@@ -781,7 +762,7 @@ ehlo_offer(char *reply, size_t len, size_t cap, const char *kw)
 static enum step_result
 cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
-	if (s->srv->tls == NULL || s->tls || !offered(s, "STARTTLS")) {
+	if (s->srv->tls == NULL || s->tls || !esmtp_offered(s, "STARTTLS")) {
 		local_reply(s, "502 5.5.1 Error: command not implemented");
 		return STEP_NEXT;
 	}
@@ -806,67 +787,6 @@ cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, si
 	return STEP_NEXT;
 }
 
-/* The EHLO line of the backend's AUTH keyword ("AUTH PLAIN LOGIN"), or NULL. */
-static char *
-backend_auth_line(const char *r, size_t n)
-{
-	const char *end = r + n, *p = r;
-
-	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		size_t len = eol ? (size_t)(eol - p) : (size_t)(end - p);
-
-		if (len > 2 && p[len - 1] == '\r')
-			len--;
-		if (len > 9 && strncasecmp(p + 4, "AUTH ", 5) == 0)
-			return xstrndup(p + 4, len - 4);
-		p = eol ? eol + 1 : end;
-	}
-	return NULL;
-}
-
-/* Whether the client may be offered AUTH now (the backend has it; TLS if required). */
-static bool
-auth_allowed(const struct session *s)
-{
-	return s->backend_auth && !s->auth_done && (s->tls || !s->cfg->auth_requires_tls);
-}
-
-/*
- * The identity in a SASL response, for filters and logs (never the
- * secret): PLAIN's authcid, LOGIN's user name, CRAM-MD5's user name.
- */
-static void
-auth_identity(struct session *s, const char *b64, size_t n)
-{
-	unsigned char buf[1024];
-	int len;
-
-	if (s->auth_user[0] || n == 0 || n > 1300 || (n == 1 && b64[0] == '*'))
-		return;
-	if ((len = EVP_DecodeBlock(buf, (const unsigned char *)b64, (int)n)) < 0)
-		return;
-	while (len > 0 && n >= 1 && b64[n - 1] == '=' && len > 0)
-		len--, n--;
-	if (strcasecmp(s->auth_mech, "PLAIN") == 0) {
-		unsigned char *a = memchr(buf, '\0', (size_t)len), *b;
-
-		if (a && (b = memchr(a + 1, '\0', (size_t)(len - (a + 1 - buf)))))
-			snprintf(s->auth_user, sizeof(s->auth_user), "%.*s", (int)(b - a - 1), a + 1);
-	} else if (strcasecmp(s->auth_mech, "LOGIN") == 0) {
-		snprintf(s->auth_user, sizeof(s->auth_user), "%.*s", len, buf);
-	} else if (strcasecmp(s->auth_mech, "CRAM-MD5") == 0) {
-		unsigned char *sp = memchr(buf, ' ', (size_t)len);
-
-		if (sp)
-			snprintf(s->auth_user, sizeof(s->auth_user), "%.*s", (int)(sp - buf), buf);
-	}
-	for (size_t i = 0; s->auth_user[i]; i++)	/* printable only */
-		if ((unsigned char)s->auth_user[i] < 0x20 || (unsigned char)s->auth_user[i] == 0x7f)
-			s->auth_user[i] = '?';
-	explicit_bzero(buf, sizeof(buf));
-}
-
 /*
  * AUTH (RFC 4954): relayed to the backend, which does the checking; the
  * exchange's lines follow in SS_AUTH.  Before TLS it gets 538 unless
@@ -878,7 +798,7 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	const char *sp;
 	size_t mlen;
 
-	if (!offered(s, "AUTH")) {
+	if (!esmtp_offered(s, "AUTH")) {
 		if (s->backend_auth && !s->tls && s->cfg->auth_requires_tls && !s->auth_done)
 			local_reply(s, "538 5.7.11 Encryption required for requested "
 			    "authentication mechanism");
@@ -909,7 +829,7 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	if (sp) {
 		const char *ir = sp + 1;
 
-		auth_identity(s, ir, cmd->arglen - (size_t)(ir - cmd->arg));
+		esmtp_auth_identity(s, ir, cmd->arglen - (size_t)(ir - cmd->arg));
 	}
 	return relay(s, line, len, SMTP_AUTH, true);
 }
@@ -937,13 +857,35 @@ process_auth(struct session *s)
 	} else {
 		if (strcasecmp(s->auth_mech, "PLAIN") == 0 || strcasecmp(s->auth_mech, "CRAM-MD5") == 0 ||
 		    strcasecmp(s->auth_mech, "LOGIN") == 0)
-			auth_identity(s, head, len - 2);
+			esmtp_auth_identity(s, head, len - 2);
 		backend_send(s, head, len, BS_COMMAND, SMTP_AUTH);
 	}
 	s->last_sync = true;
 	iobuf_consume(&s->cin, len);
 	session_set_state(s, SS_COMMAND, "AUTH line relayed");
 	return STEP_NEXT;
+}
+
+/* AUTH's answer: 334 goes on with the exchange; 235 or a failure ends it. */
+static bool
+reply_auth(struct session *s, const char *r, size_t n, int code)
+{
+	if (code == 334) {
+		session_reply(s, r, n);
+		session_set_state(s, SS_AUTH, "334");
+		return true;
+	}
+	if (code == 235) {
+		s->auth_done = true;
+		session_log(s, LOG_LVL_INFO, "authenticated: sasl_method=%s sasl_username=%s",
+		    s->auth_mech, s->auth_user[0] ? s->auth_user : "(unknown)");
+	} else {
+		session_log(s, LOG_LVL_INFO, "authentication failed: sasl_method=%s",
+		    s->auth_mech);
+		s->auth_user[0] = '\0';
+	}
+	session_reply(s, r, n);
+	return true;
 }
 
 /* Commands the proxy refuses itself; they never reach the backend. */
@@ -960,6 +902,26 @@ static enum step_result
 cmd_relay(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
 	return relay(s, line, len, cmd->verb, true);
+}
+
+/* The backend's answer, relayed as it is. */
+static bool
+reply_relay(struct session *s, const char *r, size_t n, int code)
+{
+	(void)code;
+	session_reply(s, r, n);
+	return true;
+}
+
+/* QUIT's answer: the last the client gets; the backend connection goes. */
+static bool
+reply_quit(struct session *s, const char *r, size_t n, int code)
+{
+	(void)code;
+	session_reply(s, r, n);
+	backend_abort(s);
+	session_set_state(s, SS_CLOSING, "QUIT");
+	return true;
 }
 
 /*
@@ -987,36 +949,60 @@ cmd_relay_group(struct session *s, const struct smtp_cmd *cmd, const char *line,
 	return relay(s, line, len, cmd->verb, false);
 }
 
+/* RSET's answer: the transaction is gone. */
+static bool
+reply_rset(struct session *s, const char *r, size_t n, int code)
+{
+	(void)code;
+	reset_transaction(s);
+	session_reply(s, r, n);
+	return true;
+}
+
 /*
- * The command table: one row per verb.  Unknown verbs go through the
- * filter chain and are relayed: the backend may implement what the proxy
- * does not know.
+ * The command table: one row per verb, with what the proxy does with the
+ * command (proceed) and with the backend's answer to it when it was
+ * relayed (reply: false when the session ended instead).  Unknown verbs go
+ * through the filter chain and are relayed: the backend may implement what
+ * the proxy does not know.
  */
 static const struct command_rule {
 	enum smtp_verb	verb;
 	enum step_result (*proceed)(struct session *, const struct smtp_cmd *, const char *, size_t);
+	bool		(*reply)(struct session *, const char *, size_t, int);
 } command_table[] = {
-	{ SMTP_HELO,	 cmd_helo },
-	{ SMTP_EHLO,	 cmd_helo },
-	{ SMTP_MAIL,	 cmd_mail },
-	{ SMTP_RCPT,	 cmd_rcpt },
-	{ SMTP_DATA,	 cmd_data },
-	{ SMTP_BDAT,	 cmd_bdat },
-	{ SMTP_RSET,	 cmd_relay_group },
-	{ SMTP_NOOP,	 cmd_relay },
-	{ SMTP_QUIT,	 cmd_relay },
-	{ SMTP_VRFY,	 cmd_relay },
-	{ SMTP_EXPN,	 cmd_relay },
-	{ SMTP_HELP,	 cmd_relay },
-	{ SMTP_ETRN,	 cmd_relay },
-	{ SMTP_STARTTLS, cmd_starttls },
-	{ SMTP_AUTH,	 cmd_auth },
-	{ SMTP_XCLIENT,	 cmd_refuse },
-	{ SMTP_XFORWARD, cmd_refuse },
-	{ SMTP_ATRN,	 cmd_refuse },
-	{ SMTP_TURN,	 cmd_refuse },
-	{ SMTP_UNKNOWN,	 cmd_unknown },
+	{ SMTP_HELO,	 cmd_helo,	  reply_helo },
+	{ SMTP_EHLO,	 cmd_helo,	  reply_ehlo },
+	{ SMTP_MAIL,	 cmd_mail,	  reply_mail },
+	{ SMTP_RCPT,	 cmd_rcpt,	  reply_rcpt },
+	{ SMTP_DATA,	 cmd_data,	  reply_data },
+	{ SMTP_BDAT,	 cmd_bdat,	  reply_relay },	/* a chunk; LAST is BS_DOT */
+	{ SMTP_RSET,	 cmd_relay_group, reply_rset },
+	{ SMTP_NOOP,	 cmd_relay,	  reply_relay },
+	{ SMTP_QUIT,	 cmd_relay,	  reply_quit },
+	{ SMTP_VRFY,	 cmd_relay,	  reply_relay },
+	{ SMTP_EXPN,	 cmd_relay,	  reply_relay },
+	{ SMTP_HELP,	 cmd_relay,	  reply_relay },
+	{ SMTP_ETRN,	 cmd_relay,	  reply_relay },
+	{ SMTP_STARTTLS, cmd_starttls,	  reply_relay },	/* answered here */
+	{ SMTP_AUTH,	 cmd_auth,	  reply_auth },
+	{ SMTP_XCLIENT,	 cmd_refuse,	  reply_relay },	/* never relayed */
+	{ SMTP_XFORWARD, cmd_refuse,	  reply_relay },
+	{ SMTP_ATRN,	 cmd_refuse,	  reply_relay },
+	{ SMTP_TURN,	 cmd_refuse,	  reply_relay },
+	{ SMTP_UNKNOWN,	 cmd_unknown,	  reply_relay },
 };
+
+/* The row of a verb (SMTP_UNKNOWN's for one not in the table). */
+static const struct command_rule *
+command_rule(enum smtp_verb verb)
+{
+	const struct command_rule *rule;
+
+	for (rule = command_table; rule->verb != verb && rule->verb != SMTP_UNKNOWN; rule++)
+		;
+	return rule;
+}
 
 /* Whether the next command may be sent before the answers to earlier ones. */
 static bool
@@ -1044,7 +1030,6 @@ process_command(struct session *s)
 	size_t max = s->cfg->limits.max_line_length, len;
 	const char *lf;
 	struct smtp_cmd cmd;
-	const struct command_rule *rule;
 	enum step_result r;
 
 	if (s->deferred || !may_send_next(s))
@@ -1118,9 +1103,7 @@ process_command(struct session *s)
 			r = STEP_STOP;
 		}
 	} else {
-		for (rule = command_table; rule->verb != cmd.verb && rule->verb != SMTP_UNKNOWN; rule++)
-			;
-		r = rule->proceed(s, &cmd, head, len);
+		r = command_rule(cmd.verb)->proceed(s, &cmd, head, len);
 	}
 	if (r == STEP_NEXT && s->state != SS_CLOSING) {
 		iobuf_consume(&s->cin, len);
@@ -1399,6 +1382,36 @@ hold_act(struct session *s, struct hold_result r)
 	}
 }
 
+/* The answer to the end of a message (DATA's dot, BDAT LAST): its outcome. */
+static bool
+reply_dot(struct session *s, const char *r, size_t n, int code)
+{
+	session_reply(s, r, n);
+	log_outcome(s, r, n, status_of(code));
+	s->nmessages++;
+	reset_transaction(s);
+	if (s->state == SS_FILTER)
+		session_set_state(s, SS_COMMAND, "message relayed");
+	return true;
+}
+
+/* The answer to DATA for a held message: 354 sends the store; else it is the outcome. */
+static bool
+reply_replay_data(struct session *s, const char *r, size_t n, int code)
+{
+	if (code == 354) {
+		hold_act(s, hold_send(s));
+		return false;
+	}
+	session_reply(s, r, n);
+	log_outcome(s, r, n, status_of(code));
+	s->nmessages++;
+	backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
+	reset_transaction(s);
+	session_set_state(s, SS_COMMAND, "DATA refused");
+	return true;
+}
+
 /* A pending module answered: go on where the session stopped. */
 static void
 session_filter_resumed(struct session *s)
@@ -1511,162 +1524,38 @@ again:
 }
 
 /*
- * A backend reply to something the client sent (BS_COMMAND, BS_DOT,
- * BS_BDAT_DATA) or to the replay of a held message: update what the proxy
- * knows, then relay it (EHLO rewritten).
+ * A backend reply to something the client sent (BS_COMMAND: the reply
+ * handler of the command's row; BS_DOT, BS_BDAT_DATA) or to the replay of a
+ * held message: each handler updates what the proxy knows and relays it.
+ * Then a 421 ends the session, and a local reply waiting for it goes out.
  */
 void
 session_backend_reply(struct session *s, struct pending p, const char *r, size_t n, int code)
 {
+	bool relayed;
+
 	switch (p.step) {
+	case BS_COMMAND:
+		relayed = command_rule(p.verb)->reply(s, r, n, code);
+		break;
+	case BS_DOT:
+		relayed = reply_dot(s, r, n, code);
+		break;
 	case BS_BDAT_DATA:
-		if (code == 354) {
-			s->tx.bdat_data_open = true;
-			dot_stuffer_init(&s->tx.stuff);
-		} else {
-			/* Answer this and the transaction's other chunks with it. */
-			s->tx.bdat_failed = true;
-			while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
-				n--;
-			free(s->tx.bdat_error);
-			s->tx.bdat_error = xstrndup(r, n);
-		}
-		return;
+		relayed = reply_bdat_data(s, r, n, code);
+		break;
 	case BS_REPLAY_MAIL:
 	case BS_REPLAY_RCPT:
 		hold_act(s, hold_replay_reply(s, p.step, r, n, code));
 		return;
 	case BS_REPLAY_DATA:
-		if (code == 354) {
-			hold_act(s, hold_send(s));
-			return;
-		}
-		/* The backend refused DATA: that is the message's answer. */
-		session_reply(s, r, n);
-		log_outcome(s, r, n, status_of(code));
-		s->nmessages++;
-		backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
-		reset_transaction(s);
-		session_set_state(s, SS_COMMAND, "DATA refused");
-		break;
-	case BS_DOT:
-		session_reply(s, r, n);
-		log_outcome(s, r, n, status_of(code));
-		s->nmessages++;
-		reset_transaction(s);
-		if (s->state == SS_FILTER)
-			session_set_state(s, SS_COMMAND, "message relayed");
-		break;
-	case BS_COMMAND:
-		switch (p.verb) {
-		case SMTP_EHLO:
-			if (code == 250) {
-				size_t cap = n + 2048;
-				char *out = xmalloc(cap);
-				struct ehlo_policy pol = {
-					.remove = (const char *const *)s->cfg->ehlo.remove.v,
-					.nremove = s->cfg->ehlo.remove.n,
-					.add = (const char *const *)s->cfg->ehlo.add.v,
-					.nadd = s->cfg->ehlo.add.n,
-					.size = s->cfg->ehlo.size,
-				};
-				int m;
-
-				ehlo_caps_parse(r, n, &s->bcaps);
-				m = ehlo_rewrite(r, n, &pol, out, cap, &s->ccaps);
-				if (m < 0) {
-					session_log(s, LOG_LVL_WARNING, "cannot rewrite the backend's EHLO reply");
-					free(out);
-					session_fail(s, "421 4.3.0 %s Service not available, bad reply from backend",
-					    s->cfg->hostname);
-					return;
-				}
-				free(s->backend_auth);
-				s->backend_auth = backend_auth_line(r, n);
-				if (s->srv->tls && !s->tls)
-					m = ehlo_offer(out, (size_t)m, cap, "STARTTLS");
-				if (auth_allowed(s))
-					m = ehlo_offer(out, (size_t)m, cap, s->backend_auth);
-				free(s->offered);
-				s->offered = xstrndup(out, (size_t)m);
-				free(out);
-				s->ehlo_done = s->esmtp = true;
-				reset_transaction(s);
-				session_reply(s, s->offered, (size_t)m);
-				goto relayed;
-			}
-			break;
-		case SMTP_HELO:
-			if (code == 250) {
-				s->ehlo_done = true;
-				s->esmtp = false;
-				memset(&s->ccaps, 0, sizeof(s->ccaps));
-				reset_transaction(s);
-			}
-			break;
-		case SMTP_MAIL:
-			if (code / 100 == 2) {
-				s->tx.in_mail = true;
-				metrics_message_start(s);
-			} else {
-				log_refusal(s, "MAIL", r, n);
-			}
-			break;
-		case SMTP_RCPT:
-			s->rcpt_sent--;
-			if (code / 100 == 2) {
-				s->tx.rcpt_ok++;
-			} else {
-				s->rcpt_refused++;
-				log_refusal(s, "RCPT", r, n);
-			}
-			if (s->tx.rcpt_reply_next < s->tx.nrcpts && code / 100 == 2)
-				s->tx.rcpts[s->tx.rcpt_reply_next++].status = RCPT_OK;
-			else if (s->tx.rcpt_reply_next < s->tx.nrcpts)
-				txn_rcpt_drop(&s->tx, s->tx.rcpt_reply_next);
-			break;
-		case SMTP_DATA:
-			if (code == 354) {
-				dot_scanner_init(&s->tx.dot);
-				s->tx.msg_octets = 0;
-				session_reply(s, r, n);
-				session_set_state(s, SS_DATA, "354");
-				goto relayed;
-			}
-			break;
-		case SMTP_RSET:
-			reset_transaction(s);
-			break;
-		case SMTP_QUIT:
-			session_reply(s, r, n);
-			backend_abort(s);
-			session_set_state(s, SS_CLOSING, "QUIT");
-			goto relayed;
-		case SMTP_AUTH:
-			if (code == 334) {
-				session_reply(s, r, n);
-				session_set_state(s, SS_AUTH, "334");
-				goto relayed;
-			}
-			if (code == 235) {
-				s->auth_done = true;
-				session_log(s, LOG_LVL_INFO, "authenticated: sasl_method=%s sasl_username=%s",
-				    s->auth_mech, s->auth_user[0] ? s->auth_user : "(unknown)");
-			} else {
-				session_log(s, LOG_LVL_INFO, "authentication failed: sasl_method=%s",
-				    s->auth_mech);
-				s->auth_user[0] = '\0';
-			}
-			break;
-		default:
-			break;
-		}
-		session_reply(s, r, n);
+		relayed = reply_replay_data(s, r, n, code);
 		break;
 	default:
 		log_panic("%s: step %d", s->id, p.step);
 	}
-relayed:
+	if (!relayed)
+		return;
 	if (code == 421 && s->state != SS_CLOSING) {
 		/* The backend is closing: so do we, after relaying its reason. */
 		backend_abort(s);
