@@ -17,42 +17,6 @@
 
 #include "codec.h"
 
-/* --- output buffers ------------------------------------------------------ */
-
-void
-mc_buf_reset(struct mc_buf *b)
-{
-	b->len = 0;
-}
-
-void
-mc_buf_free(struct mc_buf *b)
-{
-	free(b->p);
-	b->p = NULL;
-	b->len = b->cap = 0;
-}
-
-/* Room for n more octets; -1 when memory runs out. */
-static int
-buf_reserve(struct mc_buf *b, size_t n)
-{
-	size_t cap = b->cap ? b->cap : 256;
-	unsigned char *p;
-
-	if (n > SIZE_MAX / 2 - b->len)
-		return -1;
-	if (b->len + n <= b->cap)
-		return 0;
-	while (cap < b->len + n)
-		cap *= 2;
-	if ((p = realloc(b->p, cap)) == NULL)
-		return -1;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
 /* Put a 32-bit number in network order. */
 static void
 put32(unsigned char *p, uint32_t v)

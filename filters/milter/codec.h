@@ -40,6 +40,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/buf.h"
+
 #include <libmilter/mfapi.h>
 #include <libmilter/mfdef.h>
 
@@ -49,14 +51,13 @@
 /* Macro stages in the OPTNEG reply: SMFIM_CONNECT .. SMFIM_EOH. */
 #define MC_NSTAGES	(SMFIM_LAST + 1)
 
-/* A growable output buffer of encoded packets. */
-struct mc_buf {
-	unsigned char	*p;
-	size_t		 len, cap;
-};
-
-void	mc_buf_reset(struct mc_buf *b);	/* len = 0, memory kept */
-void	mc_buf_free(struct mc_buf *b);
+/*
+ * The output buffer of encoded packets: filters/common/buf.h's, under the
+ * names the milter module and the codec's tests use.
+ */
+#define mc_buf		buf
+#define mc_buf_reset	buf_reset	/* len = 0, memory kept */
+#define mc_buf_free	buf_free
 
 /* --- MTA -> milter commands --------------------------------------------- */
 

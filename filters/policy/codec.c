@@ -40,24 +40,6 @@
 
 /* --- requests ------------------------------------------------------------- */
 
-/* Room for n more octets; -1 out of memory. */
-static int
-buf_room(struct pc_buf *b, size_t n)
-{
-	size_t cap = b->cap ? b->cap : 512;
-	char *p;
-
-	if (b->len + n <= b->cap)
-		return 0;
-	while (cap < b->len + n)
-		cap *= 2;
-	if ((p = realloc(b->p, cap)) == NULL)
-		return -1;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
 /* Append "name=value\n" (NULL value: empty); -1 out of memory. */
 int
 pc_put(struct pc_buf *b, const char *name, const char *value)
@@ -67,7 +49,7 @@ pc_put(struct pc_buf *b, const char *name, const char *value)
 	if (value == NULL)
 		value = "";
 	vn = strlen(value);
-	if (buf_room(b, nn + vn + 2) != 0)
+	if (buf_reserve(b, nn + vn + 2) != 0)
 		return -1;
 	memcpy(b->p + b->len, name, nn);
 	b->len += nn;
@@ -91,24 +73,10 @@ pc_put_int(struct pc_buf *b, const char *name, unsigned long long value)
 int
 pc_end(struct pc_buf *b)
 {
-	if (buf_room(b, 1) != 0)
+	if (buf_reserve(b, 1) != 0)
 		return -1;
 	b->p[b->len++] = '\n';
 	return 0;
-}
-
-void
-pc_buf_reset(struct pc_buf *b)
-{
-	b->len = 0;
-}
-
-void
-pc_buf_free(struct pc_buf *b)
-{
-	free(b->p);
-	b->p = NULL;
-	b->len = b->cap = 0;
 }
 
 /* --- answers --------------------------------------------------------------- */

@@ -7,19 +7,22 @@
 
 #include <stddef.h>
 
+#include "../common/buf.h"
+
 #define PC_MAX_ANSWER	4096	/* octets of one answer, empty line included */
 
-/* A request being put together: "name=value\n" lines, then "\n". */
-struct pc_buf {
-	char	*p;
-	size_t	 len, cap;
-};
+/*
+ * A request being put together: "name=value\n" lines, then "\n", in
+ * filters/common/buf.h's buffer, under the names the module and the
+ * codec's tests use.
+ */
+#define pc_buf		buf
+#define pc_buf_reset	buf_reset
+#define pc_buf_free	buf_free
 
 int	pc_put(struct pc_buf *b, const char *name, const char *value);
 int	pc_put_int(struct pc_buf *b, const char *name, unsigned long long value);
 int	pc_end(struct pc_buf *b);
-void	pc_buf_reset(struct pc_buf *b);
-void	pc_buf_free(struct pc_buf *b);
 
 /* An answer as it comes in: complete at its empty line. */
 struct pc_reader {
