@@ -67,21 +67,18 @@
  *	attributes: the instance differs from message to message) are asked
  *	once; the answer is kept for the session, at most CACHE_SIZE of them.
  */
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <uv.h>
 
 #include <smtpchain/filter.h>
 
+#include "../common/channel.h"
 #include "codec.h"
 
 #define DEFAULT_TIMEOUT		100	/* seconds, smtpd_policy_service_timeout */
@@ -123,16 +120,13 @@ static const struct {
 /* One filter {} block, and its idle connections (this worker's). */
 struct policy_conf {
 	const char	*server;	/* as configured, for logs */
-	enum { SOCK_INET, SOCK_UNIX } kind;
-	struct sockaddr_storage addr;
-	const char	*path;
+	struct channel_addr addr;
 	unsigned	 steps;		/* 1 << enum step */
 	const char	*default_action;
 	uint64_t	 timeout, retry_delay, max_idle, max_ttl;	/* ms */
-	unsigned	 try_limit, request_limit, idle_max;
+	unsigned	 try_limit, request_limit;
 	const char	*context;
-	struct plink	*idle;		/* newest first */
-	unsigned	 nidle;
+	struct channel_pool pool;	/* idle connections: at most idle_connections */
 };
 
 /* Where a connection stands. */
@@ -146,31 +140,16 @@ enum link_state {
 
 struct psess;
 
-/* A connection to the server; frees itself when both handles are closed. */
+/* A connection to the server; frees itself when its channel is closed. */
 struct plink {
-	union {
-		uv_handle_t	h;
-		uv_stream_t	s;
-		uv_tcp_t	tcp;
-		uv_pipe_t	pipe;
-	} io;
-	uv_timer_t	 timer;
-	uv_connect_t	 creq;
-	int		 open_handles;
+	struct channel	 ch;
 	enum link_state	 state;
 	struct policy_conf *conf;
 	struct psess	*ps;		/* the session using it, or NULL */
 	bool		 discard;	/* the answer under way was cancelled */
-	struct plink	*next_idle;
 	uint64_t	 born;		/* uv_now() at connect, ms */
 	unsigned	 requests;	/* answered on it */
 	struct pc_reader rd;
-};
-
-/* A write under way. */
-struct wreq {
-	uv_write_t	 req;
-	char		 data[];
 };
 
 /* What answers ask of a message beyond the verdict. */
@@ -347,12 +326,9 @@ finish_hook(struct psess *ps, enum sc_verdict v)
 /* --- the connection ------------------------------------------------------------ */
 
 static void
-on_link_closed(uv_handle_t *h)
+on_link_free(struct channel *ch)
 {
-	struct plink *l = h->data;
-
-	if (--l->open_handles == 0)
-		free(l);
+	free(ch->data);
 }
 
 /* Close a connection nobody uses any more; it frees itself. */
@@ -360,32 +336,15 @@ static void
 link_close(struct plink *l)
 {
 	l->ps = NULL;
-	if (!uv_is_closing(&l->io.h))
-		uv_close(&l->io.h, on_link_closed);
-	if (!uv_is_closing((uv_handle_t *)&l->timer))
-		uv_close((uv_handle_t *)&l->timer, on_link_closed);
+	channel_close(&l->ch);
 }
 
 static void
-pool_unlink(struct plink *l)
+on_idle_timeout(struct channel *ch)
 {
-	struct plink **pp;
+	struct plink *l = ch->data;
 
-	for (pp = &l->conf->idle; *pp != NULL; pp = &(*pp)->next_idle)
-		if (*pp == l) {
-			*pp = l->next_idle;
-			l->conf->nidle--;
-			break;
-		}
-	l->next_idle = NULL;
-}
-
-static void
-on_idle_timeout(uv_timer_t *t)
-{
-	struct plink *l = t->data;
-
-	pool_unlink(l);
+	channel_pool_unlink(ch);
 	link_close(l);
 }
 
@@ -396,7 +355,7 @@ link_worn(const struct plink *l)
 	const struct policy_conf *conf = l->conf;
 
 	return (conf->request_limit > 0 && l->requests >= conf->request_limit) ||
-	    uv_now(l->timer.loop) - l->born >= conf->max_ttl;
+	    uv_now(l->ch.timer.loop) - l->born >= conf->max_ttl;
 }
 
 /* The session is done with its connection: into the pool when it can be, else closed. */
@@ -410,87 +369,42 @@ link_release(struct psess *ps)
 		return;
 	ps->link = NULL;
 	l->ps = NULL;
-	if (l->state != LK_READY || conf->nidle >= conf->idle_max || link_worn(l) ||
-	    uv_stream_get_write_queue_size(&l->io.s) > 0) {
+	if (l->state != LK_READY || link_worn(l) || channel_queued(&l->ch) > 0 ||
+	    !channel_pool_put(&conf->pool, &l->ch)) {
 		link_close(l);
 		return;
 	}
 	l->state = LK_IDLE;
-	l->next_idle = conf->idle;
-	conf->idle = l;
-	conf->nidle++;
-	uv_timer_start(&l->timer, on_idle_timeout, conf->max_idle, 0);
-	uv_unref(&l->io.h);
-	uv_unref((uv_handle_t *)&l->timer);
-}
-
-/* Whether an idle socket has nothing to read (the server did not close it). */
-static bool
-link_quiet(struct plink *l)
-{
-	uv_os_fd_t fd;
-	char octet;
-
-	if (uv_fileno(&l->io.h, &fd) != 0)
-		return false;
-	return recv(fd, &octet, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
-	    (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+	channel_timer_start(&l->ch, on_idle_timeout, conf->max_idle);
 }
 
 /* An idle connection still good for a request, or NULL. */
 static struct plink *
 pool_take(struct psess *ps)
 {
-	struct plink *l;
+	struct channel *ch;
+	unsigned dropped;
 
-	while ((l = ps->conf->idle) != NULL) {
-		pool_unlink(l);
-		if (!uv_is_closing(&l->io.h) && link_quiet(l) && !link_worn(l)) {
-			uv_timer_stop(&l->timer);
-			uv_ref(&l->io.h);
-			uv_ref((uv_handle_t *)&l->timer);
-			l->state = LK_READY;
-			return l;
+	while ((ch = channel_pool_take(&ps->conf->pool, &dropped)) != NULL) {
+		struct plink *l = ch->data;
+
+		if (link_worn(l)) {
+			link_close(l);
+			continue;
 		}
-		link_close(l);
+		channel_timer_stop(ch);
+		l->state = LK_READY;
+		return l;
 	}
 	return NULL;
-}
-
-static void
-on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-	static char area[65536];
-
-	(void)h;
-	(void)suggested;
-	*buf = uv_buf_init(area, sizeof(area));
-}
-
-/*
- * An answer is coming in pieces: ACK now, so that a server writing its
- * answer in two writes with Nagle on does not wait for our delayed ACK.
- */
-static void
-quickack(struct plink *l)
-{
-#ifdef TCP_QUICKACK
-	uv_os_fd_t fd;
-	int one = 1;
-
-	if (l->conf->kind == SOCK_INET && uv_fileno(&l->io.h, &fd) == 0)
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
-#else
-	(void)l;
-#endif
 }
 
 static void	answered(struct psess *ps, const char *action, bool from_cache);
 
 static void
-on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+on_read(struct channel *ch, ssize_t nread, const uv_buf_t *buf)
 {
-	struct plink *l = s->data;
+	struct plink *l = ch->data;
 	struct psess *ps = l->ps;
 	const char *err = NULL, *action;
 	enum pc_read r;
@@ -499,7 +413,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	if (l->state == LK_IDLE || (ps == NULL && !l->discard)) {
 		if (l->state == LK_IDLE)
-			pool_unlink(l);
+			channel_pool_unlink(ch);
 		link_close(l);		/* closed by the server, or talking out of turn */
 		return;
 	}
@@ -521,7 +435,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	r = pc_reader_feed(&l->rd, buf->base, (size_t)nread, &err);
 	if (r == PC_NEED_MORE) {
-		quickack(l);
+		channel_quickack(ch);	/* the rest of the answer without our delayed ACK */
 		return;
 	}
 	if (r == PC_ERROR) {
@@ -531,7 +445,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			link_close(l);
 		return;
 	}
-	uv_timer_stop(&l->timer);
+	channel_timer_stop(ch);
 	l->state = LK_READY;
 	l->requests++;
 	if (l->discard || ps == NULL) {	/* cancelled: dropped, the connection is good */
@@ -551,19 +465,18 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 }
 
 static void
-on_written(uv_write_t *req, int status)
+on_written(struct channel *ch, int status)
 {
-	struct plink *l = req->handle->data;
+	struct plink *l = ch->data;
 
-	free(req);
 	if (status < 0 && status != UV_ECANCELED && l->ps != NULL && l->state == LK_ASKING)
 		request_failed(l->ps, "writing to the server: %s", uv_strerror(status));
 }
 
 static void
-on_request_timeout(uv_timer_t *t)
+on_request_timeout(struct channel *ch)
 {
-	struct plink *l = t->data;
+	struct plink *l = ch->data;
 
 	if (l->ps != NULL)
 		request_failed(l->ps, "no %s within %llu s",
@@ -578,29 +491,21 @@ static void
 send_request(struct psess *ps)
 {
 	struct plink *l = ps->link;
-	struct wreq *w = malloc(sizeof(*w) + ps->req.len);
-	uv_buf_t b;
 	int rc;
 
-	if (w == NULL) {
-		request_failed(ps, "out of memory");
-		return;
-	}
-	memcpy(w->data, ps->req.p, ps->req.len);
-	b = uv_buf_init(w->data, (unsigned)ps->req.len);
 	pc_reader_init(&l->rd);
 	l->state = LK_ASKING;
-	uv_timer_start(&l->timer, on_request_timeout, ps->conf->timeout, 0);
-	if ((rc = uv_write(&w->req, &l->io.s, &b, 1, on_written)) != 0) {
-		free(w);
+	channel_timer_start(&l->ch, on_request_timeout, ps->conf->timeout);
+	if ((rc = channel_write(&l->ch, ps->req.p, ps->req.len, on_written)) == UV_ENOMEM)
+		request_failed(ps, "out of memory");
+	else if (rc != 0)
 		request_failed(ps, "writing to the server: %s", uv_strerror(rc));
-	}
 }
 
 static void
-on_connected(uv_connect_t *req, int status)
+on_connected(struct channel *ch, int status)
 {
-	struct plink *l = req->data;
+	struct plink *l = ch->data;
 	struct psess *ps = l->ps;
 	int rc;
 
@@ -614,11 +519,11 @@ on_connected(uv_connect_t *req, int status)
 		request_failed(ps, "cannot connect: %s", uv_strerror(status));
 		return;
 	}
-	if ((rc = uv_read_start(&l->io.s, on_alloc, on_read)) != 0) {
+	if ((rc = channel_read_start(ch, on_read)) != 0) {
 		request_failed(ps, "cannot read: %s", uv_strerror(rc));
 		return;
 	}
-	l->born = uv_now(l->timer.loop);
+	l->born = uv_now(ch->timer.loop);
 	l->state = LK_READY;
 	send_request(ps);
 }
@@ -627,26 +532,18 @@ on_connected(uv_connect_t *req, int status)
 static void
 link_connect(struct plink *l)
 {
-	const struct policy_conf *conf = l->conf;
-	int rc = 0;
+	int rc;
 
 	l->state = LK_CONNECTING;
-	uv_timer_start(&l->timer, on_request_timeout, conf->timeout, 0);
-	if (conf->kind == SOCK_INET) {
-		uv_tcp_nodelay(&l->io.tcp, 1);
-		rc = uv_tcp_connect(&l->creq, &l->io.tcp, (const struct sockaddr *)&conf->addr,
-		    on_connected);
-	} else {
-		uv_pipe_connect(&l->creq, &l->io.pipe, conf->path, on_connected);
-	}
-	if (rc != 0 && l->ps != NULL)
+	channel_timer_start(&l->ch, on_request_timeout, l->conf->timeout);
+	if ((rc = channel_connect(&l->ch, on_connected)) != 0 && l->ps != NULL)
 		request_failed(l->ps, "cannot connect: %s", uv_strerror(rc));
 }
 
 static void
-on_retry_timer(uv_timer_t *t)
+on_retry_timer(struct channel *ch)
 {
-	struct plink *l = t->data;
+	struct plink *l = ch->data;
 
 	if (l->ps == NULL)
 		link_close(l);
@@ -660,28 +557,17 @@ link_new(struct psess *ps, bool delay)
 {
 	uv_loop_t *loop = host->loop(ps->c);
 	struct plink *l = calloc(1, sizeof(*l));
-	int rc;
 
 	if (l == NULL)
 		return false;
 	l->conf = ps->conf;
-	uv_timer_init(loop, &l->timer);
-	l->timer.data = l;
-	l->open_handles = 1;
-	rc = ps->conf->kind == SOCK_INET ? uv_tcp_init(loop, &l->io.tcp) :
-	    uv_pipe_init(loop, &l->io.pipe, 0);
-	if (rc != 0) {
-		uv_close((uv_handle_t *)&l->timer, on_link_closed);
+	if (channel_init(&l->ch, loop, &ps->conf->addr, l, on_link_free) != 0)
 		return false;
-	}
-	l->io.h.data = l;
-	l->open_handles++;
-	l->creq.data = l;
 	l->ps = ps;
 	ps->link = l;
 	if (delay) {
 		l->state = LK_RETRY_WAIT;
-		uv_timer_start(&l->timer, on_retry_timer, ps->conf->retry_delay, 0);
+		channel_timer_start(&l->ch, on_retry_timer, ps->conf->retry_delay);
 	} else {
 		link_connect(l);
 	}
@@ -1287,21 +1173,6 @@ p_close(struct sc_ctx *c)
 
 /* --- options ------------------------------------------------------------------- */
 
-static int
-parse_port(const char *s)
-{
-	char *end;
-	unsigned long v;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v == 0 || v > 65535)
-		return -1;
-	return (int)v;
-}
-
 /* server: "inet:HOST:PORT", "inet:[ADDR]:PORT" (v6 too), "unix:/path"; numeric addresses. */
 static int
 parse_server(struct policy_conf *conf, const struct sc_options *o, const char *s)
@@ -1311,9 +1182,9 @@ parse_server(struct policy_conf *conf, const struct sc_options *o, const char *s
 	int port;
 
 	if (strncmp(s, "unix:", 5) == 0) {
-		conf->kind = SOCK_UNIX;
-		conf->path = s + 5;
-		if (conf->path[0] != '/')
+		conf->addr.kind = CHANNEL_UNIX;
+		conf->addr.path = s + 5;
+		if (conf->addr.path[0] != '/')
 			return host->opt_error(o, "server", "\"%s\": expected an absolute path", s);
 		return 0;
 	}
@@ -1321,16 +1192,16 @@ parse_server(struct policy_conf *conf, const struct sc_options *o, const char *s
 		return host->opt_error(o, "server", "\"%s\": expected inet:HOST:PORT or "
 		    "unix:/path", s);
 	rest = s + 5;
-	if ((colon = strrchr(rest, ':')) == NULL || (port = parse_port(colon + 1)) < 0)
+	if ((colon = strrchr(rest, ':')) == NULL || (port = channel_parse_port(colon + 1)) < 0)
 		return host->opt_error(o, "server", "\"%s\": no port, or a bad one", s);
 	snprintf(hostpart, sizeof(hostpart), "%.*s", (int)(colon - rest), rest);
 	if (hostpart[0] == '[' && hostpart[strlen(hostpart) - 1] == ']') {
 		memmove(hostpart, hostpart + 1, strlen(hostpart));
 		hostpart[strlen(hostpart) - 1] = '\0';
 	}
-	conf->kind = SOCK_INET;
-	if (uv_ip4_addr(hostpart, port, (struct sockaddr_in *)&conf->addr) != 0 &&
-	    uv_ip6_addr(hostpart, port, (struct sockaddr_in6 *)&conf->addr) != 0)
+	conf->addr.kind = CHANNEL_INET;
+	if (uv_ip4_addr(hostpart, port, (struct sockaddr_in *)&conf->addr.addr) != 0 &&
+	    uv_ip6_addr(hostpart, port, (struct sockaddr_in6 *)&conf->addr.addr) != 0)
 		return host->opt_error(o, "server", "\"%s\": \"%s\" is not a numeric address",
 		    s, hostpart);
 	return 0;
@@ -1423,7 +1294,7 @@ p_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 	conf->request_limit = (unsigned)v;
 	if (opt_range(o, "idle_connections", 0, MAX_IDLE_CONNECTIONS, DEFAULT_IDLE, 1, &v))
 		goto fail;
-	conf->idle_max = (unsigned)v;
+	conf->pool.max = (unsigned)v;
 	/*
 	 * Read by the host after init, per block: headers and body are read
 	 * only to count END-OF-MESSAGE's size (the host reads the held body
@@ -1444,21 +1315,11 @@ static void
 p_fini(void *instance)
 {
 	struct policy_conf *conf = instance;
-	struct plink *l;
 
 	if (conf == NULL)
 		return;
 	/* The daemon closed every handle and ran its loop before unloading: memory only. */
-	while ((l = conf->idle) != NULL) {
-		conf->idle = l->next_idle;
-		if (!uv_is_closing(&l->io.h) || !uv_is_closing((uv_handle_t *)&l->timer)) {
-			l->next_idle = NULL;
-			l->state = LK_READY;
-			link_close(l);
-			continue;
-		}
-		free(l);
-	}
+	channel_pool_free(&conf->pool);
 	free(conf);
 }
 
