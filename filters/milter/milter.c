@@ -1,7 +1,11 @@
 /*
  * milter.c - the milter filter module: the MTA side of the sendmail milter
  * protocol (version 6), so that existing milters (OpenDKIM, rspamd,
- * ClamAV, ...) run as links of the smtpchain filter chain.
+ * ClamAV, ...) run as links of the smtpchain filter chain.  This file is
+ * the protocol's state machine (the hooks, the replies, the failure
+ * actions); the connection is link.c (over filters/common/channel.c,
+ * shared with the policy module), the message changes changes.c, the
+ * bytes codec.c: as Postfix's milter8.c apart from its milter.c.
  *
  * SYNOPSIS
  *	filter {
@@ -48,8 +52,8 @@
  *	hook is read and dropped.  A session that ends while the connection
  *	is still being made or negotiated, or replies are owed (a client that
  *	connects and leaves at once), leaves it to finish alone: negotiate,
- *	read what is owed, then QUIT (link_drain); no milter sees a bare EOF
- *	from a healthy session.
+ *	read what is owed, then QUIT (link.c's drain); no milter sees a bare
+ *	EOF from a healthy session.
  *
  *	Replies: SMFIR_CONTINUE -> SC_CONTINUE, ACCEPT -> SC_ACCEPT, REJECT ->
  *	SC_REJECT with "550 5.7.1 Command rejected", TEMPFAIL -> SC_TEMPFAIL
@@ -120,7 +124,6 @@
  *	verdict, and so does every later hook of a message (MAIL onwards); a
  *	later HELO goes through.
  */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -128,36 +131,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 
 #include <uv.h>
 
 #include <smtpchain/filter.h>
 
+#include "changes.h"
 #include "codec.h"
+#include "link.h"
 
 #define DEFAULT_TIMEOUT_CONNECT	30	/* seconds */
 #define DEFAULT_TIMEOUT_COMMAND	30
 #define DEFAULT_TIMEOUT_CONTENT	300
 #define DEFAULT_TIMEOUT_EOM	300
 #define MAX_TIMEOUT		86400
-#define MAX_QUEUED_CHANGES	(256u * 1024 * 1024)	/* octets of changes held at eom */
 #define MAX_WAITING		8	/* replies owed at once (cancelled ones included) */
 #define DEFAULT_IDLE		4	/* idle connections kept per filter {} block */
 #define MAX_IDLE		64
-
-/* What the module offers in SMFIC_OPTNEG. */
-#define OFFERED_ACTIONS	(SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_ADDRCPT | \
-	SMFIF_ADDRCPT_PAR | SMFIF_DELRCPT | SMFIF_QUARANTINE | SMFIF_CHGFROM | SMFIF_SETSYMLIST)
-/*
- * Every protocol step but SMFIP_RCPT_REJ (refused recipients are not
- * sent), and commands of up to 1 MB (SMFIP_MDS_1M, as sendmail offers with
- * Milter.maxdatasize: a libmilter built with MDS negotiation then reads
- * that much, others ignore the offer).
- */
-#define OFFERED_PROTOCOL ((SMFI_CURR_PROT & ~SMFIP_RCPT_REJ) | SMFIP_MDS_1M)
 
 /* The most data in one command a milter reads, by what it negotiated. */
 #define MAX_DATA_DEFAULT	MILTER_MAX_DATA_SIZE	/* 65535: libmilter's default */
@@ -178,26 +168,14 @@ static const char *const action_names[] = {
 	"tempfail", "accept", "reject", "quarantine", "shutdown",
 };
 
-/* A list of macro names. */
-struct namelist {
-	char	**v;
-	size_t	  n;
-};
-
-struct mlink;
-
 /* One filter {} block (and its idle connections, which are this process's). */
 struct milter_conf {
 	const char	*socket;	/* as configured, for logs */
-	enum { SOCK_INET, SOCK_UNIX } kind;
-	struct sockaddr_storage addr;	/* SOCK_INET */
-	const char	*path;		/* SOCK_UNIX */
+	struct channel_addr addr;
 	enum fail_action default_action;
 	uint64_t	 timeout_connect, timeout_command, timeout_content, timeout_eom; /* ms */
 	struct namelist	 macros[MC_NSTAGES];
-	unsigned	 idle_max;	/* idle_connections: 0 = no reuse */
-	struct mlink	*idle;		/* idle connections after SMFIC_QUIT_NC, newest first */
-	unsigned	 nidle;
+	struct channel_pool pool;	/* idle after SMFIC_QUIT_NC, at most idle_connections */
 };
 
 /* The hooks, for the one that owes the host a resume(). */
@@ -241,60 +219,6 @@ struct waiting {
 	bool		 discard;	/* its hook was cancelled: drop the reply */
 };
 
-/* A message change received during end of message, made at its final reply. */
-struct change {
-	struct change	*next;
-	char		 cmd;		/* SMFIR_* */
-	uint32_t	 index;
-	char		*a, *b;		/* name/value, addr/args, reason */
-	unsigned char	*data;		/* SMFIR_REPLBODY */
-	size_t		 len;
-};
-
-struct msess;
-
-/*
- * The connection to the milter: its libuv handles, freed when both are
- * closed, so it can outlive the session it served (ms is NULL then).
- * What was negotiated belongs to the connection: a connection used again
- * after SMFIC_QUIT_NC starts at SMFIC_CONNECT without a new SMFIC_OPTNEG.
- */
-struct mlink {
-	union {
-		uv_handle_t	h;
-		uv_stream_t	s;
-		uv_tcp_t	tcp;
-		uv_pipe_t	pipe;
-	} io;
-	uv_timer_t	 timer;
-	uv_connect_t	 creq;
-	int		 open_handles;
-	bool		 connected;
-	struct mc_decoder dec;
-	struct msess	*ms;
-	struct milter_conf *conf;
-	bool		 idle;		/* in conf->idle, no session */
-	struct mlink	*next_idle;
-	/* Its session is gone mid-exchange: the owed replies, then SMFIC_QUIT (link_drain). */
-	bool		 draining;
-	bool		 drain_optneg;	/* still connecting: OPTNEG first */
-	bool		 drain_abort;	/* inside a transaction: ABORT before QUIT */
-	unsigned	 owed;		/* replies still to read */
-	unsigned	 sessions;	/* sessions it served, for the log */
-
-	/* Negotiated (SMFIC_OPTNEG's reply). */
-	uint32_t	 actions, protocol;
-	size_t		 max_data;	/* the most data in one command it reads */
-	struct namelist	 symlist[MC_NSTAGES];	/* the milter's own lists */
-	bool		 has_symlist[MC_NSTAGES];
-};
-
-/* A write under way: the request and its octets. */
-struct wreq {
-	uv_write_t	 req;
-	unsigned char	 data[];
-};
-
 /* One SMTP session's conversation with the milter (host->state()). */
 struct msess {
 	struct sc_ctx		*c;
@@ -320,12 +244,10 @@ struct msess {
 	bool			 in_transaction;	/* the milter is inside MAIL..EOM */
 	bool			 msg_done;	/* the milter decided: no more commands */
 	bool			 skip_body;	/* SMFIR_SKIP during the body */
-	bool			 quarantine;
 	size_t			 oversize;	/* a header sent over max_data: its size */
 	unsigned char		*body;		/* the rest of a body chunk to send */
 	size_t			 body_len, body_off;
-	struct change		*changes, **changes_tail;
-	size_t			 changes_size;
+	struct changes		 changes;	/* asked for during end of message */
 
 	struct mc_buf		 out;		/* commands being put together */
 };
@@ -333,38 +255,6 @@ struct msess {
 static const struct sc_host *host;
 
 /* --- small helpers --------------------------------------------------------- */
-
-/* Free a list of names. */
-static void
-names_free(struct namelist *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		free(l->v[i]);
-	free(l->v);
-	l->v = NULL;
-	l->n = 0;
-}
-
-/* Append the names in s (separated by spaces, tabs or commas) to l; -1 out of memory. */
-static int
-names_add(struct namelist *l, const char *s)
-{
-	static const char sep[] = " \t,";
-
-	for (s += strspn(s, sep); *s; s += strspn(s, sep)) {
-		size_t n = strcspn(s, sep);
-		char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
-
-		if (v == NULL)
-			return -1;
-		l->v = v;
-		if ((l->v[l->n] = strndup(s, n)) == NULL)
-			return -1;
-		l->n++;
-		s += n;
-	}
-	return 0;
-}
 
 /* The domain of an address, or NULL. */
 static const char *
@@ -471,229 +361,37 @@ failed_verdict(struct msess *ms, enum hook h, bool current)
 	}
 }
 
-/* --- the connection ------------------------------------------------------------ */
+/* --- the connection (link.c) ------------------------------------------------ */
 
 static void	fail(struct msess *ms, enum fail_action act, const char *fmt, ...)
 		    __attribute__((format(printf, 3, 4)));
 static bool	link_open(struct msess *ms);
-
-/* A handle of the link is closed; the last one frees it. */
-static void
-on_link_closed(uv_handle_t *h)
-{
-	struct mlink *l = h->data;
-
-	if (--l->open_handles == 0) {
-		mc_decoder_free(&l->dec);
-		for (int i = 0; i < MC_NSTAGES; i++)
-			names_free(&l->symlist[i]);
-		free(l);
-	}
-}
-
-/* Close both handles of a link that no session uses; it frees itself. */
-static void
-link_close(struct mlink *l)
-{
-	if (!uv_is_closing(&l->io.h))
-		uv_close(&l->io.h, on_link_closed);
-	if (!uv_is_closing((uv_handle_t *)&l->timer))
-		uv_close((uv_handle_t *)&l->timer, on_link_closed);
-}
-
-/* Take an idle connection out of the pool (it is then closed or used). */
-static void
-pool_unlink(struct mlink *l)
-{
-	struct mlink **pp;
-
-	for (pp = &l->conf->idle; *pp != NULL; pp = &(*pp)->next_idle)
-		if (*pp == l) {
-			*pp = l->next_idle;
-			l->conf->nidle--;
-			break;
-		}
-	l->next_idle = NULL;
-	l->idle = false;
-}
-
-/* Something happened on an idle connection (the milter closed it): drop it. */
-static void
-pool_drop(struct mlink *l)
-{
-	pool_unlink(l);
-	link_close(l);
-}
+static uint64_t	timeout_for(const struct msess *ms, char cmd);
 
 /*
- * Keep the session's connection for a later one: the milter is at a point
- * where libmilter takes SMFIC_QUIT_NC (after an end of message it answered
- * with CONTINUE, or an unknown command), nothing is owed or buffered, the
- * pool has room, and the socket takes QUIT_NC at once.  The idle handles
- * do not keep the loop alive.  Returns false when the link must be closed.
+ * Keep the session's connection for a later one when the milter is at a
+ * point where libmilter takes SMFIC_QUIT_NC (after an end of message it
+ * answered with CONTINUE, or an unknown command) and owes nothing; the
+ * link checks the rest (nothing buffered, room in the pool, QUIT_NC
+ * written at once).  Returns false when the link must go another way.
  */
 static bool
 pool_put(struct msess *ms, struct mlink *l)
 {
 	struct milter_conf *conf = ms->conf;
-	struct mc_buf bye = { 0 };
-	bool kept = false;
 
-	if (conf->idle_max == 0 || conf->nidle >= conf->idle_max || !ms->reusable ||
-	    ms->state != MS_READY || ms->in_transaction || ms->nwaiting > 0 || !l->connected ||
-	    mc_decoder_pending(&l->dec) > 0 || uv_stream_get_write_queue_size(&l->io.s) > 0)
+	if (!ms->reusable || ms->state != MS_READY || ms->in_transaction || ms->nwaiting > 0 ||
+	    !mlink_pool_put(l, &conf->pool))
 		return false;
-	if (mc_enc_quit_nc(&bye) == 0) {
-		uv_buf_t b = uv_buf_init((char *)bye.p, (unsigned)bye.len);
-
-		kept = uv_try_write(&l->io.s, &b, 1) == (int)bye.len;
-	}
-	mc_buf_free(&bye);
-	if (!kept)
-		return false;
-	uv_timer_stop(&l->timer);
-	uv_unref(&l->io.h);
-	uv_unref((uv_handle_t *)&l->timer);
-	l->idle = true;
-	l->next_idle = conf->idle;
-	conf->idle = l;
-	conf->nidle++;
 	host->log(ms->c, SC_LOG_DEBUG, "milter %s: SMFIC_QUIT_NC, connection kept for a later "
-	    "session (%u idle)", conf->socket, conf->nidle);
+	    "session (%u idle)", conf->socket, conf->pool.n);
 	return true;
 }
 
 /*
- * Whether an idle socket has nothing to read: the milter neither closed it
- * nor wrote on it while it was idle.  on_read() drops such a connection,
- * but the milter's close may wait in this very loop iteration, behind the
- * event that starts the session; with SMFIP_NOCONNECT or SMFIP_NR_CONN
- * nothing waits at connect, and the failure would show at a later step of
- * the session (default_action) instead of at its start.
- */
-static bool
-link_quiet(struct mlink *l)
-{
-	uv_os_fd_t fd;
-	char octet;
-	ssize_t n;
-
-	if (uv_fileno(&l->io.h, &fd) != 0)
-		return false;
-	n = recv(fd, &octet, 1, MSG_PEEK | MSG_DONTWAIT);
-	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
-}
-
-/* An idle connection for a new session (checked: still quiet), or NULL. */
-static struct mlink *
-pool_take(struct msess *ms)
-{
-	struct milter_conf *conf = ms->conf;
-	struct mlink *l;
-
-	while ((l = conf->idle) != NULL) {
-		pool_unlink(l);
-		if (!uv_is_closing(&l->io.h) && uv_is_readable(&l->io.s) &&
-		    uv_is_writable(&l->io.s) && link_quiet(l)) {
-			uv_ref(&l->io.h);
-			uv_ref((uv_handle_t *)&l->timer);
-			return l;
-		}
-		host->log(ms->c, SC_LOG_INFO, "milter %s: an idle connection was closed by the "
-		    "milter (or it wrote while idle); dropped", conf->socket);
-		link_close(l);
-	}
-	return NULL;
-}
-
-static uint64_t	timeout_for(const struct msess *ms, char cmd);
-
-/* A draining link's write is done: after its goodbye, or after a failure, close it. */
-static void
-on_drain_written(uv_write_t *req, int status)
-{
-	struct mlink *l = req->handle->data;
-	bool last = req->data != NULL;
-
-	free(req);
-	if (last || status < 0)
-		link_close(l);
-}
-
-/* Write commands on a draining link; last: then close it.  */
-static void
-drain_write(struct mlink *l, const struct mc_buf *cmds, bool last)
-{
-	struct wreq *w = cmds->len ? malloc(sizeof(*w) + cmds->len) : NULL;
-	uv_buf_t b;
-
-	if (w == NULL) {
-		link_close(l);
-		return;
-	}
-	memcpy(w->data, cmds->p, cmds->len);
-	w->req.data = last ? w : NULL;
-	b = uv_buf_init((char *)w->data, (unsigned)cmds->len);
-	if (uv_write(&w->req, &l->io.s, &b, 1, on_drain_written) != 0) {
-		free(w);
-		link_close(l);
-	}
-}
-
-/* A draining link has every reply it was owed: ABORT if need be, QUIT, close. */
-static void
-drain_finish(struct mlink *l)
-{
-	struct mc_buf bye = { 0 };
-
-	uv_timer_stop(&l->timer);
-	if ((!l->drain_abort || mc_enc_abort(&bye) == 0) && mc_enc_quit(&bye) == 0)
-		drain_write(l, &bye, true);
-	else
-		link_close(l);
-	mc_buf_free(&bye);
-}
-
-/* What a draining link reads: replies counted, nothing else looked at. */
-static void
-drain_read(struct mlink *l, ssize_t nread, const uv_buf_t *buf)
-{
-	struct mc_reply r;
-	int rc;
-
-	if (nread < 0 || mc_decoder_feed(&l->dec, buf->base, (size_t)nread) != 0) {
-		link_close(l);
-		return;
-	}
-	while (l->owed > 0) {
-		if ((rc = mc_decoder_next(&l->dec, &r)) == MC_NEED_MORE)
-			return;
-		if (rc == MC_ERROR) {
-			link_close(l);
-			return;
-		}
-		if (r.cmd == SMFIC_OPTNEG || (r.cmd != SMFIR_PROGRESS && mc_reply_is_final(r.cmd)))
-			l->owed--;
-	}
-	drain_finish(l);
-}
-
-/* A draining link waited long enough: close it. */
-static void
-on_drain_timeout(uv_timer_t *t)
-{
-	link_close(t->data);
-}
-
-/*
  * The session ends while the milter is being connected or negotiated with,
- * or owes replies (a client that connects and leaves at once, one that
- * drops mid-message): instead of a bare EOF, which milters log as an error
- * (rspamd: "Unexpected EOF"), the link finishes on its own: it negotiates
- * if it was still connecting, reads the replies owed, then says ABORT (in a
- * transaction) and QUIT, as Postfix does at the end of every session.
- * Bounded by the timeout of what it waits for; it does not keep the loop
- * alive.  False when the link is not in such a state.
+ * or owes replies: the link finishes alone (mlink_drain), bounded by the
+ * timeout of what it waits for.  False when the link is not in such a state.
  */
 static bool
 link_drain(struct msess *ms, struct mlink *l)
@@ -706,47 +404,32 @@ link_drain(struct msess *ms, struct mlink *l)
 		t = timeout_for(ms, ms->waiting[0].cmd);
 	else
 		return false;
-	l->draining = true;
-	l->drain_optneg = ms->state == MS_CONNECTING;
-	l->drain_abort = ms->in_transaction;
-	l->owed = (unsigned)ms->nwaiting;
-	uv_timer_start(&l->timer, on_drain_timeout, t, 0);
-	uv_unref(&l->io.h);
-	uv_unref((uv_handle_t *)&l->timer);
+	mlink_drain(l, ms->state == MS_CONNECTING, (unsigned)ms->nwaiting, ms->in_transaction, t);
 	host->log(ms->c, SC_LOG_DEBUG, "milter %s: session over while %s; %s, then SMFIC_QUIT",
-	    ms->conf->socket, state_names[ms->state], l->drain_optneg ? "negotiating" :
-	    "reading the replies owed");
+	    ms->conf->socket, state_names[ms->state], ms->state == MS_CONNECTING ?
+	    "negotiating" : "reading the replies owed");
 	return true;
 }
 
 /*
  * Let go of the connection: keep it for a later session when it is healthy
- * and the milter is where SMFIC_QUIT_NC is allowed (pool_put), else say
- * goodbye if the milter is listening (ABORT inside a transaction, then
- * QUIT, written only if the socket takes them at once) and close it.
+ * and the milter is where SMFIC_QUIT_NC is allowed (pool_put), let it
+ * finish alone when it owes replies (link_drain), else say goodbye if the
+ * milter is listening (ABORT inside a transaction, then QUIT, written only
+ * if the socket takes them at once) and close it.
  */
 static void
 link_release(struct msess *ms, bool quit)
 {
 	struct mlink *l = ms->link;
-	struct mc_buf bye = { 0 };
 
 	if (l == NULL)
 		return;
 	ms->link = NULL;
-	l->ms = NULL;
+	mlink_detach(l);
 	if (quit && (pool_put(ms, l) || link_drain(ms, l)))
 		return;
-	if (quit && l->connected && ms->state == MS_READY && ms->nwaiting == 0 &&
-	    uv_stream_get_write_queue_size(&l->io.s) == 0) {
-		if ((!ms->in_transaction || mc_enc_abort(&bye) == 0) && mc_enc_quit(&bye) == 0) {
-			uv_buf_t b = uv_buf_init((char *)bye.p, (unsigned)bye.len);
-
-			(void)uv_try_write(&l->io.s, &b, 1);
-		}
-		mc_buf_free(&bye);
-	}
-	link_close(l);
+	mlink_close(l, quit && ms->state == MS_READY && ms->nwaiting == 0, ms->in_transaction);
 }
 
 /* The timeout for a reply to cmd, in ms. */
@@ -768,8 +451,6 @@ timeout_for(const struct msess *ms, char cmd)
 	}
 }
 
-static void on_timeout(uv_timer_t *t);
-
 /* (Re)start the timer for what we wait for now, or stop it. */
 static void
 arm_timer(struct msess *ms)
@@ -779,29 +460,11 @@ arm_timer(struct msess *ms)
 	if (l == NULL)
 		return;
 	if (ms->state == MS_CONNECTING)
-		uv_timer_start(&l->timer, on_timeout, timeout_for(ms, 0), 0);
+		mlink_wait(l, timeout_for(ms, 0));
 	else if (ms->nwaiting > 0)
-		uv_timer_start(&l->timer, on_timeout, timeout_for(ms, ms->waiting[0].cmd), 0);
+		mlink_wait(l, timeout_for(ms, ms->waiting[0].cmd));
 	else
-		uv_timer_stop(&l->timer);
-}
-
-/* Forget the changes of the current message. */
-static void
-changes_clear(struct msess *ms)
-{
-	struct change *ch, *next;
-
-	for (ch = ms->changes; ch != NULL; ch = next) {
-		next = ch->next;
-		free(ch->a);
-		free(ch->b);
-		free(ch->data);
-		free(ch);
-	}
-	ms->changes = NULL;
-	ms->changes_tail = &ms->changes;
-	ms->changes_size = 0;
+		mlink_wait(l, 0);
 }
 
 /* A new message: nothing decided, nothing kept. */
@@ -810,12 +473,11 @@ message_reset(struct msess *ms)
 {
 	ms->msg_done = false;
 	ms->skip_body = false;
-	ms->quarantine = false;
 	ms->oversize = 0;
 	free(ms->body);
 	ms->body = NULL;
 	ms->body_len = ms->body_off = 0;
-	changes_clear(ms);
+	changes_clear(&ms->changes);
 }
 
 /*
@@ -871,46 +533,26 @@ oversize_note(const struct msess *ms, char *buf, size_t len)
 	return buf;
 }
 
-static void
-on_written(uv_write_t *req, int status)
-{
-	struct mlink *l = req->handle->data;
-	char note[200];
-
-	free(req);
-	if (status < 0 && status != UV_ECANCELED && l->ms != NULL)
-		fail(l->ms, ACT_DEFAULT, "writing to the milter: %s%s", uv_strerror(status),
-		    oversize_note(l->ms, note, sizeof(note)));
-	else if (status < 0 && l->idle)
-		pool_drop(l);
-}
-
 /* Send what ms->out holds; false after fail(). */
 static bool
 flush_out(struct msess *ms)
 {
-	struct mlink *l = ms->link;
-	struct wreq *w;
-	uv_buf_t b;
 	int rc;
 
 	if (ms->out.len == 0)
 		return true;
-	if (l == NULL) {
+	if (ms->link == NULL) {
 		mc_buf_reset(&ms->out);
 		return false;
 	}
-	if ((w = malloc(sizeof(*w) + ms->out.len)) == NULL) {
-		mc_buf_reset(&ms->out);
+	rc = mlink_send(ms->link, &ms->out);
+	mc_buf_reset(&ms->out);
+	if (rc == UV_ENOMEM) {
 		fail(ms, ACT_DEFAULT, "out of memory");
 		return false;
 	}
-	memcpy(w->data, ms->out.p, ms->out.len);
-	b = uv_buf_init((char *)w->data, (unsigned)ms->out.len);
-	mc_buf_reset(&ms->out);
 	ms->reusable = false;	/* until a reply says the milter is where QUIT_NC goes */
-	if ((rc = uv_write(&w->req, &l->io.s, &b, 1, on_written)) != 0) {
-		free(w);
+	if (rc != 0) {
 		fail(ms, ACT_DEFAULT, "writing to the milter: %s", uv_strerror(rc));
 		return false;
 	}
@@ -1066,73 +708,7 @@ step(struct msess *ms, int stage, uint32_t no_flag, uint32_t nr_flag, char cmd,
 	}
 }
 
-/* --- the message changes -------------------------------------------------------- */
-
-/* Keep a change for the final reply; false after fail(). */
-static bool
-change_keep(struct msess *ms, const struct mc_reply *r)
-{
-	struct change *ch = calloc(1, sizeof(*ch));
-	const char *a = r->name ? r->name : r->addr ? r->addr : r->text;
-	const char *b = r->name ? r->value : r->args;
-	size_t size = sizeof(*ch) + (a ? strlen(a) : 0) + (b ? strlen(b) : 0) + r->len;
-
-	if (ch == NULL)
-		goto nomem;
-	ch->cmd = r->cmd;
-	ch->index = r->index;
-	if ((a && (ch->a = strdup(a)) == NULL) || (b && (ch->b = strdup(b)) == NULL))
-		goto nomem;
-	if (r->cmd == SMFIR_REPLBODY && r->len > 0) {
-		if ((ch->data = malloc(r->len)) == NULL)
-			goto nomem;
-		memcpy(ch->data, r->data, r->len);
-		ch->len = r->len;
-	}
-	if (size > MAX_QUEUED_CHANGES - ms->changes_size) {
-		free(ch->a);
-		free(ch->b);
-		free(ch->data);
-		free(ch);
-		fail(ms, ACT_DEFAULT, "more than %u octets of message changes", MAX_QUEUED_CHANGES);
-		return false;
-	}
-	ms->changes_size += size;
-	*ms->changes_tail = ch;
-	ms->changes_tail = &ch->next;
-	return true;
-nomem:
-	if (ch) {
-		free(ch->a);
-		free(ch->b);
-		free(ch);
-	}
-	fail(ms, ACT_DEFAULT, "out of memory keeping a message change");
-	return false;
-}
-
-/*
- * A header value from the milter as the host wants it: the leading space
- * back (unless SMFIP_HDR_LEADSPC), LF line ends as CRLF.
- */
-static char *
-header_value_in(const struct msess *ms, const char *v)
-{
-	size_t n = strlen(v), o = 0;
-	char *out = malloc(2 * n + 2);
-
-	if (out == NULL)
-		return NULL;
-	if (!skips(ms, SMFIP_HDR_LEADSPC))
-		out[o++] = ' ';
-	for (size_t i = 0; i < n; i++) {
-		if (v[i] == '\n' && (i == 0 || v[i - 1] != '\r'))
-			out[o++] = '\r';
-		out[o++] = v[i];
-	}
-	out[o] = '\0';
-	return out;
-}
+/* --- header values ------------------------------------------------------------ */
 
 /* A header value for the milter: no leading space (unless asked for), LF line ends. */
 static char *
@@ -1150,156 +726,6 @@ header_value_out(const struct msess *ms, const char *v)
 			out[o++] = *v;
 	out[o] = '\0';
 	return out;
-}
-
-/* An envelope address without its angle brackets (in place). */
-static char *
-unbracket(char *addr)
-{
-	size_t n = strlen(addr);
-
-	if (n >= 2 && addr[0] == '<' && addr[n - 1] == '>') {
-		addr[n - 1] = '\0';
-		return addr + 1;
-	}
-	return addr;
-}
-
-/* Whether the milter negotiated an action; logs when it did not. */
-static bool
-allowed(struct msess *ms, uint32_t action, char cmd)
-{
-	if (ms->actions & action)
-		return true;
-	host->log(ms->c, SC_LOG_WARNING, "milter %s: %s without negotiating it; ignored",
-	    ms->conf->socket, mc_name(cmd, 1));
-	return false;
-}
-
-/* Log a change the host refused. */
-static void
-check_change(struct msess *ms, int rc, char cmd, const char *arg)
-{
-	if (rc != 0)
-		host->log(ms->c, SC_LOG_WARNING, "milter %s: %s %s refused by the host",
-		    ms->conf->socket, mc_name(cmd, 1), arg ? arg : "");
-}
-
-/* Replace the body with one chunk from the milter, bare LF made CRLF. */
-static int
-replace_body_chunk(struct msess *ms, const struct change *ch, bool *prev_cr)
-{
-	static const unsigned char empty[1];
-	unsigned char buf[8192];
-	size_t o = 0;
-	int rc = 0;
-
-	if (ch->len == 0)
-		return host->replace_body(ms->c, empty, 0);
-	for (size_t i = 0; i < ch->len && rc == 0; i++) {
-		unsigned char ch_i = ch->data[i];
-
-		if (ch_i == '\n' && !*prev_cr)
-			buf[o++] = '\r';
-		buf[o++] = ch_i;
-		*prev_cr = ch_i == '\r';
-		if (o >= sizeof(buf) - 2) {
-			rc = host->replace_body(ms->c, buf, o);
-			o = 0;
-		}
-	}
-	if (rc == 0 && o > 0)
-		rc = host->replace_body(ms->c, buf, o);
-	return rc;
-}
-
-/*
- * Where SMFIR_INSHEADER's index k puts a header in our list.  Behind
- * Postfix the milter's header 0 is Postfix's own Received: (Postfix passes
- * k + 1 to its 1-based insert), which the milter never saw; behind us the
- * backend prepends its Received: on top afterwards.  So *mta is where that
- * Received: stands in the milter's view (0 until headers are inserted above
- * it): an index at or above it is ours as is and pushes it down, one below
- * it is one less.  A lone index k >= 1 is k - 1, and the message the
- * backend passes on reads as behind Postfix.
- */
-static size_t
-insert_index(uint32_t k, size_t *mta)
-{
-	if (k <= *mta) {
-		(*mta)++;
-		return k;
-	}
-	return k - 1;
-}
-
-/* Make the kept changes through the host, in the order they came. */
-static void
-changes_apply(struct msess *ms)
-{
-	struct sc_ctx *c = ms->c;
-	bool prev_cr = false;
-	size_t mta = 0;		/* the MTA's Received: in the milter's view (insert_index) */
-	char *v;
-
-	for (struct change *ch = ms->changes; ch != NULL; ch = ch->next) {
-		switch (ch->cmd) {
-		case SMFIR_ADDHEADER:
-		case SMFIR_INSHEADER:
-			if (!allowed(ms, SMFIF_ADDHDRS, ch->cmd))
-				break;
-			if ((v = header_value_in(ms, ch->b)) == NULL)
-				break;
-			check_change(ms, ch->cmd == SMFIR_ADDHEADER ? host->add_header(c, ch->a, v) :
-			    host->insert_header(c, insert_index(ch->index, &mta), ch->a, v), ch->cmd,
-			    ch->a);
-			free(v);
-			break;
-		case SMFIR_CHGHEADER:
-			if (!allowed(ms, SMFIF_CHGHDRS, ch->cmd))
-				break;
-			if (ch->b[0] == '\0') {
-				check_change(ms, host->change_header(c, ch->a, ch->index ? ch->index : 1,
-				    NULL), ch->cmd, ch->a);
-				break;
-			}
-			if ((v = header_value_in(ms, ch->b)) == NULL)
-				break;
-			check_change(ms, host->change_header(c, ch->a, ch->index ? ch->index : 1, v),
-			    ch->cmd, ch->a);
-			free(v);
-			break;
-		case SMFIR_ADDRCPT:
-			if (allowed(ms, SMFIF_ADDRCPT, ch->cmd))
-				check_change(ms, host->add_rcpt(c, unbracket(ch->a), NULL), ch->cmd, ch->a);
-			break;
-		case SMFIR_ADDRCPT_PAR:
-			if (allowed(ms, SMFIF_ADDRCPT_PAR, ch->cmd))
-				check_change(ms, host->add_rcpt(c, unbracket(ch->a), ch->b), ch->cmd, ch->a);
-			break;
-		case SMFIR_DELRCPT:
-			if (allowed(ms, SMFIF_DELRCPT, ch->cmd))
-				check_change(ms, host->del_rcpt(c, unbracket(ch->a)), ch->cmd, ch->a);
-			break;
-		case SMFIR_CHGFROM:
-			if (allowed(ms, SMFIF_CHGFROM, ch->cmd))
-				check_change(ms, host->change_from(c, unbracket(ch->a), ch->b), ch->cmd,
-				    ch->a);
-			break;
-		case SMFIR_REPLBODY:
-			if (allowed(ms, SMFIF_CHGBODY, ch->cmd))
-				check_change(ms, replace_body_chunk(ms, ch, &prev_cr), ch->cmd, NULL);
-			break;
-		case SMFIR_QUARANTINE:
-			if (allowed(ms, SMFIF_QUARANTINE, ch->cmd)) {
-				ms->quarantine = true;
-				host->log(c, SC_LOG_INFO, "milter %s: quarantine: %s",
-				    ms->conf->socket, ch->a ? ch->a : "");
-			}
-			break;
-		}
-	}
-	changes_clear(ms);
 }
 
 /* --- replies ------------------------------------------------------------------- */
@@ -1389,6 +815,37 @@ reply_code(struct msess *ms, const char *reply)
 
 static void	send_body_piece(struct msess *ms);
 
+/* Keep a message change for the final reply. */
+static void
+keep_change(struct msess *ms, const struct mc_reply *r)
+{
+	switch (changes_keep(&ms->changes, r)) {
+	case CHANGE_KEPT:
+		break;
+	case CHANGE_NOMEM:
+		fail(ms, ACT_DEFAULT, "out of memory keeping a message change");
+		break;
+	case CHANGE_TOO_MUCH:
+		fail(ms, ACT_DEFAULT, "more than %u octets of message changes", MAX_QUEUED_CHANGES);
+		break;
+	}
+}
+
+/* Make the kept changes through the host; true when the milter asked for quarantine. */
+static bool
+apply_changes(struct msess *ms)
+{
+	const struct changes_target t = {
+		.host = host,
+		.c = ms->c,
+		.socket = ms->conf->socket,
+		.actions = ms->actions,
+		.leadspc = skips(ms, SMFIP_HDR_LEADSPC),
+	};
+
+	return changes_apply(&ms->changes, &t);
+}
+
 /* The milter's answer to the waiting command cmd: the hook's verdict. */
 static void
 reply_final(struct msess *ms, char cmd, const struct mc_reply *r)
@@ -1451,12 +908,9 @@ reply_final(struct msess *ms, char cmd, const struct mc_reply *r)
 		ms->reusable = true;
 	if (cmd == SMFIC_BODYEOB) {
 		/* The end of the message: its changes, then the verdict. */
-		if (v == SC_CONTINUE || v == SC_ACCEPT) {
-			changes_apply(ms);
-			if (ms->quarantine)
-				v = SC_QUARANTINE;
-		}
-		changes_clear(ms);
+		if ((v == SC_CONTINUE || v == SC_ACCEPT) && apply_changes(ms))
+			v = SC_QUARANTINE;
+		changes_clear(&ms->changes);
 		ms->in_transaction = false;
 		ms->msg_done = true;
 	} else if (message && (v == SC_ACCEPT || v == SC_DISCARD ||
@@ -1473,10 +927,11 @@ reply_final(struct msess *ms, char cmd, const struct mc_reply *r)
 static void
 negotiated(struct msess *ms, const struct mc_reply *r);
 
-/* One reply from the milter. */
+/* One reply from the milter (the link's on_reply). */
 static void
-on_reply(struct msess *ms, const struct mc_reply *r)
+on_reply(void *owner, const struct mc_reply *r)
 {
+	struct msess *ms = owner;
 	struct waiting w;
 
 	if (ms->nwaiting == 0) {
@@ -1505,7 +960,7 @@ on_reply(struct msess *ms, const struct mc_reply *r)
 			return;
 		}
 		if (!w.discard)
-			change_keep(ms, r);
+			keep_change(ms, r);
 		return;
 	}
 	reply_received(ms);
@@ -1514,105 +969,50 @@ on_reply(struct msess *ms, const struct mc_reply *r)
 	reply_final(ms, w.cmd, r);
 }
 
-/*
- * After a read on a TCP link that still waits for replies (the changes and
- * the verdict at end of message come as several): acknowledge at once.
- * libmilter writes each reply on its own and leaves Nagle on; we have
- * nothing to send back, so without this the kernel delays our ACK (40 ms
- * at least on Linux) and the milter's next reply waits in its send queue
- * for it: 40 ms per message with a milter that adds a header.  TCP_QUICKACK
- * is not sticky: set again after each read.  Unix sockets have no such
- * delay.
- */
+/* The link failed (its on_error): why, in the words the log has always used. */
 static void
-ack_now(struct mlink *l)
+on_link_error(void *owner, enum mlink_error e, int status, const char *detail)
 {
-#ifdef TCP_QUICKACK
-	uv_os_fd_t fd;
-	int one = 1;
+	struct msess *ms = owner;
+	char note[200];
 
-	if (l->conf->kind == SOCK_INET && uv_fileno(&l->io.h, &fd) == 0)
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
-#else
-	(void)l;
-#endif
-}
-
-/* Read what the milter sent, one reply at a time while the session listens. */
-static void
-on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-	struct mlink *l = s->data;
-	struct mc_reply r;
-	int rc;
-
-	if (l->idle && nread != 0) {
-		pool_drop(l);	/* closed by the milter, or talking out of turn */
-		return;
-	}
-	if (l->draining) {
-		if (nread != 0)
-			drain_read(l, nread, buf);
-		return;
-	}
-	if (l->ms == NULL || nread == 0)
-		return;
-	if (nread < 0) {
-		char note[200];
-
-		if (nread == UV_EOF)
-			fail(l->ms, ACT_DEFAULT, "the milter closed the connection%s%s",
-			    l->ms->nwaiting ? " instead of replying" : "",
-			    oversize_note(l->ms, note, sizeof(note)));
+	switch (e) {
+	case MLINK_CONNECT:
+		fail(ms, ACT_DEFAULT, "cannot connect: %s", uv_strerror(status));
+		break;
+	case MLINK_READ_START:
+		fail(ms, ACT_DEFAULT, "cannot read: %s", uv_strerror(status));
+		break;
+	case MLINK_READ:
+		if (status == UV_EOF)
+			fail(ms, ACT_DEFAULT, "the milter closed the connection%s%s",
+			    ms->nwaiting ? " instead of replying" : "",
+			    oversize_note(ms, note, sizeof(note)));
 		else
-			fail(l->ms, ACT_DEFAULT, "reading from the milter: %s%s",
-			    uv_strerror((int)nread), oversize_note(l->ms, note, sizeof(note)));
-		return;
+			fail(ms, ACT_DEFAULT, "reading from the milter: %s%s", uv_strerror(status),
+			    oversize_note(ms, note, sizeof(note)));
+		break;
+	case MLINK_WRITE:
+		fail(ms, ACT_DEFAULT, "writing to the milter: %s%s", uv_strerror(status),
+		    oversize_note(ms, note, sizeof(note)));
+		break;
+	case MLINK_FEED:
+		fail(ms, ACT_DEFAULT, "reading from the milter: %s", detail);
+		break;
+	case MLINK_MALFORMED:
+		fail(ms, ACT_DEFAULT, "malformed reply: %s", detail);
+		break;
+	case MLINK_TIMEOUT:
+		if (ms->state == MS_CONNECTING)
+			fail(ms, ACT_DEFAULT, "no connection within %llu s",
+			    (unsigned long long)(ms->conf->timeout_connect / 1000));
+		else
+			fail(ms, ACT_DEFAULT, "no reply to %s within %llu s",
+			    ms->nwaiting ? mc_name(ms->waiting[0].cmd, 0) : "?",
+			    (unsigned long long)(timeout_for(ms, ms->nwaiting ?
+			    ms->waiting[0].cmd : 0) / 1000));
+		break;
 	}
-	if (mc_decoder_feed(&l->dec, buf->base, (size_t)nread) != 0) {
-		fail(l->ms, ACT_DEFAULT, "reading from the milter: %s", mc_decoder_error(&l->dec));
-		return;
-	}
-	/* A reply may end the session (resume, then close): check l->ms each time. */
-	while (l->ms != NULL) {
-		if ((rc = mc_decoder_next(&l->dec, &r)) == MC_NEED_MORE)
-			break;
-		if (rc == MC_ERROR) {
-			fail(l->ms, ACT_DEFAULT, "malformed reply: %s", mc_decoder_error(&l->dec));
-			break;
-		}
-		on_reply(l->ms, &r);
-	}
-	if (l->ms != NULL && l->ms->nwaiting > 0)
-		ack_now(l);
-}
-
-/* Buffers for reads: one static area, consumed before the next read. */
-static void
-on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-	static char area[65536];
-
-	(void)h;
-	(void)suggested;
-	*buf = uv_buf_init(area, sizeof(area));
-}
-
-static void
-on_timeout(uv_timer_t *t)
-{
-	struct mlink *l = t->data;
-	struct msess *ms = l->ms;
-
-	if (ms == NULL)
-		return;
-	if (ms->state == MS_CONNECTING)
-		fail(ms, ACT_DEFAULT, "no connection within %llu s",
-		    (unsigned long long)(ms->conf->timeout_connect / 1000));
-	else
-		fail(ms, ACT_DEFAULT, "no reply to %s within %llu s",
-		    ms->nwaiting ? mc_name(ms->waiting[0].cmd, 0) : "?",
-		    (unsigned long long)(timeout_for(ms, ms->nwaiting ? ms->waiting[0].cmd : 0) / 1000));
 }
 
 /* --- the connect step ------------------------------------------------------------ */
@@ -1678,40 +1078,12 @@ negotiated(struct msess *ms, const struct mc_reply *r)
 	step(ms, SMFIM_CONNECT, SMFIP_NOCONNECT, SMFIP_NR_CONN, SMFIC_CONNECT, encode_connect, NULL);
 }
 
-/* The socket is connected (or not): negotiate. */
+/* The socket is connected (the link's on_connected): negotiate. */
 static void
-on_connected(uv_connect_t *req, int status)
+on_link_connected(void *owner)
 {
-	struct mlink *l = req->data;
-	struct msess *ms = l->ms;
-	struct mc_buf optneg = { 0 };
-	int rc;
+	struct msess *ms = owner;
 
-	if (l->draining && status != UV_ECANCELED) {
-		/* Its session is gone: negotiate, so that QUIT can follow (link_drain). */
-		if (status < 0 || uv_read_start(&l->io.s, on_alloc, on_read) != 0 ||
-		    mc_enc_optneg(&optneg, SMFI_PROT_VERSION, OFFERED_ACTIONS, OFFERED_PROTOCOL) != 0) {
-			mc_buf_free(&optneg);
-			link_close(l);
-			return;
-		}
-		l->connected = true;
-		l->owed = 1;
-		drain_write(l, &optneg, false);
-		mc_buf_free(&optneg);
-		return;
-	}
-	if (ms == NULL || status == UV_ECANCELED)
-		return;
-	if (status < 0) {
-		fail(ms, ACT_DEFAULT, "cannot connect: %s", uv_strerror(status));
-		return;
-	}
-	l->connected = true;
-	if ((rc = uv_read_start(&l->io.s, on_alloc, on_read)) != 0) {
-		fail(ms, ACT_DEFAULT, "cannot read: %s", uv_strerror(rc));
-		return;
-	}
 	set_state(ms, MS_NEGOTIATING, "connected");
 	if (mc_enc_optneg(&ms->out, SMFI_PROT_VERSION, OFFERED_ACTIONS, OFFERED_PROTOCOL) != 0) {
 		encode_failed(ms);
@@ -1721,53 +1093,29 @@ on_connected(uv_connect_t *req, int status)
 		expect_reply(ms, SMFIC_OPTNEG);
 }
 
+static const struct mlink_events link_events = {
+	.on_connected = on_link_connected,
+	.on_reply = on_reply,
+	.on_error = on_link_error,
+};
+
 /* Open the connection to the milter, without waiting; false after fail(). */
 static bool
 link_open(struct msess *ms)
 {
-	const struct milter_conf *conf = ms->conf;
-	uv_loop_t *loop = host->loop(ms->c);
-	struct mlink *l = calloc(1, sizeof(*l));
+	struct mlink *l;
 	int rc;
 
-	if (l == NULL) {
-		fail(ms, ACT_DEFAULT, "out of memory");
+	if ((l = mlink_new(host->loop(ms->c), &ms->conf->addr, ms, &link_events, &rc)) == NULL) {
+		if (rc == UV_ENOMEM)
+			fail(ms, ACT_DEFAULT, "out of memory");
+		else
+			fail(ms, ACT_DEFAULT, "cannot make a socket: %s", uv_strerror(rc));
 		return false;
 	}
-	mc_decoder_init(&l->dec, MC_MAX_PACKET);
-	l->ms = ms;
 	ms->link = l;
-	uv_timer_init(loop, &l->timer);
-	l->timer.data = l;
-	l->open_handles++;
-	rc = conf->kind == SOCK_INET ? uv_tcp_init(loop, &l->io.tcp) : uv_pipe_init(loop, &l->io.pipe, 0);
-	if (rc != 0) {
-		/* Only the timer to close. */
-		ms->link = NULL;
-		l->ms = NULL;
-		uv_close((uv_handle_t *)&l->timer, on_link_closed);
-		fail(ms, ACT_DEFAULT, "cannot make a socket: %s", uv_strerror(rc));
-		return false;
-	}
-	l->io.h.data = l;
-	l->open_handles++;
-	l->creq.data = l;
-	l->conf = ms->conf;
 	arm_timer(ms);
-	if (conf->kind == SOCK_INET) {
-		/*
-		 * No Nagle: commands that need no reply (headers with NR_HDR,
-		 * body chunks) go out back to back, and a small write held
-		 * until the milter's delayed ACK costs up to 40 ms a message.
-		 */
-		uv_tcp_nodelay(&l->io.tcp, 1);
-		rc = uv_tcp_connect(&l->creq, &l->io.tcp, (const struct sockaddr *)&conf->addr,
-		    on_connected);
-	} else {
-		uv_pipe_connect(&l->creq, &l->io.pipe, conf->path, on_connected);
-		rc = 0;
-	}
-	if (rc != 0) {
+	if ((rc = mlink_connect(l)) != 0) {
 		fail(ms, ACT_DEFAULT, "cannot connect: %s", uv_strerror(rc));
 		return false;
 	}
@@ -1782,12 +1130,14 @@ link_open(struct msess *ms)
 static bool
 link_reuse(struct msess *ms)
 {
-	struct mlink *l = pool_take(ms);
+	unsigned dropped;
+	struct mlink *l = mlink_pool_take(&ms->conf->pool, ms, &link_events, &dropped);
 
+	for (unsigned i = 0; i < dropped; i++)
+		host->log(ms->c, SC_LOG_INFO, "milter %s: an idle connection was closed by the "
+		    "milter (or it wrote while idle); dropped", ms->conf->socket);
 	if (l == NULL)
 		return false;
-	l->ms = ms;
-	l->sessions++;
 	ms->link = l;
 	ms->reused = true;
 	ms->actions = l->actions;
@@ -1846,7 +1196,7 @@ m_connect(struct sc_ctx *c)
 	}
 	ms->c = c;
 	ms->conf = host->instance(c);
-	ms->changes_tail = &ms->changes;
+	changes_init(&ms->changes);
 	ms->state = MS_CONNECTING;
 	*slot = ms;
 	hook_enter(ms, HOOK_CONNECT);
@@ -1965,7 +1315,7 @@ encode_header(struct msess *ms, const void *arg)
  * One header.  A header longer than what the milter negotiated (max_data)
  * goes all the same: the milter may read more than it said (libmilter's
  * smfi_setmaxdatasize() is not negotiated).  If it hangs up, the log says
- * why (on_read).
+ * why (on_link_error).
  */
 static enum sc_verdict
 m_header(struct sc_ctx *c, const char *name, const char *value)
@@ -2099,7 +1449,7 @@ m_eom(struct sc_ctx *c)
 		return v;
 	}
 	hook_enter(ms, HOOK_EOM);
-	changes_clear(ms);
+	changes_clear(&ms->changes);
 	step(ms, SMFIM_EOM, 0, 0, SMFIC_BODYEOB, encode_bodyeob, NULL);
 	return hook_return(ms);
 }
@@ -2188,22 +1538,6 @@ m_close(struct sc_ctx *c)
 
 /* --- options ------------------------------------------------------------------- */
 
-/* Parse a port number; -1 when it is not 1..65535. */
-static int
-parse_port(const char *s)
-{
-	char *end;
-	unsigned long v;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || v == 0 || v > 65535)
-		return -1;
-	return (int)v;
-}
-
 /*
  * socket: "inet:HOST:PORT", "inet:PORT@HOST", "inet6:[ADDR]:PORT",
  * "inet6:ADDR:PORT", "inet6:PORT@ADDR", "unix:/path", "local:/path";
@@ -2218,9 +1552,9 @@ parse_socket(struct milter_conf *conf, const struct sc_options *o, const char *s
 	int port, rc;
 
 	if (strncmp(s, "unix:", 5) == 0 || strncmp(s, "local:", 6) == 0) {
-		conf->kind = SOCK_UNIX;
-		conf->path = strchr(s, ':') + 1;
-		if (conf->path[0] != '/')
+		conf->addr.kind = CHANNEL_UNIX;
+		conf->addr.path = strchr(s, ':') + 1;
+		if (conf->addr.path[0] != '/')
 			return host->opt_error(o, "socket", "\"%s\": expected an absolute path", s);
 		return 0;
 	}
@@ -2251,13 +1585,13 @@ parse_socket(struct milter_conf *conf, const struct sc_options *o, const char *s
 		memmove(hostpart, hostpart + 1, strlen(hostpart));
 		hostpart[strlen(hostpart) - 1] = '\0';
 	}
-	if ((port = parse_port(portpart)) < 0)
+	if ((port = channel_parse_port(portpart)) < 0)
 		return host->opt_error(o, "socket", "\"%s\": bad port \"%s\"", s, portpart);
-	conf->kind = SOCK_INET;
+	conf->addr.kind = CHANNEL_INET;
 	if (v6)
-		rc = uv_ip6_addr(hostpart, port, (struct sockaddr_in6 *)&conf->addr);
+		rc = uv_ip6_addr(hostpart, port, (struct sockaddr_in6 *)&conf->addr.addr);
 	else
-		rc = uv_ip4_addr(hostpart, port, (struct sockaddr_in *)&conf->addr);
+		rc = uv_ip4_addr(hostpart, port, (struct sockaddr_in *)&conf->addr.addr);
 	if (rc != 0)
 		return host->opt_error(o, "socket", "\"%s\": \"%s\" is not a numeric IPv%c address",
 		    s, hostpart, v6 ? '6' : '4');
@@ -2347,7 +1681,7 @@ m_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 		}
 		conf->default_action = (enum fail_action)i;
 	}
-	conf->idle_max = DEFAULT_IDLE;
+	conf->pool.max = DEFAULT_IDLE;
 	if ((rc = h->opt_int(o, "idle_connections", &idle)) == -1)
 		goto fail;
 	if (rc == 0 && (idle < 0 || idle > MAX_IDLE)) {
@@ -2355,7 +1689,7 @@ m_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 		goto fail;
 	}
 	if (rc == 0)
-		conf->idle_max = (unsigned)idle;
+		conf->pool.max = (unsigned)idle;
 	if (opt_timeout(o, "connect", &conf->timeout_connect, DEFAULT_TIMEOUT_CONNECT) ||
 	    opt_timeout(o, "command", &conf->timeout_command, DEFAULT_TIMEOUT_COMMAND) ||
 	    opt_timeout(o, "content", &conf->timeout_content, DEFAULT_TIMEOUT_CONTENT) ||
@@ -2388,7 +1722,6 @@ static void
 m_fini(void *instance)
 {
 	struct milter_conf *conf = instance;
-	struct mlink *l;
 
 	if (conf == NULL)
 		return;
@@ -2396,18 +1729,7 @@ m_fini(void *instance)
 	 * Idle connections: the daemon closed every handle and ran its loop to
 	 * the end before unloading modules, so only their memory is left.
 	 */
-	while ((l = conf->idle) != NULL) {
-		conf->idle = l->next_idle;
-		if (!uv_is_closing(&l->io.h) || !uv_is_closing((uv_handle_t *)&l->timer)) {
-			l->idle = false;	/* a loop still runs: let it free the link */
-			link_close(l);
-			continue;
-		}
-		mc_decoder_free(&l->dec);
-		for (int i = 0; i < MC_NSTAGES; i++)
-			names_free(&l->symlist[i]);
-		free(l);
-	}
+	channel_pool_free(&conf->pool);
 	for (int i = 0; i < MC_NSTAGES; i++)
 		names_free(&conf->macros[i]);
 	free(conf);
