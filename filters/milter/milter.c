@@ -136,6 +136,7 @@
 
 #include <smtpchain/filter.h>
 
+#include "../common/pending.h"
 #include "changes.h"
 #include "codec.h"
 #include "link.h"
@@ -235,8 +236,7 @@ struct msess {
 
 	/* The hook that waits for the milter, and an answer given during it. */
 	enum hook		 pending;
-	bool			 in_hook, have_early;
-	enum sc_verdict		 early;
+	struct pending		 answer;	/* its verdict, now or by resume() */
 	struct waiting		 waiting[MAX_WAITING];
 	size_t			 nwaiting;
 
@@ -291,20 +291,14 @@ static void
 hook_enter(struct msess *ms, enum hook h)
 {
 	ms->pending = h;
-	ms->in_hook = true;
-	ms->have_early = false;
+	pending_enter(&ms->answer);
 }
 
 /* What a hook returns: its answer if it came already, or SC_PENDING. */
 static enum sc_verdict
 hook_return(struct msess *ms)
 {
-	ms->in_hook = false;
-	if (ms->have_early) {
-		ms->have_early = false;
-		return ms->early;
-	}
-	return SC_PENDING;
+	return pending_return(&ms->answer);
 }
 
 /*
@@ -318,12 +312,7 @@ finish_hook(struct msess *ms, enum sc_verdict v)
 	if (ms->pending == HOOK_NONE)
 		return;
 	ms->pending = HOOK_NONE;
-	if (ms->in_hook) {
-		ms->early = v;
-		ms->have_early = true;
-		return;
-	}
-	host->resume(ms->c, v);
+	pending_give(&ms->answer, host, ms->c, v);
 }
 
 /* The verdict of a hook once the milter is gone (and its reply, if any). */

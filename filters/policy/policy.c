@@ -79,6 +79,7 @@
 #include <smtpchain/filter.h>
 
 #include "../common/channel.h"
+#include "../common/pending.h"
 #include "codec.h"
 
 #define DEFAULT_TIMEOUT		100	/* seconds, smtpd_policy_service_timeout */
@@ -176,8 +177,8 @@ struct psess {
 
 	/* The hook waiting for an answer, and an answer given during it. */
 	enum step		 pending;
-	bool			 waiting, in_hook, have_early;
-	enum sc_verdict		 early;
+	bool			 waiting;
+	struct pending		 answer;	/* its verdict, now or by resume() */
 	struct pc_buf		 req;		/* the request being asked */
 	unsigned		 tries;
 	bool			 link_reused;
@@ -292,20 +293,14 @@ hook_enter(struct psess *ps, enum step st)
 {
 	ps->pending = st;
 	ps->waiting = true;
-	ps->in_hook = true;
-	ps->have_early = false;
+	pending_enter(&ps->answer);
 }
 
 /* What the hook returns: its answer if it came already, or SC_PENDING. */
 static enum sc_verdict
 hook_return(struct psess *ps)
 {
-	ps->in_hook = false;
-	if (ps->have_early) {
-		ps->have_early = false;
-		return ps->early;
-	}
-	return SC_PENDING;
+	return pending_return(&ps->answer);
 }
 
 /* The waiting hook's verdict: returned from inside it, or through resume(). */
@@ -315,12 +310,7 @@ finish_hook(struct psess *ps, enum sc_verdict v)
 	if (!ps->waiting)
 		return;
 	ps->waiting = false;
-	if (ps->in_hook) {
-		ps->early = v;
-		ps->have_early = true;
-		return;
-	}
-	host->resume(ps->c, v);
+	pending_give(&ps->answer, host, ps->c, v);
 }
 
 /* --- the connection ------------------------------------------------------------ */
@@ -897,7 +887,7 @@ query(struct psess *ps, enum step st, const char *rcpt)
 	if (encode_request(ps, st, rcpt) != 0) {
 		host->log(ps->c, SC_LOG_ERROR, "policy %s: out of memory", ps->conf->server);
 		ps->waiting = false;
-		ps->in_hook = false;
+		(void)pending_return(&ps->answer);	/* nothing came: SC_PENDING */
 		return SC_TEMPFAIL;
 	}
 	if ((cached = cache_find(ps)) != NULL)
