@@ -36,11 +36,12 @@
  * goes on with that backend, under timeout.backend like any other).  Once a
  * backend has greeted, a failure ends the session as with one backend.
  *
- * Once TLS is on, every byte to the backend goes through SSL_write and its
- * ciphertext straight into bout (so outq_pending(&s->bout), which the
- * session checks against OUT_HIGH_WATER, counts what really waits for the
- * socket); what is read is decrypted into bin until OpenSSL holds no more
- * plaintext, replies being taken out of bin as they complete.
+ * The connection is a struct conn (conn.c), as the client's is: once TLS
+ * is on, conn_write() puts the ciphertext straight into bconn.out (so
+ * outq_pending(&s->bconn.out), which the session checks against
+ * OUT_HIGH_WATER, counts what really waits for the socket); what is read
+ * is decrypted into bconn.in until OpenSSL holds no more plaintext,
+ * replies being taken out as they complete.
  */
 
 #include <inttypes.h>
@@ -146,8 +147,7 @@ enum {
 };
 
 static void	backend_connected(uv_connect_t *req, int status);
-static void	backend_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
-static void	backend_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void	backend_read(void *owner, ssize_t nread);
 static void	backend_written(struct outq *q, int status);
 static void	backend_timeout(uv_timer_t *t);
 static void	backend_closed_cb(uv_handle_t *h);
@@ -204,13 +204,13 @@ backend_name(const struct session *s)
 static void
 backend_timer_arm(struct session *s)
 {
-	if (!s->backend_up || s->backend_closed)
+	if (!s->backend_up || s->bconn.closed)
 		return;
-	if (s->pcount > 0 || outq_pending(&s->bout) > 0 || (s->btls && !s->btls_up))
-		uv_timer_start(&s->btimer, backend_timeout, (uint64_t)(s->bchosen ?
+	if (s->pcount > 0 || outq_pending(&s->bconn.out) > 0 || (s->bconn.tls && !s->btls_up))
+		uv_timer_start(&s->bconn.timer, backend_timeout, (uint64_t)(s->bchosen ?
 		    s->cfg->timeout.backend : s->cfg->timeout.connect) * 1000, 0);
 	else
-		uv_timer_stop(&s->btimer);
+		uv_timer_stop(&s->bconn.timer);
 }
 
 /*
@@ -254,13 +254,10 @@ backend_connect(struct session *s)
 {
 	const struct config *cfg = s->cfg;
 
-	uv_tcp_init(s->srv->loop, &s->backend);
-	s->backend.data = s;
-	uv_timer_init(s->srv->loop, &s->btimer);
-	s->btimer.data = s;
+	conn_init(&s->bconn, s->srv->loop, s);
+	conn_open(&s->bconn, BACKEND_INBUF, backend_read, backend_written);
 	s->handles += 2;
 	s->backend_init = true;
-	outq_init(&s->bout, (uv_stream_t *)&s->backend, backend_written, s);
 
 	s->cname_done = true;
 	if ((cfg->xclient || cfg->xforward) && name_cache_get(s)) {
@@ -296,7 +293,7 @@ backend_dial(struct session *s)
 	s->bidx = (unsigned)i;
 	s->btried |= 1u << i;
 	s->connect_req.data = s;
-	rc = uv_tcp_connect(&s->connect_req, &s->backend,
+	rc = uv_tcp_connect(&s->connect_req, &s->bconn.tcp,
 	    (const struct sockaddr *)&cfg->backends[i].ss, backend_connected);
 	if (rc != 0) {
 		char why[128];
@@ -316,11 +313,11 @@ backend_dial(struct session *s)
 	 * session saved).  libuv handles the connect before any read, so
 	 * backend_read never runs before backend_connected.
 	 */
-	uv_read_start((uv_stream_t *)&s->backend, backend_alloc, backend_read);
+	conn_read_start(&s->bconn);
 	s->pending[0].step = BS_GREETING;
 	s->phead = 0;
 	s->pcount = 1;
-	uv_timer_start(&s->btimer, backend_timeout, (uint64_t)cfg->timeout.connect * 1000, 0);
+	uv_timer_start(&s->bconn.timer, backend_timeout, (uint64_t)cfg->timeout.connect * 1000, 0);
 }
 
 /* The failed backend's handle is closed: connect the same handle to the next one. */
@@ -334,9 +331,7 @@ backend_retry_closed(uv_handle_t *h)
 		session_unref(s);	/* the session ended meanwhile: the handle's last close */
 		return;
 	}
-	uv_tcp_init(s->srv->loop, &s->backend);
-	s->backend.data = s;
-	s->backend_closed = false;
+	conn_init(&s->bconn, s->srv->loop, s);
 	backend_dial(s);
 }
 
@@ -368,15 +363,14 @@ backend_failover(struct session *s, const char *why)
 	if (s->backend_up) {
 		uv_buf_t quit = uv_buf_init((char *)"QUIT\r\n", 6);
 
-		(void)uv_try_write((uv_stream_t *)&s->backend, &quit, 1);	/* best effort */
+		(void)uv_try_write((uv_stream_t *)&s->bconn.tcp, &quit, 1);	/* best effort */
 	}
 	s->backend_up = false;
-	s->backend_closed = true;
 	s->bretry = true;
 	s->pcount = 0;
-	iobuf_consume(&s->bin, s->bin.len);
-	uv_timer_stop(&s->btimer);
-	uv_close((uv_handle_t *)&s->backend, backend_retry_closed);
+	iobuf_consume(&s->bconn.in, s->bconn.in.len);
+	uv_timer_stop(&s->bconn.timer);
+	conn_close(&s->bconn, backend_retry_closed);
 	return true;
 }
 
@@ -386,7 +380,7 @@ backend_connected(uv_connect_t *req, int status)
 {
 	struct session *s = req->data;
 
-	if (s->closing || s->backend_closed)
+	if (s->closing || s->bconn.closed)
 		return;
 	if (status != 0) {
 		char why[128];
@@ -400,7 +394,7 @@ backend_connected(uv_connect_t *req, int status)
 		return;
 	}
 	s->backend_up = true;
-	uv_tcp_nodelay(&s->backend, 1);
+	uv_tcp_nodelay(&s->bconn.tcp, 1);
 	backend_timer_arm(s);
 }
 
@@ -408,12 +402,7 @@ backend_connected(uv_connect_t *req, int status)
 static void
 backend_out(struct session *s, const char *p, size_t n)
 {
-	if (s->btls == NULL) {
-		outq_append(&s->bout, p, n);
-		return;
-	}
-	tls_conn_write(s->btls, p, n);	/* a failure is seen by backend_flush */
-	tls_conn_drain(s->btls, &s->bout);
+	(void)conn_write(&s->bconn, p, n);	/* a TLS failure is seen by backend_flush */
 }
 
 /* Queue a command; a reply is expected for it (step says what it answers). */
@@ -468,15 +457,15 @@ backend_flush(struct session *s)
 
 	if (!s->backend_up)
 		return;
-	if (s->btls && tls_conn_failed(s->btls)) {
+	if (s->bconn.tls && tls_conn_failed(s->bconn.tls)) {
 		session_log(s, LOG_LVL_WARNING, "backend %s: TLS: %s", backend_name(s),
-		    tls_conn_error(s->btls));
+		    tls_conn_error(s->bconn.tls));
 		backend_abort(s);
 		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
 		    s->cfg->hostname);
 		return;
 	}
-	if ((rc = outq_flush(&s->bout)) != 0) {
+	if ((rc = conn_flush(&s->bconn)) != 0) {
 		session_log(s, LOG_LVL_WARNING, "backend write: %s", uv_strerror(rc));
 		backend_abort(s);
 		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
@@ -493,21 +482,20 @@ backend_flush(struct session *s)
 void
 backend_abort(struct session *s)
 {
-	if (!s->backend_init || s->backend_closed)
+	if (!s->backend_init || s->bconn.closed)
 		return;
-	s->backend_closed = true;
 	s->backend_up = false;
 	s->pcount = 0;
-	s->bout.fill.len = s->bout.fill.off = 0;	/* never to be sent */
-	uv_timer_stop(&s->btimer);
-	uv_close((uv_handle_t *)&s->backend, backend_closed_cb);
+	s->bconn.out.fill.len = s->bconn.out.fill.off = 0;	/* never to be sent */
+	uv_timer_stop(&s->bconn.timer);
+	conn_close(&s->bconn, backend_closed_cb);
 }
 
 /* Say QUIT between transactions; the connection closes once it is written. */
 void
 backend_quit(struct session *s)
 {
-	if (!s->backend_up || s->backend_closed || s->backend_quitting)
+	if (!s->backend_up || s->bconn.closed || s->backend_quitting)
 		return;
 	if (session_backend_in_data(s)) {
 		backend_abort(s);
@@ -515,10 +503,8 @@ backend_quit(struct session *s)
 	}
 	s->backend_quitting = true;
 	backend_send(s, "QUIT\r\n", 6, BS_QUIT, SMTP_QUIT);
-	if (s->btls && s->btls_up) {
-		tls_conn_close(s->btls);	/* close_notify after QUIT */
-		tls_conn_drain(s->btls, &s->bout);
-	}
+	if (s->bconn.tls && s->btls_up)
+		conn_tls_close(&s->bconn);	/* close_notify after QUIT */
 	backend_flush(s);
 }
 
@@ -528,10 +514,8 @@ backend_shut(uv_shutdown_t *req, int status)
 	struct session *s = req->data;
 
 	free(req);
-	if (!s->backend_closed) {
-		s->backend_closed = true;
-		uv_close((uv_handle_t *)&s->backend, backend_closed_cb);
-	}
+	if (!s->bconn.closed)
+		conn_close(&s->bconn, backend_closed_cb);
 }
 
 /* Session end: close the backend's handles (after a pending QUIT is written). */
@@ -540,45 +524,26 @@ backend_release(struct session *s)
 {
 	if (!s->backend_init)
 		return;
-	if (!s->backend_closed && s->backend_quitting) {
+	if (!s->bconn.closed && s->backend_quitting) {
 		uv_shutdown_t *req = xmalloc(sizeof(*req));
 
 		req->data = s;
 		s->backend_up = false;
-		if (uv_shutdown(req, (uv_stream_t *)&s->backend, backend_shut) == 0)
+		if (uv_shutdown(req, (uv_stream_t *)&s->bconn.tcp, backend_shut) == 0)
 			goto timer;
 		free(req);
 	}
 	backend_abort(s);
 timer:
-	uv_close((uv_handle_t *)&s->btimer, backend_closed_cb);
-	tls_conn_free(s->btls);		/* what it had to send is in bout already */
-	s->btls = NULL;
+	uv_close((uv_handle_t *)&s->bconn.timer, backend_closed_cb);
+	tls_conn_free(s->bconn.tls);		/* what it had to send is in bconn.out already */
+	s->bconn.tls = NULL;
 }
 
 static void
 backend_closed_cb(uv_handle_t *h)
 {
 	session_unref(h->data);
-}
-
-/* Ciphertext from the backend, read here and fed to OpenSSL at once (one loop, one thread). */
-static char btls_raw[65536];
-
-/* libuv asks where to put backend bytes: into bin, or btls_raw under TLS. */
-static void
-backend_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-	struct session *s = h->data;
-	size_t avail;
-	char *p;
-
-	if (s->btls) {
-		*buf = uv_buf_init(btls_raw, sizeof(btls_raw));
-		return;
-	}
-	p = iobuf_space(&s->bin, BACKEND_INBUF, &avail);
-	*buf = uv_buf_init(p, (unsigned)avail);
 }
 
 /* The connection to the backend is gone or unusable: tell the client. */
@@ -800,7 +765,7 @@ prelude_ehlo_reply(struct session *s, const char *r, size_t n, int code)
 		m->xclient_attrs = s->xclient_attrs;
 		m->until = uv_now(s->srv->loop) + BACKEND_MEMO_TTL * 1000;
 	}
-	if (mode != BACKEND_TLS_NONE && s->btls == NULL) {
+	if (mode != BACKEND_TLS_NONE && s->bconn.tls == NULL) {
 		if (s->bcaps.starttls) {
 			prelude_send(s, SMTP_STARTTLS, "STARTTLS\r\n");
 			return;
@@ -829,25 +794,22 @@ prelude_starttls_reply(struct session *s, const char *r, size_t n, int code)
 		prelude_done(s);
 		return;
 	}
-	/* r is at the head of bin: anything after it was sent before TLS, in the clear. */
-	if (s->bin.len > n) {
-		backend_tls_fail(s, "%zu bytes after the 220 to STARTTLS", s->bin.len - n);
+	/* r is at the head of bconn.in: anything after it was sent before TLS, in the clear. */
+	if (s->bconn.in.len > n) {
+		backend_tls_fail(s, "%zu bytes after the 220 to STARTTLS", s->bconn.in.len - n);
 		return;
 	}
-	s->btls = tls_conn_connect(s->cfg->backend_tls_name,
-	    s->cfg->backend_tls == BACKEND_TLS_ENCRYPT);
-	if (tls_conn_failed(s->btls)) {
-		backend_tls_fail(s, "%s", tls_conn_error(s->btls));
-		return;
-	}
-	tls_conn_drain(s->btls, &s->bout);	/* the ClientHello */
+	conn_starttls(&s->bconn, tls_conn_connect(s->cfg->backend_tls_name,
+	    s->cfg->backend_tls == BACKEND_TLS_ENCRYPT));	/* the ClientHello queued */
+	if (tls_conn_failed(s->bconn.tls))
+		backend_tls_fail(s, "%s", tls_conn_error(s->bconn.tls));
 }
 
 /* The handshake is done: log what was agreed, then EHLO again (RFC 3207 4.2). */
 static void
 backend_tls_up(struct session *s)
 {
-	const char *bad = tls_conn_verify_error(s->btls);
+	const char *bad = tls_conn_verify_error(s->bconn.tls);
 	const char *name = s->cfg->backend_tls_name;
 
 	s->btls_up = true;
@@ -857,11 +819,11 @@ backend_tls_up(struct session *s)
 	}
 	if (bad != NULL)
 		session_log(s, LOG_LVL_INFO, "backend TLS established: %s with cipher %s, "
-		    "certificate not verified (%s)", tls_conn_version(s->btls),
-		    tls_conn_cipher(s->btls), bad);
+		    "certificate not verified (%s)", tls_conn_version(s->bconn.tls),
+		    tls_conn_cipher(s->bconn.tls), bad);
 	else
 		session_log(s, LOG_LVL_INFO, "backend TLS established: %s with cipher %s, "
-		    "certificate verified%s%s", tls_conn_version(s->btls), tls_conn_cipher(s->btls),
+		    "certificate verified%s%s", tls_conn_version(s->bconn.tls), tls_conn_cipher(s->bconn.tls),
 		    name ? " for " : "", name ? name : "");
 	prelude_ehlo(s);
 }
@@ -944,20 +906,20 @@ prelude_reply(struct session *s, struct pending p, const char *r, size_t n, int 
 	}
 }
 
-/* Split bin into replies and match each to its command. */
+/* Split bconn.in into replies and match each to its command. */
 static void
 backend_replies(struct session *s)
 {
 	size_t rlen;
 	int code, rc;
 
-	while (s->backend_up && !s->closing && s->bin.len > 0) {
-		const char *r = iobuf_head(&s->bin);
+	while (s->backend_up && !s->closing && s->bconn.in.len > 0) {
+		const char *r = iobuf_head(&s->bconn.in);
 		struct pending p;
 
-		rc = smtp_reply_scan(r, s->bin.len, &rlen, &code);
+		rc = smtp_reply_scan(r, s->bconn.in.len, &rlen, &code);
 		if (rc == 0) {
-			if (s->bin.len == BACKEND_INBUF)
+			if (s->bconn.in.len == BACKEND_INBUF)
 				backend_lost(s, "reply too long");
 			break;
 		}
@@ -966,7 +928,7 @@ backend_replies(struct session *s)
 			break;
 		}
 		session_transcript(s, "b>p", r, rlen);
-		if (smtp_reply_unify(s->bin.data + s->bin.off, rlen, code) > 0) {
+		if (smtp_reply_unify(s->bconn.in.data + s->bconn.in.off, rlen, code) > 0) {
 			/*
 			 * Lines with different codes: the last one's counts, as
 			 * for Postfix's SMTP client; the client gets every line
@@ -991,28 +953,23 @@ backend_replies(struct session *s)
 		s->phead = (s->phead + 1) % PENDING_MAX;
 		s->pcount--;
 		prelude_reply(s, p, r, rlen, code);
-		if (!s->backend_closed)
-			iobuf_consume(&s->bin, rlen);
+		if (!s->bconn.closed)
+			iobuf_consume(&s->bconn.in, rlen);
 	}
 }
 
 /*
- * Ciphertext was fed: take out all the plaintext OpenSSL has (into bin,
- * replies taken out as they complete, so bin always has room), send what
+ * Ciphertext was fed: take out all the plaintext OpenSSL has (into
+ * bconn.in, replies taken out as they complete, so it has room), send what
  * the handshake wants sent, and go on with the prelude once it is done.
  */
 static void
 backend_tls_input(struct session *s)
 {
 	for (;;) {
-		size_t avail;
-		char *p = iobuf_space(&s->bin, BACKEND_INBUF, &avail);
-		ssize_t n;
+		ssize_t n = conn_tls_input(&s->bconn);
 
-		if (avail == 0)		/* backend_replies refuses a full bin first */
-			log_panic("%s: backend_tls_input: input buffer full", s->id);
-		if ((n = tls_conn_read(s->btls, p, avail)) > 0) {
-			iobuf_commit(&s->bin, (size_t)n);
+		if (n > 0) {
 			backend_replies(s);
 			if (!s->backend_up || s->closing)
 				return;
@@ -1020,29 +977,31 @@ backend_tls_input(struct session *s)
 		}
 		if (n == 0)
 			break;
+		backend_replies(s);	/* what came before the failure or close_notify */
+		if (!s->backend_up || s->closing)
+			return;
 		if (!s->btls_up) {
-			backend_tls_fail(s, "%s", tls_conn_error(s->btls));
+			backend_tls_fail(s, "%s", tls_conn_error(s->bconn.tls));
 		} else {
 			char why[256];
 
-			snprintf(why, sizeof(why), "TLS: %s", tls_conn_error(s->btls));
+			snprintf(why, sizeof(why), "TLS: %s", tls_conn_error(s->bconn.tls));
 			backend_lost(s, why);
 		}
 		return;
 	}
-	tls_conn_drain(s->btls, &s->bout);
-	if (!s->btls_up && tls_conn_established(s->btls))
+	if (!s->btls_up && tls_conn_established(s->bconn.tls))
 		backend_tls_up(s);
 	backend_flush(s);
 }
 
-/* Bytes (or EOF) from the backend: plaintext into bin, or ciphertext into OpenSSL. */
+/* Bytes (or EOF) from the backend: plaintext into bconn.in, or ciphertext into OpenSSL. */
 static void
-backend_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+backend_read(void *owner, ssize_t nread)
 {
-	struct session *s = stream->data;
+	struct session *s = owner;
 
-	if (nread == 0 || s->backend_closed)
+	if (s->bconn.closed)
 		return;
 	if (s->closing) {		/* the answer to our QUIT, or its EOF */
 		if (nread < 0)
@@ -1052,19 +1011,16 @@ backend_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	if (nread < 0) {
 		const char *why = nread == UV_EOF ? "connection closed" : uv_strerror((int)nread);
 
-		if (s->btls && !s->btls_up)
+		if (s->bconn.tls && !s->btls_up)
 			backend_tls_fail(s, "in the handshake: %s", why);
 		else
 			backend_lost(s, why);
 		return;
 	}
-	if (s->btls) {
-		tls_conn_feed(s->btls, buf->base, (size_t)nread);
+	if (s->bconn.tls)
 		backend_tls_input(s);
-	} else {
-		iobuf_commit(&s->bin, (size_t)nread);
+	else
 		backend_replies(s);
-	}
 	if (!s->closing) {
 		backend_timer_arm(s);
 		session_process(s);
@@ -1077,7 +1033,7 @@ backend_written(struct outq *q, int status)
 {
 	struct session *s = q->owner;
 
-	if (s->closing || s->backend_closed)
+	if (s->closing || s->bconn.closed)
 		return;
 	if (status != 0) {
 		backend_lost(s, uv_strerror(status));
@@ -1103,7 +1059,7 @@ backend_timeout(uv_timer_t *t)
 		    s->cfg->hostname);
 		return;
 	}
-	if (s->btls && !s->btls_up) {
+	if (s->bconn.tls && !s->btls_up) {
 		backend_tls_fail(s, "timeout in the handshake");
 		return;
 	}

@@ -199,7 +199,7 @@ esmtp_auth_line(const char *r, size_t n)
 bool
 esmtp_auth_allowed(const struct session *s)
 {
-	return s->backend_auth && !s->auth_done && (s->tls || !s->cfg->auth_requires_tls);
+	return s->backend_auth && !s->auth_done && (s->client.tls || !s->cfg->auth_requires_tls);
 }
 
 /*

@@ -456,7 +456,7 @@ daemon_sockaddr(struct session *s)
 	int sslen = sizeof(s->local);
 
 	if (s->local.ss_family == AF_UNSPEC &&
-	    uv_tcp_getsockname(&s->client, (struct sockaddr *)&s->local, &sslen) != 0)
+	    uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&s->local, &sslen) != 0)
 		s->local.ss_family = AF_UNSPEC;
 	return s->local.ss_family == AF_INET || s->local.ss_family == AF_INET6 ?
 	    &s->local : NULL;
@@ -553,22 +553,22 @@ host_get(struct sc_ctx *c, const char *name)
 		return daemon_addr(s, c->scratch, sizeof(c->scratch));
 	if (strcmp(name, "daemon_port") == 0)
 		return daemon_port(s, c->scratch, sizeof(c->scratch));
-	if (s->tls && tls_conn_established(s->tls)) {
+	if (s->client.tls && tls_conn_established(s->client.tls)) {
 		if (strcmp(name, "tls_version") == 0)
-			return tls_conn_version(s->tls);
+			return tls_conn_version(s->client.tls);
 		if (strcmp(name, "cipher") == 0)
-			return tls_conn_cipher(s->tls);
+			return tls_conn_cipher(s->client.tls);
 		if (strcmp(name, "cipher_bits") == 0) {
-			snprintf(c->scratch, sizeof(c->scratch), "%d", tls_conn_cipher_bits(s->tls));
+			snprintf(c->scratch, sizeof(c->scratch), "%d", tls_conn_cipher_bits(s->client.tls));
 			return c->scratch;
 		}
 		if (strcmp(name, "verify") == 0)
-			return tls_conn_peer_verify(s->tls);
+			return tls_conn_peer_verify(s->client.tls);
 		/* As Postfix: the client certificate's CNs only when it verified. */
 		if (strcmp(name, "cert_subject") == 0 || strcmp(name, "cert_issuer") == 0)
-			return strcmp(tls_conn_peer_verify(s->tls), "OK") != 0 ? NULL :
-			    name[5] == 's' ? tls_conn_peer_subject(s->tls) :
-			    tls_conn_peer_issuer(s->tls);
+			return strcmp(tls_conn_peer_verify(s->client.tls), "OK") != 0 ? NULL :
+			    name[5] == 's' ? tls_conn_peer_subject(s->client.tls) :
+			    tls_conn_peer_issuer(s->client.tls);
 	}
 	if (s->auth_done && strcmp(name, "auth_authen") == 0)
 		return s->auth_user[0] ? s->auth_user : NULL;

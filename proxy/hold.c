@@ -175,7 +175,7 @@ hold_pump(struct session *s)
 {
 	static char buf[65536];
 
-	while (s->tx.pumping && s->backend_up && outq_pending(&s->bout) <= OUT_HIGH_WATER) {
+	while (s->tx.pumping && s->backend_up && outq_pending(&s->bconn.out) <= OUT_HIGH_WATER) {
 		ssize_t n = msgstore_output_read(s->tx.store, buf, sizeof(buf));
 
 		if (n < 0) {

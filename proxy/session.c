@@ -73,8 +73,7 @@ enum step_result {
 	STEP_STOP,		/* wait: more input, a backend reply, or output room */
 };
 
-static void	client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
-static void	client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void	client_read(void *owner, ssize_t nread);
 static void	client_written(struct outq *q, int status);
 static void	client_timeout(uv_timer_t *t);
 static void	client_timer_arm(struct session *s);
@@ -207,13 +206,8 @@ session_reply(struct session *s, const char *p, size_t n)
 		return;
 	session_transcript(s, "p>c", p, n);
 	metrics_bytes_out(s, n);
-	if (s->tls) {
-		if (tls_conn_write(s->tls, p, n) != 0)
-			session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->tls));
-		tls_conn_drain(s->tls, &s->cout);
-		return;
-	}
-	outq_append(&s->cout, p, n);
+	if (conn_write(&s->client, p, n) != 0)
+		session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->client.tls));
 }
 
 /* Send one reply line of our own. */
@@ -294,7 +288,7 @@ session_fail(struct session *s, const char *fmt, ...)
 		backend_quit(s);
 	session_set_state(s, SS_CLOSING, "fail");
 	session_update_reading(s);
-	if (outq_flush(&s->cout) != 0 || outq_pending(&s->cout) == 0)
+	if (outq_flush(&s->client.out) != 0 || outq_pending(&s->client.out) == 0)
 		session_close(s);
 }
 
@@ -441,7 +435,7 @@ reply_ehlo(struct session *s, const char *r, size_t n, int code)
 	}
 	free(s->backend_auth);
 	s->backend_auth = esmtp_auth_line(r, n);
-	if (s->srv->tls && !s->tls)
+	if (s->srv->tls && !s->client.tls)
 		m = esmtp_offer(out, (size_t)m, cap, "STARTTLS");
 	if (esmtp_auth_allowed(s))
 		m = esmtp_offer(out, (size_t)m, cap, s->backend_auth);
@@ -478,7 +472,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	enum step_result r;
 	size_t n;
 
-	if (s->tls && !s->ehlo_done) {	/* RFC 3207: everything starts over after TLS */
+	if (s->client.tls && !s->ehlo_done) {	/* RFC 3207: everything starts over after TLS */
 		local_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return STEP_NEXT;
 	}
@@ -762,7 +756,7 @@ reply_bdat_data(struct session *s, const char *r, size_t n, int code)
 static enum step_result
 cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
-	if (s->srv->tls == NULL || s->tls || !esmtp_offered(s, "STARTTLS")) {
+	if (s->srv->tls == NULL || s->client.tls || !esmtp_offered(s, "STARTTLS")) {
 		local_reply(s, "502 5.5.1 Error: command not implemented");
 		return STEP_NEXT;
 	}
@@ -772,13 +766,13 @@ cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, si
 	}
 	if (s->pcount > 0)
 		return STEP_STOP;	/* the 220 must be the last plaintext the client gets */
-	if (s->cin.len > len) {
+	if (s->client.in.len > len) {
 		session_log(s, LOG_LVL_WARNING, "discarding %zu octets the client sent after "
-		    "STARTTLS before TLS (command injection attempt?)", s->cin.len - len);
-		s->cin.len = len;
+		    "STARTTLS before TLS (command injection attempt?)", s->client.in.len - len);
+		s->client.in.len = len;
 	}
 	session_replyf(s, "220 2.0.0 Ready to start TLS");
-	s->tls = tls_conn_new(s->srv->tls);
+	conn_starttls(&s->client, tls_conn_new(s->srv->tls));
 	s->ehlo_done = s->esmtp = false;
 	free(s->offered);
 	s->offered = NULL;
@@ -799,7 +793,7 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	size_t mlen;
 
 	if (!esmtp_offered(s, "AUTH")) {
-		if (s->backend_auth && !s->tls && s->cfg->auth_requires_tls && !s->auth_done)
+		if (s->backend_auth && !s->client.tls && s->cfg->auth_requires_tls && !s->auth_done)
 			local_reply(s, "538 5.7.11 Encryption required for requested "
 			    "authentication mechanism");
 		else if (s->auth_done)
@@ -838,12 +832,12 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 static enum step_result
 process_auth(struct session *s)
 {
-	const char *head = iobuf_head(&s->cin);
-	const char *lf = memchr(head, '\n', s->cin.len);
+	const char *head = iobuf_head(&s->client.in);
+	const char *lf = memchr(head, '\n', s->client.in.len);
 	size_t len;
 
 	if (lf == NULL) {
-		if (s->cin.len < 12288)	/* RFC 4954's line limit */
+		if (s->client.in.len < 12288)	/* RFC 4954's line limit */
 			return STEP_STOP;
 		session_fail(s, "500 5.5.6 Error: authentication line too long");
 		return STEP_STOP;
@@ -861,7 +855,7 @@ process_auth(struct session *s)
 		backend_send(s, head, len, BS_COMMAND, SMTP_AUTH);
 	}
 	s->last_sync = true;
-	iobuf_consume(&s->cin, len);
+	iobuf_consume(&s->client.in, len);
 	session_set_state(s, SS_COMMAND, "AUTH line relayed");
 	return STEP_NEXT;
 }
@@ -1026,7 +1020,7 @@ may_send_next(const struct session *s)
 static enum step_result
 process_command(struct session *s)
 {
-	const char *head = iobuf_head(&s->cin);
+	const char *head = iobuf_head(&s->client.in);
 	size_t max = s->cfg->limits.max_line_length, len;
 	const char *lf;
 	struct smtp_cmd cmd;
@@ -1034,22 +1028,22 @@ process_command(struct session *s)
 
 	if (s->deferred || !may_send_next(s))
 		return STEP_STOP;
-	lf = memchr(head, '\n', s->cin.len);
+	lf = memchr(head, '\n', s->client.in.len);
 	if (s->skip_line) {
-		iobuf_consume(&s->cin, lf ? (size_t)(lf - head) + 1 : s->cin.len);
+		iobuf_consume(&s->client.in, lf ? (size_t)(lf - head) + 1 : s->client.in.len);
 		if (lf) {
 			s->skip_line = false;
 			client_timer_arm(s);	/* a whole (refused) line: the next one may start */
 		}
 		return lf ? STEP_NEXT : STEP_STOP;
 	}
-	if (lf == NULL && s->cin.len < max)
+	if (lf == NULL && s->client.in.len < max)
 		return STEP_STOP;
 	if (lf == NULL || (size_t)(lf - head) + 1 > max) {
 		session_log(s, LOG_LVL_WARNING, "command line too long (over %zu octets)", max);
 		local_reply(s, "500 5.5.2 Error: command line too long");
 		s->skip_line = lf == NULL;
-		iobuf_consume(&s->cin, lf ? (size_t)(lf - head) + 1 : s->cin.len);
+		iobuf_consume(&s->client.in, lf ? (size_t)(lf - head) + 1 : s->client.in.len);
 		if (lf)
 			client_timer_arm(s);
 		return STEP_NEXT;
@@ -1074,7 +1068,7 @@ process_command(struct session *s)
 		session_transcript(s, "c>p", head, len);
 		session_log(s, LOG_LVL_WARNING, "bare <CR> or <LF> or NUL in command from client");
 		local_reply(s, "500 5.5.2 Error: bare <CR> or <LF> in command");
-		iobuf_consume(&s->cin, len);
+		iobuf_consume(&s->client.in, len);
 		client_timer_arm(s);
 		return STEP_NEXT;
 	}
@@ -1106,7 +1100,7 @@ process_command(struct session *s)
 		r = command_rule(cmd.verb)->proceed(s, &cmd, head, len);
 	}
 	if (r == STEP_NEXT && s->state != SS_CLOSING) {
-		iobuf_consume(&s->cin, len);
+		iobuf_consume(&s->client.in, len);
 		s->line_logged = false;
 		client_timer_arm(s);	/* timeout.command runs from here to the next line's end */
 	}
@@ -1118,7 +1112,7 @@ static enum step_result
 process_data(struct session *s)
 {
 	size_t used;
-	enum dot_result r = dot_scan(&s->tx.dot, iobuf_head(&s->cin), s->cin.len, &used);
+	enum dot_result r = dot_scan(&s->tx.dot, iobuf_head(&s->client.in), s->client.in.len, &used);
 
 	if (!s->tx.oversize && s->tx.size_limit && s->tx.dot.octets > s->tx.size_limit) {
 		session_log(s, LOG_LVL_WARNING, "message over %" PRIu64 " octets: discarding it",
@@ -1130,13 +1124,13 @@ process_data(struct session *s)
 	}
 	if (!s->tx.oversize) {
 		if (s->cfg->log.transcript_body)
-			session_transcript(s, "c>p", iobuf_head(&s->cin), used);
+			session_transcript(s, "c>p", iobuf_head(&s->client.in), used);
 		if (!s->tx.spooling)
-			backend_data(s, iobuf_head(&s->cin), used);
+			backend_data(s, iobuf_head(&s->client.in), used);
 		else
-			hold_feed(s, iobuf_head(&s->cin), used, r);
+			hold_feed(s, iobuf_head(&s->client.in), used, r);
 	}
-	iobuf_consume(&s->cin, used);
+	iobuf_consume(&s->client.in, used);
 	s->tx.msg_octets = s->tx.dot.octets;
 	switch (r) {
 	case DOT_MORE:
@@ -1210,8 +1204,8 @@ bdat_refuse_bare(struct session *s)
 static enum step_result
 process_bdat(struct session *s)
 {
-	size_t n = s->cin.len < s->tx.bdat_left ? s->cin.len : (size_t)s->tx.bdat_left;
-	const char *p = iobuf_head(&s->cin);
+	size_t n = s->client.in.len < s->tx.bdat_left ? s->client.in.len : (size_t)s->tx.bdat_left;
+	const char *p = iobuf_head(&s->client.in);
 	bool forward = !s->tx.oversize && !s->tx.bdat_failed;
 
 	if (forward && (s->tx.bdat_convert || s->tx.spooling)) {
@@ -1234,7 +1228,7 @@ process_bdat(struct session *s)
 		}
 		backend_data(s, p, n);
 	}
-	iobuf_consume(&s->cin, n);
+	iobuf_consume(&s->client.in, n);
 	s->tx.bdat_left -= n;
 	s->tx.msg_octets += n;
 	if (s->tx.bdat_left > 0)
@@ -1293,12 +1287,12 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 	printable(r, n, reply, sizeof(reply));
 	if (decider[0])
 		snprintf(by, sizeof(by), " filter=%s", decider);
-	if (s->tls && tls_conn_established(s->tls))
-		tls_conn_summary(s->tls, tls, sizeof(tls));
+	if (s->client.tls && tls_conn_established(s->client.tls))
+		tls_conn_summary(s->client.tls, tls, sizeof(tls));
 	if (s->cfg->backend_tls != BACKEND_TLS_NONE)
-		snprintf(btls, sizeof(btls), " backend_tls=%s%s%s", s->btls && s->btls_up ?
-		    tls_conn_version(s->btls) : "none", s->btls && s->btls_up ? "/" : "",
-		    s->btls && s->btls_up ? tls_conn_cipher(s->btls) : "");
+		snprintf(btls, sizeof(btls), " backend_tls=%s%s%s", s->bconn.tls && s->btls_up ?
+		    tls_conn_version(s->bconn.tls) : "none", s->bconn.tls && s->btls_up ? "/" : "",
+		    s->bconn.tls && s->btls_up ? tls_conn_cipher(s->bconn.tls) : "");
 	session_log(s, LOG_LVL_INFO, "msgid=%s client=[%s]:%u helo=<%s>%s%s from=<%s> nrcpt=%u "
 	    "size=%" PRIu64 "%s%s status=%s%s%s reply=\"%s\"", s->tx.msgid[0] ? s->tx.msgid : s->id,
 	    s->caddr, s->cport, s->helo,
@@ -1472,22 +1466,22 @@ session_process(struct session *s)
 again:
 	while (!s->closing && s->state != SS_CLOSING && s->state != SS_CONNECT &&
 	    s->state != SS_FILTER) {
-		if (outq_pending(&s->bout) > OUT_HIGH_WATER ||
-		    outq_pending(&s->cout) > OUT_HIGH_WATER)
+		if (outq_pending(&s->bconn.out) > OUT_HIGH_WATER ||
+		    outq_pending(&s->client.out) > OUT_HIGH_WATER)
 			break;
 		switch (s->state) {
 		case SS_COMMAND:
-			r = s->cin.len ? process_command(s) : STEP_STOP;
+			r = s->client.in.len ? process_command(s) : STEP_STOP;
 			break;
 		case SS_DATA:
 		case SS_DISCARD:
-			r = s->cin.len ? process_data(s) : STEP_STOP;
+			r = s->client.in.len ? process_data(s) : STEP_STOP;
 			break;
 		case SS_BDAT:
-			r = s->cin.len || s->tx.bdat_left == 0 ? process_bdat(s) : STEP_STOP;
+			r = s->client.in.len || s->tx.bdat_left == 0 ? process_bdat(s) : STEP_STOP;
 			break;
 		case SS_AUTH:
-			r = s->cin.len ? process_auth(s) : STEP_STOP;
+			r = s->client.in.len ? process_auth(s) : STEP_STOP;
 			break;
 		default:
 			r = STEP_STOP;
@@ -1497,24 +1491,25 @@ again:
 	}
 	if (s->closing)
 		return;
-	if (s->tls && !s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
-	    outq_pending(&s->bout) <= OUT_HIGH_WATER &&
-	    outq_pending(&s->cout) <= OUT_HIGH_WATER && s->cin.len < CLIENT_INBUF && tls_conn_readable(s->tls)) {
-		size_t before = s->cin.len;
+	if (!s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
+	    outq_pending(&s->bconn.out) <= OUT_HIGH_WATER &&
+	    outq_pending(&s->client.out) <= OUT_HIGH_WATER && s->client.in.len < CLIENT_INBUF &&
+	    conn_tls_pending(&s->client)) {
+		size_t before = s->client.in.len;
 
 		if (client_tls_input(s) != 0)
 			return;
-		if (s->cin.len > before)
+		if (s->client.in.len > before)
 			goto again;
 	}
 	client_eof_answered(s);
 	backend_flush(s);
-	if (!s->client_gone && outq_flush(&s->cout) != 0) {
+	if (!s->client_gone && outq_flush(&s->client.out) != 0) {
 		session_close(s);
 		return;
 	}
-	if (s->state == SS_CLOSING && (s->client_gone || outq_pending(&s->cout) == 0) &&
-	    (s->backend_closed || outq_pending(&s->bout) == 0)) {
+	if (s->state == SS_CLOSING && (s->client_gone || outq_pending(&s->client.out) == 0) &&
+	    (s->bconn.closed || outq_pending(&s->bconn.out) == 0)) {
 		/* a dropped backend's last write does not count, nor what a
 		 * gone client was to get (a TLS alert after a bad handshake) */
 		session_close(s);
@@ -1569,71 +1564,35 @@ void
 session_update_reading(struct session *s)
 {
 	bool want = !s->closing && !s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
-	    s->cin.len < CLIENT_INBUF &&
-	    outq_pending(&s->bout) <= OUT_HIGH_WATER &&
-	    outq_pending(&s->cout) <= OUT_HIGH_WATER;
+	    s->client.in.len < CLIENT_INBUF &&
+	    outq_pending(&s->bconn.out) <= OUT_HIGH_WATER &&
+	    outq_pending(&s->client.out) <= OUT_HIGH_WATER;
 
-	if (want && !s->reading) {
-		if (uv_read_start((uv_stream_t *)&s->client, client_alloc, client_read) == 0)
-			s->reading = true;
-	} else if (!want && s->reading) {
-		uv_read_stop((uv_stream_t *)&s->client);
-		s->reading = false;
-	}
-}
-
-/* Ciphertext as read; handed to OpenSSL before the next read (one loop thread). */
-static char tls_raw[65536];
-
-/* libuv asks where to put client bytes: straight into cin, or via TLS. */
-static void
-client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-	struct session *s = h->data;
-	size_t avail;
-	char *p;
-
-	if (s->tls) {
-		*buf = uv_buf_init(tls_raw, sizeof(tls_raw));
-		return;
-	}
-	p = iobuf_space(&s->cin, CLIENT_INBUF, &avail);
-	*buf = uv_buf_init(p, (unsigned)avail);
+	if (want)
+		conn_read_start(&s->client);
+	else
+		conn_read_stop(&s->client);
 }
 
 /*
- * Plaintext out of TLS into cin, as far as cin has room, and the TLS
+ * Plaintext out of TLS into client.in, as far as it has room, and the TLS
  * output (handshake, alerts) to the client.  Returns -1 when TLS failed or
  * the client closed it (the session is then ending).
  */
 static int
 client_tls_input(struct session *s)
 {
-	for (;;) {
-		size_t avail;
-		char *p = iobuf_space(&s->cin, CLIENT_INBUF, &avail);
-		ssize_t n;
-
-		if (avail == 0)
-			break;
-		if ((n = tls_conn_read(s->tls, p, avail)) > 0) {
-			iobuf_commit(&s->cin, (size_t)n);
-			continue;
-		}
-		if (n == 0)
-			break;
-		tls_conn_drain(s->tls, &s->cout);
-		session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->tls));
-		if (tls_conn_failed(s->tls))
+	if (conn_tls_input(&s->client) < 0) {
+		session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->client.tls));
+		if (tls_conn_failed(s->client.tls))
 			s->client_gone = true;	/* no reply can reach it; a close_notify is a half-close */
 		client_eof(s);
 		return -1;
 	}
-	tls_conn_drain(s->tls, &s->cout);
-	if (!s->tls_logged && tls_conn_established(s->tls)) {
+	if (!s->tls_logged && tls_conn_established(s->client.tls)) {
 		s->tls_logged = true;
 		session_log(s, LOG_LVL_INFO, "TLS established: %s with cipher %s",
-		    tls_conn_version(s->tls), tls_conn_cipher(s->tls));
+		    tls_conn_version(s->client.tls), tls_conn_cipher(s->client.tls));
 	}
 	return 0;
 }
@@ -1646,17 +1605,15 @@ client_timer_arm(struct session *s)
 	    s->cfg->timeout.data : s->state == SS_PROXY ? s->cfg->timeout.proxy_protocol :
 	    s->cfg->timeout.command;
 
-	uv_timer_start(&s->ctimer, client_timeout, (uint64_t)secs * 1000, 0);
+	uv_timer_start(&s->client.timer, client_timeout, (uint64_t)secs * 1000, 0);
 }
 
 /* Bytes (or EOF) from the client. */
 static void
-client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+client_read(void *owner, ssize_t nread)
 {
-	struct session *s = stream->data;
+	struct session *s = owner;
 
-	if (nread == 0)
-		return;
 	if (nread < 0) {
 		if (nread != UV_EOF) {
 			session_log(s, LOG_LVL_INFO, "client read: %s", uv_strerror((int)nread));
@@ -1676,13 +1633,8 @@ client_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	if (s->state != SS_COMMAND && s->state != SS_PROXY)
 		client_timer_arm(s);
 	metrics_bytes_in(s, (size_t)nread);
-	if (s->tls) {
-		tls_conn_feed(s->tls, buf->base, (size_t)nread);
-		if (client_tls_input(s) != 0)
-			return;
-	} else {
-		iobuf_commit(&s->cin, (size_t)nread);
-	}
+	if (s->client.tls && client_tls_input(s) != 0)
+		return;
 	if (s->state == SS_PROXY) {
 		proxy_header_input(s);
 		return;
@@ -1702,13 +1654,10 @@ client_eof(struct session *s)
 	if (s->client_eof)
 		return;
 	s->client_eof = true;
-	if (s->reading) {
-		uv_read_stop((uv_stream_t *)&s->client);
-		s->reading = false;
-	}
+	conn_read_stop(&s->client);
 	if (s->state == SS_PROXY) {
 		session_log(s, LOG_LVL_WARNING, "PROXY protocol: [%s]:%u closed the connection "
-		    "before a whole header (%zu bytes)", s->caddr, s->cport, s->cin.len);
+		    "before a whole header (%zu bytes)", s->caddr, s->cport, s->client.in.len);
 		session_close(s);
 		return;
 	}
@@ -1730,7 +1679,7 @@ client_eof_answered(struct session *s)
 
 	if (!s->client_eof || s->closing || s->state == SS_CLOSING)
 		return;
-	if (outq_pending(&s->bout) > OUT_HIGH_WATER || outq_pending(&s->cout) > OUT_HIGH_WATER)
+	if (outq_pending(&s->bconn.out) > OUT_HIGH_WATER || outq_pending(&s->client.out) > OUT_HIGH_WATER)
 		return;		/* paused for output, not out of input */
 	switch (s->state) {
 	case SS_DATA:
@@ -1741,7 +1690,7 @@ client_eof_answered(struct session *s)
 	case SS_COMMAND:
 	case SS_AUTH:
 		if (s->pcount > 0 || s->deferred || s->run.waiting ||
-		    memchr(iobuf_head(&s->cin), '\n', s->cin.len) != NULL)
+		    memchr(iobuf_head(&s->client.in), '\n', s->client.in.len) != NULL)
 			return;		/* answers still to come, or a line still to run */
 		/* BDAT chunks without their LAST */
 		unfinished = s->tx.bdat_data_open || s->tx.spooling || s->tx.msg_octets > 0;
@@ -1756,9 +1705,9 @@ client_eof_answered(struct session *s)
 		session_set_state(s, SS_CLOSING, "client gone in a message");
 		return;
 	}
-	if (s->cin.len > 0)
+	if (s->client.in.len > 0)
 		session_log(s, LOG_LVL_INFO, "client disconnected after an unfinished command line "
-		    "(%zu octets, ignored)", s->cin.len);
+		    "(%zu octets, ignored)", s->client.in.len);
 	else
 		session_log(s, LOG_LVL_INFO, "client disconnected");
 	if (s->state == SS_AUTH)
@@ -1800,7 +1749,7 @@ client_timeout(uv_timer_t *t)
 	if (s->state == SS_PROXY) {	/* a load balancer: no SMTP reply */
 		session_log(s, LOG_LVL_WARNING, "PROXY protocol: no header from [%s]:%u in %us "
 		    "(%zu bytes), closing", s->caddr, s->cport, s->cfg->timeout.proxy_protocol,
-		    s->cin.len);
+		    s->client.in.len);
 		session_close(s);
 		return;
 	}
@@ -1848,10 +1797,9 @@ session_new(struct server *srv, const struct config_addr *la)
 	s->laddr = la;
 	s->cfg = srv->cfg;
 	snprintf(s->id, sizeof(s->id), "%08" PRIX64, ++srv->next_id);
-	uv_tcp_init(srv->loop, &s->client);
-	s->client.data = s;
+	conn_init(&s->client, srv->loop, s);
 	s->handles = 1;
-	return &s->client;
+	return &s->client.tcp;
 }
 
 /* The accept failed: just release the handle. */
@@ -1861,7 +1809,7 @@ session_discard(uv_tcp_t *client)
 	struct session *s = client->data;
 
 	s->closing = true;
-	uv_close((uv_handle_t *)&s->client, handle_closed);
+	conn_close(&s->client, handle_closed);
 }
 
 /* Set the client's address and port (caddr, cport, peer) from a socket address. */
@@ -1939,7 +1887,7 @@ over_limits(struct session *s, bool per_client)
 		session_replyf(s, "421 4.7.0 %s Error: too many connections", cfg->hostname);
 		break;
 	}
-	if (outq_flush(&s->cout) != 0)
+	if (outq_flush(&s->client.out) != 0)
 		session_close(s);
 	return true;
 }
@@ -1964,15 +1912,15 @@ session_begin(struct session *s)
 	if (over_limits(s, true))
 		return;
 	if (s->laddr && s->laddr->implicit_tls && srv->tls)
-		s->tls = tls_conn_new(srv->tls);	/* RFC 8314: TLS from the first byte */
+		conn_starttls(&s->client, tls_conn_new(srv->tls));	/* RFC 8314: TLS from the first byte */
 	client_timer_arm(s);
 	filter_session_open(s, session_filter_resumed);
 	backend_connect(s);
 	if (s->closing)
 		return;
-	if (s->tls && s->cin.len > 0) {	/* TLS bytes that came with the PROXY header */
-		tls_conn_feed(s->tls, iobuf_head(&s->cin), s->cin.len);
-		iobuf_consume(&s->cin, s->cin.len);
+	if (s->client.tls && s->client.in.len > 0) {	/* TLS bytes that came with the PROXY header */
+		tls_conn_feed(s->client.tls, iobuf_head(&s->client.in), s->client.in.len);
+		iobuf_consume(&s->client.in, s->client.in.len);
 		if (client_tls_input(s) != 0)
 			return;		/* client_eof() ends the session as for any bad handshake */
 	}
@@ -1983,7 +1931,7 @@ session_begin(struct session *s)
  * Bytes from a proxy_protocol listener before the header is whole: the
  * header's client replaces the load balancer's address and its destination
  * our own (the address the client connected to), what follows it
- * stays in cin for the session.  A bad header closes the connection with
+ * stays in client.in for the session.  A bad header closes the connection with
  * no reply (the peer is a load balancer, not an SMTP client).
  */
 static void
@@ -1992,8 +1940,8 @@ proxy_header_input(struct session *s)
 	struct proxyproto pp;
 	enum proxyproto_result r;
 
-	r = proxyproto_parse(iobuf_head(&s->cin), s->cin.len, &pp);
-	if (r == PP_NEED_MORE && s->cin.len < PROXYPROTO_MAX)
+	r = proxyproto_parse(iobuf_head(&s->client.in), s->client.in.len, &pp);
+	if (r == PP_NEED_MORE && s->client.in.len < PROXYPROTO_MAX)
 		return;
 	if (r != PP_OK) {
 		session_log(s, LOG_LVL_WARNING, "PROXY protocol: bad header from [%s]:%u: %s, "
@@ -2001,7 +1949,7 @@ proxy_header_input(struct session *s)
 		session_close(s);
 		return;
 	}
-	iobuf_consume(&s->cin, pp.len);
+	iobuf_consume(&s->client.in, pp.len);
 	snprintf(s->lbaddr, sizeof(s->lbaddr), "%s", s->caddr);
 	s->lbport = s->cport;
 	if (pp.local) {
@@ -2012,7 +1960,7 @@ proxy_header_input(struct session *s)
 		memcpy(&s->local, &pp.dst, sizeof(s->local));	/* as Postfix: the server address too */
 	}
 	session_begin(s);
-	if (!s->closing && s->state != SS_CLOSING && s->cin.len > 0)
+	if (!s->closing && s->state != SS_CLOSING && s->client.in.len > 0)
 		session_process(s);	/* the client spoke before the greeting */
 }
 
@@ -2030,12 +1978,10 @@ session_start(uv_tcp_t *client)
 	srv->sessions = s;
 	srv->nsessions++;
 
-	if (uv_tcp_getpeername(&s->client, (struct sockaddr *)&ss, &sslen) == 0)
+	if (uv_tcp_getpeername(&s->client.tcp, (struct sockaddr *)&ss, &sslen) == 0)
 		set_client(s, &ss);
 	/* TCP_NODELAY: inherited from the listening socket (listener_bind). */
-	outq_init(&s->cout, (uv_stream_t *)&s->client, client_written, s);
-	uv_timer_init(srv->loop, &s->ctimer);
-	s->ctimer.data = s;
+	conn_open(&s->client, CLIENT_INBUF, client_read, client_written);
 	s->handles++;
 	metrics_session_open(s);
 
@@ -2079,8 +2025,8 @@ session_close(struct session *s)
 	backend_abort(s);
 	backend_release(s);
 	filter_session_close(s);
-	uv_close((uv_handle_t *)&s->client, handle_closed);
-	uv_close((uv_handle_t *)&s->ctimer, handle_closed);
+	conn_close(&s->client, handle_closed);
+	uv_close((uv_handle_t *)&s->client.timer, handle_closed);
 	if ((srv->stopping || srv->retiring) && srv->nsessions == 0)
 		server_drained(srv);
 }
@@ -2089,10 +2035,8 @@ session_close(struct session *s)
 static void
 session_free(struct session *s)
 {
-	iobuf_free(&s->cin);
-	iobuf_free(&s->bin);
-	outq_free(&s->cout);
-	outq_free(&s->bout);
+	conn_free(&s->client);
+	conn_free(&s->bconn);
 	reset_transaction(s);
 	txn_free(&s->tx);
 	free(s->greeting);
@@ -2100,7 +2044,7 @@ session_free(struct session *s)
 	free(s->backend_auth);
 	free(s->offered);
 	free(s->deferred);
-	tls_conn_free(s->tls);
+	tls_conn_free(s->client.tls);
 	free(s);
 }
 

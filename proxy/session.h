@@ -5,8 +5,10 @@
  * machine), backend.c (the backend side: connect, XCLIENT prelude, reply
  * handling) and the session's parts below it: hold.c (the held message),
  * quarantine.c and filter.c.  The transaction is its own struct (txn.h).
- * Memory: everything a session owns hangs off this struct and is freed in
- * one place, session_free(), once every handle is closed.
+ * Each side's socket, timer, buffers and TLS are a struct conn (conn.c):
+ * client and bconn.  Memory: everything a session owns hangs off this
+ * struct and is freed in one place, session_free(), once every handle is
+ * closed.
  */
 #ifndef SMTPCHAIN_SESSION_H
 #define SMTPCHAIN_SESSION_H
@@ -16,6 +18,7 @@
 #include <netinet/in.h>
 #include <uv.h>
 
+#include "conn.h"
 #include "connlimit.h"
 #include "metrics.h"
 #include "dotstream.h"
@@ -75,10 +78,7 @@ struct session {
 	enum session_state	 state;
 
 	/* client side */
-	uv_tcp_t		 client;
-	struct iobuf		 cin;
-	struct outq		 cout;
-	uv_timer_t		 ctimer;
+	struct conn		 client;	/* in: commands and data; timer: idle */
 	char			 caddr[INET6_ADDRSTRLEN];
 	unsigned		 cport;
 	char			 cname[256];	/* verified reverse name, or "" */
@@ -89,7 +89,6 @@ struct session {
 						   answered, in order, then the session ends */
 	bool			 client_gone;	/* the client cannot be written to any more */
 	bool			 skip_line;	/* discarding the rest of an over-long line */
-	bool			 reading;
 	bool			 line_logged;	/* the current command line is in the transcript */
 	struct sockaddr_storage	 peer;		/* the client's address (the real one, after a PROXY header) */
 	struct sockaddr_storage	 local;		/* the address it connected to: after a PROXY
@@ -100,21 +99,15 @@ struct session {
 	unsigned		 lbport;		/* balancer's address and port, else "" */
 	struct connlimit_ticket	 climit;	/* counted in the shared connection table */
 	const struct config_addr *laddr;	/* the listener it came in on */
-	struct tls_conn		*tls;		/* after STARTTLS, or from the start (implicit) */
-	struct tls_conn		*btls;		/* to the backend, after our STARTTLS (backend_tls) */
 	bool			 btls_up;	/* its handshake is done (EHLO again, then on) */
 	bool			 tls_logged;
 	char			*deferred;	/* a local reply waiting for the backend's answers */
 
 	/* backend side */
-	uv_tcp_t		 backend;
+	struct conn		 bconn;		/* in: replies; tls after our STARTTLS (backend_tls) */
 	uv_connect_t		 connect_req;
-	struct iobuf		 bin;
-	struct outq		 bout;
-	uv_timer_t		 btimer;
 	bool			 backend_up;	/* connected and usable */
 	bool			 backend_init;	/* its handles exist */
-	bool			 backend_closed;/* uv_close called on it */
 	bool			 backend_quitting;/* our QUIT is on its way */
 	unsigned		 bidx;		/* cfg->backends[bidx] is the one in use */
 	uint32_t		 btried;	/* bit i: cfg->backends[i] was tried by this session */
