@@ -537,7 +537,7 @@ host_get(struct sc_ctx *c, const char *name)
 		return c->scratch;
 	}
 	if (strcmp(name, "client_name") == 0)
-		return s->cname[0] ? s->cname : NULL;
+		return s->backend.cname[0] ? s->backend.cname : NULL;
 	if (strcmp(name, "helo") == 0)
 		return s->helo[0] ? s->helo : NULL;
 	if (strcmp(name, "protocol_name") == 0)

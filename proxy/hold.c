@@ -111,10 +111,10 @@ hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 	default:
 		break;
 	}
-	if (!s->backend_up)
+	if (!s->backend.up)
 		return (struct hold_result){ .action = HOLD_LOST };
 	if (!s->tx.envelope_changed) {
-		backend_send(s, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
+		backend_send(&s->backend, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
 		return (struct hold_result){ .action = HOLD_WAIT };
 	}
 	for (size_t i = 0; i < s->tx.nrcpts; i++)
@@ -124,16 +124,17 @@ hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 		return kept_back("discarded");
 	}
 	/* The envelope again, as the filters left it; DATA once every answer is in. */
-	backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
-	backend_xforward(s);	/* RSET made the backend forget it */
-	backend_sendf(s, BS_REPLAY_MAIL, "%s\r\n", s->tx.env_from ? s->tx.env_from : s->tx.mail_line);
+	backend_send(&s->backend, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
+	backend_xforward(&s->backend, s->helo, s->esmtp);	/* RSET made the backend forget it */
+	backend_sendf(&s->backend, BS_REPLAY_MAIL, "%s\r\n",
+	    s->tx.env_from ? s->tx.env_from : s->tx.mail_line);
 	s->tx.replay_cursor = 0;
 	s->tx.replay_wait = 0;
 	s->tx.replay_ok = 0;
 	for (size_t i = 0; i < s->tx.nrcpts; i++) {
 		if (!txn_rcpt_goes(&s->tx.rcpts[i]))
 			continue;
-		backend_sendf(s, BS_REPLAY_RCPT, "%s\r\n", s->tx.rcpts[i].line);
+		backend_sendf(&s->backend, BS_REPLAY_RCPT, "%s\r\n", s->tx.rcpts[i].line);
 		s->tx.replay_wait++;
 	}
 	return (struct hold_result){ .action = HOLD_WAIT };
@@ -175,7 +176,7 @@ hold_pump(struct session *s)
 {
 	static char buf[65536];
 
-	while (s->tx.pumping && s->backend_up && outq_pending(&s->bconn.out) <= OUT_HIGH_WATER) {
+	while (s->tx.pumping && s->backend.up && outq_pending(&s->backend.conn.out) <= OUT_HIGH_WATER) {
 		ssize_t n = msgstore_output_read(s->tx.store, buf, sizeof(buf));
 
 		if (n < 0) {
@@ -184,11 +185,11 @@ hold_pump(struct session *s)
 		}
 		if (n == 0) {
 			s->tx.pumping = false;
-			backend_data(s, ".\r\n", 3);
-			backend_send(s, NULL, 0, BS_DOT, SMTP_DATA);
+			backend_data(&s->backend, ".\r\n", 3);
+			backend_send(&s->backend, NULL, 0, BS_DOT, SMTP_DATA);
 			break;
 		}
-		backend_data(s, buf, (size_t)n);
+		backend_data(&s->backend, buf, (size_t)n);
 	}
 	return (struct hold_result){ .action = HOLD_WAIT };
 }
@@ -234,6 +235,6 @@ hold_replay_reply(struct session *s, int step, const char *r, size_t n, int code
 	if (s->tx.replay_error != NULL || s->tx.replay_ok == 0)
 		return ended("451 4.3.0 Error: the backend refused the envelope the filters "
 		    "made, try again later", "deferred");
-	backend_send(s, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
+	backend_send(&s->backend, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
 	return (struct hold_result){ .action = HOLD_WAIT };
 }

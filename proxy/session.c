@@ -78,6 +78,8 @@ static void	client_written(struct outq *q, int status);
 static void	client_timeout(uv_timer_t *t);
 static void	client_timer_arm(struct session *s);
 static void	handle_closed(uv_handle_t *h);
+static void	backend_leave(struct session *s);
+static const struct backend_events backend_events;
 static void	reset_transaction(struct session *s);
 static void	hold_act(struct session *s, struct hold_result r);
 static void	client_eof(struct session *s);
@@ -230,7 +232,7 @@ session_replyf(struct session *s, const char *fmt, ...)
 /*
  * A reply of our own, in order: sent now when no relayed command is waiting
  * for its answer, else held (one slot) and sent when the last one arrives.
- * Callers check s->pcount first where they can simply wait instead.
+ * Callers check s->backend.pcount first where they can simply wait instead.
  */
 static void
 local_reply(struct session *s, const char *fmt, ...)
@@ -241,7 +243,7 @@ local_reply(struct session *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	if (s->pcount == 0) {
+	if (s->backend.pcount == 0) {
 		session_replyf(s, "%s", line);
 		return;
 	}
@@ -254,11 +256,24 @@ local_reply(struct session *s, const char *fmt, ...)
 static void
 flush_deferred(struct session *s)
 {
-	if (s->deferred && s->pcount == 0) {
+	if (s->deferred && s->backend.pcount == 0) {
 		session_replyf(s, "%s", s->deferred);
 		free(s->deferred);
 		s->deferred = NULL;
 	}
+}
+
+/*
+ * The backend is not wanted any more: QUIT between transactions, a dropped
+ * connection inside DATA (so nothing half-sent is delivered).
+ */
+static void
+backend_leave(struct session *s)
+{
+	if (session_backend_in_data(s))
+		backend_abort(&s->backend);
+	else
+		backend_quit(&s->backend);
 }
 
 /*
@@ -282,10 +297,7 @@ session_fail(struct session *s, const char *fmt, ...)
 	free(s->deferred);
 	s->deferred = NULL;
 	session_replyf(s, "%s", line);
-	if (session_backend_in_data(s))
-		backend_abort(s);
-	else
-		backend_quit(s);
+	backend_leave(s);
 	session_set_state(s, SS_CLOSING, "fail");
 	session_update_reading(s);
 	if (outq_flush(&s->client.out) != 0 || outq_pending(&s->client.out) == 0)
@@ -338,7 +350,7 @@ log_refusal(struct session *s, const char *what, const char *r, size_t n)
 static enum step_result
 relay(struct session *s, const char *line, size_t len, enum smtp_verb verb, bool sync)
 {
-	backend_send(s, line, len, BS_COMMAND, verb);
+	backend_send(&s->backend, line, len, BS_COMMAND, verb);
 	s->last_sync = sync;
 	return STEP_NEXT;
 }
@@ -424,7 +436,7 @@ reply_ehlo(struct session *s, const char *r, size_t n, int code)
 		return true;
 	}
 	out = xmalloc(cap);
-	ehlo_caps_parse(r, n, &s->bcaps);
+	ehlo_caps_parse(r, n, &s->backend.caps);
 	m = ehlo_rewrite(r, n, &pol, out, cap, &s->ccaps);
 	if (m < 0) {
 		session_log(s, LOG_LVL_WARNING, "cannot rewrite the backend's EHLO reply");
@@ -507,7 +519,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	/* A new message's BDAT state starts here, in the client's order: the
 	 * answer to MAIL may come after its chunks were relayed (pipelining). */
 	txn_reset_bdat(&s->tx);
-	backend_xforward(s);
+	backend_xforward(&s->backend, s->helo, s->esmtp);
 	return relay(s, line, len, SMTP_MAIL, false);
 }
 
@@ -596,7 +608,7 @@ cmd_data(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	enum step_result r;
 	const char *refusal;
 
-	if (holds_message(s) && s->pcount > 0)
+	if (holds_message(s) && s->backend.pcount > 0)
 		return STEP_STOP;	/* the recipients' answers decide (before the chain runs) */
 	if (!filter_allows(s, FILTER_DATA, NULL, NULL, &r))
 		return r;
@@ -661,7 +673,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	}
 	if (esmtp_parse_count(cmd->arg, numlen, &count) != 0) {
 		/* The octets that follow cannot be told from commands: end here. */
-		if (s->pcount > 0)
+		if (s->backend.pcount > 0)
 			return STEP_STOP;
 		session_fail(s, "501 5.5.4 Syntax: BDAT count [LAST]");
 		return STEP_STOP;
@@ -674,7 +686,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		 * it cannot be read and skipped), and the session ends: the
 		 * octets that follow cannot be told from commands.
 		 */
-		if (s->pcount > 0)
+		if (s->backend.pcount > 0)
 			return STEP_STOP;
 		session_log(s, LOG_LVL_WARNING, "BDAT chunk of %" PRIu64 " octets after %" PRIu64
 		    " would pass the limit of %" PRIu64 ": refusing the message", count,
@@ -685,7 +697,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	if (holds_message(s) && !s->tx.spooling && !s->tx.bdat_failed) {
 		const char *reply;
 
-		if (s->pcount > 0)
+		if (s->backend.pcount > 0)
 			return STEP_STOP;	/* the recipients' answers decide */
 		switch (filter_phase(s, FILTER_DATA, NULL, NULL, &reply)) {
 		case FILTER_WAIT:
@@ -706,18 +718,18 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	s->tx.bdat_last = last;
 	if (s->tx.spooling || s->tx.bdat_failed) {
 		/* the octets go to the store, or nowhere */
-	} else if (s->bcaps.chunking) {
+	} else if (s->backend.caps.chunking) {
 		if (!s->tx.bdat_relayed) {
 			crlf_checker_init(&s->tx.bdat_crlf);
 			s->tx.bdat_relayed = true;
 		}
-		backend_send(s, line, len, last ? BS_DOT : BS_COMMAND, SMTP_BDAT);
+		backend_send(&s->backend, line, len, last ? BS_DOT : BS_COMMAND, SMTP_BDAT);
 		s->last_sync = last;	/* the next message waits for this one's answer */
 	} else if (!s->tx.bdat_data_open) {
 		/* Open DATA at the backend first, then come back to this line. */
-		if (s->pcount > 0)
+		if (s->backend.pcount > 0)
 			return STEP_STOP;
-		backend_send(s, "DATA\r\n", 6, BS_BDAT_DATA, SMTP_DATA);
+		backend_send(&s->backend, "DATA\r\n", 6, BS_BDAT_DATA, SMTP_DATA);
 		s->tx.bdat_convert = true;
 		s->last_sync = true;
 		s->tx.bdat_left = 0;
@@ -764,7 +776,7 @@ cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, si
 		local_reply(s, "501 5.5.4 Syntax: STARTTLS");
 		return STEP_NEXT;
 	}
-	if (s->pcount > 0)
+	if (s->backend.pcount > 0)
 		return STEP_STOP;	/* the 220 must be the last plaintext the client gets */
 	if (s->client.in.len > len) {
 		session_log(s, LOG_LVL_WARNING, "discarding %zu octets the client sent after "
@@ -810,7 +822,7 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		local_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
 		return STEP_NEXT;
 	}
-	if (s->pcount > 0)
+	if (s->backend.pcount > 0)
 		return STEP_STOP;
 	sp = memchr(cmd->arg, ' ', cmd->arglen);
 	mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arglen;
@@ -847,12 +859,12 @@ process_auth(struct session *s)
 	if (len < 2 || head[len - 2] != '\r' || memchr(head, '\r', len - 2) ||
 	    memchr(head, '\0', len)) {
 		/* Not a clean line: cancel the exchange at the backend. */
-		backend_send(s, "*\r\n", 3, BS_COMMAND, SMTP_AUTH);
+		backend_send(&s->backend, "*\r\n", 3, BS_COMMAND, SMTP_AUTH);
 	} else {
 		if (strcasecmp(s->auth_mech, "PLAIN") == 0 || strcasecmp(s->auth_mech, "CRAM-MD5") == 0 ||
 		    strcasecmp(s->auth_mech, "LOGIN") == 0)
 			esmtp_auth_identity(s, head, len - 2);
-		backend_send(s, head, len, BS_COMMAND, SMTP_AUTH);
+		backend_send(&s->backend, head, len, BS_COMMAND, SMTP_AUTH);
 	}
 	s->last_sync = true;
 	iobuf_consume(&s->client.in, len);
@@ -913,7 +925,7 @@ reply_quit(struct session *s, const char *r, size_t n, int code)
 {
 	(void)code;
 	session_reply(s, r, n);
-	backend_abort(s);
+	backend_abort(&s->backend);
 	session_set_state(s, SS_CLOSING, "QUIT");
 	return true;
 }
@@ -1002,7 +1014,7 @@ command_rule(enum smtp_verb verb)
 static bool
 may_send_next(const struct session *s)
 {
-	if (s->pcount == 0)
+	if (s->backend.pcount == 0)
 		return true;
 	/*
 	 * The ring of commands in flight is full (a client pipelining more
@@ -1011,9 +1023,9 @@ may_send_next(const struct session *s)
 	 * few slots stay free for what one command may add later (a BDAT
 	 * chunk and its end, an RSET after a message).
 	 */
-	if (s->pcount + 4 > PENDING_MAX)
+	if (s->backend.pcount + 4 > PENDING_MAX)
 		return false;
-	return !s->last_sync && s->bcaps.pipelining && s->esmtp;
+	return !s->last_sync && s->backend.caps.pipelining && s->esmtp;
 }
 
 /* One command line from the client buffer, when one is complete. */
@@ -1055,7 +1067,7 @@ process_command(struct session *s)
 		return STEP_STOP;
 	}
 	if (s->rcpt_refused >= s->cfg->limits.max_refused_recipients) {
-		if (s->pcount > 0)
+		if (s->backend.pcount > 0)
 			return STEP_STOP;	/* the replies owed go first */
 		session_log(s, LOG_LVL_WARNING, "%u refused recipients without a delivered "
 		    "message (limits.max_refused_recipients)", s->rcpt_refused);
@@ -1119,14 +1131,14 @@ process_data(struct session *s)
 		    s->tx.size_limit);
 		s->tx.oversize = true;
 		if (!s->tx.spooling)
-			backend_abort(s);
+			backend_abort(&s->backend);
 		session_set_state(s, SS_DISCARD, "over the size limit");
 	}
 	if (!s->tx.oversize) {
 		if (s->cfg->log.transcript_body)
 			session_transcript(s, "c>p", iobuf_head(&s->client.in), used);
 		if (!s->tx.spooling)
-			backend_data(s, iobuf_head(&s->client.in), used);
+			backend_data(&s->backend, iobuf_head(&s->client.in), used);
 		else
 			hold_feed(s, iobuf_head(&s->client.in), used, r);
 	}
@@ -1150,7 +1162,7 @@ process_data(struct session *s)
 			session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
 			return STEP_STOP;
 		}
-		backend_send(s, NULL, 0, BS_DOT, SMTP_DATA);
+		backend_send(&s->backend, NULL, 0, BS_DOT, SMTP_DATA);
 		s->last_sync = true;
 		session_set_state(s, SS_COMMAND, "end of data");
 		return STEP_NEXT;
@@ -1159,7 +1171,7 @@ process_data(struct session *s)
 		session_log(s, LOG_LVL_WARNING, "bare <%s> in message data after %" PRIu64
 		    " octets: refusing the message (SMTP smuggling?)",
 		    r == DOT_BAD_CR ? "CR" : "LF", s->tx.dot.octets);
-		backend_abort(s);
+		backend_abort(&s->backend);
 		session_fail(s, "521 5.5.2 %s Error: bare <CR> or <LF> in message data",
 		    s->cfg->hostname);
 		return STEP_STOP;
@@ -1182,7 +1194,7 @@ bdat_stuff_out(struct session *s, const char *p, size_t n)
 			if (s->tx.store_errno == 0 && msgstore_feed(s->tx.store, out, produced) != 0)
 				s->tx.store_errno = errno;
 		} else {
-			backend_data(s, out, produced);
+			backend_data(&s->backend, out, produced);
 		}
 		off += used;
 		if (r != DOT_MORE)
@@ -1196,7 +1208,7 @@ static void
 bdat_refuse_bare(struct session *s)
 {
 	session_log(s, LOG_LVL_WARNING, "bare <CR> or <LF> in BDAT data: refusing the message");
-	backend_abort(s);
+	backend_abort(&s->backend);
 	session_fail(s, "521 5.5.2 %s Error: bare <CR> or <LF> in message data", s->cfg->hostname);
 }
 
@@ -1226,7 +1238,7 @@ process_bdat(struct session *s)
 			bdat_refuse_bare(s);
 			return STEP_STOP;
 		}
-		backend_data(s, p, n);
+		backend_data(&s->backend, p, n);
 	}
 	iobuf_consume(&s->client.in, n);
 	s->tx.bdat_left -= n;
@@ -1262,8 +1274,8 @@ process_bdat(struct session *s)
 			hold_act(s, hold_end(s));
 			return STEP_NEXT;
 		}
-		backend_data(s, end, (size_t)m);
-		backend_send(s, NULL, 0, BS_DOT, SMTP_BDAT);
+		backend_data(&s->backend, end, (size_t)m);
+		backend_send(&s->backend, NULL, 0, BS_DOT, SMTP_BDAT);
 		s->last_sync = true;
 		s->tx.bdat_data_open = false;	/* the backend's DATA is ended: no longer inside it */
 		return STEP_NEXT;
@@ -1289,10 +1301,12 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 		snprintf(by, sizeof(by), " filter=%s", decider);
 	if (s->client.tls && tls_conn_established(s->client.tls))
 		tls_conn_summary(s->client.tls, tls, sizeof(tls));
-	if (s->cfg->backend_tls != BACKEND_TLS_NONE)
-		snprintf(btls, sizeof(btls), " backend_tls=%s%s%s", s->bconn.tls && s->btls_up ?
-		    tls_conn_version(s->bconn.tls) : "none", s->bconn.tls && s->btls_up ? "/" : "",
-		    s->bconn.tls && s->btls_up ? tls_conn_cipher(s->bconn.tls) : "");
+	if (s->cfg->backend_tls != BACKEND_TLS_NONE) {
+		struct tls_conn *bt = s->backend.tls_up ? s->backend.conn.tls : NULL;
+
+		snprintf(btls, sizeof(btls), " backend_tls=%s%s%s", bt ? tls_conn_version(bt) : "none",
+		    bt ? "/" : "", bt ? tls_conn_cipher(bt) : "");
+	}
 	session_log(s, LOG_LVL_INFO, "msgid=%s client=[%s]:%u helo=<%s>%s%s from=<%s> nrcpt=%u "
 	    "size=%" PRIu64 "%s%s status=%s%s%s reply=\"%s\"", s->tx.msgid[0] ? s->tx.msgid : s->id,
 	    s->caddr, s->cport, s->helo,
@@ -1323,8 +1337,8 @@ hold_outcome_local(struct session *s, const char *reply, const char *status)
 	local_reply(s, "%s", reply);
 	log_outcome(s, reply, strlen(reply), status);
 	s->nmessages++;
-	if (s->backend_up) {
-		backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
+	if (s->backend.up) {
+		backend_send(&s->backend, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
 		s->last_sync = false;
 	}
 	reset_transaction(s);
@@ -1369,7 +1383,7 @@ hold_act(struct session *s, struct hold_result r)
 		    s->cfg->hostname);
 		return;
 	case HOLD_IO_ERROR:
-		backend_abort(s);
+		backend_abort(&s->backend);
 		session_fail(s, "451 4.3.0 %s Error: local I/O error, closing connection",
 		    s->cfg->hostname);
 		return;
@@ -1400,7 +1414,7 @@ reply_replay_data(struct session *s, const char *r, size_t n, int code)
 	session_reply(s, r, n);
 	log_outcome(s, r, n, status_of(code));
 	s->nmessages++;
-	backend_send(s, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
+	backend_send(&s->backend, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
 	reset_transaction(s);
 	session_set_state(s, SS_COMMAND, "DATA refused");
 	return true;
@@ -1435,7 +1449,7 @@ session_greeting(struct session *s, const char *r, size_t n)
 	}
 	if (s->greeting_text == NULL || s->closing || s->state != SS_CONNECT)
 		return;
-	if (s->srv->chain.n > 0 && !s->cname_done)
+	if (s->srv->chain.n > 0 && !s->backend.cname_done)
 		return;	/* the lookup's end calls again */
 	switch (filter_phase(s, FILTER_CONNECT, NULL, NULL, &reply)) {
 	case FILTER_WAIT:
@@ -1466,7 +1480,7 @@ session_process(struct session *s)
 again:
 	while (!s->closing && s->state != SS_CLOSING && s->state != SS_CONNECT &&
 	    s->state != SS_FILTER) {
-		if (outq_pending(&s->bconn.out) > OUT_HIGH_WATER ||
+		if (outq_pending(&s->backend.conn.out) > OUT_HIGH_WATER ||
 		    outq_pending(&s->client.out) > OUT_HIGH_WATER)
 			break;
 		switch (s->state) {
@@ -1492,7 +1506,7 @@ again:
 	if (s->closing)
 		return;
 	if (!s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
-	    outq_pending(&s->bconn.out) <= OUT_HIGH_WATER &&
+	    outq_pending(&s->backend.conn.out) <= OUT_HIGH_WATER &&
 	    outq_pending(&s->client.out) <= OUT_HIGH_WATER && s->client.in.len < CLIENT_INBUF &&
 	    conn_tls_pending(&s->client)) {
 		size_t before = s->client.in.len;
@@ -1503,13 +1517,13 @@ again:
 			goto again;
 	}
 	client_eof_answered(s);
-	backend_flush(s);
+	backend_flush(&s->backend);
 	if (!s->client_gone && outq_flush(&s->client.out) != 0) {
 		session_close(s);
 		return;
 	}
 	if (s->state == SS_CLOSING && (s->client_gone || outq_pending(&s->client.out) == 0) &&
-	    (s->bconn.closed || outq_pending(&s->bconn.out) == 0)) {
+	    (s->backend.conn.closed || outq_pending(&s->backend.conn.out) == 0)) {
 		/* a dropped backend's last write does not count, nor what a
 		 * gone client was to get (a TLS alert after a bad handshake) */
 		session_close(s);
@@ -1553,7 +1567,7 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 		return;
 	if (code == 421 && s->state != SS_CLOSING) {
 		/* The backend is closing: so do we, after relaying its reason. */
-		backend_abort(s);
+		backend_abort(&s->backend);
 		session_set_state(s, SS_CLOSING, "backend sent 421");
 	}
 	flush_deferred(s);
@@ -1565,7 +1579,7 @@ session_update_reading(struct session *s)
 {
 	bool want = !s->closing && !s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
 	    s->client.in.len < CLIENT_INBUF &&
-	    outq_pending(&s->bconn.out) <= OUT_HIGH_WATER &&
+	    outq_pending(&s->backend.conn.out) <= OUT_HIGH_WATER &&
 	    outq_pending(&s->client.out) <= OUT_HIGH_WATER;
 
 	if (want)
@@ -1679,7 +1693,8 @@ client_eof_answered(struct session *s)
 
 	if (!s->client_eof || s->closing || s->state == SS_CLOSING)
 		return;
-	if (outq_pending(&s->bconn.out) > OUT_HIGH_WATER || outq_pending(&s->client.out) > OUT_HIGH_WATER)
+	if (outq_pending(&s->backend.conn.out) > OUT_HIGH_WATER ||
+	    outq_pending(&s->client.out) > OUT_HIGH_WATER)
 		return;		/* paused for output, not out of input */
 	switch (s->state) {
 	case SS_DATA:
@@ -1689,7 +1704,7 @@ client_eof_answered(struct session *s)
 		break;
 	case SS_COMMAND:
 	case SS_AUTH:
-		if (s->pcount > 0 || s->deferred || s->run.waiting ||
+		if (s->backend.pcount > 0 || s->deferred || s->run.waiting ||
 		    memchr(iobuf_head(&s->client.in), '\n', s->client.in.len) != NULL)
 			return;		/* answers still to come, or a line still to run */
 		/* BDAT chunks without their LAST */
@@ -1701,7 +1716,7 @@ client_eof_answered(struct session *s)
 	if (unfinished) {
 		session_log(s, LOG_LVL_INFO, "client disconnected in the middle of a message "
 		    "(%" PRIu64 " octets): dropping it", s->tx.msg_octets);
-		backend_abort(s);
+		backend_abort(&s->backend);
 		session_set_state(s, SS_CLOSING, "client gone in a message");
 		return;
 	}
@@ -1711,9 +1726,9 @@ client_eof_answered(struct session *s)
 	else
 		session_log(s, LOG_LVL_INFO, "client disconnected");
 	if (s->state == SS_AUTH)
-		backend_abort(s);
+		backend_abort(&s->backend);
 	else
-		backend_quit(s);
+		backend_leave(s);
 	session_set_state(s, SS_CLOSING, "client gone");
 }
 
@@ -1729,9 +1744,9 @@ client_written(struct outq *q, int status)
 		session_log(s, LOG_LVL_INFO, "client write: %s", uv_strerror(status));
 		s->client_gone = true;
 		if (session_backend_in_data(s) || s->state == SS_FILTER)
-			backend_abort(s);
+			backend_abort(&s->backend);
 		else
-			backend_quit(s);
+			backend_leave(s);
 		session_close(s);
 		return;
 	}
@@ -1753,7 +1768,7 @@ client_timeout(uv_timer_t *t)
 		session_close(s);
 		return;
 	}
-	if ((s->pcount > 0 && s->state != SS_DATA && s->state != SS_BDAT) ||
+	if ((s->backend.pcount > 0 && s->state != SS_DATA && s->state != SS_BDAT) ||
 	    s->state == SS_FILTER || s->run.waiting) {
 		client_timer_arm(s);	/* waiting for the backend or a filter, not the client */
 		return;
@@ -1781,11 +1796,102 @@ session_shutdown(struct session *s)
 			session_close(s);	/* its last words had their chance */
 		return;
 	}
-	if (s->srv->shutdown_forced || (s->state == SS_COMMAND && s->pcount == 0 && !s->tx.in_mail)) {
+	if (s->srv->shutdown_forced ||
+	    (s->state == SS_COMMAND && s->backend.pcount == 0 && !s->tx.in_mail)) {
 		session_fail(s, "421 4.3.2 %s Service shutting down, closing connection",
 		    s->cfg->hostname);
 	}
 }
+
+/*
+ * The backend is gone (backend.c closed it and logged why): the client
+ * hears 421, or the backend's own 421 as it is.
+ */
+static void
+backend_lost(void *owner, enum backend_loss why, const char *r, size_t n)
+{
+	struct session *s = owner;
+	const char *host = s->cfg->hostname;
+
+	switch (why) {
+	case BACKEND_UNREACHABLE:
+		session_fail(s, "421 4.3.0 %s Service not available, backend unreachable", host);
+		return;
+	case BACKEND_LOST:
+		if (s->state == SS_CLOSING) {
+			session_process(s);	/* closes once the last reply is out */
+			return;
+		}
+		/* FALLTHROUGH */
+	case BACKEND_WRITE_FAILED:
+		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
+		    host);
+		return;
+	case BACKEND_TLS_FAILED:
+		session_fail(s, "421 4.7.5 %s Service not available, backend TLS failed", host);
+		return;
+	case BACKEND_TIMEOUT:
+		session_fail(s, "421 4.4.2 %s Error: backend timeout", host);
+		return;
+	case BACKEND_SAID_421:		/* e.g. the backend's own idle timeout */
+		session_reply(s, r, n);
+		session_set_state(s, SS_CLOSING, "backend sent 421");
+		return;
+	}
+}
+
+/* The client's name is known: a greeting held for the filters' connect step may go. */
+static void
+backend_name_known(void *owner)
+{
+	struct session *s = owner;
+
+	if (!s->closing && s->state == SS_CONNECT && s->greeting_text) {
+		session_greeting(s, NULL, 0);
+		session_process(s);
+	}
+}
+
+static void
+backend_greeting(void *owner, const char *r, size_t n)
+{
+	session_greeting(owner, r, n);
+}
+
+static void
+backend_reply(void *owner, struct pending p, const char *r, size_t n, int code)
+{
+	session_backend_reply(owner, p, r, n, code);
+}
+
+static void
+backend_progress(void *owner)
+{
+	session_process(owner);
+}
+
+static void
+backend_closed(void *owner)
+{
+	session_unref(owner);
+}
+
+static void
+backend_transcript(void *owner, const char *dir, const char *p, size_t n)
+{
+	session_transcript(owner, dir, p, n);
+}
+
+/* What the backend reports up (backend.h). */
+static const struct backend_events backend_events = {
+	.greeting = backend_greeting,
+	.reply = backend_reply,
+	.lost = backend_lost,
+	.progress = backend_progress,
+	.name_known = backend_name_known,
+	.closed = backend_closed,
+	.transcript = backend_transcript,
+};
 
 /* A new session for the listener to accept into. */
 uv_tcp_t *
@@ -1798,6 +1904,7 @@ session_new(struct server *srv, const struct config_addr *la)
 	s->cfg = srv->cfg;
 	snprintf(s->id, sizeof(s->id), "%08" PRIX64, ++srv->next_id);
 	conn_init(&s->client, srv->loop, s);
+	backend_init(&s->backend, srv->cfg, srv->loop, s->id, &backend_events, s);
 	s->handles = 1;
 	return &s->client.tcp;
 }
@@ -1915,7 +2022,8 @@ session_begin(struct session *s)
 		conn_starttls(&s->client, tls_conn_new(srv->tls));	/* RFC 8314: TLS from the first byte */
 	client_timer_arm(s);
 	filter_session_open(s, session_filter_resumed);
-	backend_connect(s);
+	s->handles++;		/* the backend's, until its events.closed */
+	backend_connect(&s->backend, &s->peer, s->caddr, s->cport);
 	if (s->closing)
 		return;
 	if (s->client.tls && s->client.in.len > 0) {	/* TLS bytes that came with the PROXY header */
@@ -2022,8 +2130,8 @@ session_close(struct session *s)
 	connlimit_release(&s->climit);
 	metrics_session_close(s);
 	session_log(s, LOG_LVL_DEBUG, "closing session (%" PRIu64 " messages)", s->nmessages);
-	backend_abort(s);
-	backend_release(s);
+	backend_abort(&s->backend);
+	backend_release(&s->backend);
 	filter_session_close(s);
 	conn_close(&s->client, handle_closed);
 	uv_close((uv_handle_t *)&s->client.timer, handle_closed);
@@ -2036,15 +2144,13 @@ static void
 session_free(struct session *s)
 {
 	conn_free(&s->client);
-	conn_free(&s->bconn);
 	reset_transaction(s);
 	txn_free(&s->tx);
-	free(s->greeting);
+	backend_free(&s->backend);
 	free(s->greeting_text);
 	free(s->backend_auth);
 	free(s->offered);
 	free(s->deferred);
-	tls_conn_free(s->client.tls);
 	free(s);
 }
 

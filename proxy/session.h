@@ -2,13 +2,13 @@
  * session.h - one client connection and its backend connection.
  *
  * Private to session.c (the client side: the command table and the state
- * machine), backend.c (the backend side: connect, XCLIENT prelude, reply
- * handling) and the session's parts below it: hold.c (the held message),
+ * machine) and the session's parts below it: hold.c (the held message),
  * quarantine.c and filter.c.  The transaction is its own struct (txn.h).
- * Each side's socket, timer, buffers and TLS are a struct conn (conn.c):
- * client and bconn.  Memory: everything a session owns hangs off this
- * struct and is freed in one place, session_free(), once every handle is
- * closed.
+ * The client's socket, timer, buffers and TLS are a struct conn (conn.c);
+ * the backend is a struct backend (backend.c), an object below the session
+ * that reports up through callbacks.  Memory: everything a session owns
+ * hangs off this struct and is freed in one place, session_free(), once
+ * every handle is closed.
  */
 #ifndef SMTPCHAIN_SESSION_H
 #define SMTPCHAIN_SESSION_H
@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <uv.h>
 
+#include "backend.h"
 #include "conn.h"
 #include "connlimit.h"
 #include "metrics.h"
@@ -44,30 +45,7 @@ enum session_state {
 	SS_STATE_MAX
 };
 
-/* What a reply from the backend answers (FIFO: the backend answers in order). */
-enum backend_step {
-	BS_GREETING = 0,	/* 220 on connect */
-	BS_PRELUDE_EHLO,	/* our own EHLO before XCLIENT (not relayed) */
-	BS_XCLIENT,		/* its 220 is relayed as the greeting */
-	BS_XFORWARD,		/* not relayed */
-	BS_COMMAND,		/* a client command, relayed; pending.verb says which */
-	BS_DOT,			/* end of data (DATA or BDAT LAST): the message's outcome */
-	BS_BDAT_DATA,		/* our DATA for a BDAT transaction to a backend without CHUNKING */
-	BS_QUIT,		/* our QUIT when the client went away (not relayed) */
-	BS_RESET,		/* our RSET after a held message's local outcome */
-	BS_REPLAY_MAIL,		/* the envelope again, after filters changed it */
-	BS_REPLAY_RCPT,
-	BS_REPLAY_DATA,		/* DATA for a held message */
-};
-
-struct pending {
-	uint8_t		step;		/* enum backend_step */
-	uint8_t		verb;		/* enum smtp_verb for BS_COMMAND */
-};
-
-#define PENDING_MAX	64		/* commands in flight to the backend */
 #define CLIENT_INBUF	32768		/* client input buffer */
-#define BACKEND_INBUF	16384		/* backend input: one whole reply must fit */
 #define OUT_HIGH_WATER	262144		/* stop reading the other side above this */
 
 struct session {
@@ -81,8 +59,6 @@ struct session {
 	struct conn		 client;	/* in: commands and data; timer: idle */
 	char			 caddr[INET6_ADDRSTRLEN];
 	unsigned		 cport;
-	char			 cname[256];	/* verified reverse name, or "" */
-	bool			 cname_done;	/* lookup finished (or not needed) */
 	char			 helo[256];
 	bool			 client_eof;	/* the client shut its sending side (FIN or
 						   close_notify): what it sent before is still
@@ -99,32 +75,13 @@ struct session {
 	unsigned		 lbport;		/* balancer's address and port, else "" */
 	struct connlimit_ticket	 climit;	/* counted in the shared connection table */
 	const struct config_addr *laddr;	/* the listener it came in on */
-	bool			 btls_up;	/* its handshake is done (EHLO again, then on) */
 	bool			 tls_logged;
 	char			*deferred;	/* a local reply waiting for the backend's answers */
 
-	/* backend side */
-	struct conn		 bconn;		/* in: replies; tls after our STARTTLS (backend_tls) */
-	uv_connect_t		 connect_req;
-	bool			 backend_up;	/* connected and usable */
-	bool			 backend_init;	/* its handles exist */
-	bool			 backend_quitting;/* our QUIT is on its way */
-	unsigned		 bidx;		/* cfg->backends[bidx] is the one in use */
-	uint32_t		 btried;	/* bit i: cfg->backends[i] was tried by this session */
-	bool			 bchosen;	/* it greeted with 2xx, or 4xx/5xx and none was left:
-						   no failover, timeout.backend from here on */
-	bool			 bretry;	/* its handle is closing, to try the next backend */
-	unsigned		 xclient_attrs;	/* XCLIENT attributes the backend takes */
-	struct pending		 pending[PENDING_MAX];
-	unsigned		 phead, pcount;
+	/* backend side (backend.c: its connection, prelude, pending replies,
+	 * and the client's verified name, backend.cname) */
+	struct backend		 backend;
 	bool			 last_sync;	/* the last command sent ends a pipelining group */
-	bool			 xclient_wait;	/* XCLIENT waits for the reverse lookup */
-	bool			 xclient_done;	/* the backend knows the real client */
-	bool			 xclient_unprobed; /* XCLIENT sent without our EHLO first */
-	struct ehlo_caps	 bcaps;		/* what the backend offers */
-	char			*greeting;	/* held while the prelude runs */
-	uv_getnameinfo_t	 nireq;
-	uv_getaddrinfo_t	 aireq;
 
 	/* what the client was offered (after the rewrite) */
 	char			*backend_auth;	/* the backend's "AUTH mech..." EHLO line, or NULL */
@@ -164,7 +121,7 @@ struct session {
 	uint64_t		 nmessages;
 };
 
-/* session.c, for backend.c */
+/* session.c, for filter.c */
 void	session_log(struct session *s, enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void	session_transcript(struct session *s, const char *dir, const char *p, size_t n);
@@ -181,17 +138,5 @@ void	session_backend_reply(struct session *s, struct pending p, const char *r, s
 void	session_unref(struct session *s);	/* a handle or request is done */
 void	session_greeting(struct session *s, const char *r, size_t n);	/* the backend's, to relay */
 bool	session_backend_in_data(const struct session *s);
-
-/* backend.c */
-void	backend_connect(struct session *s);
-void	backend_send(struct session *s, const char *p, size_t n, enum backend_step step, int verb);
-void	backend_sendf(struct session *s, enum backend_step step, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-void	backend_data(struct session *s, const char *p, size_t n);	/* message bytes, no reply expected */
-void	backend_flush(struct session *s);
-void	backend_abort(struct session *s);	/* drop the connection: nothing half-sent is delivered */
-void	backend_quit(struct session *s);	/* polite QUIT, then close */
-void	backend_xforward(struct session *s);	/* XFORWARD before MAIL, when it applies */
-void	backend_release(struct session *s);	/* close the backend's handles (session end) */
 
 #endif
