@@ -43,7 +43,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "privsep.h"
-#include "session.h"
 #include "shmutex.h"
 
 #define HTTP_MAX_REQUEST	4096
@@ -178,10 +177,11 @@ set_field(char *dst, size_t len, const char *src)
 
 /* A session was accepted: count it, and take a row for /status. */
 void
-metrics_session_open(struct session *s)
+metrics_session_open(struct metrics_session *m, const char *id, const char *caddr,
+    unsigned cport)
 {
-	s->metrics.row = -1;
-	s->metrics.started = uv_hrtime();
+	m->row = -1;
+	m->started = uv_hrtime();
 	if (mine == NULL)
 		return;
 	add(C_CONNECTIONS, 1);
@@ -193,75 +193,76 @@ metrics_session_open(struct session *s)
 		if (!__atomic_compare_exchange_n(&r->pid, &free_row, my_pid, false,
 		    __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
 			continue;
-		set_field(r->id, sizeof(r->id), s->id);
-		snprintf(r->client, sizeof(r->client), "[%s]:%u", s->caddr, s->cport);
+		set_field(r->id, sizeof(r->id), id);
+		snprintf(r->client, sizeof(r->client), "[%s]:%u", caddr, cport);
 		set_field(r->state, sizeof(r->state), "CONNECT");
 		r->started = (int64_t)time(NULL);
 		r->bytes_in = r->bytes_out = 0;
 		__atomic_store_n(&r->ready, 1, __ATOMIC_RELEASE);
-		s->metrics.row = i;
+		m->row = i;
 		return;
 	}
 }
 
 /* The session changed state (the client too, as a PROXY header may set it). */
 void
-metrics_session_state(struct session *s, const char *state)
+metrics_session_state(struct metrics_session *m, const char *state, const char *caddr,
+    unsigned cport)
 {
 	struct srow *r;
 
-	if (mine == NULL || s->metrics.row < 0)
+	if (mine == NULL || m->row < 0)
 		return;
-	r = &R->row[s->metrics.row];
+	r = &R->row[m->row];
 	set_field(r->state, sizeof(r->state), state);
-	snprintf(r->client, sizeof(r->client), "[%s]:%u", s->caddr, s->cport);
+	snprintf(r->client, sizeof(r->client), "[%s]:%u", caddr, cport);
 }
 
 /* The session is closing: its duration, and its row freed. */
 void
-metrics_session_close(struct session *s)
+metrics_session_close(struct metrics_session *m)
 {
-	if (mine == NULL || s->metrics.started == 0)
+	if (mine == NULL || m->started == 0)
 		return;
 	__atomic_sub_fetch(&mine->sessions, 1, __ATOMIC_RELAXED);
-	observe(H_SESSION, uv_hrtime() - s->metrics.started);
-	if (s->metrics.row >= 0) {
-		struct srow *r = &R->row[s->metrics.row];
+	observe(H_SESSION, uv_hrtime() - m->started);
+	if (m->row >= 0) {
+		struct srow *r = &R->row[m->row];
 
 		__atomic_store_n(&r->ready, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&r->pid, 0, __ATOMIC_RELEASE);
-		s->metrics.row = -1;
+		m->row = -1;
 	}
 }
 
 /* Bytes read from the client. */
 void
-metrics_bytes_in(struct session *s, size_t n)
+metrics_bytes_in(struct metrics_session *m, size_t n)
 {
 	add(C_BYTES_IN, n);
-	if (mine && s->metrics.row >= 0)
-		__atomic_add_fetch(&R->row[s->metrics.row].bytes_in, n, __ATOMIC_RELAXED);
+	if (mine && m->row >= 0)
+		__atomic_add_fetch(&R->row[m->row].bytes_in, n, __ATOMIC_RELAXED);
 }
 
 /* Bytes sent to the client. */
 void
-metrics_bytes_out(struct session *s, size_t n)
+metrics_bytes_out(struct metrics_session *m, size_t n)
 {
 	add(C_BYTES_OUT, n);
-	if (mine && s->metrics.row >= 0)
-		__atomic_add_fetch(&R->row[s->metrics.row].bytes_out, n, __ATOMIC_RELAXED);
+	if (mine && m->row >= 0)
+		__atomic_add_fetch(&R->row[m->row].bytes_out, n, __ATOMIC_RELAXED);
 }
 
 /* MAIL was accepted: the message's relay time starts. */
 void
-metrics_message_start(struct session *s)
+metrics_message_start(struct metrics_session *m)
 {
-	s->metrics.msg_started = uv_hrtime();
+	m->msg_started = uv_hrtime();
 }
 
 /* A message's outcome, as log_outcome words it (sent, deferred, rejected, ...). */
 void
-metrics_message_outcome(struct session *s, const char *status)
+metrics_message_outcome(struct metrics_session *m, const char *status)
 {
 	enum counter c;
 
@@ -276,9 +277,9 @@ metrics_message_outcome(struct session *s, const char *status)
 	else
 		c = C_MSG_REJECTED;
 	add(c, 1);
-	if (s->metrics.msg_started != 0)
-		observe(H_MESSAGE, uv_hrtime() - s->metrics.msg_started);
-	s->metrics.msg_started = 0;
+	if (m->msg_started != 0)
+		observe(H_MESSAGE, uv_hrtime() - m->msg_started);
+	m->msg_started = 0;
 }
 
 /* A reply from the backend, by class. */

@@ -28,9 +28,7 @@
 #define METRICS_MAX_SESSIONS	1024	/* rows of the live session table */
 #define METRICS_MAX_FILTERS	32	/* distinct filter names counted */
 
-struct session;
-
-/* What a session keeps for its metrics (struct session's "metrics"). */
+/* A session's own row of the metrics: it keeps this, metrics.c fills it. */
 struct metrics_session {
 	int		row;		/* in the live table, -1 if it was full */
 	uint64_t	started;	/* uv_hrtime() at accept */
@@ -49,14 +47,17 @@ void	metrics_worker_gone(unsigned slot, bool unexpected);	/* clears its sessions
 void	metrics_worker_init(unsigned slot);
 void	metrics_filters(const char *const *names, size_t n);	/* the loaded chain */
 
-/* session.c, backend.c, filter.c */
-void	metrics_session_open(struct session *s);
-void	metrics_session_state(struct session *s, const char *state);
-void	metrics_session_close(struct session *s);
-void	metrics_bytes_in(struct session *s, size_t n);
-void	metrics_bytes_out(struct session *s, size_t n);
-void	metrics_message_start(struct session *s);
-void	metrics_message_outcome(struct session *s, const char *status);	/* log_outcome's word */
+/* session.c, backend.c, filter.c: m is the session's own (struct metrics_session) */
+void	metrics_session_open(struct metrics_session *m, const char *id, const char *caddr,
+	    unsigned cport);
+/* The state changed; the client too, as a PROXY header may set it. */
+void	metrics_session_state(struct metrics_session *m, const char *state, const char *caddr,
+	    unsigned cport);
+void	metrics_session_close(struct metrics_session *m);
+void	metrics_bytes_in(struct metrics_session *m, size_t n);
+void	metrics_bytes_out(struct metrics_session *m, size_t n);
+void	metrics_message_start(struct metrics_session *m);
+void	metrics_message_outcome(struct metrics_session *m, const char *status);	/* log_outcome's word */
 void	metrics_backend_reply(int code);
 void	metrics_filter_verdict(const char *filter, int verdict);	/* enum sc_verdict */
 

@@ -41,6 +41,9 @@ struct server {
 	uv_timer_t		 shutdown_timer;
 	uv_timer_t		 retire_timer;	/* retiring: then stop like SIGTERM */
 	uv_signal_t		 sigterm, sigretire;
+	/* worker.c's, called by session.c when a session has left the list
+	 * (so the worker sees when it is drained) */
+	void			(*session_closed)(struct server *srv);
 };
 
 /* master.c */
@@ -49,7 +52,6 @@ int	config_check_runtime(const struct config *cfg, char *err, size_t errlen);	/*
 
 /* worker.c */
 int	worker_run(struct config *cfg, const int *listen_fds, unsigned serial, bool transcript);
-void	server_drained(struct server *srv);	/* stopping or retiring, and the last session closed */
 
 /* listener.c */
 int	listener_bind(const struct config_addr *addr, char *err, size_t errlen);	/* fd, or -1 */
@@ -60,6 +62,6 @@ void	listener_stop(struct server *srv);
 uv_tcp_t *session_new(struct server *srv, const struct config_addr *la);	/* ready for uv_accept */
 void	session_start(uv_tcp_t *client);	/* after a successful uv_accept */
 void	session_discard(uv_tcp_t *client);	/* after a failed one */
-void	session_shutdown(struct session *s);	/* 421 now, or at the next safe point */
+void	sessions_shutdown(struct server *srv);	/* each: 421 now, or at the next safe point */
 
 #endif

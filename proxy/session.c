@@ -197,7 +197,7 @@ session_set_state(struct session *s, enum session_state st, const char *why)
 	session_log(s, LOG_LVL_DEBUG, "state %s -> %s (%s)", state_names[s->state],
 	    state_names[st], why);
 	s->state = st;
-	metrics_session_state(s, state_names[st]);
+	metrics_session_state(&s->metrics, state_names[st], s->caddr, s->cport);
 }
 
 /* Send bytes to the client as they are (a relayed or rewritten reply). */
@@ -207,7 +207,7 @@ session_reply(struct session *s, const char *p, size_t n)
 	if (s->closing || s->client_gone)
 		return;
 	session_transcript(s, "p>c", p, n);
-	metrics_bytes_out(s, n);
+	metrics_bytes_out(&s->metrics, n);
 	if (conn_write(&s->client, p, n) != 0)
 		session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->client.tls));
 }
@@ -529,7 +529,7 @@ reply_mail(struct session *s, const char *r, size_t n, int code)
 {
 	if (code / 100 == 2) {
 		s->tx.in_mail = true;
-		metrics_message_start(s);
+		metrics_message_start(&s->metrics);
 	} else {
 		log_refusal(s, "MAIL", r, n);
 	}
@@ -1293,7 +1293,7 @@ log_outcome(struct session *s, const char *r, size_t n, const char *status)
 
 	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
 		n--;
-	metrics_message_outcome(s, status);
+	metrics_message_outcome(&s->metrics, status);
 	if (strcmp(status, "sent") == 0)
 		s->rcpt_refused = 0;	/* errors count "without delivering mail", as in Postfix */
 	printable(r, n, reply, sizeof(reply));
@@ -1646,7 +1646,7 @@ client_read(void *owner, ssize_t nread)
 	 */
 	if (s->state != SS_COMMAND && s->state != SS_PROXY)
 		client_timer_arm(s);
-	metrics_bytes_in(s, (size_t)nread);
+	metrics_bytes_in(&s->metrics, (size_t)nread);
 	if (s->client.tls && client_tls_input(s) != 0)
 		return;
 	if (s->state == SS_PROXY) {
@@ -1782,7 +1782,7 @@ client_timeout(uv_timer_t *t)
  * transactions (or every session, when forced) gets 421 now; one inside a
  * transaction gets it at the next command after the transaction ends.
  */
-void
+static void
 session_shutdown(struct session *s)
 {
 	if (s->closing)
@@ -1892,6 +1892,18 @@ static const struct backend_events backend_events = {
 	.closed = backend_closed,
 	.transcript = backend_transcript,
 };
+
+/* Tell each session to stop (idle ones now; all of them when forced). */
+void
+sessions_shutdown(struct server *srv)
+{
+	struct session *s, *next;
+
+	for (s = srv->sessions; s; s = next) {
+		next = s->next;
+		session_shutdown(s);
+	}
+}
 
 /* A new session for the listener to accept into. */
 uv_tcp_t *
@@ -2091,7 +2103,7 @@ session_start(uv_tcp_t *client)
 	/* TCP_NODELAY: inherited from the listening socket (listener_bind). */
 	conn_open(&s->client, CLIENT_INBUF, client_read, client_written);
 	s->handles++;
-	metrics_session_open(s);
+	metrics_session_open(&s->metrics, s->id, s->caddr, s->cport);
 
 	if (s->laddr && s->laddr->proxy_protocol) {
 		/*
@@ -2128,15 +2140,15 @@ session_close(struct session *s)
 		s->next->prev = s->prev;
 	srv->nsessions--;
 	connlimit_release(&s->climit);
-	metrics_session_close(s);
+	metrics_session_close(&s->metrics);
 	session_log(s, LOG_LVL_DEBUG, "closing session (%" PRIu64 " messages)", s->nmessages);
 	backend_abort(&s->backend);
 	backend_release(&s->backend);
 	filter_session_close(s);
 	conn_close(&s->client, handle_closed);
 	uv_close((uv_handle_t *)&s->client.timer, handle_closed);
-	if ((srv->stopping || srv->retiring) && srv->nsessions == 0)
-		server_drained(srv);
+	if (srv->session_closed)
+		srv->session_closed(srv);	/* the worker's: is it drained? */
 }
 
 /* Free the session itself: the one place its memory goes. */

@@ -35,13 +35,12 @@
 #include "module.h"
 #include "privsep.h"
 #include "server.h"
-#include "session.h"
 #include "tls.h"
 
 #define EXIT_CONFIG	78	/* sysexits.h EX_CONFIG: the master backs off */
 
 /* Everything is closed: close the process-wide handles so uv_run returns. */
-void
+static void
 server_drained(struct server *srv)
 {
 	log_info("worker: all sessions closed, exiting");
@@ -55,16 +54,12 @@ server_drained(struct server *srv)
 		uv_close((uv_handle_t *)&srv->sigretire, NULL);
 }
 
-/* Tell each session to stop (idle ones now; all of them when forced). */
+/* A session closed (session.c): stopping or retiring, the last one drains the worker. */
 static void
-shutdown_sessions(struct server *srv)
+worker_session_closed(struct server *srv)
 {
-	struct session *s, *next;
-
-	for (s = srv->sessions; s; s = next) {
-		next = s->next;
-		session_shutdown(s);
-	}
+	if ((srv->stopping || srv->retiring) && srv->nsessions == 0)
+		server_drained(srv);
 }
 
 /* The shutdown deadline passed. */
@@ -76,7 +71,7 @@ shutdown_deadline(uv_timer_t *t)
 	log_warn("shutdown: %u sessions still open after %us, closing them",
 	    srv->nsessions, srv->cfg->timeout.shutdown);
 	srv->shutdown_forced = true;
-	shutdown_sessions(srv);
+	sessions_shutdown(srv);
 }
 
 /* Stop: no new connections, sessions finish their transaction (SIGTERM). */
@@ -93,7 +88,7 @@ worker_stop(struct server *srv)
 	listener_stop(srv);
 	uv_timer_start(&srv->shutdown_timer, shutdown_deadline,
 	    (uint64_t)srv->cfg->timeout.shutdown * 1000, 0);
-	shutdown_sessions(srv);
+	sessions_shutdown(srv);
 	if (srv->nsessions == 0)
 		server_drained(srv);
 }
@@ -162,6 +157,7 @@ worker_run(struct config *cfg, const int *listen_fds, unsigned serial, bool tran
 	srv.listen_fds = listen_fds;
 	srv.next_id = (uint64_t)serial << 32;
 	srv.transcript = transcript;
+	srv.session_closed = worker_session_closed;
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 
