@@ -39,6 +39,10 @@
  * bare CR or LF ends the session with 521 and the backend connection is
  * dropped without an end of data, so the backend never sees a message
  * boundary the proxy did not see.
+ *
+ * The client's connection is a struct conn (conn.c); the backend is a
+ * struct backend (backend.c) below the session, which reports up through
+ * backend_events: backend_lost() here decides the 421 the client hears.
  */
 
 #include <errno.h>
