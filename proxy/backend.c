@@ -594,7 +594,7 @@ backend_closed_cb(uv_handle_t *h)
 	backend_unref(h->data);
 }
 
-/* The connection to the backend is gone or unusable: tell the client. */
+/* The connection to the backend is gone or unusable: close it, tell the owner (events.lost). */
 static void
 backend_lost(struct backend *b, const char *why)
 {
@@ -606,7 +606,7 @@ backend_lost(struct backend *b, const char *why)
 	b->ev->lost(b->owner, BACKEND_LOST, NULL, 0);
 }
 
-/* backend_tls could not be had: tell the client, close, log why. */
+/* backend_tls could not be had: log why, close, tell the owner. */
 static void
 backend_tls_fail(struct backend *b, const char *fmt, ...)
 {
