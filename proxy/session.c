@@ -42,7 +42,7 @@
  *
  * The client's connection is a struct conn (conn.c); the backend is a
  * struct backend (backend.c) below the session, which reports up through
- * backend_events: backend_lost() here decides the 421 the client hears.
+ * backend_events: on_backend_lost() here decides the 421 the client hears.
  */
 
 #include <errno.h>
@@ -1812,7 +1812,7 @@ session_shutdown(struct session *s)
  * hears 421, or the backend's own 421 as it is.
  */
 static void
-backend_lost(void *owner, enum backend_loss why, const char *r, size_t n)
+on_backend_lost(void *owner, enum backend_loss why, const char *r, size_t n)
 {
 	struct session *s = owner;
 	const char *host = s->cfg->hostname;
@@ -1846,7 +1846,7 @@ backend_lost(void *owner, enum backend_loss why, const char *r, size_t n)
 
 /* The client's name is known: a greeting held for the filters' connect step may go. */
 static void
-backend_name_known(void *owner)
+on_backend_name_known(void *owner)
 {
 	struct session *s = owner;
 
@@ -1857,44 +1857,44 @@ backend_name_known(void *owner)
 }
 
 static void
-backend_greeting(void *owner, const char *r, size_t n)
+on_backend_greeting(void *owner, const char *r, size_t n)
 {
 	session_greeting(owner, r, n);
 }
 
 static void
-backend_reply(void *owner, struct pending p, const char *r, size_t n, int code)
+on_backend_reply(void *owner, struct pending p, const char *r, size_t n, int code)
 {
 	session_backend_reply(owner, p, r, n, code);
 }
 
 static void
-backend_progress(void *owner)
+on_backend_progress(void *owner)
 {
 	session_process(owner);
 }
 
 static void
-backend_closed(void *owner)
+on_backend_closed(void *owner)
 {
 	session_unref(owner);
 }
 
 static void
-backend_transcript(void *owner, const char *dir, const char *p, size_t n)
+on_backend_transcript(void *owner, const char *dir, const char *p, size_t n)
 {
 	session_transcript(owner, dir, p, n);
 }
 
 /* What the backend reports up (backend.h). */
 static const struct backend_events backend_events = {
-	.greeting = backend_greeting,
-	.reply = backend_reply,
-	.lost = backend_lost,
-	.progress = backend_progress,
-	.name_known = backend_name_known,
-	.closed = backend_closed,
-	.transcript = backend_transcript,
+	.greeting = on_backend_greeting,
+	.reply = on_backend_reply,
+	.lost = on_backend_lost,
+	.progress = on_backend_progress,
+	.name_known = on_backend_name_known,
+	.closed = on_backend_closed,
+	.transcript = on_backend_transcript,
 };
 
 /* Tell each session to stop (idle ones now; all of them when forced). */
