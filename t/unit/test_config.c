@@ -208,7 +208,18 @@ test_defaults(void)
 	is_int(cfg->timeout.backend, 300, "default timeout.backend");
 	is_int(cfg->timeout.connect, 30, "default timeout.connect");
 	is_int(cfg->timeout.shutdown, 30, "default timeout.shutdown");
+	is_int(cfg->timeout.proxy_protocol, 5, "default timeout.proxy_protocol");
+	is_int(cfg->timeout.module_check, 30, "default timeout.module_check");
+	is_int(cfg->tls.ticket_key_rotation, 3600, "default tls.ticket_key_rotation");
+	ok(!cfg->tls.ask_client_cert, "default tls.ask_client_cert");
+	ok(!cfg->tls.enabled, "no tls {}: STARTTLS not offered");
+	ok(!cfg->metrics.enabled, "no metrics {}: no metrics listener");
 	is_int(cfg->limits.max_connections, 1000, "default limits.max_connections");
+	is_int(cfg->limits.max_connections_per_client, 50,
+	    "default limits.max_connections_per_client");
+	is_int(cfg->limits.client_ipv6_prefix_length, 84,
+	    "default limits.client_ipv6_prefix_length");
+	is_int(cfg->limits.max_refused_recipients, 20, "default limits.max_refused_recipients");
 	is_int(cfg->limits.max_message_size, 52428800, "default limits.max_message_size");
 	is_int(cfg->limits.max_recipients, 1000, "default limits.max_recipients");
 	is_int(cfg->limits.max_line_length, 512, "default limits.max_line_length");
@@ -217,6 +228,17 @@ test_defaults(void)
 	is_int(cfg->ehlo.size, 0, "default ehlo.size");
 	ok(cfg->xclient, "default xclient");
 	ok(cfg->xforward, "default xforward");
+	ok(cfg->auth_requires_tls, "default auth_requires_tls");
+	is_int(cfg->backend_balance, BALANCE_FAILOVER, "default backend_balance failover");
+	is_int(cfg->backend_hold_down, 30, "default backend_hold_down");
+	{
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		is_int(cfg->workers, cpus < 1 ? 1 : cpus > 32 ? 32 : cpus,
+		    "default workers: one per online CPU, 1..32");
+	}
+	ok(cfg->priv.user == NULL && cfg->priv.group == NULL && cfg->priv.chroot == NULL,
+	    "default user, group, chroot: none");
 	is_int(cfg->nfilters, 0, "no filters by default");
 	ok(cfg->filters == NULL, "no filter array");
 	is_str(cfg->module_path, MODULE_PATH, "default module_path (MODULE_PATH)");
