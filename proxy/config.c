@@ -12,12 +12,15 @@
  *	block, in the nginx manner: each row names a key, the function that
  *	checks and stores its value, where the value goes in struct config,
  *	and the allowed range.  A block row points to the table of its keys.
- *	Adding a key means adding one row (and a field in config.h).
+ *	Adding a key means adding one row (and a field in config.h); the row's
+ *	last column is the key's default, written as in smtpchain.conf.
  *
  *	Rules: unknown keys are errors at every level; each key has exactly one
  *	type; a key may appear once per block unless its row says KEY_REPEAT
- *	(filter {}); required keys must be present.  Defaults are set before
- *	the walk, so an absent key keeps its default.
+ *	(filter {}); required keys must be present.  Defaults are stored before
+ *	the walk by the rows' own setters, so an absent key keeps its default.
+ *	Two defaults depend on the machine and are filled in after the walk:
+ *	hostname (gethostname()) and workers (the online CPUs).
  *
  *	A filter {} block is the exception to "unknown keys are errors": only
  *	its "module" and "name" keys are checked here; the others belong to the module and
@@ -81,6 +84,9 @@ struct config_key {
 	int			 flags;
 #define KEY_REPEAT	0x01	/* may appear more than once */
 #define KEY_REQUIRED	0x02	/* must appear */
+	const char		*def;		/* the default as written in the file: a
+						   number, true, false or a string; NULL =
+						   none (the field stays zero or NULL) */
 };
 
 /* Write "FILE:LINE: message" into the error buffer. */
@@ -898,88 +904,88 @@ set_block(struct config_ctx *ctx, const struct config_key *key,
 #define F(field)	offsetof(struct config, field)
 
 static const struct config_key log_keys[] = {
-	{ "level",		set_level,	F(log.level),		0, 0, NULL, 0 },
-	{ "transcript",		set_bool,	F(log.transcript),	0, 0, NULL, 0 },
-	{ "transcript_body",	set_bool,	F(log.transcript_body),	0, 0, NULL, 0 },
-	{ "syslog",		set_bool,	F(log.syslog),		0, 0, NULL, 0 },
-	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+	{ "level",		set_level,	F(log.level),		0, 0, NULL, 0, "info" },
+	{ "transcript",		set_bool,	F(log.transcript),	0, 0, NULL, 0, "false" },
+	{ "transcript_body",	set_bool,	F(log.transcript_body),	0, 0, NULL, 0, "false" },
+	{ "syslog",		set_bool,	F(log.syslog),		0, 0, NULL, 0, "false" },
+	{ NULL, NULL, 0, 0, 0, NULL, 0, NULL }
 };
 
 static const struct config_key timeout_keys[] = {
-	{ "command",	set_uint, F(timeout.command),	1, TIMEOUT_MAX, NULL, 0 },
-	{ "data",	set_uint, F(timeout.data),	1, TIMEOUT_MAX, NULL, 0 },
-	{ "backend",	set_uint, F(timeout.backend),	1, TIMEOUT_MAX, NULL, 0 },
-	{ "connect",	set_uint, F(timeout.connect),	1, TIMEOUT_MAX, NULL, 0 },
-	{ "shutdown",	set_uint, F(timeout.shutdown),	1, TIMEOUT_MAX, NULL, 0 },
-	{ "proxy_protocol", set_uint, F(timeout.proxy_protocol), 1, 300, NULL, 0 },
-	{ "module_check", set_uint, F(timeout.module_check), 1, 3600, NULL, 0 },
-	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+	{ "command",	set_uint, F(timeout.command),	1, TIMEOUT_MAX, NULL, 0, "300" },
+	{ "data",	set_uint, F(timeout.data),	1, TIMEOUT_MAX, NULL, 0, "600" },
+	{ "backend",	set_uint, F(timeout.backend),	1, TIMEOUT_MAX, NULL, 0, "300" },
+	{ "connect",	set_uint, F(timeout.connect),	1, TIMEOUT_MAX, NULL, 0, "30" },
+	{ "shutdown",	set_uint, F(timeout.shutdown),	1, TIMEOUT_MAX, NULL, 0, "30" },
+	{ "proxy_protocol", set_uint, F(timeout.proxy_protocol), 1, 300, NULL, 0, "5" },
+	{ "module_check", set_uint, F(timeout.module_check), 1, 3600, NULL, 0, "30" },
+	{ NULL, NULL, 0, 0, 0, NULL, 0, NULL }
 };
 
 static const struct config_key limits_keys[] = {
-	{ "max_connections",	set_uint, F(limits.max_connections),	1, 1000000, NULL, 0 },
-	{ "max_connections_per_client", set_uint, F(limits.max_connections_per_client), 0, 65535, NULL, 0 },
-	{ "client_ipv6_prefix_length", set_uint, F(limits.client_ipv6_prefix_length), 1, 128, NULL, 0 },
-	{ "max_message_size",	set_u64,  F(limits.max_message_size),	0, INT64_MAX, NULL, 0 },
-	{ "max_recipients",	set_uint, F(limits.max_recipients),	1, 1000000, NULL, 0 },
-	{ "max_refused_recipients", set_uint, F(limits.max_refused_recipients), 1, 1000000, NULL, 0 },
-	{ "max_line_length",	set_uint, F(limits.max_line_length),	512, 65536, NULL, 0 },
-	{ "spool_memory",	set_u64,  F(spool_memory),		4096, 67108864, NULL, 0 },
-	{ "max_header_size",	set_u64,  F(max_header_size),		1024, 67108864, NULL, 0 },
-	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+	{ "max_connections",	set_uint, F(limits.max_connections),	1, 1000000, NULL, 0, "1000" },
+	{ "max_connections_per_client", set_uint, F(limits.max_connections_per_client), 0, 65535, NULL, 0, "50" },
+	{ "client_ipv6_prefix_length", set_uint, F(limits.client_ipv6_prefix_length), 1, 128, NULL, 0, "84" },	/* as Postfix 3.8 */
+	{ "max_message_size",	set_u64,  F(limits.max_message_size),	0, INT64_MAX, NULL, 0, "52428800" },
+	{ "max_recipients",	set_uint, F(limits.max_recipients),	1, 1000000, NULL, 0, "1000" },
+	{ "max_refused_recipients", set_uint, F(limits.max_refused_recipients), 1, 1000000, NULL, 0, "20" },
+	{ "max_line_length",	set_uint, F(limits.max_line_length),	512, 65536, NULL, 0, "512" },
+	{ "spool_memory",	set_u64,  F(spool_memory),		4096, 67108864, NULL, 0, "262144" },
+	{ "max_header_size",	set_u64,  F(max_header_size),		1024, 67108864, NULL, 0, "1048576" },
+	{ NULL, NULL, 0, 0, 0, NULL, 0, NULL }
 };
 
 static const struct config_key ehlo_keys[] = {
-	{ "remove",	set_ehlo_remove, F(ehlo.remove),	0, 0, NULL, 0 },
-	{ "add",	set_ehlo_add,	 F(ehlo.add),		0, 0, NULL, 0 },
-	{ "size",	set_u64,	 F(ehlo.size),		0, INT64_MAX, NULL, 0 },
-	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+	{ "remove",	set_ehlo_remove, F(ehlo.remove),	0, 0, NULL, 0, NULL },
+	{ "add",	set_ehlo_add,	 F(ehlo.add),		0, 0, NULL, 0, NULL },
+	{ "size",	set_u64,	 F(ehlo.size),		0, INT64_MAX, NULL, 0, "0" },
+	{ NULL, NULL, 0, 0, 0, NULL, 0, NULL }
 };
 
 static const struct config_key tls_keys[] = {
-	{ "cert",	set_path,	F(tls.cert),		0, 0, NULL, KEY_REQUIRED },
-	{ "key",	set_path,	F(tls.key),		0, 0, NULL, KEY_REQUIRED },
-	{ "protocols",	set_string,	F(tls.protocols),	0, 0, NULL, 0 },
-	{ "ciphers",	set_string,	F(tls.ciphers),		0, 0, NULL, 0 },
-	{ "sni",	set_tls_sni,	0,			0, 0, NULL, 0 },
-	{ "ask_client_cert", set_bool,	F(tls.ask_client_cert),	0, 0, NULL, 0 },
-	{ "client_ca",	set_file,	F(tls.client_ca),	0, 0, NULL, 0 },
-	{ "ticket_key_rotation", set_uint, F(tls.ticket_key_rotation), 1, TIMEOUT_MAX, NULL, 0 },
-	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+	{ "cert",	set_path,	F(tls.cert),		0, 0, NULL, KEY_REQUIRED, NULL },
+	{ "key",	set_path,	F(tls.key),		0, 0, NULL, KEY_REQUIRED, NULL },
+	{ "protocols",	set_string,	F(tls.protocols),	0, 0, NULL, 0, NULL },
+	{ "ciphers",	set_string,	F(tls.ciphers),		0, 0, NULL, 0, NULL },
+	{ "sni",	set_tls_sni,	0,			0, 0, NULL, 0, NULL },
+	{ "ask_client_cert", set_bool,	F(tls.ask_client_cert),	0, 0, NULL, 0, "false" },
+	{ "client_ca",	set_file,	F(tls.client_ca),	0, 0, NULL, 0, NULL },
+	{ "ticket_key_rotation", set_uint, F(tls.ticket_key_rotation), 1, TIMEOUT_MAX, NULL, 0, "3600" },	/* as Postfix's smtpd_tls_session_cache_timeout */
+	{ NULL, NULL, 0, 0, 0, NULL, 0, NULL }
 };
 
 static const struct config_key metrics_keys[] = {
-	{ "listen",	set_addr,	F(metrics.listen),	0, 0, NULL, KEY_REQUIRED },
-	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+	{ "listen",	set_addr,	F(metrics.listen),	0, 0, NULL, KEY_REQUIRED, NULL },
+	{ NULL, NULL, 0, 0, 0, NULL, 0, NULL }
 };
 
 static const struct config_key top_keys[] = {
-	{ "listen",	set_listen,	0,		0, 0, NULL, KEY_REQUIRED },
-	{ "backend",	set_backends,	0,		0, 0, NULL, KEY_REQUIRED },
-	{ "backend_balance", set_balance, F(backend_balance), 0, 0, NULL, 0 },
-	{ "backend_hold_down", set_uint, F(backend_hold_down), 0, TIMEOUT_MAX, NULL, 0 },
-	{ "hostname",	set_hostname,	F(hostname),	0, 0, NULL, 0 },
-	{ "log",	set_block,	0,		0, 0, log_keys, 0 },
-	{ "timeout",	set_block,	0,		0, 0, timeout_keys, 0 },
-	{ "limits",	set_block,	0,		0, 0, limits_keys, 0 },
-	{ "ehlo",	set_block,	0,		0, 0, ehlo_keys, 0 },
-	{ "tls",	set_block,	0,		0, 0, tls_keys, 0 },
-	{ "xclient",	set_bool,	F(xclient),	0, 0, NULL, 0 },
-	{ "auth_requires_tls", set_bool, F(auth_requires_tls), 0, 0, NULL, 0 },
-	{ "backend_tls", set_backend_tls, F(backend_tls), 0, 0, NULL, 0 },
-	{ "backend_tls_ca", set_file,	F(backend_tls_ca), 0, 0, NULL, 0 },
-	{ "backend_tls_name", set_tls_name, F(backend_tls_name), 0, 0, NULL, 0 },
-	{ "xforward",	set_bool,	F(xforward),	0, 0, NULL, 0 },
-	{ "filter",	set_filter,	0,		0, 0, NULL, KEY_REPEAT },
-	{ "module_path", set_path,	F(module_path),	0, 0, NULL, 0 },
-	{ "quarantine_dir", set_path,	F(quarantine_dir), 0, 0, NULL, 0 },
-	{ "spool_dir",	set_path,	F(spool_dir),	0, 0, NULL, 0 },
-	{ "workers",	set_uint,	F(workers),	1, 32, NULL, 0 },
-	{ "metrics",	set_block,	0,		0, 0, metrics_keys, 0 },
-	{ "user",	set_user,	F(priv.user),	0, 0, NULL, 0 },
-	{ "group",	set_group,	F(priv.group),	0, 0, NULL, 0 },
-	{ "chroot",	set_path,	F(priv.chroot),	0, 0, NULL, 0 },
-	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+	{ "listen",	set_listen,	0,		0, 0, NULL, KEY_REQUIRED, NULL },
+	{ "backend",	set_backends,	0,		0, 0, NULL, KEY_REQUIRED, NULL },
+	{ "backend_balance", set_balance, F(backend_balance), 0, 0, NULL, 0, "failover" },
+	{ "backend_hold_down", set_uint, F(backend_hold_down), 0, TIMEOUT_MAX, NULL, 0, "30" },
+	{ "hostname",	set_hostname,	F(hostname),	0, 0, NULL, 0, NULL },	/* default: gethostname() */
+	{ "log",	set_block,	0,		0, 0, log_keys, 0, NULL },
+	{ "timeout",	set_block,	0,		0, 0, timeout_keys, 0, NULL },
+	{ "limits",	set_block,	0,		0, 0, limits_keys, 0, NULL },
+	{ "ehlo",	set_block,	0,		0, 0, ehlo_keys, 0, NULL },
+	{ "tls",	set_block,	0,		0, 0, tls_keys, 0, NULL },
+	{ "xclient",	set_bool,	F(xclient),	0, 0, NULL, 0, "true" },
+	{ "auth_requires_tls", set_bool, F(auth_requires_tls), 0, 0, NULL, 0, "true" },
+	{ "backend_tls", set_backend_tls, F(backend_tls), 0, 0, NULL, 0, "none" },
+	{ "backend_tls_ca", set_file,	F(backend_tls_ca), 0, 0, NULL, 0, NULL },
+	{ "backend_tls_name", set_tls_name, F(backend_tls_name), 0, 0, NULL, 0, NULL },
+	{ "xforward",	set_bool,	F(xforward),	0, 0, NULL, 0, "true" },
+	{ "filter",	set_filter,	0,		0, 0, NULL, KEY_REPEAT, NULL },
+	{ "module_path", set_path,	F(module_path),	0, 0, NULL, 0, MODULE_PATH },
+	{ "quarantine_dir", set_path,	F(quarantine_dir), 0, 0, NULL, 0, "/var/spool/smtpchain/quarantine" },
+	{ "spool_dir",	set_path,	F(spool_dir),	0, 0, NULL, 0, "/var/spool/smtpchain/tmp" },
+	{ "workers",	set_uint,	F(workers),	1, 32, NULL, 0, NULL },	/* default: the online CPUs */
+	{ "metrics",	set_block,	0,		0, 0, metrics_keys, 0, NULL },
+	{ "user",	set_user,	F(priv.user),	0, 0, NULL, 0, NULL },
+	{ "group",	set_group,	F(priv.group),	0, 0, NULL, 0, NULL },
+	{ "chroot",	set_path,	F(priv.chroot),	0, 0, NULL, 0, NULL },
+	{ NULL, NULL, 0, 0, 0, NULL, 0, NULL }
 };
 
 #undef F
@@ -1053,42 +1059,48 @@ config_default_workers(void)
 	return n < 1 ? 1 : n > 32 ? 32 : (unsigned)n;
 }
 
-/* The defaults of struct config (see config.h). */
+/*
+ * Store the defaults of a table's rows, and of the blocks inside, through
+ * the rows' own setters.  A default the setter refuses is our bug.
+ */
 static void
-config_defaults(struct config *cfg)
+config_defaults(struct config *cfg, const struct config_key *table,
+    const char *block)
 {
-	cfg->log.level = LOG_LVL_INFO;
-	cfg->log.transcript = false;
-	cfg->log.transcript_body = false;
-	cfg->log.syslog = false;
-	cfg->timeout.command = 300;
-	cfg->timeout.data = 600;
-	cfg->timeout.backend = 300;
-	cfg->timeout.connect = 30;
-	cfg->timeout.shutdown = 30;
-	cfg->timeout.proxy_protocol = 5;
-	cfg->timeout.module_check = 30;
-	cfg->tls.ticket_key_rotation = 3600;	/* as Postfix's smtpd_tls_session_cache_timeout */
-	cfg->limits.max_connections = 1000;
-	cfg->limits.max_connections_per_client = 50;
-	cfg->limits.client_ipv6_prefix_length = 84;	/* as Postfix 3.8 */
-	cfg->limits.max_message_size = 52428800;
-	cfg->limits.max_recipients = 1000;
-	cfg->limits.max_refused_recipients = 20;
-	cfg->limits.max_line_length = 512;
-	cfg->ehlo.size = 0;
-	cfg->xclient = true;
-	cfg->xforward = true;
-	cfg->auth_requires_tls = true;
-	cfg->backend_tls = BACKEND_TLS_NONE;
-	cfg->backend_balance = BALANCE_FAILOVER;
-	cfg->backend_hold_down = 30;
-	cfg->module_path = xstrdup(MODULE_PATH);
-	cfg->quarantine_dir = xstrdup("/var/spool/smtpchain/quarantine");
-	cfg->spool_dir = xstrdup("/var/spool/smtpchain/tmp");
-	cfg->spool_memory = 262144;
-	cfg->max_header_size = 1048576;
-	cfg->workers = config_default_workers();
+	struct config_ctx ctx;
+	struct cfg_node node;
+	char path[128], err[512];
+
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.cfg = cfg;
+	ctx.file = "(defaults)";
+	ctx.err = err;
+	ctx.errlen = sizeof(err);
+
+	for (const struct config_key *key = table; key->name != NULL; key++) {
+		if (*block == '\0')
+			snprintf(path, sizeof(path), "%s", key->name);
+		else
+			snprintf(path, sizeof(path), "%s.%s", block, key->name);
+		if (key->block != NULL)
+			config_defaults(cfg, key->block, path);
+		if (key->def == NULL)
+			continue;
+		memset(&node, 0, sizeof(node));
+		if (strcmp(key->def, "true") == 0 || strcmp(key->def, "false") == 0) {
+			node.type = CFG_BOOL;
+			node.boolean = strcmp(key->def, "true") == 0;
+		} else if (key->def[0] != '\0' &&
+		    key->def[strspn(key->def, "0123456789")] == '\0') {
+			node.type = CFG_INT;
+			node.num = strtoll(key->def, NULL, 10);
+		} else {
+			node.type = CFG_STRING;
+			node.str = (char *)key->def;
+		}
+		if (key->set(&ctx, key, &node, path) == -1)
+			log_panic("config_defaults: %s", err);
+	}
 }
 
 /* Our host name, for when the config gives none. */
@@ -1118,7 +1130,7 @@ config_load(const char *path, char *err, size_t errlen)
 	cfg = xcalloc(1, sizeof(*cfg));
 	cfg->file = xstrdup(path);
 	cfg->tree = root;
-	config_defaults(cfg);
+	config_defaults(cfg, top_keys, "");
 
 	memset(&ctx, 0, sizeof(ctx));
 	ctx.cfg = cfg;
@@ -1131,6 +1143,8 @@ config_load(const char *path, char *err, size_t errlen)
 	}
 	if (cfg->hostname == NULL)
 		cfg->hostname = config_default_hostname();
+	if (cfg->workers == 0)
+		cfg->workers = config_default_workers();
 	cfg->tls.enabled = cfg->tls.cert != NULL;
 	cfg->metrics.enabled = cfg->metrics.listen.sslen != 0;
 	if (cfg->priv.group != NULL && cfg->priv.user == NULL) {

@@ -72,6 +72,10 @@ struct config_filter {
 						   module's option */
 };
 
+/*
+ * Each field's key, with its type, range and default, is a row of the
+ * tables in config.c; man/smtpchain.conf.5 documents them.
+ */
 struct config {
 	char			*file;		/* path it was loaded from */
 	char			*hostname;	/* "hostname": our name in our own replies; default gethostname() */
@@ -81,39 +85,39 @@ struct config {
 	struct config_addr	 backend;	/* "backend": required; the first one when a list */
 	struct config_addr	*backends;	/* "backend": string or list of strings, in order */
 	size_t			 nbackends;	/* 1..CONFIG_MAX_BACKENDS */
-	enum backend_balance	 backend_balance;/* "backend_balance": "failover" (default), "round-robin" */
+	enum backend_balance	 backend_balance;/* "backend_balance": "failover", "round-robin" */
 	unsigned		 backend_hold_down;/* "backend_hold_down": seconds a failed backend is
-						   skipped; default 30, 0 = never */
+						   skipped; 0 = never */
 
 	struct {
-		enum log_level	level;		/* log.level: error|warning|info|debug; default info */
-		bool		transcript;	/* log.transcript: default false */
-		bool		transcript_body;/* log.transcript_body: log body lines too; default false */
-		bool		syslog;		/* log.syslog: default false */
+		enum log_level	level;		/* log.level: error|warning|info|debug */
+		bool		transcript;	/* log.transcript */
+		bool		transcript_body;/* log.transcript_body: log body lines too */
+		bool		syslog;		/* log.syslog */
 	} log;
 
 	struct {				/* seconds; all > 0 */
-		unsigned	command;	/* timeout.command: default 300 */
-		unsigned	data;		/* timeout.data: default 600 */
-		unsigned	backend;	/* timeout.backend: default 300 */
-		unsigned	connect;	/* timeout.connect: default 30 */
-		unsigned	shutdown;	/* timeout.shutdown: default 30 */
-		unsigned	proxy_protocol;	/* timeout.proxy_protocol: for the PROXY header; default 5, 1..300 */
+		unsigned	command;	/* timeout.command */
+		unsigned	data;		/* timeout.data */
+		unsigned	backend;	/* timeout.backend */
+		unsigned	connect;	/* timeout.connect */
+		unsigned	shutdown;	/* timeout.shutdown */
+		unsigned	proxy_protocol;	/* timeout.proxy_protocol: for the PROXY header; 1..300 */
 		unsigned	module_check;	/* timeout.module_check: a reload's (or the start's) check
-						   of the modules, then SIGKILL; default 30, 1..3600 */
+						   of the modules, then SIGKILL; 1..3600 */
 	} timeout;
 
 	struct {
-		unsigned	max_connections;	/* limits.max_connections: default 1000 (all processes) */
+		unsigned	max_connections;	/* limits.max_connections: all processes */
 		unsigned	client_ipv6_prefix_length;/* limits.client_ipv6_prefix_length:
-						   IPv6 clients counted by network; default 84 */
+						   IPv6 clients counted by network */
 		unsigned	max_connections_per_client;/* limits.max_connections_per_client: from one
-							   address, all processes; default 50, 0 = no limit */
-		uint64_t	max_message_size;	/* limits.max_message_size: default 52428800; 0 = none */
-		unsigned	max_recipients;		/* limits.max_recipients: default 1000 */
+							   address, all processes; 0 = no limit */
+		uint64_t	max_message_size;	/* limits.max_message_size: 0 = none */
+		unsigned	max_recipients;		/* limits.max_recipients */
 		unsigned	max_refused_recipients;	/* limits.max_refused_recipients: a session
-							   without a delivered message; default 20 */
-		unsigned	max_line_length;	/* limits.max_line_length: command line incl. CRLF; default 512, 512..65536 */
+							   without a delivered message */
+		unsigned	max_line_length;	/* limits.max_line_length: command line incl. CRLF; 512..65536 */
 	} limits;
 
 	struct {
@@ -132,37 +136,34 @@ struct config {
 						   default (cert, key) when none matches */
 		size_t		 nsni;
 		bool		 ask_client_cert;/* tls.ask_client_cert: ask (never require) a
-						   client certificate; default false */
+						   client certificate */
 		char		*client_ca;	/* tls.client_ca: CA file (PEM) client
 						   certificates are verified against */
 		unsigned	 ticket_key_rotation;/* tls.ticket_key_rotation: seconds between
-						   new session ticket keys; default 3600 */
+						   new session ticket keys */
 	} tls;
 
-	enum backend_tls_mode	backend_tls;	/* "backend_tls": "none" (default), "may", "encrypt" */
+	enum backend_tls_mode	backend_tls;	/* "backend_tls": "none", "may", "encrypt" */
 	char			*backend_tls_ca;/* "backend_tls_ca": CA file (PEM) for "encrypt";
 						   default NULL = the system's store */
 	char			*backend_tls_name;/* "backend_tls_name": the name the backend's
 						   certificate must carry, also sent as SNI;
 						   required with "encrypt" */
 
-	bool			auth_requires_tls;	/* "auth_requires_tls": AUTH only inside TLS; default true */
-	bool			xclient;	/* "xclient": default true */
-	bool			xforward;	/* "xforward": default true */
+	bool			auth_requires_tls;	/* "auth_requires_tls": AUTH only inside TLS */
+	bool			xclient;	/* "xclient" */
+	bool			xforward;	/* "xforward" */
 
 	struct config_filter	*filters;	/* "filter": one per filter {} block, in file order */
 	size_t			 nfilters;
-	char			*module_path;	/* "module_path": where modules named without a '/' are;
-						   default MODULE_PATH (the install's pkglibdir) */
-	char			*quarantine_dir;/* "quarantine_dir": where SC_QUARANTINE messages go;
-						   default "/var/spool/smtpchain/quarantine" */
+	char			*module_path;	/* "module_path": where modules named without a '/' are */
+	char			*quarantine_dir;/* "quarantine_dir": where SC_QUARANTINE messages go */
 	char			*spool_dir;	/* "spool_dir": where a message held for filters spills
-						   to an unlinked temp file; default
-						   "/var/spool/smtpchain/tmp" */
+						   to an unlinked temp file */
 	uint64_t		 spool_memory;	/* limits.spool_memory: bytes of a held body kept in
-						   memory before it spills; default 262144, 4096..67108864 */
+						   memory before it spills; 4096..67108864 */
 	uint64_t		 max_header_size;/* limits.max_header_size: bytes of a held message's
-						   header section; default 1048576, 1024..67108864 */
+						   header section; 1024..67108864 */
 
 	unsigned		 workers;	/* "workers": worker processes, 1..32; default the
 						   number of online CPUs (at most 64) */
