@@ -615,9 +615,12 @@ win_splice(struct hdrstore *hs, size_t j, bool add, size_t from, const char *a, 
 	end = pos + REC_HDR + oldlen;
 	buf_reserve(&w->buf, &w->cap, w->len - (end - start) + (newlen - from), SIZE_MAX);
 	memmove(w->buf + start + (newlen - from), w->buf + end, w->len - end);
-	memcpy(w->buf + start, a, alen);
-	memcpy(w->buf + start + alen, b, blen);
-	memcpy(w->buf + start + alen + blen, c, clen);
+	if (alen > 0)		/* a piece not given is NULL */
+		memcpy(w->buf + start, a, alen);
+	if (blen > 0)
+		memcpy(w->buf + start + alen, b, blen);
+	if (clen > 0)
+		memcpy(w->buf + start + alen + blen, c, clen);
 	w->len = w->len - (end - start) + (newlen - from);
 	h = (uint32_t)newlen | (mbox ? 1U << 31 : 0);
 	memcpy(w->buf + pos, &h, sizeof(h));

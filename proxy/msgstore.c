@@ -365,7 +365,7 @@ static int
 header_end(struct msgstore *m, const char *pre, size_t len)
 {
 	size_t held = m->hs.hsec_len - m->hstart;
-	int rc = body_append(m, &m->body, m->hs.hsec + m->hstart, held);
+	int rc = held > 0 ? body_append(m, &m->body, m->hs.hsec + m->hstart, held) : 0;
 
 	if (rc == 0)
 		rc = body_append(m, &m->body, pre, len);
