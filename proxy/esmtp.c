@@ -15,6 +15,7 @@
 
 #include "esmtp.h"
 #include "log.h"
+#include "replies.h"
 #include "session.h"
 
 /* Whether the rewritten EHLO list offered this keyword to the client. */
@@ -111,7 +112,8 @@ esmtp_check_params(struct session *s, const struct smtp_path *path, bool is_mail
 			} else if (esmtp_offered(s, needs[j].extension)) {
 				break;
 			}
-			snprintf(reply, replylen, "555 5.5.4 Error: unsupported parameter %.*s",
+			snprintf(reply, replylen, "%s %.*s",
+			    reply_line(REPLY_UNSUPPORTED_PARAM, NULL, NULL, 0),
 			    (int)pa->keylen, pa->key);
 			return reply;
 		}
@@ -121,14 +123,10 @@ esmtp_check_params(struct session *s, const struct smtp_path *path, bool is_mail
 		uint64_t n, limit = esmtp_size_limit(s);
 
 		if (size && (size->value == NULL ||
-		    esmtp_parse_count(size->value, size->valuelen, &n) != 0)) {
-			snprintf(reply, replylen, "501 5.5.4 Error: bad SIZE parameter");
-			return reply;
-		}
-		if (size && limit && n > limit) {
-			snprintf(reply, replylen, "552 5.3.4 Error: message size exceeds fixed limit");
-			return reply;
-		}
+		    esmtp_parse_count(size->value, size->valuelen, &n) != 0))
+			return reply_line(REPLY_BAD_SIZE, NULL, NULL, 0);
+		if (size && limit && n > limit)
+			return reply_line(REPLY_MESSAGE_TOO_BIG, NULL, NULL, 0);
 	}
 	return NULL;
 }

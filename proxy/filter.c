@@ -27,6 +27,7 @@
 #include "log.h"
 #include "module.h"
 #include "msgstore.h"
+#include "replies.h"
 #include "session.h"
 
 #define BODY_CHUNK	65536
@@ -130,27 +131,31 @@ filter_session_close(struct session *s)
 	s->fctx = NULL;
 }
 
-/* The default reply for a refusal at a step. */
+/* The default reply for a refusal at a step (replies.c). */
 static const char *
 default_reply(enum filter_step step, enum sc_verdict v)
 {
 	bool temp = v == SC_TEMPFAIL;
+	enum reply_id id;
 
 	switch (step) {
 	case FILTER_CONNECT:
-		return temp ? "421 4.7.0 Service temporarily unavailable, try again later" :
-		    "554 5.7.1 Access denied";
+		id = temp ? REPLY_FILTER_TEMP_CONNECT : REPLY_FILTER_DENY_CONNECT;
+		break;
 	case FILTER_RCPT:
-		return temp ? "451 4.7.1 Recipient temporarily refused, try again later" :
-		    "550 5.7.1 Recipient refused";
+		id = temp ? REPLY_FILTER_TEMP_RCPT : REPLY_FILTER_DENY_RCPT;
+		break;
 	case FILTER_MESSAGE:
-		return temp ? "451 4.7.1 Message temporarily refused, try again later" :
-		    "550 5.7.1 Message content rejected";
+		id = temp ? REPLY_FILTER_TEMP_MESSAGE : REPLY_FILTER_DENY_MESSAGE;
+		break;
 	case FILTER_UNKNOWN:
-		return temp ? "451 4.7.1 Try again later" : "550 5.7.1 Command rejected";
+		id = temp ? REPLY_FILTER_TEMP : REPLY_FILTER_DENY_UNKNOWN;
+		break;
 	default:
-		return temp ? "451 4.7.1 Try again later" : "550 5.7.1 Access denied";
+		id = temp ? REPLY_FILTER_TEMP : REPLY_FILTER_DENY;
+		break;
 	}
+	return reply_line(id, NULL, NULL, 0);
 }
 
 /* The step has its answer. */
@@ -329,7 +334,7 @@ message_through(struct session *s, struct sc_ctx *c)
 	}
 io_error:
 	log_id(s->id, LOG_LVL_WARNING, "reading the held message: %s", strerror(errno));
-	snprintf(r->reply, sizeof(r->reply), "451 4.3.0 Error: local I/O error");
+	snprintf(r->reply, sizeof(r->reply), "%s", reply_line(REPLY_FILTER_IO_ERROR, NULL, NULL, 0));
 	return SC_TEMPFAIL;
 }
 

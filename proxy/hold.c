@@ -14,7 +14,15 @@
 #include "log.h"
 #include "msgstore.h"
 #include "quarantine.h"
+#include "replies.h"
 #include "session.h"
+
+/* One of the proxy's own replies that does not name the host. */
+static const char *
+fixed(enum reply_id id)
+{
+	return reply_line(id, NULL, NULL, 0);
+}
 
 /* The message ends without the backend, with reply. */
 static struct hold_result
@@ -40,9 +48,9 @@ const char *
 hold_begin(struct session *s)
 {
 	if (!s->tx.in_mail)
-		return "503 5.5.1 Error: need MAIL command";
+		return fixed(REPLY_NEED_MAIL);
 	if (s->tx.rcpt_ok == 0)
-		return "554 5.5.1 Error: no valid recipients";
+		return fixed(REPLY_NO_RCPTS);
 	s->tx.store = msgstore_new(s->cfg->spool_dir, s->cfg->spool_memory, s->cfg->max_header_size);
 	s->tx.spooling = true;
 	s->tx.held_dot = false;
@@ -56,10 +64,10 @@ static const char *
 store_error_reply(int err)
 {
 	if (err == EMSGSIZE)
-		return "552 5.3.4 Error: message header size exceeds limit";
+		return fixed(REPLY_HEADER_TOO_BIG);
 	if (err == EILSEQ)	/* no filter could see past it: see msgstore.h */
-		return "550 5.6.0 Error: NUL character in a message header";
-	return "452 4.3.1 Error: insufficient system storage";
+		return fixed(REPLY_NUL_IN_HEADER);
+	return fixed(REPLY_NO_STORAGE);
 }
 
 /*
@@ -107,7 +115,7 @@ hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 	case SC_QUARANTINE:
 		if (quarantine(s) == 0)
 			return kept_back("quarantined");
-		return ended("451 4.3.0 Error: cannot keep the message, try again later", "deferred");
+		return ended(fixed(REPLY_CANNOT_QUARANTINE), "deferred");
 	default:
 		break;
 	}
@@ -157,7 +165,7 @@ struct hold_result
 hold_end(struct session *s)
 {
 	if (s->tx.oversize)
-		return ended("552 5.3.4 Error: message size exceeds fixed limit", "rejected");
+		return ended(fixed(REPLY_MESSAGE_TOO_BIG), "rejected");
 	if (s->tx.store_errno == 0 && msgstore_finish(s->tx.store) != 0)
 		s->tx.store_errno = errno;
 	if (s->tx.store_errno != 0) {
@@ -233,8 +241,7 @@ hold_replay_reply(struct session *s, int step, const char *r, size_t n, int code
 	if (--s->tx.replay_wait > 0)
 		return (struct hold_result){ .action = HOLD_WAIT };
 	if (s->tx.replay_error != NULL || s->tx.replay_ok == 0)
-		return ended("451 4.3.0 Error: the backend refused the envelope the filters "
-		    "made, try again later", "deferred");
+		return ended(fixed(REPLY_REPLAY_REFUSED), "deferred");
 	backend_send(&s->backend, "DATA\r\n", 6, BS_REPLAY_DATA, SMTP_DATA);
 	return (struct hold_result){ .action = HOLD_WAIT };
 }

@@ -65,6 +65,7 @@
 #include "esmtp.h"
 #include "hold.h"
 #include "proxyproto.h"
+#include "replies.h"
 #include "session.h"
 
 static const char *const state_names[SS_STATE_MAX] = {
@@ -256,6 +257,15 @@ local_reply(struct session *s, const char *fmt, ...)
 	s->deferred = xstrdup(line);
 }
 
+/* One of the proxy's own replies (replies.c), in order: local_reply(). */
+static void
+local_reply_of(struct session *s, enum reply_id id)
+{
+	char buf[512];
+
+	local_reply(s, "%s", reply_line(id, s->cfg->hostname, buf, sizeof(buf)));
+}
+
 /* Send the held local reply once every relayed command before it is answered. */
 static void
 flush_deferred(struct session *s)
@@ -306,6 +316,15 @@ session_fail(struct session *s, const char *fmt, ...)
 	session_update_reading(s);
 	if (outq_flush(&s->client.out) != 0 || outq_pending(&s->client.out) == 0)
 		session_close(s);
+}
+
+/* The last word of the session from the replies table (replies.c): session_fail(). */
+static void
+session_fail_of(struct session *s, enum reply_id id)
+{
+	char buf[512];
+
+	session_fail(s, "%s", reply_line(id, s->cfg->hostname, buf, sizeof(buf)));
 }
 
 /* The transaction is over (its outcome, RSET, a new EHLO/HELO). */
@@ -445,8 +464,7 @@ reply_ehlo(struct session *s, const char *r, size_t n, int code)
 	if (m < 0) {
 		session_log(s, LOG_LVL_WARNING, "cannot rewrite the backend's EHLO reply");
 		free(out);
-		session_fail(s, "421 4.3.0 %s Service not available, bad reply from backend",
-		    s->cfg->hostname);
+		session_fail_of(s, REPLY_BACKEND_BAD_REPLY);
 		return false;
 	}
 	free(s->backend_auth);
@@ -489,11 +507,11 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	size_t n;
 
 	if (s->client.tls && !s->ehlo_done) {	/* RFC 3207: everything starts over after TLS */
-		local_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+		local_reply_of(s, REPLY_HELO_FIRST);
 		return STEP_NEXT;
 	}
 	if (smtp_parse_path(cmd->arg, cmd->arglen, "FROM:", &path) != 0) {
-		local_reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		local_reply_of(s, REPLY_SYNTAX_MAIL);
 		return STEP_NEXT;
 	}
 	if ((err = esmtp_check_params(s, &path, true, reply, sizeof(reply))) != NULL) {
@@ -501,7 +519,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		return STEP_NEXT;
 	}
 	if (path.eightbit && !smtp_path_param(&path, "SMTPUTF8")) {
-		local_reply(s, "553 5.6.7 Error: non-ASCII address without SMTPUTF8");
+		local_reply_of(s, REPLY_NON_ASCII);
 		return STEP_NEXT;
 	}
 	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
@@ -552,7 +570,7 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 
 	if (smtp_parse_path(cmd->arg, cmd->arglen, "TO:", &path) != 0) {
 		s->rcpt_refused++;
-		local_reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+		local_reply_of(s, REPLY_SYNTAX_RCPT);
 		return STEP_NEXT;
 	}
 	if ((err = esmtp_check_params(s, &path, false, reply, sizeof(reply))) != NULL) {
@@ -562,7 +580,7 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	}
 	if (path.eightbit && !s->tx.mail_smtputf8) {
 		s->rcpt_refused++;
-		local_reply(s, "553 5.6.7 Error: non-ASCII address without SMTPUTF8");
+		local_reply_of(s, REPLY_NON_ASCII);
 		return STEP_NEXT;
 	}
 	if (s->tx.rcpt_ok + s->rcpt_sent >= s->cfg->limits.max_recipients) {
@@ -570,7 +588,7 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 			return STEP_STOP;	/* the count depends on replies to come */
 		/* not an error: the client sends the rest in another transaction
 		 * (Postfix counts none of the first smtpd_recipient_overshoot_limit) */
-		local_reply(s, "452 4.5.3 Error: too many recipients");
+		local_reply_of(s, REPLY_TOO_MANY_RCPTS);
 		return STEP_NEXT;
 	}
 	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
@@ -623,7 +641,7 @@ cmd_data(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		return STEP_NEXT;
 	}
 	dot_scanner_init(&s->tx.dot);
-	session_replyf(s, "354 End data with <CR><LF>.<CR><LF>");
+	session_replyf(s, "%s", reply_line(REPLY_DATA_GO, NULL, NULL, 0));
 	session_set_state(s, SS_DATA, "354 (held for filters)");
 	return STEP_NEXT;
 }
@@ -660,7 +678,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	bool last = false;
 
 	if (!esmtp_offered(s, "CHUNKING")) {
-		local_reply(s, "502 5.5.1 Error: command not implemented");
+		local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 		return STEP_NEXT;
 	}
 	sp = memchr(cmd->arg, ' ', cmd->arglen);
@@ -679,7 +697,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		/* The octets that follow cannot be told from commands: end here. */
 		if (s->backend.pcount > 0)
 			return STEP_STOP;
-		session_fail(s, "501 5.5.4 Syntax: BDAT count [LAST]");
+		session_fail_of(s, REPLY_SYNTAX_BDAT);
 		return STEP_STOP;
 	}
 	if (s->tx.size_limit && (s->tx.msg_octets > s->tx.size_limit ||
@@ -695,7 +713,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		session_log(s, LOG_LVL_WARNING, "BDAT chunk of %" PRIu64 " octets after %" PRIu64
 		    " would pass the limit of %" PRIu64 ": refusing the message", count,
 		    s->tx.msg_octets, s->tx.size_limit);
-		session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
+		session_fail_of(s, REPLY_MESSAGE_TOO_BIG);
 		return STEP_STOP;
 	}
 	if (holds_message(s) && !s->tx.spooling && !s->tx.bdat_failed) {
@@ -773,11 +791,11 @@ static enum step_result
 cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
 	if (s->srv->tls == NULL || s->client.tls || !esmtp_offered(s, "STARTTLS")) {
-		local_reply(s, "502 5.5.1 Error: command not implemented");
+		local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 		return STEP_NEXT;
 	}
 	if (cmd->arglen > 0) {
-		local_reply(s, "501 5.5.4 Syntax: STARTTLS");
+		local_reply_of(s, REPLY_SYNTAX_STARTTLS);
 		return STEP_NEXT;
 	}
 	if (s->backend.pcount > 0)
@@ -787,7 +805,7 @@ cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, si
 		    "STARTTLS before TLS (command injection attempt?)", s->client.in.len - len);
 		s->client.in.len = len;
 	}
-	session_replyf(s, "220 2.0.0 Ready to start TLS");
+	session_replyf(s, "%s", reply_line(REPLY_TLS_READY, NULL, NULL, 0));
 	conn_starttls(&s->client, tls_conn_new(s->srv->tls));
 	s->ehlo_done = s->esmtp = false;
 	free(s->offered);
@@ -810,20 +828,19 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 
 	if (!esmtp_offered(s, "AUTH")) {
 		if (s->backend_auth && !s->client.tls && s->cfg->auth_requires_tls && !s->auth_done)
-			local_reply(s, "538 5.7.11 Encryption required for requested "
-			    "authentication mechanism");
+			local_reply_of(s, REPLY_AUTH_NEEDS_TLS);
 		else if (s->auth_done)
-			local_reply(s, "503 5.5.1 Error: already authenticated");
+			local_reply_of(s, REPLY_ALREADY_AUTHENTICATED);
 		else
-			local_reply(s, "502 5.5.1 Error: command not implemented");
+			local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 		return STEP_NEXT;
 	}
 	if (s->auth_done) {
-		local_reply(s, "503 5.5.1 Error: already authenticated");
+		local_reply_of(s, REPLY_ALREADY_AUTHENTICATED);
 		return STEP_NEXT;
 	}
 	if (s->tx.in_mail) {
-		local_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+		local_reply_of(s, REPLY_MAIL_IN_PROGRESS);
 		return STEP_NEXT;
 	}
 	if (s->backend.pcount > 0)
@@ -831,7 +848,7 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	sp = memchr(cmd->arg, ' ', cmd->arglen);
 	mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arglen;
 	if (mlen == 0 || mlen >= sizeof(s->auth_mech)) {
-		local_reply(s, "501 5.5.4 Syntax: AUTH mechanism");
+		local_reply_of(s, REPLY_SYNTAX_AUTH);
 		return STEP_NEXT;
 	}
 	snprintf(s->auth_mech, sizeof(s->auth_mech), "%.*s", (int)mlen, cmd->arg);
@@ -855,7 +872,7 @@ process_auth(struct session *s)
 	if (lf == NULL) {
 		if (s->client.in.len < 12288)	/* RFC 4954's line limit */
 			return STEP_STOP;
-		session_fail(s, "500 5.5.6 Error: authentication line too long");
+		session_fail_of(s, REPLY_AUTH_LINE_TOO_LONG);
 		return STEP_STOP;
 	}
 	len = (size_t)(lf - head) + 1;
@@ -903,7 +920,7 @@ static enum step_result
 cmd_refuse(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
 	session_log(s, LOG_LVL_INFO, "refused %s from client", smtp_verb_name(cmd->verb));
-	local_reply(s, "502 5.5.1 Error: command not implemented");
+	local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 	return STEP_NEXT;
 }
 
@@ -1057,7 +1074,7 @@ process_command(struct session *s)
 		return STEP_STOP;
 	if (lf == NULL || (size_t)(lf - head) + 1 > max) {
 		session_log(s, LOG_LVL_WARNING, "command line too long (over %zu octets)", max);
-		local_reply(s, "500 5.5.2 Error: command line too long");
+		local_reply_of(s, REPLY_LINE_TOO_LONG);
 		s->skip_line = lf == NULL;
 		iobuf_consume(&s->client.in, lf ? (size_t)(lf - head) + 1 : s->client.in.len);
 		if (lf)
@@ -1066,8 +1083,7 @@ process_command(struct session *s)
 	}
 	len = (size_t)(lf - head) + 1;
 	if (s->srv->stopping && !s->tx.in_mail) {
-		session_fail(s, "421 4.3.2 %s Service shutting down, closing connection",
-		    s->cfg->hostname);
+		session_fail_of(s, REPLY_SHUTTING_DOWN);
 		return STEP_STOP;
 	}
 	if (s->rcpt_refused >= s->cfg->limits.max_refused_recipients) {
@@ -1075,15 +1091,14 @@ process_command(struct session *s)
 			return STEP_STOP;	/* the replies owed go first */
 		session_log(s, LOG_LVL_WARNING, "%u refused recipients without a delivered "
 		    "message (limits.max_refused_recipients)", s->rcpt_refused);
-		session_fail(s, "421 4.7.0 %s Error: too many errors",
-		    s->cfg->hostname);
+		session_fail_of(s, REPLY_TOO_MANY_ERRORS);
 		return STEP_STOP;
 	}
 	if (len < 2 || head[len - 2] != '\r' || memchr(head, '\r', len - 2) != NULL ||
 	    memchr(head, '\0', len) != NULL) {
 		session_transcript(s, "c>p", head, len);
 		session_log(s, LOG_LVL_WARNING, "bare <CR> or <LF> or NUL in command from client");
-		local_reply(s, "500 5.5.2 Error: bare <CR> or <LF> in command");
+		local_reply_of(s, REPLY_BARE_CRLF_COMMAND);
 		iobuf_consume(&s->client.in, len);
 		client_timer_arm(s);
 		return STEP_NEXT;
@@ -1093,7 +1108,7 @@ process_command(struct session *s)
 		s->line_logged = true;
 	}
 	if (smtp_parse_command(head, len - 2, &cmd) != 0) {
-		local_reply(s, "500 5.5.2 Error: bad syntax");
+		local_reply_of(s, REPLY_BAD_SYNTAX);
 		r = STEP_NEXT;
 	} else if (s->tx.bdat_data_open && cmd.verb != SMTP_BDAT) {
 		/*
@@ -1103,13 +1118,12 @@ process_command(struct session *s)
 		 * else ends the session, and the half message is dropped.
 		 */
 		if (cmd.verb == SMTP_NOOP) {
-			local_reply(s, "250 2.0.0 Ok");
+			local_reply_of(s, REPLY_OK);
 			r = STEP_NEXT;
 		} else {
 			session_log(s, LOG_LVL_WARNING, "%s between BDAT chunks relayed as DATA",
 			    smtp_verb_name(cmd.verb) ? smtp_verb_name(cmd.verb) : "a command");
-			session_fail(s, "421 4.5.0 %s Error: only BDAT may follow a BDAT chunk here, "
-			    "closing connection", s->cfg->hostname);
+			session_fail_of(s, REPLY_ONLY_BDAT);
 			r = STEP_STOP;
 		}
 	} else {
@@ -1163,7 +1177,7 @@ process_data(struct session *s)
 			return STEP_NEXT;
 		}
 		if (s->tx.oversize) {
-			session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
+			session_fail_of(s, REPLY_MESSAGE_TOO_BIG);
 			return STEP_STOP;
 		}
 		backend_send(&s->backend, NULL, 0, BS_DOT, SMTP_DATA);
@@ -1176,8 +1190,7 @@ process_data(struct session *s)
 		    " octets: refusing the message (SMTP smuggling?)",
 		    r == DOT_BAD_CR ? "CR" : "LF", s->tx.dot.octets);
 		backend_abort(&s->backend);
-		session_fail(s, "521 5.5.2 %s Error: bare <CR> or <LF> in message data",
-		    s->cfg->hostname);
+		session_fail_of(s, REPLY_BARE_CRLF_DATA);
 		return STEP_STOP;
 	}
 	return STEP_STOP;
@@ -1213,7 +1226,7 @@ bdat_refuse_bare(struct session *s)
 {
 	session_log(s, LOG_LVL_WARNING, "bare <CR> or <LF> in BDAT data: refusing the message");
 	backend_abort(&s->backend);
-	session_fail(s, "521 5.5.2 %s Error: bare <CR> or <LF> in message data", s->cfg->hostname);
+	session_fail_of(s, REPLY_BARE_CRLF_DATA);
 }
 
 /* The octets of a BDAT chunk: relayed, stuffed into DATA or the store, or dropped. */
@@ -1252,7 +1265,7 @@ process_bdat(struct session *s)
 
 	session_set_state(s, SS_COMMAND, "end of chunk");
 	if (s->tx.oversize) {
-		session_fail(s, "552 5.3.4 Error: message size exceeds fixed limit");
+		session_fail_of(s, REPLY_MESSAGE_TOO_BIG);
 		return STEP_STOP;
 	}
 	if (s->tx.bdat_failed) {
@@ -1284,7 +1297,8 @@ process_bdat(struct session *s)
 		s->tx.bdat_data_open = false;	/* the backend's DATA is ended: no longer inside it */
 		return STEP_NEXT;
 	}
-	local_reply(s, "250 2.0.0 Ok: %" PRIu64 " octets received", s->tx.msg_octets);
+	local_reply(s, "%s: %" PRIu64 " octets received", reply_line(REPLY_OK, NULL, NULL, 0),
+	    s->tx.msg_octets);
 	return STEP_NEXT;
 }
 
@@ -1361,7 +1375,8 @@ hold_outcome_kept_back(struct session *s, const char *status)
 {
 	char text[128];
 
-	snprintf(text, sizeof(text), "250 2.0.0 Ok: queued as %s", s->tx.msgid[0] ? s->tx.msgid : s->id);
+	snprintf(text, sizeof(text), "%s: queued as %s", reply_line(REPLY_OK, NULL, NULL, 0),
+	    s->tx.msgid[0] ? s->tx.msgid : s->id);
 	hold_outcome_local(s, text, status);
 }
 
@@ -1383,13 +1398,11 @@ hold_act(struct session *s, struct hold_result r)
 		hold_outcome_kept_back(s, r.status);
 		return;
 	case HOLD_LOST:
-		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
-		    s->cfg->hostname);
+		session_fail_of(s, REPLY_BACKEND_LOST);
 		return;
 	case HOLD_IO_ERROR:
 		backend_abort(&s->backend);
-		session_fail(s, "451 4.3.0 %s Error: local I/O error, closing connection",
-		    s->cfg->hostname);
+		session_fail_of(s, REPLY_LOCAL_IO_ERROR);
 		return;
 	}
 }
@@ -1778,7 +1791,7 @@ client_timeout(uv_timer_t *t)
 		return;
 	}
 	session_log(s, LOG_LVL_WARNING, "timeout in state %s", state_names[s->state]);
-	session_fail(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
+	session_fail_of(s, REPLY_TIMEOUT);
 }
 
 /*
@@ -1802,8 +1815,7 @@ session_shutdown(struct session *s)
 	}
 	if (s->srv->shutdown_forced ||
 	    (s->state == SS_COMMAND && s->backend.pcount == 0 && !s->tx.in_mail)) {
-		session_fail(s, "421 4.3.2 %s Service shutting down, closing connection",
-		    s->cfg->hostname);
+		session_fail_of(s, REPLY_SHUTTING_DOWN);
 	}
 }
 
@@ -1815,11 +1827,10 @@ static void
 on_backend_lost(void *owner, enum backend_loss why, const char *r, size_t n)
 {
 	struct session *s = owner;
-	const char *host = s->cfg->hostname;
 
 	switch (why) {
 	case BACKEND_UNREACHABLE:
-		session_fail(s, "421 4.3.0 %s Service not available, backend unreachable", host);
+		session_fail_of(s, REPLY_BACKEND_UNREACHABLE);
 		return;
 	case BACKEND_LOST:
 		if (s->state == SS_CLOSING) {
@@ -1828,14 +1839,13 @@ on_backend_lost(void *owner, enum backend_loss why, const char *r, size_t n)
 		}
 		/* FALLTHROUGH */
 	case BACKEND_WRITE_FAILED:
-		session_fail(s, "421 4.3.0 %s Service not available, lost connection to backend",
-		    host);
+		session_fail_of(s, REPLY_BACKEND_LOST);
 		return;
 	case BACKEND_TLS_FAILED:
-		session_fail(s, "421 4.7.5 %s Service not available, backend TLS failed", host);
+		session_fail_of(s, REPLY_BACKEND_TLS_FAILED);
 		return;
 	case BACKEND_TIMEOUT:
-		session_fail(s, "421 4.4.2 %s Error: backend timeout", host);
+		session_fail_of(s, REPLY_BACKEND_TIMEOUT);
 		return;
 	case BACKEND_SAID_421:		/* e.g. the backend's own idle timeout */
 		session_reply(s, r, n);
@@ -1967,7 +1977,7 @@ over_limits(struct session *s, bool per_client)
 {
 	const struct config *cfg = s->cfg;
 	struct sockaddr_storage counted;
-	char range[INET6_ADDRSTRLEN + 8] = "";
+	char range[INET6_ADDRSTRLEN + 8] = "", line[512];
 	enum connlimit_result r;
 	unsigned n;
 
@@ -1993,21 +2003,23 @@ over_limits(struct session *s, bool per_client)
 	case CONNLIMIT_TOTAL:
 		session_log(s, LOG_LVL_WARNING, "too many connections (%u, limits.max_connections)", n);
 		session_set_state(s, SS_CLOSING, "too many connections");
-		session_replyf(s, "421 4.7.0 %s Error: too many connections", cfg->hostname);
+		session_replyf(s, "%s", reply_line(REPLY_TOO_MANY_CONNECTIONS, cfg->hostname, line,
+		    sizeof(line)));
 		break;
 	case CONNLIMIT_CLIENT:
 		session_log(s, LOG_LVL_WARNING, "too many connections from [%s] (%u%s, "
 		    "limits.max_connections_per_client)", s->caddr, n, range);
 		session_set_state(s, SS_CLOSING, "too many connections from the client");
-		session_replyf(s, "421 4.7.0 %s Error: too many connections from %s",
-		    cfg->hostname, s->caddr);
+		session_replyf(s, "%s from %s", reply_line(REPLY_TOO_MANY_CONNECTIONS, cfg->hostname,
+		    line, sizeof(line)), s->caddr);
 		break;
 	case CONNLIMIT_OVERFLOW:
 		session_log(s, LOG_LVL_WARNING, "too many connections from [%s] and the other "
 		    "addresses counted together while the connection table is full (%u, "
 		    "limits.max_connections_per_client)", s->caddr, n);
 		session_set_state(s, SS_CLOSING, "too many connections from addresses counted together");
-		session_replyf(s, "421 4.7.0 %s Error: too many connections", cfg->hostname);
+		session_replyf(s, "%s", reply_line(REPLY_TOO_MANY_CONNECTIONS, cfg->hostname, line,
+		    sizeof(line)));
 		break;
 	}
 	if (outq_flush(&s->client.out) != 0)
