@@ -23,7 +23,9 @@
  *   DATA --over the size limit--> DISCARD --end--> CLOSING (held: COMMAND)
  *   DATA, BDAT (held for filters) --end--> FILTER --outcome--> COMMAND
  *   any --QUIT, 421, timeout, bad data, client gone, limits--> CLOSING
- *   CLOSING --last reply written--> session_close()
+ *   CLOSING --last reply written--> CLOSED (session_close(): the handles
+ *                                   close, the session is freed at the last)
+ *   any --write error, the client gone, worker stopping--> CLOSED
  *
  * A held message's 354 is the proxy's own; in FILTER no client input is
  * read: the chain runs over the message, then the envelope is replayed and
@@ -70,6 +72,7 @@
 
 static const char *const state_names[SS_STATE_MAX] = {
 	"CONNECT", "COMMAND", "DATA", "BDAT", "DISCARD", "FILTER", "AUTH", "CLOSING", "PROXY",
+	"CLOSED",
 };
 
 /* What processing one unit of client input led to. */
@@ -197,19 +200,20 @@ session_transcript(struct session *s, const char *dir, const char *p, size_t n)
 void
 session_set_state(struct session *s, enum session_state st, const char *why)
 {
-	if (s->state == st)
-		return;
+	if (s->state == st || s->state == SS_CLOSED)
+		return;	/* CLOSED is final */
 	session_log(s, LOG_LVL_DEBUG, "state %s -> %s (%s)", state_names[s->state],
 	    state_names[st], why);
 	s->state = st;
-	metrics_session_state(&s->metrics, state_names[st], s->caddr, s->cport);
+	if (st != SS_CLOSED)	/* its metrics row goes with metrics_session_close() */
+		metrics_session_state(&s->metrics, state_names[st], s->caddr, s->cport);
 }
 
 /* Send bytes to the client as they are (a relayed or rewritten reply). */
 void
 session_reply(struct session *s, const char *p, size_t n)
 {
-	if (s->closing || s->client_gone)
+	if (s->state == SS_CLOSED || s->client_gone)
 		return;
 	session_transcript(s, "p>c", p, n);
 	metrics_bytes_out(&s->metrics, n);
@@ -302,7 +306,7 @@ session_fail(struct session *s, const char *fmt, ...)
 	char line[1024];
 	va_list ap;
 
-	if (s->closing || s->state == SS_CLOSING)
+	if (session_ending(s))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
@@ -1129,7 +1133,7 @@ process_command(struct session *s)
 	} else {
 		r = command_rule(cmd.verb)->proceed(s, &cmd, head, len);
 	}
-	if (r == STEP_NEXT && s->state != SS_CLOSING) {
+	if (r == STEP_NEXT && !session_ending(s)) {
 		iobuf_consume(&s->client.in, len);
 		s->line_logged = false;
 		client_timer_arm(s);	/* timeout.command runs from here to the next line's end */
@@ -1441,7 +1445,7 @@ reply_replay_data(struct session *s, const char *r, size_t n, int code)
 static void
 session_filter_resumed(struct session *s)
 {
-	if (s->closing)
+	if (s->state == SS_CLOSED)
 		return;
 	if (s->run.step == FILTER_CONNECT)
 		session_greeting(s, NULL, 0);
@@ -1464,7 +1468,7 @@ session_greeting(struct session *s, const char *r, size_t n)
 		free(s->greeting_text);
 		s->greeting_text = xstrndup(r, n);
 	}
-	if (s->greeting_text == NULL || s->closing || s->state != SS_CONNECT)
+	if (s->greeting_text == NULL || s->state != SS_CONNECT)
 		return;
 	if (s->srv->chain.n > 0 && !s->backend.cname_done)
 		return;	/* the lookup's end calls again */
@@ -1495,7 +1499,7 @@ session_process(struct session *s)
 	if (s->tx.pumping)
 		hold_act(s, hold_pump(s));
 again:
-	while (!s->closing && s->state != SS_CLOSING && s->state != SS_CONNECT &&
+	while (!session_ending(s) && s->state != SS_CONNECT &&
 	    s->state != SS_FILTER) {
 		if (outq_pending(&s->backend.conn.out) > OUT_HIGH_WATER ||
 		    outq_pending(&s->client.out) > OUT_HIGH_WATER)
@@ -1520,9 +1524,9 @@ again:
 		if (r == STEP_STOP)
 			break;
 	}
-	if (s->closing)
+	if (s->state == SS_CLOSED)
 		return;
-	if (!s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
+	if (!s->client_gone && !s->client_eof &&
 	    outq_pending(&s->backend.conn.out) <= OUT_HIGH_WATER &&
 	    outq_pending(&s->client.out) <= OUT_HIGH_WATER && s->client.in.len < CLIENT_INBUF &&
 	    conn_tls_pending(&s->client)) {
@@ -1582,7 +1586,7 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 	}
 	if (!relayed)
 		return;
-	if (code == 421 && s->state != SS_CLOSING) {
+	if (code == 421 && !session_ending(s)) {
 		/* The backend is closing: so do we, after relaying its reason. */
 		backend_abort(&s->backend);
 		session_set_state(s, SS_CLOSING, "backend sent 421");
@@ -1594,7 +1598,7 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 void
 session_update_reading(struct session *s)
 {
-	bool want = !s->closing && !s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
+	bool want = !session_ending(s) && !s->client_gone && !s->client_eof &&
 	    s->client.in.len < CLIENT_INBUF &&
 	    outq_pending(&s->backend.conn.out) <= OUT_HIGH_WATER &&
 	    outq_pending(&s->client.out) <= OUT_HIGH_WATER;
@@ -1708,7 +1712,7 @@ client_eof_answered(struct session *s)
 {
 	bool unfinished;
 
-	if (!s->client_eof || s->closing || s->state == SS_CLOSING)
+	if (!s->client_eof || session_ending(s))
 		return;
 	if (outq_pending(&s->backend.conn.out) > OUT_HIGH_WATER ||
 	    outq_pending(&s->client.out) > OUT_HIGH_WATER)
@@ -1755,7 +1759,7 @@ client_written(struct outq *q, int status)
 {
 	struct session *s = q->owner;
 
-	if (s->closing)
+	if (s->state == SS_CLOSED)
 		return;
 	if (status != 0) {
 		session_log(s, LOG_LVL_INFO, "client write: %s", uv_strerror(status));
@@ -1802,7 +1806,7 @@ client_timeout(uv_timer_t *t)
 static void
 session_shutdown(struct session *s)
 {
-	if (s->closing)
+	if (s->state == SS_CLOSED)
 		return;
 	if (s->state == SS_PROXY) {
 		session_close(s);	/* no session yet, and no SMTP reply to a load balancer */
@@ -1860,7 +1864,7 @@ on_backend_name_known(void *owner)
 {
 	struct session *s = owner;
 
-	if (!s->closing && s->state == SS_CONNECT && s->greeting_text) {
+	if (s->state == SS_CONNECT && s->greeting_text) {
 		session_greeting(s, NULL, 0);
 		session_process(s);
 	}
@@ -1941,7 +1945,7 @@ session_discard(uv_tcp_t *client)
 {
 	struct session *s = client->data;
 
-	s->closing = true;
+	session_set_state(s, SS_CLOSED, "accept failed");
 	conn_close(&s->client, handle_closed);
 }
 
@@ -2052,7 +2056,7 @@ session_begin(struct session *s)
 	filter_session_open(s, session_filter_resumed);
 	s->handles++;		/* the backend's, until its events.closed */
 	backend_connect(&s->backend, &s->peer, s->caddr, s->cport);
-	if (s->closing)
+	if (s->state == SS_CLOSED)
 		return;
 	if (s->client.tls && s->client.in.len > 0) {	/* TLS bytes that came with the PROXY header */
 		tls_conn_feed(s->client.tls, iobuf_head(&s->client.in), s->client.in.len);
@@ -2096,7 +2100,7 @@ proxy_header_input(struct session *s)
 		memcpy(&s->local, &pp.dst, sizeof(s->local));	/* as Postfix: the server address too */
 	}
 	session_begin(s);
-	if (!s->closing && s->state != SS_CLOSING && s->client.in.len > 0)
+	if (!session_ending(s) && s->client.in.len > 0)
 		session_process(s);	/* the client spoke before the greeting */
 }
 
@@ -2145,9 +2149,9 @@ session_close(struct session *s)
 {
 	struct server *srv = s->srv;
 
-	if (s->closing)
+	if (s->state == SS_CLOSED)
 		return;
-	s->closing = true;
+	session_set_state(s, SS_CLOSED, "session closed");
 	if (s->prev)
 		s->prev->next = s->next;
 	else

@@ -40,8 +40,9 @@ enum session_state {
 	SS_DISCARD,		/* message over the size limit: reading to its end */
 	SS_FILTER,		/* a held message: filters, then relayed to the backend */
 	SS_AUTH,		/* an AUTH exchange: client lines relayed as they are */
-	SS_CLOSING,		/* last reply going out, then close */
+	SS_CLOSING,		/* last reply going out, then close (SS_CLOSED) */
 	SS_PROXY,		/* proxy_protocol listener: reading the PROXY header first */
+	SS_CLOSED,		/* session_close(): its handles are closing; freed at the last */
 	SS_STATE_MAX
 };
 
@@ -117,9 +118,15 @@ struct session {
 	struct metrics_session	 metrics;	/* metrics.c: live row, timings */
 
 	unsigned		 handles;	/* open uv handles; free at zero */
-	bool			 closing;
 	uint64_t		 nmessages;
 };
+
+/* Whether the session is ending: its last reply going out, or its handles closing. */
+static inline bool
+session_ending(const struct session *s)
+{
+	return s->state == SS_CLOSING || s->state == SS_CLOSED;
+}
 
 /* session.c, for filter.c */
 void	session_log(struct session *s, enum log_level lvl, const char *fmt, ...)
