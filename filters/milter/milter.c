@@ -5,7 +5,8 @@
  * the protocol's state machine (the hooks, the replies, the failure
  * actions); the connection is link.c (over filters/common/channel.c,
  * shared with the policy module), the message changes changes.c, the
- * bytes codec.c: as Postfix's milter8.c apart from its milter.c.
+ * options conf.c, the bytes codec.c: as Postfix's milter8.c apart from
+ * its milter.c.
  *
  * SYNOPSIS
  *	filter {
@@ -139,45 +140,15 @@
 #include "../common/pending.h"
 #include "changes.h"
 #include "codec.h"
+#include "conf.h"
 #include "link.h"
 
-#define DEFAULT_TIMEOUT_CONNECT	30	/* seconds */
-#define DEFAULT_TIMEOUT_COMMAND	30
-#define DEFAULT_TIMEOUT_CONTENT	300
-#define DEFAULT_TIMEOUT_EOM	300
-#define MAX_TIMEOUT		86400
 #define MAX_WAITING		8	/* replies owed at once (cancelled ones included) */
-#define DEFAULT_IDLE		4	/* idle connections kept per filter {} block */
-#define MAX_IDLE		64
 
 /* The most data in one command a milter reads, by what it negotiated. */
 #define MAX_DATA_DEFAULT	MILTER_MAX_DATA_SIZE	/* 65535: libmilter's default */
 #define MAX_DATA_256K		(256 * 1024 - 1)	/* SMFIP_MDS_256K */
 #define MAX_DATA_1M		(1024 * 1024 - 1)	/* SMFIP_MDS_1M */
-
-/* What happens when the milter is gone. */
-enum fail_action {
-	ACT_TEMPFAIL = 0,
-	ACT_ACCEPT,
-	ACT_REJECT,
-	ACT_QUARANTINE,
-	ACT_SHUTDOWN,
-	ACT_DEFAULT,		/* fail(): the configured one */
-};
-
-static const char *const action_names[] = {
-	"tempfail", "accept", "reject", "quarantine", "shutdown",
-};
-
-/* One filter {} block (and its idle connections, which are this process's). */
-struct milter_conf {
-	const char	*socket;	/* as configured, for logs */
-	struct channel_addr addr;
-	enum fail_action default_action;
-	uint64_t	 timeout_connect, timeout_command, timeout_content, timeout_eom; /* ms */
-	struct namelist	 macros[MC_NSTAGES];
-	struct channel_pool pool;	/* idle after SMFIC_QUIT_NC, at most idle_connections */
-};
 
 /* The hooks, for the one that owes the host a resume(). */
 enum hook {
@@ -498,7 +469,7 @@ fail(struct msess *ms, enum fail_action act, const char *fmt, ...)
 	}
 	ms->fail_action = act == ACT_DEFAULT ? ms->conf->default_action : act;
 	host->log(ms->c, SC_LOG_WARNING, "milter %s: %s; %s for the rest of the session%s%s",
-	    ms->conf->socket, why, action_names[ms->fail_action],
+	    ms->conf->socket, why, fail_action_names[ms->fail_action],
 	    ms->pending != HOOK_NONE ? ", starting at " : "",
 	    ms->pending != HOOK_NONE ? hook_names[ms->pending] : "");
 	link_release(ms, false);
@@ -1525,203 +1496,25 @@ m_close(struct sc_ctx *c)
 	free(ms);
 }
 
-/* --- options ------------------------------------------------------------------- */
-
-/*
- * socket: "inet:HOST:PORT", "inet:PORT@HOST", "inet6:[ADDR]:PORT",
- * "inet6:ADDR:PORT", "inet6:PORT@ADDR", "unix:/path", "local:/path";
- * numeric addresses only.
- */
-static int
-parse_socket(struct milter_conf *conf, const struct sc_options *o, const char *s)
-{
-	char hostpart[128], portpart[16];
-	const char *rest, *at, *colon;
-	bool v6;
-	int port, rc;
-
-	if (strncmp(s, "unix:", 5) == 0 || strncmp(s, "local:", 6) == 0) {
-		conf->addr.kind = CHANNEL_UNIX;
-		conf->addr.path = strchr(s, ':') + 1;
-		if (conf->addr.path[0] != '/')
-			return host->opt_error(o, "socket", "\"%s\": expected an absolute path", s);
-		return 0;
-	}
-	if (strncmp(s, "inet:", 5) == 0)
-		v6 = false, rest = s + 5;
-	else if (strncmp(s, "inet6:", 6) == 0)
-		v6 = true, rest = s + 6;
-	else
-		return host->opt_error(o, "socket", "\"%s\": expected inet:HOST:PORT, "
-		    "inet6:[ADDR]:PORT or unix:/path", s);
-	if ((at = strchr(rest, '@')) != NULL) {		/* libmilter's PORT@HOST */
-		snprintf(portpart, sizeof(portpart), "%.*s", (int)(at - rest), rest);
-		snprintf(hostpart, sizeof(hostpart), "%s", at + 1);
-	} else if (v6 && rest[0] == '[') {
-		const char *rbracket = strchr(rest, ']');
-
-		if (rbracket == NULL || rbracket[1] != ':')
-			return host->opt_error(o, "socket", "\"%s\": expected inet6:[ADDR]:PORT", s);
-		snprintf(hostpart, sizeof(hostpart), "%.*s", (int)(rbracket - rest - 1), rest + 1);
-		snprintf(portpart, sizeof(portpart), "%s", rbracket + 2);
-	} else {
-		if ((colon = strrchr(rest, ':')) == NULL)
-			return host->opt_error(o, "socket", "\"%s\": no port", s);
-		snprintf(hostpart, sizeof(hostpart), "%.*s", (int)(colon - rest), rest);
-		snprintf(portpart, sizeof(portpart), "%s", colon + 1);
-	}
-	if (!v6 && hostpart[0] == '[' && hostpart[strlen(hostpart) - 1] == ']') {
-		memmove(hostpart, hostpart + 1, strlen(hostpart));
-		hostpart[strlen(hostpart) - 1] = '\0';
-	}
-	if ((port = channel_parse_port(portpart)) < 0)
-		return host->opt_error(o, "socket", "\"%s\": bad port \"%s\"", s, portpart);
-	conf->addr.kind = CHANNEL_INET;
-	if (v6)
-		rc = uv_ip6_addr(hostpart, port, (struct sockaddr_in6 *)&conf->addr.addr);
-	else
-		rc = uv_ip4_addr(hostpart, port, (struct sockaddr_in *)&conf->addr.addr);
-	if (rc != 0)
-		return host->opt_error(o, "socket", "\"%s\": \"%s\" is not a numeric IPv%c address",
-		    s, hostpart, v6 ? '6' : '4');
-	return 0;
-}
-
-/*
- * A timeout in seconds, kept in ms: timeout { NAME = ...; }, or the older
- * flat timeout_NAME (the block wins when both are there).
- */
-static int
-opt_timeout(const struct sc_options *o, const char *name, uint64_t *ms, long long dflt)
-{
-	char nested[32], flat[32];
-	const char *key = NULL;
-	long long v = dflt;
-	int rc;
-
-	snprintf(nested, sizeof(nested), "timeout.%s", name);
-	snprintf(flat, sizeof(flat), "timeout_%s", name);
-	if ((rc = host->opt_int(o, flat, &v)) == -1)
-		return -1;
-	if (rc == 0)
-		key = flat;
-	if ((rc = host->opt_int(o, nested, &v)) == -1)
-		return -1;
-	if (rc == 0)
-		key = nested;
-	if (v < 1 || v > MAX_TIMEOUT)
-		return host->opt_error(o, key, "%lld is out of range (1..%d seconds)", v, MAX_TIMEOUT);
-	*ms = (uint64_t)v * 1000;
-	return 0;
-}
-
-static void m_fini(void *instance);
+/* --- the module ------------------------------------------------------------------ */
 
 static int
 m_init(const struct sc_host *h, const struct sc_options *o, void **instance,
     char *err, size_t errlen)
 {
-	static const struct {
-		const char	*key;
-		int		 stage;
-		const char	*dflt;
-	} macro_opts[] = {
-		{ "macros_connect", SMFIM_CONNECT, "j {daemon_name} {daemon_addr} v _ "
-		    "{client_addr} {client_port} {client_name}" },
-		{ "macros_helo", SMFIM_HELO, "{tls_version} {cipher} {cipher_bits} "
-		    "{cert_subject} {cert_issuer}" },
-		{ "macros_mail", SMFIM_ENVFROM, "i {auth_type} {auth_authen} {auth_author} "
-		    "{mail_addr} {mail_host} {mail_mailer}" },
-		{ "macros_rcpt", SMFIM_ENVRCPT, "i {rcpt_addr} {rcpt_host} {rcpt_mailer}" },
-		{ "macros_data", SMFIM_DATA, "i" },
-		{ "macros_eoh", SMFIM_EOH, "i" },
-		{ "macros_eom", SMFIM_EOM, "i" },
-	};
 	struct milter_conf *conf;
-	const char *s, *const *list;
-	long long idle;
-	size_t n;
-	int rc;
 
 	host = h;
-	if ((conf = calloc(1, sizeof(*conf))) == NULL) {
-		snprintf(err, errlen, "milter: out of memory");
+	if (milter_conf_new(h, o, &conf, err, errlen) != 0)
 		return -1;
-	}
-	if ((rc = h->opt_string(o, "socket", &conf->socket)) == 1) {
-		snprintf(err, errlen, "milter: missing key \"socket\"");
-		goto fail;
-	}
-	if (rc == -1 || parse_socket(conf, o, conf->socket) == -1)
-		goto fail;
-	conf->default_action = ACT_TEMPFAIL;
-	if ((rc = h->opt_string(o, "default_action", &s)) == -1)
-		goto fail;
-	if (rc == 0) {
-		size_t i;
-
-		for (i = 0; i < sizeof(action_names) / sizeof(action_names[0]); i++)
-			if (strcmp(s, action_names[i]) == 0)
-				break;
-		if (i == sizeof(action_names) / sizeof(action_names[0])) {
-			h->opt_error(o, "default_action", "\"%s\": expected tempfail, accept, "
-			    "reject, quarantine or shutdown", s);
-			goto fail;
-		}
-		conf->default_action = (enum fail_action)i;
-	}
-	conf->pool.max = DEFAULT_IDLE;
-	if ((rc = h->opt_int(o, "idle_connections", &idle)) == -1)
-		goto fail;
-	if (rc == 0 && (idle < 0 || idle > MAX_IDLE)) {
-		h->opt_error(o, "idle_connections", "%lld is out of range (0..%d)", idle, MAX_IDLE);
-		goto fail;
-	}
-	if (rc == 0)
-		conf->pool.max = (unsigned)idle;
-	if (opt_timeout(o, "connect", &conf->timeout_connect, DEFAULT_TIMEOUT_CONNECT) ||
-	    opt_timeout(o, "command", &conf->timeout_command, DEFAULT_TIMEOUT_COMMAND) ||
-	    opt_timeout(o, "content", &conf->timeout_content, DEFAULT_TIMEOUT_CONTENT) ||
-	    opt_timeout(o, "eom", &conf->timeout_eom, DEFAULT_TIMEOUT_EOM))
-		goto fail;
-	for (size_t i = 0; i < sizeof(macro_opts) / sizeof(macro_opts[0]); i++) {
-		struct namelist *l = &conf->macros[macro_opts[i].stage];
-
-		if ((rc = h->opt_list(o, macro_opts[i].key, &list, &n)) == -1)
-			goto fail;
-		if (rc == 1) {
-			if (names_add(l, macro_opts[i].dflt) != 0)
-				goto nomem;
-			continue;
-		}
-		for (size_t j = 0; j < n; j++)
-			if (names_add(l, list[j]) != 0)
-				goto nomem;
-	}
 	*instance = conf;
 	return 0;
-nomem:
-	snprintf(err, errlen, "milter: out of memory");
-fail:
-	m_fini(conf);
-	return -1;
 }
 
 static void
 m_fini(void *instance)
 {
-	struct milter_conf *conf = instance;
-
-	if (conf == NULL)
-		return;
-	/*
-	 * Idle connections: the daemon closed every handle and ran its loop to
-	 * the end before unloading modules, so only their memory is left.
-	 */
-	channel_pool_free(&conf->pool);
-	for (int i = 0; i < MC_NSTAGES; i++)
-		names_free(&conf->macros[i]);
-	free(conf);
+	milter_conf_free(instance);
 }
 
 const struct sc_filter smtpchain_filter = {
