@@ -260,7 +260,7 @@ metrics_message_start(struct metrics_session *m)
 	m->msg_started = uv_hrtime();
 }
 
-/* A message's outcome, as log_outcome words it (sent, deferred, rejected, ...). */
+/* A message's outcome, as session_log_outcome() words it (sent, deferred, rejected, ...). */
 void
 metrics_message_outcome(struct metrics_session *m, const char *status)
 {

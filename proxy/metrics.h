@@ -47,7 +47,7 @@ void	metrics_worker_gone(unsigned slot, bool unexpected);	/* clears its sessions
 void	metrics_worker_init(unsigned slot);
 void	metrics_filters(const char *const *names, size_t n);	/* the loaded chain */
 
-/* session.c, backend.c, filter.c: m is the session's own (struct metrics_session) */
+/* session.c, client.c, backend.c, filter.c: m is the session's own (struct metrics_session) */
 void	metrics_session_open(struct metrics_session *m, const char *id, const char *caddr,
 	    unsigned cport);
 /* The state changed; the client too, as a PROXY header may set it. */
@@ -57,7 +57,7 @@ void	metrics_session_close(struct metrics_session *m);
 void	metrics_bytes_in(struct metrics_session *m, size_t n);
 void	metrics_bytes_out(struct metrics_session *m, size_t n);
 void	metrics_message_start(struct metrics_session *m);
-void	metrics_message_outcome(struct metrics_session *m, const char *status);	/* log_outcome's word */
+void	metrics_message_outcome(struct metrics_session *m, const char *status);	/* the summary line's word */
 void	metrics_backend_reply(int code);
 void	metrics_filter_verdict(const char *filter, int verdict);	/* enum sc_verdict */
 

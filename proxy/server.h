@@ -41,8 +41,8 @@ struct server {
 	uv_timer_t		 shutdown_timer;
 	uv_timer_t		 retire_timer;	/* retiring: then stop like SIGTERM */
 	uv_signal_t		 sigterm, sigretire;
-	/* worker.c's, called by session.c when a session has left the list
-	 * (so the worker sees when it is drained) */
+	/* worker.c's, called by session_close() (client.c) when a session has
+	 * left the list (so the worker sees when it is drained) */
 	void			(*session_closed)(struct server *srv);
 };
 

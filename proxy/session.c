@@ -11,8 +11,8 @@
  * (cmd_*) and with the backend's answer to it (reply_*), written side by
  * side below.
  *
- * States (enum session_state) change only in session_set_state(), which logs
- * every transition at debug level:
+ * States (enum session_state) change only in session_set_state() (client.c),
+ * which logs every transition at debug level:
  *
  *   accept --proxy_protocol listener--> PROXY --PROXY header--> CONNECT
  *   accept ----------------------------------------------------> CONNECT
@@ -45,6 +45,8 @@
  * The client's connection is a struct conn (conn.c); the backend is a
  * struct backend (backend.c) below the session, which reports up through
  * backend_events: on_backend_lost() here decides the 421 the client hears.
+ * Below this file too, calling nothing above it: client.c (log lines, the
+ * state change, replies in order, the session's end and free).
  */
 
 #include <errno.h>
@@ -65,15 +67,11 @@
 #include "module.h"
 #include "msgstore.h"
 #include "esmtp.h"
+#include "client.h"
 #include "hold.h"
 #include "proxyproto.h"
 #include "replies.h"
 #include "session.h"
-
-static const char *const state_names[SS_STATE_MAX] = {
-	"CONNECT", "COMMAND", "DATA", "BDAT", "DISCARD", "FILTER", "AUTH", "CLOSING", "PROXY",
-	"CLOSED",
-};
 
 /* What processing one unit of client input led to. */
 enum step_result {
@@ -85,271 +83,12 @@ static void	client_read(void *owner, ssize_t nread);
 static void	client_written(struct outq *q, int status);
 static void	client_timeout(uv_timer_t *t);
 static void	client_timer_arm(struct session *s);
-static void	handle_closed(uv_handle_t *h);
-static void	backend_leave(struct session *s);
 static const struct backend_events backend_events;
-static void	reset_transaction(struct session *s);
 static void	hold_act(struct session *s, struct hold_result r);
 static void	client_eof(struct session *s);
 static void	client_eof_answered(struct session *s);
 static void	proxy_header_input(struct session *s);
 static int	client_tls_input(struct session *s);
-static void	local_reply(struct session *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-/* Log a line prefixed with the session id. */
-void
-session_log(struct session *s, enum log_level lvl, const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-
-	if (!log_enabled(lvl))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	log_msg(lvl, "%s: %s", s->id, line);
-}
-
-/*
- * Make bytes printable for a log line: control bytes and 8-bit bytes become
- * \r, \n, \t or \xHH; out is always NUL-terminated.
- */
-static void
-printable(const char *p, size_t n, char *out, size_t outlen)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-
-	for (size_t i = 0; i < n && o + 5 < outlen; i++) {
-		unsigned char c = (unsigned char)p[i];
-
-		if (c >= 0x20 && c < 0x7f && c != '\\') {
-			out[o++] = (char)c;
-			continue;
-		}
-		out[o++] = '\\';
-		switch (c) {
-		case '\r': out[o++] = 'r'; break;
-		case '\n': out[o++] = 'n'; break;
-		case '\t': out[o++] = 't'; break;
-		case '\\': out[o++] = '\\'; break;
-		default:
-			out[o++] = 'x';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 15];
-		}
-	}
-	out[o] = '\0';
-}
-
-/*
- * Credentials never reach the log: an AUTH command shows its mechanism
- * only, and every line of an AUTH exchange is masked.  Returns true when
- * p was such a line (out then holds what may be shown).
- */
-static bool
-auth_secret(const struct session *s, const char *p, size_t n, char *out, size_t outlen)
-{
-	size_t m = 5;
-
-	if (s->state == SS_AUTH) {
-		snprintf(out, outlen, "(AUTH data not logged)");
-		return true;
-	}
-	if (n < 5 || strncasecmp(p, "AUTH ", 5) != 0)
-		return false;
-	while (m < n && p[m] != ' ')
-		m++;
-	snprintf(out, outlen, "%.*s%s", (int)(m < 64 ? m : 64), p,
-	    m < n ? " (initial response not logged)" : "");
-	return true;
-}
-
-/*
- * Transcript: each line of p (a command or a whole reply) with a direction
- * mark: c>p client to proxy, p>b proxy to backend, b>p, p>c.  The final CRLF
- * is not shown; an inner bare CR or LF is.
- */
-void
-session_transcript(struct session *s, const char *dir, const char *p, size_t n)
-{
-	char line[1200];
-
-	if (!s->srv->transcript)
-		return;
-	while (n > 0) {
-		const char *nl = memchr(p, '\n', n);
-		size_t len = nl ? (size_t)(nl - p) + 1 : n;
-		size_t shown = len;
-
-		if (shown >= 2 && p[shown - 2] == '\r' && p[shown - 1] == '\n')
-			shown -= 2;
-		if (dir[0] != 'b' && dir[2] != 'c' && auth_secret(s, p, shown, line, sizeof(line)))
-			;	/* client-to-backend AUTH data: masked */
-		else
-			printable(p, shown, line, sizeof(line));
-		log_msg(LOG_LVL_INFO, "%s: %s %s", s->id, dir, line);
-		p += len;
-		n -= len;
-	}
-}
-
-/* The only place the client-side state changes. */
-void
-session_set_state(struct session *s, enum session_state st, const char *why)
-{
-	if (s->state == st || s->state == SS_CLOSED)
-		return;	/* CLOSED is final */
-	session_log(s, LOG_LVL_DEBUG, "state %s -> %s (%s)", state_names[s->state],
-	    state_names[st], why);
-	s->state = st;
-	if (st != SS_CLOSED)	/* its metrics row goes with metrics_session_close() */
-		metrics_session_state(&s->metrics, state_names[st], s->caddr, s->cport);
-}
-
-/* Send bytes to the client as they are (a relayed or rewritten reply). */
-void
-session_reply(struct session *s, const char *p, size_t n)
-{
-	if (s->state == SS_CLOSED || s->client_gone)
-		return;
-	session_transcript(s, "p>c", p, n);
-	metrics_bytes_out(&s->metrics, n);
-	if (conn_write(&s->client, p, n) != 0)
-		session_log(s, LOG_LVL_INFO, "TLS: %s", tls_conn_error(s->client.tls));
-}
-
-/* Send one reply line of our own. */
-void
-session_replyf(struct session *s, const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n > sizeof(line) - 3)
-		n = (int)sizeof(line) - 3;
-	memcpy(line + n, "\r\n", 2);
-	session_reply(s, line, (size_t)n + 2);
-}
-
-/*
- * A reply of our own, in order: sent now when no relayed command is waiting
- * for its answer, else held (one slot) and sent when the last one arrives.
- * Callers check s->backend.pcount first where they can simply wait instead.
- */
-static void
-local_reply(struct session *s, const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	if (s->backend.pcount == 0) {
-		session_replyf(s, "%s", line);
-		return;
-	}
-	if (s->deferred)
-		log_panic("%s: two deferred replies", s->id);
-	s->deferred = xstrdup(line);
-}
-
-/* One of the proxy's own replies (replies.c), in order: local_reply(). */
-static void
-local_reply_of(struct session *s, enum reply_id id)
-{
-	char buf[512];
-
-	local_reply(s, "%s", reply_line(id, s->cfg->hostname, buf, sizeof(buf)));
-}
-
-/* Send the held local reply once every relayed command before it is answered. */
-static void
-flush_deferred(struct session *s)
-{
-	if (s->deferred && s->backend.pcount == 0) {
-		session_replyf(s, "%s", s->deferred);
-		free(s->deferred);
-		s->deferred = NULL;
-	}
-}
-
-/*
- * The backend is not wanted any more: QUIT between transactions, a dropped
- * connection inside DATA (so nothing half-sent is delivered).
- */
-static void
-backend_leave(struct session *s)
-{
-	if (session_backend_in_data(s))
-		backend_abort(&s->backend);
-	else
-		backend_quit(&s->backend);
-}
-
-/*
- * Reply, then close both sides: the last word of a session (421 on
- * timeouts and lost backends, 521 on smuggling attempts, 552 on size).
- * The backend gets QUIT when it is between commands, and a dropped
- * connection when it is inside DATA, so nothing half-sent is delivered.
- */
-void
-session_fail(struct session *s, const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-
-	if (session_ending(s))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	session_log(s, LOG_LVL_INFO, "closing: %s", line);
-	free(s->deferred);
-	s->deferred = NULL;
-	session_replyf(s, "%s", line);
-	backend_leave(s);
-	session_set_state(s, SS_CLOSING, "fail");
-	session_update_reading(s);
-	if (outq_flush(&s->client.out) != 0 || outq_pending(&s->client.out) == 0)
-		session_close(s);
-}
-
-/* The last word of the session from the replies table (replies.c): session_fail(). */
-static void
-session_fail_of(struct session *s, enum reply_id id)
-{
-	char buf[512];
-
-	session_fail(s, "%s", reply_line(id, s->cfg->hostname, buf, sizeof(buf)));
-}
-
-/* The transaction is over (its outcome, RSET, a new EHLO/HELO). */
-static void
-reset_transaction(struct session *s)
-{
-	txn_reset(&s->tx);
-	filter_message_end(s);
-}
-
-/* Whether the backend is inside DATA (or BDAT): then only a dropped
- * connection keeps a partial message from delivery. */
-bool
-session_backend_in_data(const struct session *s)
-{
-	if (s->tx.pumping || s->tx.bdat_data_open)
-		return true;
-	if (s->tx.spooling)
-		return false;
-	return s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_DISCARD;
-}
 
 /* Whether this message is held for the filters rather than streamed. */
 static bool
@@ -358,19 +97,6 @@ holds_message(const struct session *s)
 	if (s->srv->chain.n == 0 || s->filter_skip_session || s->filter_skip_message)
 		return false;
 	return s->srv->chain.holds_message || s->msg_outcome != SC_CONTINUE;
-}
-
-/* A refusal of the envelope, logged the way Postfix logs NOQUEUE rejects. */
-static void
-log_refusal(struct session *s, const char *what, const char *r, size_t n)
-{
-	char reply[512];
-
-	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
-		n--;
-	printable(r, n, reply, sizeof(reply));
-	session_log(s, LOG_LVL_INFO, "reject: %s from [%s]:%u: %s; from=<%s> helo=<%s>",
-	    what, s->caddr, s->cport, reply, s->tx.from, s->helo);
 }
 
 /* Relay a command line; sync: wait for its answer before the next command. */
@@ -420,7 +146,7 @@ filter_allows(struct session *s, enum filter_step step, const char *a1, const ch
 			*r = STEP_STOP;
 			return false;
 		}
-		local_reply(s, "%s", reply);
+		session_local_reply(s, "%s", reply);
 		*r = STEP_NEXT;
 		return false;
 	}
@@ -481,7 +207,7 @@ reply_ehlo(struct session *s, const char *r, size_t n, int code)
 	s->offered = xstrndup(out, (size_t)m);
 	free(out);
 	s->ehlo_done = s->esmtp = true;
-	reset_transaction(s);
+	session_reset_transaction(s);
 	session_reply(s, s->offered, (size_t)m);
 	return true;
 }
@@ -494,7 +220,7 @@ reply_helo(struct session *s, const char *r, size_t n, int code)
 		s->ehlo_done = true;
 		s->esmtp = false;
 		memset(&s->ccaps, 0, sizeof(s->ccaps));
-		reset_transaction(s);
+		session_reset_transaction(s);
 	}
 	session_reply(s, r, n);
 	return true;
@@ -511,19 +237,19 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	size_t n;
 
 	if (s->client.tls && !s->ehlo_done) {	/* RFC 3207: everything starts over after TLS */
-		local_reply_of(s, REPLY_HELO_FIRST);
+		session_local_reply_of(s, REPLY_HELO_FIRST);
 		return STEP_NEXT;
 	}
 	if (smtp_parse_path(cmd->arg, cmd->arglen, "FROM:", &path) != 0) {
-		local_reply_of(s, REPLY_SYNTAX_MAIL);
+		session_local_reply_of(s, REPLY_SYNTAX_MAIL);
 		return STEP_NEXT;
 	}
 	if ((err = esmtp_check_params(s, &path, true, reply, sizeof(reply))) != NULL) {
-		local_reply(s, "%s", err);
+		session_local_reply(s, "%s", err);
 		return STEP_NEXT;
 	}
 	if (path.eightbit && !smtp_path_param(&path, "SMTPUTF8")) {
-		local_reply_of(s, REPLY_NON_ASCII);
+		session_local_reply_of(s, REPLY_NON_ASCII);
 		return STEP_NEXT;
 	}
 	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
@@ -557,7 +283,7 @@ reply_mail(struct session *s, const char *r, size_t n, int code)
 		s->tx.in_mail = true;
 		metrics_message_start(&s->metrics);
 	} else {
-		log_refusal(s, "MAIL", r, n);
+		session_log_refusal(s, "MAIL", r, n);
 	}
 	session_reply(s, r, n);
 	return true;
@@ -574,17 +300,17 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 
 	if (smtp_parse_path(cmd->arg, cmd->arglen, "TO:", &path) != 0) {
 		s->rcpt_refused++;
-		local_reply_of(s, REPLY_SYNTAX_RCPT);
+		session_local_reply_of(s, REPLY_SYNTAX_RCPT);
 		return STEP_NEXT;
 	}
 	if ((err = esmtp_check_params(s, &path, false, reply, sizeof(reply))) != NULL) {
 		s->rcpt_refused++;
-		local_reply(s, "%s", err);
+		session_local_reply(s, "%s", err);
 		return STEP_NEXT;
 	}
 	if (path.eightbit && !s->tx.mail_smtputf8) {
 		s->rcpt_refused++;
-		local_reply_of(s, REPLY_NON_ASCII);
+		session_local_reply_of(s, REPLY_NON_ASCII);
 		return STEP_NEXT;
 	}
 	if (s->tx.rcpt_ok + s->rcpt_sent >= s->cfg->limits.max_recipients) {
@@ -592,7 +318,7 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 			return STEP_STOP;	/* the count depends on replies to come */
 		/* not an error: the client sends the rest in another transaction
 		 * (Postfix counts none of the first smtpd_recipient_overshoot_limit) */
-		local_reply_of(s, REPLY_TOO_MANY_RCPTS);
+		session_local_reply_of(s, REPLY_TOO_MANY_RCPTS);
 		return STEP_NEXT;
 	}
 	snprintf(addr, sizeof(addr), "%.*s", (int)path.addrlen, path.addr);
@@ -617,7 +343,7 @@ reply_rcpt(struct session *s, const char *r, size_t n, int code)
 		s->tx.rcpt_ok++;
 	} else {
 		s->rcpt_refused++;
-		log_refusal(s, "RCPT", r, n);
+		session_log_refusal(s, "RCPT", r, n);
 	}
 	if (s->tx.rcpt_reply_next < s->tx.nrcpts && code / 100 == 2)
 		s->tx.rcpts[s->tx.rcpt_reply_next++].status = RCPT_OK;
@@ -641,7 +367,7 @@ cmd_data(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	if (!holds_message(s))
 		return relay(s, line, len, SMTP_DATA, true);
 	if ((refusal = hold_begin(s)) != NULL) {
-		local_reply(s, "%s", refusal);
+		session_local_reply(s, "%s", refusal);
 		return STEP_NEXT;
 	}
 	dot_scanner_init(&s->tx.dot);
@@ -682,7 +408,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	bool last = false;
 
 	if (!esmtp_offered(s, "CHUNKING")) {
-		local_reply_of(s, REPLY_NOT_IMPLEMENTED);
+		session_local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 		return STEP_NEXT;
 	}
 	sp = memchr(cmd->arg, ' ', cmd->arglen);
@@ -795,11 +521,11 @@ static enum step_result
 cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
 	if (s->srv->tls == NULL || s->client.tls || !esmtp_offered(s, "STARTTLS")) {
-		local_reply_of(s, REPLY_NOT_IMPLEMENTED);
+		session_local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 		return STEP_NEXT;
 	}
 	if (cmd->arglen > 0) {
-		local_reply_of(s, REPLY_SYNTAX_STARTTLS);
+		session_local_reply_of(s, REPLY_SYNTAX_STARTTLS);
 		return STEP_NEXT;
 	}
 	if (s->backend.pcount > 0)
@@ -815,7 +541,7 @@ cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, si
 	free(s->offered);
 	s->offered = NULL;
 	s->helo[0] = '\0';
-	reset_transaction(s);
+	session_reset_transaction(s);
 	return STEP_NEXT;
 }
 
@@ -832,19 +558,19 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 
 	if (!esmtp_offered(s, "AUTH")) {
 		if (s->backend_auth && !s->client.tls && s->cfg->auth_requires_tls && !s->auth_done)
-			local_reply_of(s, REPLY_AUTH_NEEDS_TLS);
+			session_local_reply_of(s, REPLY_AUTH_NEEDS_TLS);
 		else if (s->auth_done)
-			local_reply_of(s, REPLY_ALREADY_AUTHENTICATED);
+			session_local_reply_of(s, REPLY_ALREADY_AUTHENTICATED);
 		else
-			local_reply_of(s, REPLY_NOT_IMPLEMENTED);
+			session_local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 		return STEP_NEXT;
 	}
 	if (s->auth_done) {
-		local_reply_of(s, REPLY_ALREADY_AUTHENTICATED);
+		session_local_reply_of(s, REPLY_ALREADY_AUTHENTICATED);
 		return STEP_NEXT;
 	}
 	if (s->tx.in_mail) {
-		local_reply_of(s, REPLY_MAIL_IN_PROGRESS);
+		session_local_reply_of(s, REPLY_MAIL_IN_PROGRESS);
 		return STEP_NEXT;
 	}
 	if (s->backend.pcount > 0)
@@ -852,7 +578,7 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	sp = memchr(cmd->arg, ' ', cmd->arglen);
 	mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arglen;
 	if (mlen == 0 || mlen >= sizeof(s->auth_mech)) {
-		local_reply_of(s, REPLY_SYNTAX_AUTH);
+		session_local_reply_of(s, REPLY_SYNTAX_AUTH);
 		return STEP_NEXT;
 	}
 	snprintf(s->auth_mech, sizeof(s->auth_mech), "%.*s", (int)mlen, cmd->arg);
@@ -924,7 +650,7 @@ static enum step_result
 cmd_refuse(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
 	session_log(s, LOG_LVL_INFO, "refused %s from client", smtp_verb_name(cmd->verb));
-	local_reply_of(s, REPLY_NOT_IMPLEMENTED);
+	session_local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 	return STEP_NEXT;
 }
 
@@ -985,7 +711,7 @@ static bool
 reply_rset(struct session *s, const char *r, size_t n, int code)
 {
 	(void)code;
-	reset_transaction(s);
+	session_reset_transaction(s);
 	session_reply(s, r, n);
 	return true;
 }
@@ -1078,7 +804,7 @@ process_command(struct session *s)
 		return STEP_STOP;
 	if (lf == NULL || (size_t)(lf - head) + 1 > max) {
 		session_log(s, LOG_LVL_WARNING, "command line too long (over %zu octets)", max);
-		local_reply_of(s, REPLY_LINE_TOO_LONG);
+		session_local_reply_of(s, REPLY_LINE_TOO_LONG);
 		s->skip_line = lf == NULL;
 		iobuf_consume(&s->client.in, lf ? (size_t)(lf - head) + 1 : s->client.in.len);
 		if (lf)
@@ -1102,7 +828,7 @@ process_command(struct session *s)
 	    memchr(head, '\0', len) != NULL) {
 		session_transcript(s, "c>p", head, len);
 		session_log(s, LOG_LVL_WARNING, "bare <CR> or <LF> or NUL in command from client");
-		local_reply_of(s, REPLY_BARE_CRLF_COMMAND);
+		session_local_reply_of(s, REPLY_BARE_CRLF_COMMAND);
 		iobuf_consume(&s->client.in, len);
 		client_timer_arm(s);
 		return STEP_NEXT;
@@ -1112,7 +838,7 @@ process_command(struct session *s)
 		s->line_logged = true;
 	}
 	if (smtp_parse_command(head, len - 2, &cmd) != 0) {
-		local_reply_of(s, REPLY_BAD_SYNTAX);
+		session_local_reply_of(s, REPLY_BAD_SYNTAX);
 		r = STEP_NEXT;
 	} else if (s->tx.bdat_data_open && cmd.verb != SMTP_BDAT) {
 		/*
@@ -1122,7 +848,7 @@ process_command(struct session *s)
 		 * else ends the session, and the half message is dropped.
 		 */
 		if (cmd.verb == SMTP_NOOP) {
-			local_reply_of(s, REPLY_OK);
+			session_local_reply_of(s, REPLY_OK);
 			r = STEP_NEXT;
 		} else {
 			session_log(s, LOG_LVL_WARNING, "%s between BDAT chunks relayed as DATA",
@@ -1273,7 +999,7 @@ process_bdat(struct session *s)
 		return STEP_STOP;
 	}
 	if (s->tx.bdat_failed) {
-		local_reply(s, "%s", s->tx.bdat_error);
+		session_local_reply(s, "%s", s->tx.bdat_error);
 		if (s->tx.bdat_last)
 			txn_reset_bdat(&s->tx);	/* the client starts over with a new MAIL */
 		return STEP_NEXT;
@@ -1301,40 +1027,9 @@ process_bdat(struct session *s)
 		s->tx.bdat_data_open = false;	/* the backend's DATA is ended: no longer inside it */
 		return STEP_NEXT;
 	}
-	local_reply(s, "%s: %" PRIu64 " octets received", reply_line(REPLY_OK, NULL, NULL, 0),
+	session_local_reply(s, "%s: %" PRIu64 " octets received", reply_line(REPLY_OK, NULL, NULL, 0),
 	    s->tx.msg_octets);
 	return STEP_NEXT;
-}
-
-/* Summary line for a message: what an operator greps for. */
-static void
-log_outcome(struct session *s, const char *r, size_t n, const char *status)
-{
-	char reply[512], by[128] = "", tls[700] = "", btls[96] = "";
-	const char *decider = s->run.verdict != SC_CONTINUE ? filter_decider(s) : "";
-
-	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
-		n--;
-	metrics_message_outcome(&s->metrics, status);
-	if (strcmp(status, "sent") == 0)
-		s->rcpt_refused = 0;	/* errors count "without delivering mail", as in Postfix */
-	printable(r, n, reply, sizeof(reply));
-	if (decider[0])
-		snprintf(by, sizeof(by), " filter=%s", decider);
-	if (s->client.tls && tls_conn_established(s->client.tls))
-		tls_conn_summary(s->client.tls, tls, sizeof(tls));
-	if (s->cfg->backend_tls != BACKEND_TLS_NONE) {
-		struct tls_conn *bt = s->backend.tls_up ? s->backend.conn.tls : NULL;
-
-		snprintf(btls, sizeof(btls), " backend_tls=%s%s%s", bt ? tls_conn_version(bt) : "none",
-		    bt ? "/" : "", bt ? tls_conn_cipher(bt) : "");
-	}
-	session_log(s, LOG_LVL_INFO, "msgid=%s client=[%s]:%u helo=<%s>%s%s from=<%s> nrcpt=%u "
-	    "size=%" PRIu64 "%s%s status=%s%s%s reply=\"%s\"", s->tx.msgid[0] ? s->tx.msgid : s->id,
-	    s->caddr, s->cport, s->helo,
-	    s->auth_done ? " sasl_username=" : "", s->auth_done ? s->auth_user : "",
-	    s->tx.from, s->tx.rcpt_ok, s->tx.msg_octets, tls, btls, status, by,
-	    s->tx.modified ? " modified=yes" : "", reply);
 }
 
 /* The status word for a final reply code. */
@@ -1352,18 +1047,18 @@ static void
 hold_outcome_local(struct session *s, const char *reply, const char *status)
 {
 	if (strncmp(reply, "421", 3) == 0) {	/* a module shutting the session */
-		log_outcome(s, reply, strlen(reply), status);
+		session_log_outcome(s, reply, strlen(reply), status);
 		session_fail(s, "%s", reply);
 		return;
 	}
-	local_reply(s, "%s", reply);
-	log_outcome(s, reply, strlen(reply), status);
+	session_local_reply(s, "%s", reply);
+	session_log_outcome(s, reply, strlen(reply), status);
 	s->nmessages++;
 	if (s->backend.up) {
 		backend_send(&s->backend, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
 		s->last_sync = false;
 	}
-	reset_transaction(s);
+	session_reset_transaction(s);
 	session_set_state(s, SS_COMMAND, "message outcome");
 }
 
@@ -1416,9 +1111,9 @@ static bool
 reply_dot(struct session *s, const char *r, size_t n, int code)
 {
 	session_reply(s, r, n);
-	log_outcome(s, r, n, status_of(code));
+	session_log_outcome(s, r, n, status_of(code));
 	s->nmessages++;
-	reset_transaction(s);
+	session_reset_transaction(s);
 	if (s->state == SS_FILTER)
 		session_set_state(s, SS_COMMAND, "message relayed");
 	return true;
@@ -1433,10 +1128,10 @@ reply_replay_data(struct session *s, const char *r, size_t n, int code)
 		return false;
 	}
 	session_reply(s, r, n);
-	log_outcome(s, r, n, status_of(code));
+	session_log_outcome(s, r, n, status_of(code));
 	s->nmessages++;
 	backend_send(&s->backend, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
-	reset_transaction(s);
+	session_reset_transaction(s);
 	session_set_state(s, SS_COMMAND, "DATA refused");
 	return true;
 }
@@ -1591,22 +1286,7 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 		backend_abort(&s->backend);
 		session_set_state(s, SS_CLOSING, "backend sent 421");
 	}
-	flush_deferred(s);
-}
-
-/* Start or stop reading the client, by state and by output backlog. */
-void
-session_update_reading(struct session *s)
-{
-	bool want = !session_ending(s) && !s->client_gone && !s->client_eof &&
-	    s->client.in.len < CLIENT_INBUF &&
-	    outq_pending(&s->backend.conn.out) <= OUT_HIGH_WATER &&
-	    outq_pending(&s->client.out) <= OUT_HIGH_WATER;
-
-	if (want)
-		conn_read_start(&s->client);
-	else
-		conn_read_stop(&s->client);
+	session_flush_deferred(s);
 }
 
 /*
@@ -1749,7 +1429,7 @@ client_eof_answered(struct session *s)
 	if (s->state == SS_AUTH)
 		backend_abort(&s->backend);
 	else
-		backend_leave(s);
+		session_backend_leave(s);
 	session_set_state(s, SS_CLOSING, "client gone");
 }
 
@@ -1767,7 +1447,7 @@ client_written(struct outq *q, int status)
 		if (session_backend_in_data(s) || s->state == SS_FILTER)
 			backend_abort(&s->backend);
 		else
-			backend_leave(s);
+			session_backend_leave(s);
 		session_close(s);
 		return;
 	}
@@ -1794,7 +1474,7 @@ client_timeout(uv_timer_t *t)
 		client_timer_arm(s);	/* waiting for the backend or a filter, not the client */
 		return;
 	}
-	session_log(s, LOG_LVL_WARNING, "timeout in state %s", state_names[s->state]);
+	session_log(s, LOG_LVL_WARNING, "timeout in state %s", session_state_name(s->state));
 	session_fail_of(s, REPLY_TIMEOUT);
 }
 
@@ -1946,7 +1626,7 @@ session_discard(uv_tcp_t *client)
 	struct session *s = client->data;
 
 	session_set_state(s, SS_CLOSED, "accept failed");
-	conn_close(&s->client, handle_closed);
+	conn_close(&s->client, session_handle_closed);
 }
 
 /* Set the client's address and port (caddr, cport, peer) from a socket address. */
@@ -2141,63 +1821,4 @@ session_start(uv_tcp_t *client)
 		return;
 	}
 	session_begin(s);
-}
-
-/* Close every handle; the session is freed when the last one has closed. */
-void
-session_close(struct session *s)
-{
-	struct server *srv = s->srv;
-
-	if (s->state == SS_CLOSED)
-		return;
-	session_set_state(s, SS_CLOSED, "session closed");
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		srv->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	srv->nsessions--;
-	connlimit_release(&s->climit);
-	metrics_session_close(&s->metrics);
-	session_log(s, LOG_LVL_DEBUG, "closing session (%" PRIu64 " messages)", s->nmessages);
-	backend_abort(&s->backend);
-	backend_release(&s->backend);
-	filter_session_close(s);
-	conn_close(&s->client, handle_closed);
-	uv_close((uv_handle_t *)&s->client.timer, handle_closed);
-	if (srv->session_closed)
-		srv->session_closed(srv);	/* the worker's: is it drained? */
-}
-
-/* Free the session itself: the one place its memory goes. */
-static void
-session_free(struct session *s)
-{
-	conn_free(&s->client);
-	reset_transaction(s);
-	txn_free(&s->tx);
-	backend_free(&s->backend);
-	free(s->greeting_text);
-	free(s->backend_auth);
-	free(s->offered);
-	free(s->deferred);
-	free(s);
-}
-
-/* One of the session's handles or requests is done; free at the last. */
-void
-session_unref(struct session *s)
-{
-	if (s->handles == 0)
-		log_panic("%s: handle count underflow", s->id);
-	if (--s->handles == 0)
-		session_free(s);
-}
-
-static void
-handle_closed(uv_handle_t *h)
-{
-	session_unref(h->data);
 }

@@ -2,13 +2,14 @@
  * session.h - one client connection and its backend connection.
  *
  * Private to session.c (the client side: the command table and the state
- * machine) and the session's parts below it: hold.c (the held message),
+ * machine) and the session's parts below it: client.c (log lines, state
+ * change, replies in order, the session's end), hold.c (the held message),
  * quarantine.c and filter.c.  The transaction is its own struct (txn.h).
  * The client's socket, timer, buffers and TLS are a struct conn (conn.c);
  * the backend is a struct backend (backend.c), an object below the session
  * that reports up through callbacks.  Memory: everything a session owns
- * hangs off this struct and is freed in one place, session_free(), once
- * every handle is closed.
+ * hangs off this struct and is freed in one place, session_free()
+ * (client.c), once every handle is closed.
  */
 #ifndef SMTPCHAIN_SESSION_H
 #define SMTPCHAIN_SESSION_H
@@ -128,22 +129,9 @@ session_ending(const struct session *s)
 	return s->state == SS_CLOSING || s->state == SS_CLOSED;
 }
 
-/* session.c, for filter.c */
-void	session_log(struct session *s, enum log_level lvl, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-void	session_transcript(struct session *s, const char *dir, const char *p, size_t n);
-void	session_reply(struct session *s, const char *p, size_t n);	/* to the client, as is */
-void	session_replyf(struct session *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-void	session_fail(struct session *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));	/* reply, then close both sides */
-void	session_set_state(struct session *s, enum session_state st, const char *why);
+/* session.c (the lower layer, client.c, is declared in client.h) */
 void	session_process(struct session *s);	/* run queued client input */
-void	session_close(struct session *s);
-void	session_update_reading(struct session *s);
 void	session_backend_reply(struct session *s, struct pending p, const char *r, size_t n, int code);
-void	session_unref(struct session *s);	/* a handle or request is done */
 void	session_greeting(struct session *s, const char *r, size_t n);	/* the backend's, to relay */
-bool	session_backend_in_data(const struct session *s);
 
 #endif
