@@ -3,8 +3,8 @@
  *
  * Private to session.c (the client side: the command table and the state
  * machine) and the session's parts below it: client.c (log lines, state
- * change, replies in order, the session's end), hold.c (the held message),
- * quarantine.c and filter.c.  The transaction is its own struct (txn.h).
+ * change, replies in order, the session's end), data.c (DATA and BDAT),
+ * hold.c (the held message), quarantine.c and filter.c.  The transaction is its own struct (txn.h).
  * The client's socket, timer, buffers and TLS are a struct conn (conn.c);
  * the backend is a struct backend (backend.c), an object below the session
  * that reports up through callbacks.  Memory: everything a session owns
@@ -128,6 +128,14 @@ session_ending(const struct session *s)
 {
 	return s->state == SS_CLOSING || s->state == SS_CLOSED;
 }
+
+/* What processing one unit of client input led to (session.c, data.c, auth.c). */
+enum step_result {
+	STEP_NEXT,		/* consumed; look at the next input */
+	STEP_STOP,		/* wait: more input, a backend reply, or output room */
+	STEP_HELD,		/* data.c: a held message's data is all in: the session
+				   runs hold_end(), then goes on as for STEP_NEXT */
+};
 
 /* session.c (the lower layer, client.c, is declared in client.h) */
 void	session_process(struct session *s);	/* run queued client input */
