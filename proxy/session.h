@@ -4,7 +4,7 @@
  * Private to session.c (the client side: the command table and the state
  * machine) and the session's parts below it: client.c (log lines, state
  * change, replies in order, the session's end), data.c (DATA and BDAT),
- * hold.c (the held message), quarantine.c and filter.c.  The transaction is its own struct (txn.h).
+ * auth.c (AUTH), hold.c (the held message), quarantine.c and filter.c.  The transaction is its own struct (txn.h).
  * The client's socket, timer, buffers and TLS are a struct conn (conn.c);
  * the backend is a struct backend (backend.c), an object below the session
  * that reports up through callbacks.  Memory: everything a session owns
