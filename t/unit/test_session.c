@@ -6,7 +6,8 @@
  * Checked: the backend's greeting relayed; the EHLO reply rewritten
  * (ehlo.remove, ehlo.add, the proxy's own SIZE); MAIL, RCPT and DATA
  * relayed byte for byte, with the client's 250 for the message only after
- * the backend's; a backend lost in the middle of a transaction gives the
+ * the backend's; a pipelined group relayed as one, its replies in order;
+ * a backend lost in the middle of a transaction gives the
  * client 421 and the session ends; a bare LF in DATA ends the session with
  * 521 and the backend never sees the end of data.
  */
@@ -112,6 +113,47 @@ test_relay(void)
 	proxytest_stop(&t);
 }
 
+/* A pipelined group: relayed as one, each reply in order, a refusal passed on. */
+static void
+test_pipelining(void)
+{
+	struct proxytest t;
+	struct peer c, b;
+	const char *r;
+
+	if (proxytest_start(&t, CONFIG, NULL, 0) != 0) {
+		ok(0, "the proxy starts");
+		return;
+	}
+	open_session(&t, &c, &b);
+	ehlo(&t, &c, &b);
+	peer_send(&c, "MAIL FROM:<a@client.test>\r\nRCPT TO:<x@backend.test>\r\n"
+	    "RCPT TO:<nobody@backend.test>\r\nDATA\r\n");
+	r = peer_until(&t, &b, "DATA\r\n");
+	is_str(r, "MAIL FROM:<a@client.test>\r\nRCPT TO:<x@backend.test>\r\n"
+	    "RCPT TO:<nobody@backend.test>\r\nDATA\r\n",
+	    "a pipelined group reaches the backend as it was sent");
+	ok(peer_quiet(&t, &c), "no reply before the backend's");
+	peer_send(&b, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 <nobody@backend.test>: "
+	    "Recipient address rejected\r\n354 go ahead\r\n");
+	r = peer_until(&t, &c, "354 go ahead\r\n");
+	is_str(r, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 <nobody@backend.test>: "
+	    "Recipient address rejected\r\n354 go ahead\r\n",
+	    "the replies, in order, the refusal as the backend gave it");
+	peer_send(&c, "Subject: x\r\n\r\nx\r\n.\r\nQUIT\r\n");
+	r = peer_until(&t, &b, "\r\n.\r\n");
+	is_str(r, "Subject: x\r\n\r\nx\r\n.\r\n", "the message is relayed");
+	peer_send(&b, "250 2.0.0 Ok: queued as DEF\r\n");
+	is_str(peer_reply(&t, &c), "250 2.0.0 Ok: queued as DEF\r\n", "its 250 is relayed");
+	is_str(peer_line(&t, &b), "QUIT\r\n", "then the QUIT sent after it");
+	peer_send(&b, "221 2.0.0 Bye\r\n");
+	is_str(peer_reply(&t, &c), "221 2.0.0 Bye\r\n", "and its 221");
+	ok(peer_wait_eof(&t, &c), "the session ends");
+	peer_close(&c);
+	peer_close(&b);
+	proxytest_stop(&t);
+}
+
 static void
 test_backend_lost(void)
 {
@@ -176,6 +218,7 @@ int
 main(void)
 {
 	test_relay();
+	test_pipelining();
 	test_backend_lost();
 	test_bare_lf();
 	return done_testing();
