@@ -87,6 +87,10 @@ static void	client_eof(struct session *s);
 static void	client_eof_answered(struct session *s);
 static void	proxy_header_input(struct session *s);
 static int	client_tls_input(struct session *s);
+static void	session_process(struct session *s);
+static void	session_greeting(struct session *s, const char *r, size_t n);
+static void	session_backend_reply(struct session *s, struct pending p, const char *r, size_t n,
+		    int code);
 
 /* Relay a command line; sync: wait for its answer before the next command. */
 static enum step_result
@@ -97,12 +101,6 @@ relay(struct session *s, const char *line, size_t len, enum smtp_verb verb, bool
 	return STEP_NEXT;
 }
 
-/*
- * Ask the chain about a command step.  Returns STEP_NEXT to go on with the
- * command, or sets *r: STEP_STOP (a module is pending; the line is read
- * again when it answers) or STEP_NEXT after refusing it with the module's
- * reply.
- */
 /*
  * The message's id, from its MAIL on: the session id and the message's
  * number in the session.  The filters get it (queue_id; the milter's {i}),
@@ -117,6 +115,12 @@ message_number(struct session *s)
 		snprintf(s->tx.msgid, sizeof(s->tx.msgid), "%s.%" PRIu64, s->id, ++s->msgno);
 }
 
+/*
+ * Ask the chain about a command step.  Returns true to go on with the
+ * command, or false with *r set: STEP_STOP (a module is pending; the line
+ * is read again when it answers) or STEP_NEXT after refusing it with the
+ * module's reply.
+ */
 static bool
 filter_allows(struct session *s, enum filter_step step, const char *a1, const char *a2,
     enum step_result *r)
@@ -757,7 +761,7 @@ session_filter_resumed(struct session *s)
  * the connect step of the chain allows it (and the client's name is known,
  * for the modules).
  */
-void
+static void
 session_greeting(struct session *s, const char *r, size_t n)
 {
 	const char *reply;
@@ -789,7 +793,7 @@ session_greeting(struct session *s, const char *r, size_t n)
  * Run whatever client input can run now, then push the output.  Called after
  * each read from either side and after writes drain.
  */
-void
+static void
 session_process(struct session *s)
 {
 	enum step_result r = STEP_STOP;
@@ -861,7 +865,7 @@ again:
  * held message: each handler updates what the proxy knows and relays it.
  * Then a 421 ends the session, and a local reply waiting for it goes out.
  */
-void
+static void
 session_backend_reply(struct session *s, struct pending p, const char *r, size_t n, int code)
 {
 	bool relayed;

@@ -137,9 +137,4 @@ enum step_result {
 				   runs hold_end(), then goes on as for STEP_NEXT */
 };
 
-/* session.c (the lower layer, client.c, is declared in client.h) */
-void	session_process(struct session *s);	/* run queued client input */
-void	session_backend_reply(struct session *s, struct pending p, const char *r, size_t n, int code);
-void	session_greeting(struct session *s, const char *r, size_t n);	/* the backend's, to relay */
-
 #endif
