@@ -252,19 +252,7 @@ backend_pick(struct backend *b)
 }
 
 /* A log line with the session's id. */
-static void __attribute__((format(printf, 3, 4)))
-blog(struct backend *b, enum log_level lvl, const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-
-	if (!log_enabled(lvl))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	log_msg(lvl, "%s: %s", b->id, line);
-}
+#define blog(b, lvl, ...)	log_id((b)->id, (lvl), __VA_ARGS__)
 
 /* One of the backend's handles or requests is done: the owner hears of the last. */
 static void

@@ -35,21 +35,6 @@ session_state_name(enum session_state st)
 	return state_names[st];
 }
 
-/* Log a line prefixed with the session id. */
-void
-session_log(struct session *s, enum log_level lvl, const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-
-	if (!log_enabled(lvl))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	log_msg(lvl, "%s: %s", s->id, line);
-}
-
 /*
  * Make bytes printable for a log line: control bytes and 8-bit bytes become
  * \r, \n, \t or \xHH; out is always NUL-terminated.

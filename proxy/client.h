@@ -15,8 +15,7 @@
 #include "session.h"
 
 /* A log line prefixed with the session id. */
-void	session_log(struct session *s, enum log_level lvl, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+#define session_log(s, lvl, ...)	log_id((s)->id, (lvl), __VA_ARGS__)
 /* A command or reply in the transcript: dir is c>p, p>b, b>p or p>c. */
 void	session_transcript(struct session *s, const char *dir, const char *p, size_t n);
 /* The refusal of MAIL or RCPT, logged as Postfix logs NOQUEUE rejects. */
