@@ -47,7 +47,7 @@ struct pending {
 #define PENDING_MAX	64		/* commands in flight to the backend */
 #define BACKEND_INBUF	16384		/* backend input: one whole reply must fit */
 
-/* Why the backend can no longer be used (it is closed, the reason logged). */
+/* Why the backend can no longer be used (the reason logged; the owner ends it: backend_abort). */
 enum backend_loss {
 	BACKEND_UNREACHABLE,	/* no backend could be connected to */
 	BACKEND_LOST,		/* the connection dropped, timed out or sent garbage */
@@ -127,7 +127,9 @@ void	backend_sendf(struct backend *b, enum backend_step step, const char *fmt, .
 void	backend_data(struct backend *b, const char *p, size_t n);	/* message bytes, no reply expected */
 void	backend_flush(struct backend *b);
 void	backend_abort(struct backend *b);	/* drop the connection: nothing half-sent is delivered */
-void	backend_quit(struct backend *b);	/* polite QUIT, then close */
+/* Polite QUIT, then close; never inside DATA (the QUIT would be message
+ * text): the session calls it through session_backend_leave(), which aborts there. */
+void	backend_quit(struct backend *b);
 /* XFORWARD before MAIL, when it applies (helo: the client's, esmtp: it said EHLO). */
 void	backend_xforward(struct backend *b, const char *helo, bool esmtp);
 void	backend_release(struct backend *b);	/* close the handles (owner's end); events stop */

@@ -832,7 +832,7 @@ again:
 	}
 	if (s->state == SS_CLOSED)
 		return;
-	if (!s->client_gone && !s->client_eof &&
+	if (!s->client_gone && !s->client_eof && s->state != SS_CLOSING &&
 	    outq_pending(&s->backend.conn.out) <= OUT_HIGH_WATER &&
 	    outq_pending(&s->client.out) <= OUT_HIGH_WATER && s->client.in.len < CLIENT_INBUF &&
 	    conn_tls_pending(&s->client)) {
@@ -1115,8 +1115,9 @@ session_shutdown(struct session *s)
 }
 
 /*
- * The backend is gone (backend.c closed it and logged why): the client
- * hears 421, or the backend's own 421 as it is.
+ * The backend is gone (backend.c logged why; an unreachable one's handle
+ * may still be open: session_close() aborts it): the client hears 421, or
+ * the backend's own 421 as it is.
  */
 static void
 on_backend_lost(void *owner, enum backend_loss why, const char *r, size_t n)
