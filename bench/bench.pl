@@ -19,6 +19,9 @@
 #             milter protocol's own cost, two replies at end of message
 #   haraka    Haraka 3 with queue/smtp_forward (npm package, installed here
 #             into BENCH_CACHE; skipped with a line saying why if npm fails)
+#   haraka-nodelay  the same Haraka with TCP_NODELAY on every socket
+#             (bench/nodelay-shim.c, LD_PRELOAD): Haraka without the
+#             delayed-ACK stall that Nagle gives it
 #   haproxy   HAProxy in TCP mode (as many threads as smtpchain has workers):
 #             a byte relay that parses nothing, the floor of what any proxy
 #             in the middle costs (skipped when haproxy is not installed)
@@ -110,7 +113,7 @@ my %WL = (
 my @WORKLOADS = split /,/, $opt{workloads} || $ENV{BENCH_WORKLOADS} || 'par4k,seq4k,1mib,text,idle,big';
 my @SYSTEMS = split /,/, $opt{systems} || $ENV{BENCH_SYSTEMS} ||
     'direct,haproxy,empty,empty-w1,regex,nullmilter,nullmilter-unix,milter,milter-unix,policy,' .
-    'postfix,postfix-unix,haraka';
+    'postfix,postfix-unix,haraka,haraka-nodelay';
 # Which systems a workload is run for (idle and big only where they mean something;
 # text is for the regex chain, with its references).
 my %WL_SYSTEMS = (idle => { empty => 1, regex => 1, haraka => 1 }, big => { regex => 1, milter => 1 },
@@ -368,7 +371,8 @@ my %START = (
 	},
 	postfix => sub { start_postfix_system('inet', 'postfix') },
 	'postfix-unix' => sub { start_postfix_system('unix', 'postfix-unix') },
-	haraka => \&start_haraka,
+	haraka => sub { start_haraka('haraka') },
+	'haraka-nodelay' => sub { start_haraka('haraka-nodelay') },
 	haproxy => \&start_haproxy,
 );
 # The empty chain with one worker, beside the default (one per CPU).
@@ -443,8 +447,10 @@ if (my $base = $ENV{BENCH_BASELINE}) {
 }
 
 # Haraka 3 with smtp_forward to the sink; installs the npm package into
-# BENCH_CACHE/haraka the first time.
+# BENCH_CACHE/haraka the first time.  $name "haraka-nodelay": with
+# bench/nodelay-shim.c preloaded (built here with cc).
 sub start_haraka {
+	my ($name) = @_;
 	my $top = "$CACHE/haraka";
 	my $haraka = "$top/node_modules/Haraka/bin/haraka";
 	my $node = SmtpChainTest::find_program('node') || SmtpChainTest::find_program('nodejs');
@@ -459,7 +465,16 @@ sub start_haraka {
 		    if $rc != 0 || !-f $haraka;
 	}
 	my $version = (slurp("$top/node_modules/Haraka/package.json") // '') =~ /"version":\s*"([^"]+)"/ ? $1 : '?';
-	my $cdir = "$dir/haraka";
+	my $cdir = "$dir/$name";
+	my %env;
+	if ($name eq 'haraka-nodelay') {
+		my $cc = SmtpChainTest::find_program('cc') or return 'no C compiler for bench/nodelay-shim.c';
+		my $so = "$dir/nodelay-shim.so";
+		system("timeout -k 5 60 '$cc' -O2 -shared -fPIC -o '$so' '$SRC/bench/nodelay-shim.c' -ldl " .
+		    ">'$dir/nodelay-shim.log' 2>&1") == 0
+		    or return 'cannot build bench/nodelay-shim.c: ' . (slurp("$dir/nodelay-shim.log") // '');
+		%env = (LD_PRELOAD => $so);
+	}
 	# Haraka's own default config directory (-i), then our settings over it.
 	system("timeout -k 5 60 '$node' '$haraka' -i '$cdir' >'$dir/haraka-install.log' 2>&1") == 0
 	    or return "haraka -i $cdir failed: " . (slurp("$dir/haraka-install.log") // '');
@@ -471,12 +486,12 @@ sub start_haraka {
 	spew("$cdir/config/smtp_forward.ini", "host=127.0.0.1\nport=$sink_port\n");
 	spew("$cdir/config/log.ini", "[main]\nlevel=warn\n");
 	spew("$cdir/config/me", "haraka.bench\n");
-	my $pid = SmtpChainTest::spawn(argv => [$node, $haraka, '-c', $cdir], output => "$cdir/haraka.log");
+	my $pid = SmtpChainTest::spawn(argv => [$node, $haraka, '-c', $cdir], env => \%env, output => "$cdir/haraka.log");
 	SmtpChainTest::on_cleanup("haraka $pid", sub { SmtpChainTest::stop_pid($pid, 'TERM', 15) });
 	wait_until(sub { SmtpChainTest::port_listening($port) || !proc_alive($pid) }, 30);
 	return "Haraka did not start: " . (slurp("$cdir/haraka.log") // '')
 	    unless SmtpChainTest::port_listening($port) && proc_alive($pid);
-	note_line("haraka $version on port $port");
+	note_line("$name $version on port $port");
 	return { port => $port, pids => [$pid], haraka => $pid };
 }
 

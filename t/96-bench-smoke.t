@@ -23,7 +23,7 @@ my $cache = $ENV{BENCH_CACHE} || '/var/tmp/smtpchain-bench';
 my @systems = qw(direct empty empty-w1 regex nullmilter milter policy);
 # Haraka (node) takes seconds to start: only on request, and only when the
 # bench already installed it (the test never runs npm).
-push @systems, 'haraka' if $ENV{BENCH_SMOKE_HARAKA} && -f "$cache/haraka/node_modules/Haraka/bin/haraka";
+push @systems, 'haraka', 'haraka-nodelay' if $ENV{BENCH_SMOKE_HARAKA} && -f "$cache/haraka/node_modules/Haraka/bin/haraka";
 
 my %env = (BENCH_SYSTEMS => join(',', @systems), BENCH_RUNS => 1, BENCH_PAR_MSGS => 20,
     BENCH_SEQ_MSGS => 5, BENCH_1M_MSGS => 2, BENCH_TEXT_MSGS => 2, BENCH_IDLE => 50, BENCH_BIG_MB => 1,
