@@ -442,12 +442,19 @@ reply_relay(struct session *s, const char *r, size_t n, int code)
 	return true;
 }
 
-/* QUIT's answer: the last the client gets; the backend connection goes. */
+/*
+ * QUIT's answer: the last the client gets; the backend connection goes.
+ * The 221 is written before the backend's close (a client that sends its
+ * next message on a new connection waits for it; an error is seen by
+ * session_process's flush, which then finds nothing pending and closes).
+ */
 static bool
 reply_quit(struct session *s, const char *r, size_t n, int code)
 {
 	(void)code;
 	session_reply(s, r, n);
+	if (!s->client_gone)
+		(void)outq_flush(&s->client.out);
 	backend_abort(&s->backend);
 	session_set_state(s, SS_CLOSING, "QUIT");
 	return true;
