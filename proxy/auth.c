@@ -32,15 +32,15 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	size_t mlen;
 
 	if (!esmtp_offered(s, "AUTH")) {
-		if (s->backend_auth && !s->client.tls && s->cfg->auth_requires_tls && !s->auth_done)
+		if (s->backend_auth && !s->client.tls && s->cfg->auth_requires_tls && !s->facts.auth_done)
 			session_local_reply_of(s, REPLY_AUTH_NEEDS_TLS);
-		else if (s->auth_done)
+		else if (s->facts.auth_done)
 			session_local_reply_of(s, REPLY_ALREADY_AUTHENTICATED);
 		else
 			session_local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 		return STEP_NEXT;
 	}
-	if (s->auth_done) {
+	if (s->facts.auth_done) {
 		session_local_reply_of(s, REPLY_ALREADY_AUTHENTICATED);
 		return STEP_NEXT;
 	}
@@ -52,12 +52,12 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		return STEP_STOP;
 	sp = memchr(cmd->arg, ' ', cmd->arglen);
 	mlen = sp ? (size_t)(sp - cmd->arg) : cmd->arglen;
-	if (mlen == 0 || mlen >= sizeof(s->auth_mech)) {
+	if (mlen == 0 || mlen >= sizeof(s->facts.auth_mech)) {
 		session_local_reply_of(s, REPLY_SYNTAX_AUTH);
 		return STEP_NEXT;
 	}
-	snprintf(s->auth_mech, sizeof(s->auth_mech), "%.*s", (int)mlen, cmd->arg);
-	s->auth_user[0] = '\0';
+	snprintf(s->facts.auth_mech, sizeof(s->facts.auth_mech), "%.*s", (int)mlen, cmd->arg);
+	s->facts.auth_user[0] = '\0';
 	if (sp) {
 		const char *ir = sp + 1;
 
@@ -89,8 +89,8 @@ process_auth(struct session *s)
 		/* Not a clean line: cancel the exchange at the backend. */
 		backend_send(&s->backend, "*\r\n", 3, BS_COMMAND, SMTP_AUTH);
 	} else {
-		if (strcasecmp(s->auth_mech, "PLAIN") == 0 || strcasecmp(s->auth_mech, "CRAM-MD5") == 0 ||
-		    strcasecmp(s->auth_mech, "LOGIN") == 0)
+		if (strcasecmp(s->facts.auth_mech, "PLAIN") == 0 || strcasecmp(s->facts.auth_mech, "CRAM-MD5") == 0 ||
+		    strcasecmp(s->facts.auth_mech, "LOGIN") == 0)
 			esmtp_auth_identity(s, head, len - 2);
 		backend_send(&s->backend, head, len, BS_COMMAND, SMTP_AUTH);
 	}
@@ -110,13 +110,13 @@ reply_auth(struct session *s, const char *r, size_t n, int code)
 		return true;
 	}
 	if (code == 235) {
-		s->auth_done = true;
+		s->facts.auth_done = true;
 		session_log(s, LOG_LVL_INFO, "authenticated: sasl_method=%s sasl_username=%s",
-		    s->auth_mech, s->auth_user[0] ? s->auth_user : "(unknown)");
+		    s->facts.auth_mech, s->facts.auth_user[0] ? s->facts.auth_user : "(unknown)");
 	} else {
 		session_log(s, LOG_LVL_INFO, "authentication failed: sasl_method=%s",
-		    s->auth_mech);
-		s->auth_user[0] = '\0';
+		    s->facts.auth_mech);
+		s->facts.auth_user[0] = '\0';
 	}
 	session_reply(s, r, n);
 	return true;

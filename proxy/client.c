@@ -129,7 +129,7 @@ session_set_state(struct session *s, enum session_state st, const char *why)
 	    state_names[st], why);
 	s->state = st;
 	if (st != SS_CLOSED)	/* its metrics row goes with metrics_session_close() */
-		metrics_session_state(&s->metrics, state_names[st], s->caddr, s->cport);
+		metrics_session_state(&s->metrics, state_names[st], s->facts.addr, s->facts.port);
 }
 
 /* Send bytes to the client as they are (a relayed or rewritten reply). */
@@ -259,7 +259,7 @@ void
 session_reset_transaction(struct session *s)
 {
 	txn_reset(&s->tx);
-	filter_message_end(s);
+	filter_message_end(&s->filter);
 }
 
 /* Whether the backend is inside DATA (or BDAT): then only a dropped
@@ -299,7 +299,7 @@ session_log_refusal(struct session *s, const char *what, const char *r, size_t n
 		n--;
 	printable(r, n, reply, sizeof(reply));
 	session_log(s, LOG_LVL_INFO, "reject: %s from [%s]:%u: %s; from=<%s> helo=<%s>",
-	    what, s->caddr, s->cport, reply, s->tx.from, s->helo);
+	    what, s->facts.addr, s->facts.port, reply, s->tx.from, s->facts.helo);
 }
 
 /* Summary line for a message: what an operator greps for. */
@@ -307,7 +307,7 @@ void
 session_log_outcome(struct session *s, const char *r, size_t n, const char *status)
 {
 	char reply[512], by[128] = "", tls[700] = "", btls[96] = "";
-	const char *decider = s->run.verdict != SC_CONTINUE ? filter_decider(s) : "";
+	const char *decider = s->filter.run.verdict != SC_CONTINUE ? filter_decider(&s->filter) : "";
 
 	while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r'))
 		n--;
@@ -327,8 +327,8 @@ session_log_outcome(struct session *s, const char *r, size_t n, const char *stat
 	}
 	session_log(s, LOG_LVL_INFO, "msgid=%s client=[%s]:%u helo=<%s>%s%s from=<%s> nrcpt=%u "
 	    "size=%" PRIu64 "%s%s status=%s%s%s reply=\"%s\"", s->tx.msgid[0] ? s->tx.msgid : s->id,
-	    s->caddr, s->cport, s->helo,
-	    s->auth_done ? " sasl_username=" : "", s->auth_done ? s->auth_user : "",
+	    s->facts.addr, s->facts.port, s->facts.helo,
+	    s->facts.auth_done ? " sasl_username=" : "", s->facts.auth_done ? s->facts.auth_user : "",
 	    s->tx.from, s->tx.rcpt_ok, s->tx.msg_octets, tls, btls, status, by,
 	    s->tx.modified ? " modified=yes" : "", reply);
 }
@@ -354,7 +354,7 @@ session_close(struct session *s)
 	session_log(s, LOG_LVL_DEBUG, "closing session (%" PRIu64 " messages)", s->nmessages);
 	backend_abort(&s->backend);
 	backend_release(&s->backend);
-	filter_session_close(s);
+	filter_session_close(&s->filter);
 	conn_close(&s->client, session_handle_closed);
 	uv_close((uv_handle_t *)&s->client.timer, session_handle_closed);
 	if (srv->session_closed)

@@ -30,9 +30,9 @@
 bool
 holds_message(const struct session *s)
 {
-	if (s->srv->chain.n == 0 || s->filter_skip_session || s->filter_skip_message)
+	if (s->srv->chain.n == 0 || s->filter.skip_session || s->filter.skip_message)
 		return false;
-	return s->srv->chain.holds_message || s->msg_outcome != SC_CONTINUE;
+	return s->srv->chain.holds_message || s->filter.msg_outcome != SC_CONTINUE;
 }
 
 /*
@@ -95,7 +95,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 
 		if (s->backend.pcount > 0)
 			return STEP_STOP;	/* the recipients' answers decide */
-		switch (filter_phase(s, FILTER_DATA, NULL, NULL, &reply)) {
+		switch (filter_phase(&s->filter, FILTER_DATA, NULL, NULL, &reply)) {
 		case FILTER_WAIT:
 			return STEP_STOP;
 		case FILTER_REFUSE:

@@ -25,7 +25,7 @@ esmtp_offered(const struct session *s, const char *kw)
 	const char *p = s->offered;
 	size_t kwlen = strlen(kw);
 
-	if (!s->esmtp || p == NULL)
+	if (!s->facts.esmtp || p == NULL)
 		return false;
 	/* skip the domain line, then look at each "250-KW..." / "250 KW..." */
 	while ((p = strchr(p, '\n')) != NULL) {
@@ -103,7 +103,7 @@ esmtp_check_params(struct session *s, const struct smtp_path *path, bool is_mail
 				break;
 			if (needs[j].extension == NULL) {	/* BODY= */
 				if (pa->value && pa->valuelen == 4 &&
-				    strncasecmp(pa->value, "7BIT", 4) == 0 && s->esmtp)
+				    strncasecmp(pa->value, "7BIT", 4) == 0 && s->facts.esmtp)
 					break;
 				if (pa->value && pa->valuelen == 8 &&
 				    strncasecmp(pa->value, "8BITMIME", 8) == 0 &&
@@ -197,7 +197,7 @@ esmtp_auth_line(const char *r, size_t n)
 bool
 esmtp_auth_allowed(const struct session *s)
 {
-	return s->backend_auth && !s->auth_done && (s->client.tls || !s->cfg->auth_requires_tls);
+	return s->backend_auth && !s->facts.auth_done && (s->client.tls || !s->cfg->auth_requires_tls);
 }
 
 /*
@@ -210,27 +210,27 @@ esmtp_auth_identity(struct session *s, const char *b64, size_t n)
 	unsigned char buf[1024];
 	int len;
 
-	if (s->auth_user[0] || n == 0 || n > 1300 || (n == 1 && b64[0] == '*'))
+	if (s->facts.auth_user[0] || n == 0 || n > 1300 || (n == 1 && b64[0] == '*'))
 		return;
 	if ((len = EVP_DecodeBlock(buf, (const unsigned char *)b64, (int)n)) < 0)
 		return;
 	while (len > 0 && n >= 1 && b64[n - 1] == '=' && len > 0)
 		len--, n--;
-	if (strcasecmp(s->auth_mech, "PLAIN") == 0) {
+	if (strcasecmp(s->facts.auth_mech, "PLAIN") == 0) {
 		unsigned char *a = memchr(buf, '\0', (size_t)len), *b;
 
 		if (a && (b = memchr(a + 1, '\0', (size_t)(len - (a + 1 - buf)))))
-			snprintf(s->auth_user, sizeof(s->auth_user), "%.*s", (int)(b - a - 1), a + 1);
-	} else if (strcasecmp(s->auth_mech, "LOGIN") == 0) {
-		snprintf(s->auth_user, sizeof(s->auth_user), "%.*s", len, buf);
-	} else if (strcasecmp(s->auth_mech, "CRAM-MD5") == 0) {
+			snprintf(s->facts.auth_user, sizeof(s->facts.auth_user), "%.*s", (int)(b - a - 1), a + 1);
+	} else if (strcasecmp(s->facts.auth_mech, "LOGIN") == 0) {
+		snprintf(s->facts.auth_user, sizeof(s->facts.auth_user), "%.*s", len, buf);
+	} else if (strcasecmp(s->facts.auth_mech, "CRAM-MD5") == 0) {
 		unsigned char *sp = memchr(buf, ' ', (size_t)len);
 
 		if (sp)
-			snprintf(s->auth_user, sizeof(s->auth_user), "%.*s", (int)(sp - buf), buf);
+			snprintf(s->facts.auth_user, sizeof(s->facts.auth_user), "%.*s", (int)(sp - buf), buf);
 	}
-	for (size_t i = 0; s->auth_user[i]; i++)	/* printable only */
-		if ((unsigned char)s->auth_user[i] < 0x20 || (unsigned char)s->auth_user[i] == 0x7f)
-			s->auth_user[i] = '?';
+	for (size_t i = 0; s->facts.auth_user[i]; i++)	/* printable only */
+		if ((unsigned char)s->facts.auth_user[i] < 0x20 || (unsigned char)s->facts.auth_user[i] == 0x7f)
+			s->facts.auth_user[i] = '?';
 	explicit_bzero(buf, sizeof(buf));
 }

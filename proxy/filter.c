@@ -13,6 +13,13 @@
  * SC_PENDING suspends the run until the
  * module calls resume(); the session is then woken up through the callback
  * it gave filter_session_open().
+ *
+ * Works on a struct filter_session (filter.h), which the session embeds:
+ * the run's state, and the struct filter_env the session hands over at
+ * filter_session_open() (its id, the client's facts, its connection, its
+ * transaction).  Knows nothing else of the session and never calls it but
+ * through env.resumed.  Calls down only: module.c, msgstore.c, txn.c,
+ * tls.c, metrics.c, replies.c, log.c.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -23,12 +30,15 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clientfacts.h"
+#include "conn.h"
 #include "filter.h"
 #include "log.h"
+#include "metrics.h"
 #include "module.h"
 #include "msgstore.h"
 #include "replies.h"
-#include "session.h"
+#include "txn.h"
 
 #define BODY_CHUNK	65536
 
@@ -39,21 +49,21 @@ static const char *const step_names[FILTER_STEP_MAX] = {
 static void *global_loop;
 static unsigned char body_chunk[BODY_CHUNK];	/* valid during one body hook call */
 
-static void	chain_run(struct session *s);
-static bool	chain_verdict(struct session *s, enum sc_verdict v);
+static void	chain_run(struct filter_session *fs);
+static bool	chain_verdict(struct filter_session *fs, enum sc_verdict v);
 
-/* The chain of the session's server. */
+/* The chain the session runs (its server's). */
 static const struct filter_chain *
-chain_of(const struct session *s)
+chain_of(const struct filter_session *fs)
 {
-	return &s->srv->chain;
+	return fs->env.chain;
 }
 
 /* The module a context belongs to. */
 static const struct filter_module *
 module_of(const struct sc_ctx *c)
 {
-	return &chain_of(c->s)->v[c->idx];
+	return &chain_of(c->fs)->v[c->idx];
 }
 
 /* Remember the libuv loop for host->loop_global(). */
@@ -63,19 +73,19 @@ filter_set_loop(void *loop)
 	global_loop = loop;
 }
 
-/* One context per module for a new session; resumed wakes it after a pending module. */
+/* One context per module for a new session; env->resumed wakes it after a pending module. */
 void
-filter_session_open(struct session *s, void (*resumed)(struct session *s))
+filter_session_open(struct filter_session *fs, const struct filter_env *env)
 {
-	size_t n = chain_of(s)->n;
+	size_t n = env->chain->n;
 
-	s->filter_resumed = resumed;
+	fs->env = *env;
 	if (n == 0)
 		return;
-	s->fctx = xcalloc(n, sizeof(*s->fctx));
+	fs->ctx = xcalloc(n, sizeof(*fs->ctx));
 	for (size_t i = 0; i < n; i++) {
-		s->fctx[i].s = s;
-		s->fctx[i].idx = i;
+		fs->ctx[i].fs = fs;
+		fs->ctx[i].idx = i;
 	}
 }
 
@@ -90,45 +100,45 @@ run_clear(struct filter_run *r)
 
 /* abort() for every module that saw part of a message but not its end. */
 void
-filter_message_end(struct session *s)
+filter_message_end(struct filter_session *fs)
 {
-	const struct filter_chain *ch = chain_of(s);
+	const struct filter_chain *ch = chain_of(fs);
 
 	size_t pending = SIZE_MAX;
 
-	if (s->fctx == NULL)
+	if (fs->ctx == NULL)
 		return;
-	if (s->run.active && FILTER_STEP_IN_MESSAGE(s->run.step)) {
-		if (s->run.waiting)
-			pending = s->run.idx;	/* its abort() cancels the pending hook */
-		run_clear(&s->run);
+	if (fs->run.active && FILTER_STEP_IN_MESSAGE(fs->run.step)) {
+		if (fs->run.waiting)
+			pending = fs->run.idx;	/* its abort() cancels the pending hook */
+		run_clear(&fs->run);
 	}
 	for (size_t i = 0; i < ch->n; i++) {
-		struct sc_ctx *c = &s->fctx[i];
+		struct sc_ctx *c = &fs->ctx[i];
 
 		if (c->in_message && (!c->got_eom || i == pending) && ch->v[i].desc->abort)
 			ch->v[i].desc->abort(c);
 		c->in_message = c->got_eom = c->replacing_body = false;
 	}
-	s->filter_skip_message = false;
-	s->msg_outcome = s->session_outcome;
+	fs->skip_message = false;
+	fs->msg_outcome = fs->session_outcome;
 }
 
 /* Session end: abort() what is open, then close() every module. */
 void
-filter_session_close(struct session *s)
+filter_session_close(struct filter_session *fs)
 {
-	const struct filter_chain *ch = chain_of(s);
+	const struct filter_chain *ch = chain_of(fs);
 
-	if (s->fctx == NULL)
+	if (fs->ctx == NULL)
 		return;
-	filter_message_end(s);
-	run_clear(&s->run);
+	filter_message_end(fs);
+	run_clear(&fs->run);
 	for (size_t i = 0; i < ch->n; i++)
 		if (ch->v[i].desc->close)
-			ch->v[i].desc->close(&s->fctx[i]);
-	free(s->fctx);
-	s->fctx = NULL;
+			ch->v[i].desc->close(&fs->ctx[i]);
+	free(fs->ctx);
+	fs->ctx = NULL;
 }
 
 /* The default reply for a refusal at a step (replies.c). */
@@ -160,18 +170,18 @@ default_reply(enum filter_step step, enum sc_verdict v)
 
 /* The step has its answer. */
 static void
-run_finish(struct session *s, enum filter_answer answer)
+run_finish(struct filter_session *fs, enum filter_answer answer)
 {
-	s->run.finished = true;
-	s->run.answer = answer;
+	fs->run.finished = true;
+	fs->run.answer = answer;
 }
 
 /* Apply a module's verdict for the current step; true when the step is decided. */
 static bool
-chain_verdict(struct session *s, enum sc_verdict v)
+chain_verdict(struct filter_session *fs, enum sc_verdict v)
 {
-	struct filter_run *r = &s->run;
-	const struct filter_module *m = &chain_of(s)->v[r->idx];
+	struct filter_run *r = &fs->run;
+	const struct filter_module *m = &chain_of(fs)->v[r->idx];
 
 	metrics_filter_verdict(m->name, (int)v);
 	switch (v) {
@@ -179,13 +189,13 @@ chain_verdict(struct session *s, enum sc_verdict v)
 		return false;
 	case SC_ACCEPT:
 		if (r->step <= FILTER_HELO)
-			s->filter_skip_session = true;
+			fs->skip_session = true;
 		else if (r->step != FILTER_UNKNOWN)	/* there: this command only */
-			s->filter_skip_message = true;
-		log_id(s->id, LOG_LVL_DEBUG, "filter %s: accept at %s", m->name, step_names[r->step]);
+			fs->skip_message = true;
+		log_id(fs->env.id, LOG_LVL_DEBUG, "filter %s: accept at %s", m->name, step_names[r->step]);
 		r->verdict = v;
 		r->verdict_idx = r->idx;
-		run_finish(s, FILTER_GO);
+		run_finish(fs, FILTER_GO);
 		return true;
 	case SC_REJECT:
 	case SC_TEMPFAIL: {
@@ -193,47 +203,47 @@ chain_verdict(struct session *s, enum sc_verdict v)
 
 		if (r->reply[0] != want) {
 			if (r->reply[0])
-				log_id(s->id, LOG_LVL_WARNING, "filter %s: reply class does not match "
+				log_id(fs->env.id, LOG_LVL_WARNING, "filter %s: reply class does not match "
 				    "its verdict; using the default", m->name);
 			snprintf(r->reply, sizeof(r->reply), "%s", default_reply(r->step, v));
 		}
 		r->verdict = v;
 		r->verdict_idx = r->idx;
-		log_id(s->id, LOG_LVL_INFO, "filter %s: %s at %s: %s", m->name,
+		log_id(fs->env.id, LOG_LVL_INFO, "filter %s: %s at %s: %s", m->name,
 		    v == SC_REJECT ? "reject" : "tempfail", step_names[r->step], r->reply);
-		run_finish(s, FILTER_REFUSE);
+		run_finish(fs, FILTER_REFUSE);
 		return true;
 	}
 	case SC_DISCARD:
 	case SC_QUARANTINE:
-		if (r->step == FILTER_UNKNOWN && !s->tx.in_mail) {
-			log_id(s->id, LOG_LVL_INFO, "filter %s: %s at %s outside a transaction; "
+		if (r->step == FILTER_UNKNOWN && !fs->env.tx->in_mail) {
+			log_id(fs->env.id, LOG_LVL_INFO, "filter %s: %s at %s outside a transaction; "
 			    "ignored", m->name, v == SC_DISCARD ? "discard" : "quarantine",
 			    step_names[r->step]);
 			return false;
 		}
 		/* The message's outcome; a later refusal of this step still counts. */
-		if (s->msg_outcome == SC_CONTINUE || v == SC_DISCARD) {
-			s->msg_outcome = v;
-			s->msg_outcome_by = r->idx;
+		if (fs->msg_outcome == SC_CONTINUE || v == SC_DISCARD) {
+			fs->msg_outcome = v;
+			fs->msg_outcome_by = r->idx;
 		}
 		if (r->step <= FILTER_HELO)
-			s->session_outcome = s->msg_outcome;
-		log_id(s->id, LOG_LVL_INFO, "filter %s: %s at %s", m->name,
+			fs->session_outcome = fs->msg_outcome;
+		log_id(fs->env.id, LOG_LVL_INFO, "filter %s: %s at %s", m->name,
 		    v == SC_DISCARD ? "discard" : "quarantine", step_names[r->step]);
 		if (r->step == FILTER_MESSAGE) {
 			r->verdict = v;
 			r->verdict_idx = r->idx;
-			run_finish(s, FILTER_GO);
+			run_finish(fs, FILTER_GO);
 			return true;
 		}
 		return false;
 	case SC_PENDING:
 	default:
-		log_id(s->id, LOG_LVL_WARNING, "filter %s: invalid verdict %d at %s; tempfail",
+		log_id(fs->env.id, LOG_LVL_WARNING, "filter %s: invalid verdict %d at %s; tempfail",
 		    m->name, (int)v, step_names[r->step]);
 		r->reply[0] = '\0';
-		return chain_verdict(s, SC_TEMPFAIL);
+		return chain_verdict(fs, SC_TEMPFAIL);
 	}
 }
 
@@ -254,19 +264,19 @@ static int changed(struct sc_ctx *, int, const char *, const char *);
 
 /* Finish a replace_body() that an eom began. */
 static void
-commit_body(struct session *s, struct sc_ctx *c)
+commit_body(struct filter_session *fs, struct sc_ctx *c)
 {
 	uint64_t before;
 
 	if (!c->replacing_body)
 		return;
 	c->replacing_body = false;
-	before = msgstore_changes(s->tx.store);
-	if (msgstore_body_replace_commit(s->tx.store) != 0)
-		log_id(s->id, LOG_LVL_WARNING, "filter %s: replacing the body: %s",
+	before = msgstore_changes(fs->env.tx->store);
+	if (msgstore_body_replace_commit(fs->env.tx->store) != 0)
+		log_id(fs->env.id, LOG_LVL_WARNING, "filter %s: replacing the body: %s",
 		    module_of(c)->name, strerror(errno));
 	else
-		changed(c, msgstore_changes(s->tx.store) != before, "replace body", NULL);
+		changed(c, msgstore_changes(fs->env.tx->store) != before, "replace body", NULL);
 }
 
 /*
@@ -275,9 +285,9 @@ commit_body(struct session *s, struct sc_ctx *c)
  * SC_PENDING, or SC_CONTINUE when the module is done with the message.
  */
 static enum sc_verdict
-message_through(struct session *s, struct sc_ctx *c)
+message_through(struct filter_session *fs, struct sc_ctx *c)
 {
-	struct filter_run *r = &s->run;
+	struct filter_run *r = &fs->run;
 	const struct sc_filter *d = module_of(c)->desc;
 	enum sc_verdict v;
 	ssize_t n;
@@ -286,8 +296,8 @@ message_through(struct session *s, struct sc_ctx *c)
 	for (;;) {
 		switch (r->stage) {
 		case STAGE_HEADERS:
-			if (d->header && r->header < msgstore_nheaders(s->tx.store)) {
-				const struct msg_header *h = msgstore_header(s->tx.store, r->header++);
+			if (d->header && r->header < msgstore_nheaders(fs->env.tx->store)) {
+				const struct msg_header *h = msgstore_header(fs->env.tx->store, r->header++);
 
 				if (h == NULL)		/* a spilled header section could not be read */
 					goto io_error;
@@ -300,14 +310,14 @@ message_through(struct session *s, struct sc_ctx *c)
 			continue;
 		case STAGE_EOH:
 			r->stage = STAGE_BODY;
-			if (d->body && msgstore_body_rewind(s->tx.store) != 0)
+			if (d->body && msgstore_body_rewind(fs->env.tx->store) != 0)
 				goto io_error;
 			if (d->eoh && (v = CALL_HOOK(r, d->eoh(c))) != SC_CONTINUE)
 				return v;
 			continue;
 		case STAGE_BODY:
 			if (d->body) {
-				if ((n = msgstore_body_read(s->tx.store, body_chunk, sizeof(body_chunk))) < 0)
+				if ((n = msgstore_body_read(fs->env.tx->store, body_chunk, sizeof(body_chunk))) < 0)
 					goto io_error;
 				if (n > 0) {
 					v = CALL_HOOK(r, d->body(c, body_chunk, (size_t)n));
@@ -324,7 +334,7 @@ message_through(struct session *s, struct sc_ctx *c)
 			if (d->eom) {
 				v = CALL_HOOK(r, d->eom(c));
 				if (v != SC_PENDING)
-					commit_body(s, c);
+					commit_body(fs, c);
 				return v;
 			}
 			return SC_CONTINUE;
@@ -333,18 +343,18 @@ message_through(struct session *s, struct sc_ctx *c)
 		}
 	}
 io_error:
-	log_id(s->id, LOG_LVL_WARNING, "reading the held message: %s", strerror(errno));
+	log_id(fs->env.id, LOG_LVL_WARNING, "reading the held message: %s", strerror(errno));
 	snprintf(r->reply, sizeof(r->reply), "%s", reply_line(REPLY_FILTER_IO_ERROR, NULL, NULL, 0));
 	return SC_TEMPFAIL;
 }
 
 /* One module's hook for the current step. */
 static enum sc_verdict
-call_module(struct session *s, size_t idx)
+call_module(struct filter_session *fs, size_t idx)
 {
-	struct filter_run *r = &s->run;
-	struct sc_ctx *c = &s->fctx[idx];
-	const struct sc_filter *d = chain_of(s)->v[idx].desc;
+	struct filter_run *r = &fs->run;
+	struct sc_ctx *c = &fs->ctx[idx];
+	const struct sc_filter *d = chain_of(fs)->v[idx].desc;
 
 	if (FILTER_STEP_IN_MESSAGE(r->step))
 		c->in_message = true;
@@ -360,53 +370,53 @@ call_module(struct session *s, size_t idx)
 	case FILTER_DATA:
 		return d->data ? CALL_HOOK(r, d->data(c)) : SC_CONTINUE;
 	case FILTER_MESSAGE:
-		return message_through(s, c);
+		return message_through(fs, c);
 	case FILTER_UNKNOWN:
 		return SC_FILTER_HAS(d, unknown) && d->unknown ?
 		    CALL_HOOK(r, d->unknown(c, r->arg1)) : SC_CONTINUE;
 	default:
-		log_panic("%s: step %d", s->id, (int)r->step);
+		log_panic("%s: step %d", fs->env.id, (int)r->step);
 	}
 }
 
 /* Run modules from r->idx until the step is decided or a module is pending. */
 static void
-chain_run(struct session *s)
+chain_run(struct filter_session *fs)
 {
-	struct filter_run *r = &s->run;
-	const struct filter_chain *ch = chain_of(s);
+	struct filter_run *r = &fs->run;
+	const struct filter_chain *ch = chain_of(fs);
 
 	while (!r->finished && r->idx < ch->n) {
-		enum sc_verdict v = call_module(s, r->idx);
+		enum sc_verdict v = call_module(fs, r->idx);
 
 		if (v == SC_PENDING) {
 			r->waiting = true;
 			return;
 		}
-		if (chain_verdict(s, v))
+		if (chain_verdict(fs, v))
 			return;
 		r->idx++;
 		r->stage = STAGE_HEADERS;
 		r->header = 0;
 	}
 	if (!r->finished)
-		run_finish(s, FILTER_GO);
+		run_finish(fs, FILTER_GO);
 }
 
 /* Run one step, or collect the answer of a run that has finished. */
 enum filter_answer
-filter_phase(struct session *s, enum filter_step step, const char *a1, const char *a2,
+filter_phase(struct filter_session *fs, enum filter_step step, const char *a1, const char *a2,
     const char **reply)
 {
-	struct filter_run *r = &s->run;
+	struct filter_run *r = &fs->run;
 	enum filter_answer answer;
 
 	*reply = NULL;
-	if (chain_of(s)->n == 0 || s->filter_skip_session ||
-	    (FILTER_STEP_IN_MESSAGE(step) && s->filter_skip_message))
+	if (chain_of(fs)->n == 0 || fs->skip_session ||
+	    (FILTER_STEP_IN_MESSAGE(step) && fs->skip_message))
 		return FILTER_GO;
 	if (r->active && r->step != step)
-		log_panic("%s: step %s asked while %s runs", s->id, step_names[step],
+		log_panic("%s: step %s asked while %s runs", fs->env.id, step_names[step],
 		    step_names[r->step]);
 	if (!r->active) {
 		run_clear(r);
@@ -414,7 +424,7 @@ filter_phase(struct session *s, enum filter_step step, const char *a1, const cha
 		r->step = step;
 		r->arg1 = a1 ? xstrdup(a1) : NULL;
 		r->arg2 = a2 ? xstrdup(a2) : NULL;
-		chain_run(s);
+		chain_run(fs);
 	}
 	if (r->waiting)
 		return FILTER_WAIT;
@@ -426,13 +436,13 @@ filter_phase(struct session *s, enum filter_step step, const char *a1, const cha
 
 /* The module that decided the last step, for the log. */
 const char *
-filter_decider(const struct session *s)
+filter_decider(const struct filter_session *fs)
 {
-	const struct filter_chain *ch = chain_of(s);
+	const struct filter_chain *ch = chain_of(fs);
 
-	if (s->run.verdict == SC_CONTINUE || s->run.verdict_idx >= ch->n)
+	if (fs->run.verdict == SC_CONTINUE || fs->run.verdict_idx >= ch->n)
 		return "";
-	return ch->v[s->run.verdict_idx].name;
+	return ch->v[fs->run.verdict_idx].name;
 }
 
 /* --- the host table ---------------------------------------------------- */
@@ -451,27 +461,27 @@ host_state(struct sc_ctx *c)
 
 /*
  * The address the client connected to ({daemon_addr}, {daemon_port}): the
- * destination a PROXY header named (session.c sets s->local), else ours,
- * asked of the socket the first time a filter wants it (not in every
+ * destination a PROXY header named (the session sets client->local), else
+ * ours, asked of the socket the first time a filter wants it (not in every
  * session).  NULL when unknown.
  */
 static const struct sockaddr_storage *
-daemon_sockaddr(struct session *s)
+daemon_sockaddr(struct filter_session *fs)
 {
-	int sslen = sizeof(s->local);
+	struct sockaddr_storage *local = &fs->env.client->local;
+	int sslen = sizeof(*local);
 
-	if (s->local.ss_family == AF_UNSPEC &&
-	    uv_tcp_getsockname(&s->client.tcp, (struct sockaddr *)&s->local, &sslen) != 0)
-		s->local.ss_family = AF_UNSPEC;
-	return s->local.ss_family == AF_INET || s->local.ss_family == AF_INET6 ?
-	    &s->local : NULL;
+	if (local->ss_family == AF_UNSPEC &&
+	    uv_tcp_getsockname(&fs->env.conn->tcp, (struct sockaddr *)local, &sslen) != 0)
+		local->ss_family = AF_UNSPEC;
+	return local->ss_family == AF_INET || local->ss_family == AF_INET6 ? local : NULL;
 }
 
 /* That address, numeric. */
 static const char *
-daemon_addr(struct session *s, char *buf, size_t len)
+daemon_addr(struct filter_session *fs, char *buf, size_t len)
 {
-	const struct sockaddr_storage *ss = daemon_sockaddr(s);
+	const struct sockaddr_storage *ss = daemon_sockaddr(fs);
 
 	if (ss == NULL)
 		return NULL;
@@ -484,9 +494,9 @@ daemon_addr(struct session *s, char *buf, size_t len)
 
 /* Its port, in decimal. */
 static const char *
-daemon_port(struct session *s, char *buf, size_t len)
+daemon_port(struct filter_session *fs, char *buf, size_t len)
 {
-	const struct sockaddr_storage *ss = daemon_sockaddr(s);
+	const struct sockaddr_storage *ss = daemon_sockaddr(fs);
 
 	if (ss == NULL)
 		return NULL;
@@ -529,61 +539,61 @@ mail_auth_param(const char *params, char *buf, size_t len)
 static const char *
 host_get(struct sc_ctx *c, const char *name)
 {
-	struct session *s = c->s;
+	struct filter_session *fs = c->fs;
 
 	if (strcmp(name, "session_id") == 0)
-		return s->id;
+		return fs->env.id;
 	if (strcmp(name, "queue_id") == 0)
-		return s->tx.msgid[0] ? s->tx.msgid : NULL;
+		return fs->env.tx->msgid[0] ? fs->env.tx->msgid : NULL;
 	if (strcmp(name, "client_addr") == 0)
-		return s->caddr;
+		return fs->env.client->addr;
 	if (strcmp(name, "client_port") == 0) {
-		snprintf(c->scratch, sizeof(c->scratch), "%u", s->cport);
+		snprintf(c->scratch, sizeof(c->scratch), "%u", fs->env.client->port);
 		return c->scratch;
 	}
 	if (strcmp(name, "client_name") == 0)
-		return s->backend.cname[0] ? s->backend.cname : NULL;
+		return fs->env.client_name[0] ? fs->env.client_name : NULL;
 	if (strcmp(name, "helo") == 0)
-		return s->helo[0] ? s->helo : NULL;
+		return fs->env.client->helo[0] ? fs->env.client->helo : NULL;
 	if (strcmp(name, "protocol_name") == 0)
-		return s->ehlo_seen ? "ESMTP" : "SMTP";
+		return fs->env.client->ehlo_seen ? "ESMTP" : "SMTP";
 	if (strcmp(name, "mail_addr") == 0)
-		return s->run.step == FILTER_MAIL && s->run.active ? s->run.arg1 :
-		    s->tx.in_mail || s->tx.from[0] ? s->tx.from : NULL;
+		return fs->run.step == FILTER_MAIL && fs->run.active ? fs->run.arg1 :
+		    fs->env.tx->in_mail || fs->env.tx->from[0] ? fs->env.tx->from : NULL;
 	if (strcmp(name, "rcpt_addr") == 0)
-		return s->run.active && s->run.step == FILTER_RCPT ? s->run.arg1 : NULL;
+		return fs->run.active && fs->run.step == FILTER_RCPT ? fs->run.arg1 : NULL;
 	if (strcmp(name, "hostname") == 0)
-		return s->cfg->hostname;
+		return fs->env.hostname;
 	if (strcmp(name, "daemon_addr") == 0)
-		return daemon_addr(s, c->scratch, sizeof(c->scratch));
+		return daemon_addr(fs, c->scratch, sizeof(c->scratch));
 	if (strcmp(name, "daemon_port") == 0)
-		return daemon_port(s, c->scratch, sizeof(c->scratch));
-	if (s->client.tls && tls_conn_established(s->client.tls)) {
+		return daemon_port(fs, c->scratch, sizeof(c->scratch));
+	if (fs->env.conn->tls && tls_conn_established(fs->env.conn->tls)) {
 		if (strcmp(name, "tls_version") == 0)
-			return tls_conn_version(s->client.tls);
+			return tls_conn_version(fs->env.conn->tls);
 		if (strcmp(name, "cipher") == 0)
-			return tls_conn_cipher(s->client.tls);
+			return tls_conn_cipher(fs->env.conn->tls);
 		if (strcmp(name, "cipher_bits") == 0) {
-			snprintf(c->scratch, sizeof(c->scratch), "%d", tls_conn_cipher_bits(s->client.tls));
+			snprintf(c->scratch, sizeof(c->scratch), "%d", tls_conn_cipher_bits(fs->env.conn->tls));
 			return c->scratch;
 		}
 		if (strcmp(name, "verify") == 0)
-			return tls_conn_peer_verify(s->client.tls);
+			return tls_conn_peer_verify(fs->env.conn->tls);
 		/* As Postfix: the client certificate's CNs only when it verified. */
 		if (strcmp(name, "cert_subject") == 0 || strcmp(name, "cert_issuer") == 0)
-			return strcmp(tls_conn_peer_verify(s->client.tls), "OK") != 0 ? NULL :
-			    name[5] == 's' ? tls_conn_peer_subject(s->client.tls) :
-			    tls_conn_peer_issuer(s->client.tls);
+			return strcmp(tls_conn_peer_verify(fs->env.conn->tls), "OK") != 0 ? NULL :
+			    name[5] == 's' ? tls_conn_peer_subject(fs->env.conn->tls) :
+			    tls_conn_peer_issuer(fs->env.conn->tls);
 	}
-	if (s->auth_done && strcmp(name, "auth_authen") == 0)
-		return s->auth_user[0] ? s->auth_user : NULL;
-	if (s->auth_done && strcmp(name, "auth_type") == 0)
-		return s->auth_mech;
-	if (s->auth_done && strcmp(name, "auth_author") == 0 && s->run.active &&
-	    s->run.step == FILTER_MAIL)
-		return mail_auth_param(s->run.arg2, c->value, sizeof(c->value));
+	if (fs->env.client->auth_done && strcmp(name, "auth_authen") == 0)
+		return fs->env.client->auth_user[0] ? fs->env.client->auth_user : NULL;
+	if (fs->env.client->auth_done && strcmp(name, "auth_type") == 0)
+		return fs->env.client->auth_mech;
+	if (fs->env.client->auth_done && strcmp(name, "auth_author") == 0 && fs->run.active &&
+	    fs->run.step == FILTER_MAIL)
+		return mail_auth_param(fs->run.arg2, c->value, sizeof(c->value));
 	if (strcmp(name, "nrcpt") == 0) {
-		snprintf(c->scratch, sizeof(c->scratch), "%u", s->tx.rcpt_ok);
+		snprintf(c->scratch, sizeof(c->scratch), "%u", fs->env.tx->rcpt_ok);
 		return c->scratch;
 	}
 	return NULL;
@@ -600,7 +610,7 @@ host_log(struct sc_ctx *c, int level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	log_id(c->s->id, (enum log_level)level, "filter %s: %s", module_of(c)->name, line);
+	log_id(c->fs->env.id, (enum log_level)level, "filter %s: %s", module_of(c)->name, line);
 }
 
 /* Whether s is "D.DDD.DDD" with the given class digit. */
@@ -630,7 +640,7 @@ valid_enhanced(const char *s, char cls)
 static int
 host_set_reply(struct sc_ctx *c, int code, const char *enhanced, const char *text)
 {
-	struct filter_run *r = &c->s->run;
+	struct filter_run *r = &c->fs->run;
 	char cls = (char)('0' + code / 100);
 	size_t o = 0;
 	const char *line = text ? text : "";
@@ -663,10 +673,10 @@ host_set_reply(struct sc_ctx *c, int code, const char *enhanced, const char *tex
 static bool
 in_eom(struct sc_ctx *c)
 {
-	struct filter_run *r = &c->s->run;
+	struct filter_run *r = &c->fs->run;
 
 	return r->active && r->step == FILTER_MESSAGE && r->idx == c->idx &&
-	    r->stage == STAGE_DONE && c->s->tx.store != NULL;
+	    r->stage == STAGE_DONE && c->fs->env.tx->store != NULL;
 }
 
 /*
@@ -678,11 +688,11 @@ in_eom(struct sc_ctx *c)
 static int
 changed(struct sc_ctx *c, int rc, const char *what, const char *arg)
 {
-	log_id(c->s->id, rc >= 0 ? LOG_LVL_DEBUG : LOG_LVL_WARNING, "filter %s: %s %s%s",
+	log_id(c->fs->env.id, rc >= 0 ? LOG_LVL_DEBUG : LOG_LVL_WARNING, "filter %s: %s %s%s",
 	    module_of(c)->name, what, arg ? arg : "",
 	    rc > 0 ? "" : rc == 0 ? " (no change)" : " (refused)");
 	if (rc > 0)
-		c->s->tx.modified = true;
+		c->fs->env.tx->modified = true;
 	return rc < 0 ? -1 : 0;
 }
 
@@ -692,7 +702,7 @@ store_result(struct sc_ctx *c, uint64_t before, int rc)
 {
 	if (rc != 0)
 		return -1;
-	return msgstore_changes(c->s->tx.store) != before;
+	return msgstore_changes(c->fs->env.tx->store) != before;
 }
 
 static int
@@ -702,8 +712,8 @@ host_add_header(struct sc_ctx *c, const char *name, const char *value)
 
 	if (!in_eom(c) || !name || !value)
 		return -1;
-	before = msgstore_changes(c->s->tx.store);
-	return changed(c, store_result(c, before, msgstore_add_header(c->s->tx.store, name, value)),
+	before = msgstore_changes(c->fs->env.tx->store);
+	return changed(c, store_result(c, before, msgstore_add_header(c->fs->env.tx->store, name, value)),
 	    "add header", name);
 }
 
@@ -714,9 +724,9 @@ host_insert_header(struct sc_ctx *c, size_t index, const char *name, const char 
 
 	if (!in_eom(c) || !name || !value)
 		return -1;
-	before = msgstore_changes(c->s->tx.store);
+	before = msgstore_changes(c->fs->env.tx->store);
 	return changed(c, store_result(c, before,
-	    msgstore_insert_header(c->s->tx.store, index, name, value)), "insert header", name);
+	    msgstore_insert_header(c->fs->env.tx->store, index, name, value)), "insert header", name);
 }
 
 static int
@@ -726,9 +736,9 @@ host_change_header(struct sc_ctx *c, const char *name, size_t occurrence, const 
 
 	if (!in_eom(c) || !name || occurrence == 0)
 		return -1;
-	before = msgstore_changes(c->s->tx.store);
+	before = msgstore_changes(c->fs->env.tx->store);
 	return changed(c, store_result(c, before,
-	    msgstore_change_header(c->s->tx.store, name, occurrence, value)),
+	    msgstore_change_header(c->fs->env.tx->store, name, occurrence, value)),
 	    value ? "change header" : "delete header", name);
 }
 
@@ -739,9 +749,9 @@ host_change_header_at(struct sc_ctx *c, size_t index, const char *name, const ch
 
 	if (!in_eom(c) || !name)
 		return -1;
-	before = msgstore_changes(c->s->tx.store);
+	before = msgstore_changes(c->fs->env.tx->store);
 	return changed(c, store_result(c, before,
-	    msgstore_change_header_at(c->s->tx.store, index, name, value)),
+	    msgstore_change_header_at(c->fs->env.tx->store, index, name, value)),
 	    value ? "change header" : "delete header", name);
 }
 
@@ -752,11 +762,11 @@ host_replace_body(struct sc_ctx *c, const void *p, size_t n)
 	if (!in_eom(c))
 		return -1;
 	if (!c->replacing_body) {
-		if (msgstore_body_replace_begin(c->s->tx.store) != 0)
+		if (msgstore_body_replace_begin(c->fs->env.tx->store) != 0)
 			return -1;
 		c->replacing_body = true;
 	}
-	return msgstore_body_replace_append(c->s->tx.store, p, n);
+	return msgstore_body_replace_append(c->fs->env.tx->store, p, n);
 }
 
 /* An address for the envelope: no brackets, no controls, no spaces. */
@@ -790,7 +800,7 @@ host_change_from(struct sc_ctx *c, const char *addr, const char *params)
 {
 	if (!in_eom(c) || !valid_envelope_addr(addr) || !valid_params(params))
 		return -1;
-	return changed(c, txn_change_from(&c->s->tx, addr, params), "change sender to", addr);
+	return changed(c, txn_change_from(c->fs->env.tx, addr, params), "change sender to", addr);
 }
 
 static int
@@ -798,7 +808,7 @@ host_add_rcpt(struct sc_ctx *c, const char *addr, const char *params)
 {
 	if (!in_eom(c) || !valid_envelope_addr(addr) || !valid_params(params))
 		return -1;
-	return changed(c, txn_add_rcpt(&c->s->tx, addr, params), "add recipient", addr);
+	return changed(c, txn_add_rcpt(c->fs->env.tx, addr, params), "add recipient", addr);
 }
 
 static int
@@ -806,18 +816,18 @@ host_del_rcpt(struct sc_ctx *c, const char *addr)
 {
 	if (!in_eom(c) || addr == NULL)
 		return -1;
-	return changed(c, txn_del_rcpt(&c->s->tx, addr), "delete recipient", addr);
+	return changed(c, txn_del_rcpt(c->fs->env.tx, addr), "delete recipient", addr);
 }
 
 /* A pending hook's answer: go on with the run, then wake the session up. */
 static void
 host_resume(struct sc_ctx *c, enum sc_verdict v)
 {
-	struct session *s = c->s;
-	struct filter_run *r = &s->run;
+	struct filter_session *fs = c->fs;
+	struct filter_run *r = &fs->run;
 
 	if (!r->active || r->idx != c->idx || r->finished) {
-		log_id(s->id, LOG_LVL_WARNING, "filter %s: resume() with nothing pending; ignored",
+		log_id(fs->env.id, LOG_LVL_WARNING, "filter %s: resume() with nothing pending; ignored",
 		    module_of(c)->name);
 		return;
 	}
@@ -827,32 +837,32 @@ host_resume(struct sc_ctx *c, enum sc_verdict v)
 		return;
 	}
 	if (!r->waiting) {
-		log_id(s->id, LOG_LVL_WARNING, "filter %s: resume() twice; ignored",
+		log_id(fs->env.id, LOG_LVL_WARNING, "filter %s: resume() twice; ignored",
 		    module_of(c)->name);
 		return;
 	}
 	r->waiting = false;
 	if (r->step == FILTER_MESSAGE && r->stage == STAGE_DONE)
-		commit_body(s, c);
+		commit_body(fs, c);
 	if (v == SC_PENDING)
 		v = SC_TEMPFAIL;
-	if (!chain_verdict(s, v)) {
+	if (!chain_verdict(fs, v)) {
 		/* CONTINUE: the same module goes on with the message, or the next one. */
 		if (r->step != FILTER_MESSAGE || r->stage == STAGE_DONE) {
 			r->idx++;
 			r->stage = STAGE_HEADERS;
 			r->header = 0;
 		}
-		chain_run(s);
+		chain_run(fs);
 	}
 	if (!r->waiting)
-		s->filter_resumed(s);
+		fs->env.resumed(fs->env.owner);
 }
 
 static void *
 host_loop(struct sc_ctx *c)
 {
-	return c->s->srv->loop;
+	return c->fs->env.loop;
 }
 
 static void *

@@ -24,7 +24,10 @@
 
 #include "smtpchain/filter.h"
 
-struct session;
+struct client_facts;
+struct conn;
+struct filter_chain;
+struct txn;
 
 enum filter_step {
 	FILTER_CONNECT = 0,
@@ -70,7 +73,7 @@ struct filter_run {
 
 /* Per session and module: what host->state() and friends work on. */
 struct sc_ctx {
-	struct session	*s;
+	struct filter_session *fs;
 	size_t		 idx;
 	void		*state;		/* the module's per-session state */
 	bool		 in_message;	/* saw a hook of the current message */
@@ -80,16 +83,49 @@ struct sc_ctx {
 	char		 value[520];	/* for host->get() {auth_author} */
 };
 
+/*
+ * What a session gives its filter run, once, at filter_session_open(): the
+ * facts the host table reads (host->get()) and the transaction the modules
+ * change.  The pointers are the session's and outlive the run; the values
+ * behind them are read when a module asks, so they are always current.
+ */
+struct filter_env {
+	const char	*id;		/* the session id: log lines, host->get("session_id") */
+	const struct filter_chain *chain;
+	void		*loop;		/* the worker's uv_loop_t, for host->loop() */
+	const char	*hostname;	/* our name ({j}) */
+	struct client_facts *client;	/* address, greeting, authentication; the
+					   host table fills in client->local when asked */
+	struct conn	*conn;		/* the client's connection: TLS facts, our address */
+	const char	*client_name;	/* the client's verified name ("" if none) */
+	struct txn	*tx;		/* the envelope and the held message */
+	void		*owner;		/* handed to resumed() */
+	void		(*resumed)(void *owner);	/* a pending module has answered:
+						   ask filter_phase() again */
+};
+
+/* One session's run of the chain: owned by filter.c, embedded in the session. */
+struct filter_session {
+	struct filter_env env;
+	struct sc_ctx	*ctx;		/* one per module, NULL without modules */
+	struct filter_run run;
+	bool		 skip_session;	/* a module accepted the session */
+	bool		 skip_message;	/* a module accepted the message */
+	enum sc_verdict	 session_outcome;	/* discard/quarantine from connect/helo */
+	enum sc_verdict	 msg_outcome;	/* discard/quarantine for this message */
+	size_t		 msg_outcome_by;	/* the module that decided it */
+};
+
 /* The table every module's init() receives. */
 const struct sc_host *filter_host(void);
 void	filter_set_loop(void *loop);
 
 /* Session lifetime: per-module contexts; abort/close hooks at the end.
- * resumed: called when a pending module has answered and the run goes on. */
-void	filter_session_open(struct session *s, void (*resumed)(struct session *s));
-void	filter_session_close(struct session *s);
+ * env->resumed: called when a pending module has answered and the run goes on. */
+void	filter_session_open(struct filter_session *fs, const struct filter_env *env);
+void	filter_session_close(struct filter_session *fs);
 /* The message is over (outcome, RSET, new EHLO): abort() for modules that did not see its end. */
-void	filter_message_end(struct session *s);
+void	filter_message_end(struct filter_session *fs);
 
 /*
  * Run (or look up the finished run of) one step.  a1/a2: the helo name,
@@ -97,10 +133,10 @@ void	filter_message_end(struct session *s);
  * NULL otherwise.  On FILTER_REFUSE,
  * *reply is the full reply text (lines joined by CRLF, no final CRLF).
  */
-enum filter_answer filter_phase(struct session *s, enum filter_step step,
+enum filter_answer filter_phase(struct filter_session *fs, enum filter_step step,
 	    const char *a1, const char *a2, const char **reply);
 
 /* The module that decided the last step ("" if none), for logs. */
-const char *filter_decider(const struct session *s);
+const char *filter_decider(const struct filter_session *fs);
 
 #endif

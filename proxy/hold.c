@@ -109,7 +109,7 @@ hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 
 	if (answer == FILTER_REFUSE)
 		return ended(reply, reply[0] == '4' ? "deferred" : "rejected");
-	switch (s->msg_outcome) {
+	switch (s->filter.msg_outcome) {
 	case SC_DISCARD:
 		return kept_back("discarded");
 	case SC_QUARANTINE:
@@ -133,7 +133,7 @@ hold_decided(struct session *s, enum filter_answer answer, const char *reply)
 	}
 	/* The envelope again, as the filters left it; DATA once every answer is in. */
 	backend_send(&s->backend, "RSET\r\n", 6, BS_RESET, SMTP_RSET);
-	backend_xforward(&s->backend, s->helo, s->esmtp);	/* RSET made the backend forget it */
+	backend_xforward(&s->backend, s->facts.helo, s->facts.esmtp);	/* RSET made the backend forget it */
 	backend_sendf(&s->backend, BS_REPLAY_MAIL, "%s\r\n",
 	    s->tx.env_from ? s->tx.env_from : s->tx.mail_line);
 	s->tx.replay_cursor = 0;
@@ -153,7 +153,7 @@ struct hold_result
 hold_filter(struct session *s)
 {
 	const char *reply;
-	enum filter_answer answer = filter_phase(s, FILTER_MESSAGE, NULL, NULL, &reply);
+	enum filter_answer answer = filter_phase(&s->filter, FILTER_MESSAGE, NULL, NULL, &reply);
 
 	if (answer == FILTER_WAIT)
 		return (struct hold_result){ .action = HOLD_WAIT };

@@ -40,8 +40,8 @@ quarantine(struct session *s)
 		return -1;
 	}
 	n = snprintf(head, sizeof(head), "X-Smtpchain-Quarantine: session=%s client=[%s]:%u"
-	    " helo=<%s> filter=%s\r\nX-Smtpchain-Envelope-From: <%s>\r\n", s->id, s->caddr,
-	    s->cport, s->helo, filter_decider(s), s->tx.from);
+	    " helo=<%s> filter=%s\r\nX-Smtpchain-Envelope-From: <%s>\r\n", s->id, s->facts.addr,
+	    s->facts.port, s->facts.helo, filter_decider(&s->filter), s->tx.from);
 	if (write(fd, head, (size_t)n) != n)
 		goto fail;
 	for (size_t i = 0; i < s->tx.nrcpts; i++) {

@@ -127,7 +127,7 @@ filter_allows(struct session *s, enum filter_step step, const char *a1, const ch
 {
 	const char *reply;
 
-	switch (filter_phase(s, step, a1, a2, &reply)) {
+	switch (filter_phase(&s->filter, step, a1, a2, &reply)) {
 	case FILTER_GO:
 		return true;
 	case FILTER_WAIT:
@@ -150,14 +150,14 @@ filter_allows(struct session *s, enum filter_step step, const char *a1, const ch
 static enum step_result
 cmd_helo(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
-	size_t n = cmd->arglen < sizeof(s->helo) - 1 ? cmd->arglen : sizeof(s->helo) - 1;
+	size_t n = cmd->arglen < sizeof(s->facts.helo) - 1 ? cmd->arglen : sizeof(s->facts.helo) - 1;
 	enum step_result r;
 
-	memcpy(s->helo, cmd->arg, n);
-	s->helo[n] = '\0';
+	memcpy(s->facts.helo, cmd->arg, n);
+	s->facts.helo[n] = '\0';
 	if (cmd->verb == SMTP_EHLO)
-		s->ehlo_seen = true;
-	if (!filter_allows(s, FILTER_HELO, s->helo, NULL, &r))
+		s->facts.ehlo_seen = true;
+	if (!filter_allows(s, FILTER_HELO, s->facts.helo, NULL, &r))
 		return r;
 	return relay(s, line, len, cmd->verb, true);
 }
@@ -199,7 +199,7 @@ reply_ehlo(struct session *s, const char *r, size_t n, int code)
 	free(s->offered);
 	s->offered = xstrndup(out, (size_t)m);
 	free(out);
-	s->ehlo_done = s->esmtp = true;
+	s->ehlo_done = s->facts.esmtp = true;
 	session_reset_transaction(s);
 	session_reply(s, s->offered, (size_t)m);
 	return true;
@@ -211,7 +211,7 @@ reply_helo(struct session *s, const char *r, size_t n, int code)
 {
 	if (code == 250) {
 		s->ehlo_done = true;
-		s->esmtp = false;
+		s->facts.esmtp = false;
 		memset(&s->ccaps, 0, sizeof(s->ccaps));
 		session_reset_transaction(s);
 	}
@@ -264,7 +264,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	/* A new message's BDAT state starts here, in the client's order: the
 	 * answer to MAIL may come after its chunks were relayed (pipelining). */
 	txn_reset_bdat(&s->tx);
-	backend_xforward(&s->backend, s->helo, s->esmtp);
+	backend_xforward(&s->backend, s->facts.helo, s->facts.esmtp);
 	return relay(s, line, len, SMTP_MAIL, false);
 }
 
@@ -409,10 +409,10 @@ cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, si
 	}
 	session_replyf(s, "%s", reply_line(REPLY_TLS_READY, NULL, NULL, 0));
 	conn_starttls(&s->client, tls_conn_new(s->srv->tls));
-	s->ehlo_done = s->esmtp = false;
+	s->ehlo_done = s->facts.esmtp = false;
 	free(s->offered);
 	s->offered = NULL;
-	s->helo[0] = '\0';
+	s->facts.helo[0] = '\0';
 	session_reset_transaction(s);
 	return STEP_NEXT;
 }
@@ -555,7 +555,7 @@ may_send_next(const struct session *s)
 	 */
 	if (s->backend.pcount + 4 > PENDING_MAX)
 		return false;
-	return !s->last_sync && s->backend.caps.pipelining && s->esmtp;
+	return !s->last_sync && s->backend.caps.pipelining && s->facts.esmtp;
 }
 
 /* One command line from the client buffer, when one is complete. */
@@ -752,13 +752,15 @@ reply_replay_data(struct session *s, const char *r, size_t n, int code)
 
 /* A pending module answered: go on where the session stopped. */
 static void
-session_filter_resumed(struct session *s)
+session_filter_resumed(void *owner)
 {
+	struct session *s = owner;
+
 	if (s->state == SS_CLOSED)
 		return;
-	if (s->run.step == FILTER_CONNECT)
+	if (s->filter.run.step == FILTER_CONNECT)
 		session_greeting(s, NULL, 0);
-	else if (s->run.step == FILTER_MESSAGE && s->state == SS_FILTER)
+	else if (s->filter.run.step == FILTER_MESSAGE && s->state == SS_FILTER)
 		hold_act(s, hold_filter(s));
 	session_process(s);
 }
@@ -781,7 +783,7 @@ session_greeting(struct session *s, const char *r, size_t n)
 		return;
 	if (s->srv->chain.n > 0 && !s->backend.cname_done)
 		return;	/* the lookup's end calls again */
-	switch (filter_phase(s, FILTER_CONNECT, NULL, NULL, &reply)) {
+	switch (filter_phase(&s->filter, FILTER_CONNECT, NULL, NULL, &reply)) {
 	case FILTER_WAIT:
 		return;
 	case FILTER_REFUSE:
@@ -990,7 +992,7 @@ client_eof(struct session *s)
 	conn_read_stop(&s->client);
 	if (s->state == SS_PROXY) {
 		session_log(s, LOG_LVL_WARNING, "PROXY protocol: [%s]:%u closed the connection "
-		    "before a whole header (%zu bytes)", s->caddr, s->cport, s->client.in.len);
+		    "before a whole header (%zu bytes)", s->facts.addr, s->facts.port, s->client.in.len);
 		session_close(s);
 		return;
 	}
@@ -1023,7 +1025,7 @@ client_eof_answered(struct session *s)
 		break;
 	case SS_COMMAND:
 	case SS_AUTH:
-		if (s->backend.pcount > 0 || s->deferred || s->run.waiting ||
+		if (s->backend.pcount > 0 || s->deferred || s->filter.run.waiting ||
 		    memchr(iobuf_head(&s->client.in), '\n', s->client.in.len) != NULL)
 			return;		/* answers still to come, or a line still to run */
 		/* BDAT chunks without their LAST */
@@ -1082,13 +1084,13 @@ client_timeout(uv_timer_t *t)
 
 	if (s->state == SS_PROXY) {	/* a load balancer: no SMTP reply */
 		session_log(s, LOG_LVL_WARNING, "PROXY protocol: no header from [%s]:%u in %us "
-		    "(%zu bytes), closing", s->caddr, s->cport, s->cfg->timeout.proxy_protocol,
+		    "(%zu bytes), closing", s->facts.addr, s->facts.port, s->cfg->timeout.proxy_protocol,
 		    s->client.in.len);
 		session_close(s);
 		return;
 	}
 	if ((s->backend.pcount > 0 && s->state != SS_DATA && s->state != SS_BDAT) ||
-	    s->state == SS_FILTER || s->run.waiting) {
+	    s->state == SS_FILTER || s->filter.run.waiting) {
 		client_timer_arm(s);	/* waiting for the backend or a filter, not the client */
 		return;
 	}
@@ -1255,13 +1257,13 @@ set_client(struct session *s, const struct sockaddr_storage *ss)
 	if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
 
-		uv_ip6_name(sin6, s->caddr, sizeof(s->caddr));
-		s->cport = ntohs(sin6->sin6_port);
+		uv_ip6_name(sin6, s->facts.addr, sizeof(s->facts.addr));
+		s->facts.port = ntohs(sin6->sin6_port);
 	} else {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
 
-		uv_ip4_name(sin, s->caddr, sizeof(s->caddr));
-		s->cport = ntohs(sin->sin_port);
+		uv_ip4_name(sin, s->facts.addr, sizeof(s->facts.addr));
+		s->facts.port = ntohs(sin->sin_port);
 	}
 	memcpy(&s->peer, ss, sizeof(*ss));
 }
@@ -1311,15 +1313,15 @@ over_limits(struct session *s, bool per_client)
 		break;
 	case CONNLIMIT_CLIENT:
 		session_log(s, LOG_LVL_WARNING, "too many connections from [%s] (%u%s, "
-		    "limits.max_connections_per_client)", s->caddr, n, range);
+		    "limits.max_connections_per_client)", s->facts.addr, n, range);
 		session_set_state(s, SS_CLOSING, "too many connections from the client");
 		session_replyf(s, "%s from %s", reply_line(REPLY_TOO_MANY_CONNECTIONS, cfg->hostname,
-		    line, sizeof(line)), s->caddr);
+		    line, sizeof(line)), s->facts.addr);
 		break;
 	case CONNLIMIT_OVERFLOW:
 		session_log(s, LOG_LVL_WARNING, "too many connections from [%s] and the other "
 		    "addresses counted together while the connection table is full (%u, "
-		    "limits.max_connections_per_client)", s->caddr, n);
+		    "limits.max_connections_per_client)", s->facts.addr, n);
 		session_set_state(s, SS_CLOSING, "too many connections from addresses counted together");
 		session_replyf(s, "%s", reply_line(REPLY_TOO_MANY_CONNECTIONS, cfg->hostname, line,
 		    sizeof(line)));
@@ -1342,19 +1344,23 @@ session_begin(struct session *s)
 
 	session_set_state(s, SS_CONNECT, "client known");
 	if (s->lbaddr[0])
-		session_log(s, LOG_LVL_INFO, "connect from [%s]:%u via [%s]:%u", s->caddr,
-		    s->cport, s->lbaddr, s->lbport);
+		session_log(s, LOG_LVL_INFO, "connect from [%s]:%u via [%s]:%u", s->facts.addr,
+		    s->facts.port, s->lbaddr, s->lbport);
 	else
-		session_log(s, LOG_LVL_INFO, "connect from [%s]:%u", s->caddr, s->cport);
+		session_log(s, LOG_LVL_INFO, "connect from [%s]:%u", s->facts.addr, s->facts.port);
 
 	if (over_limits(s, true))
 		return;
 	if (s->laddr && s->laddr->implicit_tls && srv->tls)
 		conn_starttls(&s->client, tls_conn_new(srv->tls));	/* RFC 8314: TLS from the first byte */
 	client_timer_arm(s);
-	filter_session_open(s, session_filter_resumed);
+	filter_session_open(&s->filter, &(struct filter_env){
+		.id = s->id, .chain = &srv->chain, .loop = srv->loop, .hostname = s->cfg->hostname,
+		.client = &s->facts, .conn = &s->client, .client_name = s->backend.cname,
+		.tx = &s->tx, .owner = s, .resumed = session_filter_resumed,
+	});
 	s->handles++;		/* the backend's, until its events.closed */
-	backend_connect(&s->backend, &s->peer, s->caddr, s->cport);
+	backend_connect(&s->backend, &s->peer, s->facts.addr, s->facts.port);
 	if (s->state == SS_CLOSED)
 		return;
 	if (s->client.tls && s->client.in.len > 0) {	/* TLS bytes that came with the PROXY header */
@@ -1384,19 +1390,19 @@ proxy_header_input(struct session *s)
 		return;
 	if (r != PP_OK) {
 		session_log(s, LOG_LVL_WARNING, "PROXY protocol: bad header from [%s]:%u: %s, "
-		    "closing", s->caddr, s->cport, r == PP_BAD ? pp.error : "too long");
+		    "closing", s->facts.addr, s->facts.port, r == PP_BAD ? pp.error : "too long");
 		session_close(s);
 		return;
 	}
 	iobuf_consume(&s->client.in, pp.len);
-	snprintf(s->lbaddr, sizeof(s->lbaddr), "%s", s->caddr);
-	s->lbport = s->cport;
+	snprintf(s->lbaddr, sizeof(s->lbaddr), "%s", s->facts.addr);
+	s->lbport = s->facts.port;
 	if (pp.local) {
 		session_log(s, LOG_LVL_INFO, "PROXY protocol v%d: LOCAL from [%s]:%u",
-		    pp.version, s->caddr, s->cport);
+		    pp.version, s->facts.addr, s->facts.port);
 	} else {
 		set_client(s, &pp.src);
-		memcpy(&s->local, &pp.dst, sizeof(s->local));	/* as Postfix: the server address too */
+		memcpy(&s->facts.local, &pp.dst, sizeof(s->facts.local));	/* as Postfix: the server address too */
 	}
 	session_begin(s);
 	if (!session_ending(s) && s->client.in.len > 0)
@@ -1422,7 +1428,7 @@ session_start(uv_tcp_t *client)
 	/* TCP_NODELAY: inherited from the listening socket (listener_bind). */
 	conn_open(&s->client, CLIENT_INBUF, client_read, client_written);
 	s->handles++;
-	metrics_session_open(&s->metrics, s->id, s->caddr, s->cport);
+	metrics_session_open(&s->metrics, s->id, s->facts.addr, s->facts.port);
 
 	if (s->laddr && s->laddr->proxy_protocol) {
 		/*

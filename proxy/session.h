@@ -4,7 +4,10 @@
  * Private to session.c (the client side: the command table and the state
  * machine) and the session's parts below it: client.c (log lines, state
  * change, replies in order, the session's end), data.c (DATA and BDAT),
- * auth.c (AUTH), hold.c (the held message), quarantine.c and filter.c.  The transaction is its own struct (txn.h).
+ * auth.c (AUTH), hold.c (the held message) and quarantine.c.  The
+ * transaction is its own struct (txn.h); what is known about the client is
+ * a struct client_facts (clientfacts.h); the filter chain's run is a struct
+ * filter_session (filter.h), filter.c's, which knows nothing else of this.
  * The client's socket, timer, buffers and TLS are a struct conn (conn.c);
  * the backend is a struct backend (backend.c), an object below the session
  * that reports up through callbacks.  Memory: everything a session owns
@@ -20,6 +23,7 @@
 #include <uv.h>
 
 #include "backend.h"
+#include "clientfacts.h"
 #include "conn.h"
 #include "connlimit.h"
 #include "metrics.h"
@@ -59,9 +63,7 @@ struct session {
 
 	/* client side */
 	struct conn		 client;	/* in: commands and data; timer: idle */
-	char			 caddr[INET6_ADDRSTRLEN];
-	unsigned		 cport;
-	char			 helo[256];
+	struct client_facts	 facts;		/* its address, greeting, authentication */
 	bool			 client_eof;	/* the client shut its sending side (FIN or
 						   close_notify): what it sent before is still
 						   answered, in order, then the session ends */
@@ -69,10 +71,6 @@ struct session {
 	bool			 skip_line;	/* discarding the rest of an over-long line */
 	bool			 line_logged;	/* the current command line is in the transcript */
 	struct sockaddr_storage	 peer;		/* the client's address (the real one, after a PROXY header) */
-	struct sockaddr_storage	 local;		/* the address it connected to: after a PROXY
-						   header the one it named, else ours, looked up
-						   when a filter asks ({daemon_addr}); AF_UNSPEC
-						   until then */
 	char			 lbaddr[INET6_ADDRSTRLEN];	/* with a PROXY header: the load */
 	unsigned		 lbport;		/* balancer's address and port, else "" */
 	struct connlimit_ticket	 climit;	/* counted in the shared connection table */
@@ -87,15 +85,7 @@ struct session {
 
 	/* what the client was offered (after the rewrite) */
 	char			*backend_auth;	/* the backend's "AUTH mech..." EHLO line, or NULL */
-	bool			 auth_done;	/* the backend said 235 */
-	char			 auth_mech[32];
-	char			 auth_user[256];	/* the authenticated identity, for filters and logs */
 	bool			 ehlo_done;	/* a 250 to EHLO or HELO */
-	bool			 esmtp;		/* EHLO, not HELO */
-	bool			 ehlo_seen;	/* an EHLO came, accepted or not yet: the
-						   protocol name filters see is ESMTP from
-						   then on (as Postfix: a later HELO does not
-						   downgrade it), SMTP before */
 	struct ehlo_caps	 ccaps;
 	char			*offered;	/* the rewritten list, to check parameters */
 
@@ -105,15 +95,8 @@ struct session {
 	unsigned		 rcpt_sent;	/* RCPTs in flight */
 	unsigned		 rcpt_refused;	/* since the last delivered message */
 
-	/* the filter chain */
-	struct sc_ctx		*fctx;		/* one per module */
-	struct filter_run	 run;
-	void			(*filter_resumed)(struct session *s);	/* filter_session_open()'s */
-	bool			 filter_skip_session;	/* a module accepted the session */
-	bool			 filter_skip_message;	/* a module accepted the message */
-	enum sc_verdict		 session_outcome;	/* discard/quarantine from connect/helo */
-	enum sc_verdict		 msg_outcome;		/* discard/quarantine for this message */
-	size_t			 msg_outcome_by;
+	/* the filter chain's run for this session (filter.c's) */
+	struct filter_session	 filter;
 	char			*greeting_text;	/* held until the connect step is decided */
 
 	struct metrics_session	 metrics;	/* metrics.c: live row, timings */
