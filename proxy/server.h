@@ -58,7 +58,7 @@ int	listener_bind(const struct config_addr *addr, char *err, size_t errlen);	/* 
 int	listener_start(struct server *srv);		/* 0, or -1 after logging */
 void	listener_stop(struct server *srv);
 
-/* session.c */
+/* command.c: a session from accept() on */
 uv_tcp_t *session_new(struct server *srv, const struct config_addr *la);	/* ready for uv_accept */
 void	session_start(uv_tcp_t *client);	/* after a successful uv_accept */
 void	session_discard(uv_tcp_t *client);	/* after a failed one */

@@ -1,5 +1,7 @@
 /*
- * session.c - the client side of one proxied SMTP connection.
+ * command.c - the client's commands on one proxied SMTP connection: the
+ * command table, the state machine, the backend's events, the session's
+ * start.
  *
  * A session reads the client's commands, checks each against what the client
  * was offered, and relays it to the backend (backend.c), or answers it
@@ -11,7 +13,7 @@
  * (cmd_*) and with the backend's answer to it (reply_*), written side by
  * side below.
  *
- * States (enum session_state) change only in session_set_state() (client.c),
+ * States (enum session_state) change only in session_set_state() (session.c),
  * which logs every transition at debug level:
  *
  *   accept --proxy_protocol listener--> PROXY --PROXY header--> CONNECT
@@ -46,9 +48,10 @@
  * struct backend (backend.c) below the session, which reports up through
  * backend_events: on_backend_lost() here decides the 421 the client hears.
  * Below this file too, calling nothing above it: data.c (the message's
- * octets: DATA and BDAT), auth.c (the AUTH exchange), and client.c (log
- * lines, the state change, replies in order, the session's end and free),
- * which the others use.
+ * octets: DATA and BDAT), auth.c (the AUTH exchange), hold.c (the held
+ * message), esmtp.c (what the client was offered), filter.c (the chain),
+ * and session.c (struct session: log lines, the state change, replies in
+ * order, the session's end and free), which the others use.
  */
 
 #include <errno.h>
