@@ -4,17 +4,17 @@
  * as they are (a line that is not clean cancels it with "*"), the backend's
  * answer ending or going on with it.  The backend does the checking; the
  * identity is read from the responses for filters and logs (esmtp.c), the
- * secrets never reach a log line (client.c masks them in the transcript).
+ * secrets never reach a log line (session.c masks them in the transcript).
  *
- * Below session.c: it relays, answers and changes the state through
- * backend.c and client.c, and never calls session.c.
+ * Beside command.c, which calls it for the AUTH verb and the exchange's
+ * lines: it relays, answers and changes the state through backend.c and
+ * session.c, and never calls command.c.
  */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "auth.h"
-#include "client.h"
 #include "esmtp.h"
 #include "log.h"
 #include "replies.h"

@@ -73,7 +73,6 @@
 #include "msgstore.h"
 #include "esmtp.h"
 #include "auth.h"
-#include "client.h"
 #include "data.h"
 #include "hold.h"
 #include "proxyproto.h"

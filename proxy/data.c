@@ -6,8 +6,10 @@
  * dropped (over the size limit, a refused chunk).  A bare CR or LF ends the
  * session with 521 and drops the backend connection before any end of data.
  *
- * Below session.c: it changes the state and answers through client.c, and
- * hands a held message's end back to the session (STEP_HELD).
+ * Beside command.c, which calls it for the DATA and BDAT verbs and their
+ * octets: it changes the state and answers through session.c, relays
+ * through backend.c, and hands a held message's end back to command.c
+ * (STEP_HELD); it never calls command.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,7 +18,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "client.h"
 #include "data.h"
 #include "esmtp.h"
 #include "filter.h"

@@ -47,7 +47,7 @@ void	metrics_worker_gone(unsigned slot, bool unexpected);	/* clears its sessions
 void	metrics_worker_init(unsigned slot);
 void	metrics_filters(const char *const *names, size_t n);	/* the loaded chain */
 
-/* session.c, client.c, backend.c, filter.c: m is the session's own (struct metrics_session) */
+/* command.c, session.c, backend.c, filter.c: m is the session's own (struct metrics_session) */
 void	metrics_session_open(struct metrics_session *m, const char *id, const char *caddr,
 	    unsigned cport);
 /* The state changed; the client too, as a PROXY header may set it. */

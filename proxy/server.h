@@ -41,7 +41,7 @@ struct server {
 	uv_timer_t		 shutdown_timer;
 	uv_timer_t		 retire_timer;	/* retiring: then stop like SIGTERM */
 	uv_signal_t		 sigterm, sigretire;
-	/* worker.c's, called by session_close() (client.c) when a session has
+	/* worker.c's, called by session_close() (session.c) when a session has
 	 * left the list (so the worker sees when it is drained) */
 	void			(*session_closed)(struct server *srv);
 };

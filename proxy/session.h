@@ -1,18 +1,20 @@
 /*
  * session.h - one client connection and its backend connection.
  *
- * Private to session.c (the client side: the command table and the state
- * machine) and the session's parts below it: client.c (log lines, state
- * change, replies in order, the session's end), data.c (DATA and BDAT),
- * auth.c (AUTH), hold.c (the held message) and quarantine.c.  The
- * transaction is its own struct (txn.h); what is known about the client is
- * a struct client_facts (clientfacts.h); the filter chain's run is a struct
- * filter_session (filter.h), filter.c's, which knows nothing else of this.
+ * session.c owns it and is the bottom of the session: its log lines, state
+ * change, replies in order, and its end, declared below; it calls nothing
+ * above it.  Above it: command.c (the command table and the state machine,
+ * the session's start), and beside that, called by it, data.c (DATA and
+ * BDAT), auth.c (AUTH) and hold.c (the held message), which answer and
+ * change the state through session.c.  The transaction is its own struct
+ * (txn.h); what is known about the client is a struct client_facts
+ * (clientfacts.h); the filter chain's run is a struct filter_session
+ * (filter.h), filter.c's, which knows nothing else of the session.
  * The client's socket, timer, buffers and TLS are a struct conn (conn.c);
  * the backend is a struct backend (backend.c), an object below the session
  * that reports up through callbacks.  Memory: everything a session owns
  * hangs off this struct and is freed in one place, session_free()
- * (client.c), once every handle is closed.
+ * (session.c), once every handle is closed.
  */
 #ifndef SMTPCHAIN_SESSION_H
 #define SMTPCHAIN_SESSION_H
@@ -31,6 +33,8 @@
 #include "ehlo.h"
 #include "filter.h"
 #include "iobuf.h"
+#include "log.h"
+#include "replies.h"
 #include "server.h"
 #include "smtp.h"
 #include "tls.h"
@@ -112,12 +116,63 @@ session_ending(const struct session *s)
 	return s->state == SS_CLOSING || s->state == SS_CLOSED;
 }
 
-/* What processing one unit of client input led to (session.c, data.c, auth.c). */
+/* What processing one unit of client input led to (command.c, data.c, auth.c). */
 enum step_result {
 	STEP_NEXT,		/* consumed; look at the next input */
 	STEP_STOP,		/* wait: more input, a backend reply, or output room */
 	STEP_HELD,		/* data.c: a held message's data is all in: the session
 				   runs hold_end(), then goes on as for STEP_NEXT */
 };
+
+/*
+ * session.c: the session's lower layer (toward the client), which calls
+ * nothing above it.
+ */
+
+/* A log line prefixed with the session id. */
+#define session_log(s, lvl, ...)	log_id((s)->id, (lvl), __VA_ARGS__)
+/* A command or reply in the transcript: dir is c>p, p>b, b>p or p>c. */
+void	session_transcript(struct session *s, const char *dir, const char *p, size_t n);
+/* The refusal of MAIL or RCPT, logged as Postfix logs NOQUEUE rejects. */
+void	session_log_refusal(struct session *s, const char *what, const char *r, size_t n);
+/* The summary line of a message (status: sent, deferred, rejected, ...). */
+void	session_log_outcome(struct session *s, const char *r, size_t n, const char *status);
+
+/* The only place the state changes (logged at debug level). */
+void	session_set_state(struct session *s, enum session_state st, const char *why);
+const char *session_state_name(enum session_state st);
+
+/* To the client now, as is (a relayed or rewritten reply). */
+void	session_reply(struct session *s, const char *p, size_t n);
+/* One line of our own, now. */
+void	session_replyf(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* One line of our own, in order: held while relayed commands await answers. */
+void	session_local_reply(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void	session_local_reply_of(struct session *s, enum reply_id id);
+/* The held local reply, once every relayed command before it is answered. */
+void	session_flush_deferred(struct session *s);
+
+/* Whether the backend is inside DATA or BDAT (only a dropped connection
+ * keeps a partial message from delivery). */
+bool	session_backend_in_data(const struct session *s);
+/* The backend is not wanted any more: QUIT, or dropped inside DATA. */
+void	session_backend_leave(struct session *s);
+/* The transaction is over (its outcome, RSET, a new EHLO/HELO). */
+void	session_reset_transaction(struct session *s);
+/* Start or stop reading the client, by state and by output backlog. */
+void	session_update_reading(struct session *s);
+
+/* Reply, then close both sides: the last word of a session. */
+void	session_fail(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void	session_fail_of(struct session *s, enum reply_id id);
+/* Close every handle; the session is freed when the last one has closed. */
+void	session_close(struct session *s);
+/* A handle or request is done; the session is freed at the last. */
+void	session_unref(struct session *s);
+/* uv_close()'s callback for the session's handles. */
+void	session_handle_closed(uv_handle_t *h);
 
 #endif

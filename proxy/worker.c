@@ -54,7 +54,7 @@ server_drained(struct server *srv)
 		uv_close((uv_handle_t *)&srv->sigretire, NULL);
 }
 
-/* A session closed (session_close(), client.c): stopping or retiring, the last
+/* A session closed (session_close(), session.c): stopping or retiring, the last
  * one drains the worker. */
 static void
 worker_session_closed(struct server *srv)

@@ -1,6 +1,6 @@
 /*
  * proxytest.h - a worker's server in the unit test's own process, for the
- * C tests of session.c and filter.c.
+ * C tests of command.c, session.c and filter.c.
  *
  * SYNOPSIS
  *	struct proxytest t;

@@ -1,5 +1,5 @@
 /*
- * test_session.c - unit tests for session.c (and backend.c below it), in
+ * test_session.c - unit tests for command.c and session.c (and backend.c below), in
  * the test's own process: a server on the test's loop, a client socket and
  * a scripted backend (proxytest.h), sessions started by the real listener.
  *

@@ -1,14 +1,14 @@
 /*
- * client.c - the session's side toward the client, below the command logic
- * (see client.h): the session's log lines and transcript, its state change,
+ * session.c - one session's lower layer, below the command logic
+ * (command.c): the session's log lines and transcript, its state change,
  * what the client hears and in which order (a reply of the proxy's own
  * waits for the relayed commands before it), and the session's end:
  * session_fail(), session_close(), and session_free(), the one place its
  * memory goes.
  *
  * Calls only down (conn.c, backend.c, filter.c, txn.c, metrics.c,
- * connlimit.c, log.c): session.c and the parts of the session beside it
- * (data.c, auth.c) call it, it never calls them.
+ * connlimit.c, replies.c, log.c): command.c and the parts of the session
+ * beside it (data.c, auth.c, hold.c) call it, it never calls them.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -17,7 +17,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "client.h"
 #include "filter.h"
 #include "log.h"
 #include "replies.h"
