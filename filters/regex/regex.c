@@ -71,8 +71,10 @@
  *	The access PREPENDs go in last, at indexes 0, 1, ...
  *
  * BODY LINES
- *	The body hook gets arbitrary chunks; rules_liner cuts them into
- *	lines without CRLF.  A line longer than RULES_LINE_MAX (1 MB) is
+ *	The body hook gets arbitrary chunks; rules_body_feed cuts them into
+ *	lines without CRLF and matches the lines of each chunk together (one
+ *	Hyperscan scan for many lines), in order, with the same results and
+ *	log lines as one by one.  A line longer than RULES_LINE_MAX (1 MB) is
  *	matched in pieces of 1 MB, each on its own (as Postfix's body_checks
  *	see pieces of line_length_limit bytes), so memory per session stays
  *	bounded and nothing after the first megabyte goes unseen.
@@ -590,17 +592,17 @@ rx_header(struct sc_ctx *c, const char *name, const char *value)
 
 /* --- body_checks ------------------------------------------------------- */
 
-/* One body line against body_checks; non-zero stops the body (s->verdict). */
+/*
+ * What body_checks found on one body line (a rule that applied, or a
+ * matching error); non-zero stops the body (s->verdict).
+ */
 static int
-body_line(void *arg, const char *line, size_t len)
+body_hit(void *arg, const char *line, size_t len, const struct rules_hit *h, const char *warn)
 {
 	struct sc_ctx *c = arg;
-	struct rx *rx = host->instance(c);
 	struct rx_session *s = *host->state(c);
-	const struct rules_hit *h;
-	char warn[256], what[128];
+	char what[128];
 
-	h = rules_match(rx->body, line, len, warn, sizeof(warn));
 	if (warn[0] != '\0')
 		host->log(c, SC_LOG_WARNING, "%s", warn);
 	if (h == NULL)
@@ -635,6 +637,7 @@ body_line(void *arg, const char *line, size_t len)
 static enum sc_verdict
 rx_body(struct sc_ctx *c, const unsigned char *p, size_t n)
 {
+	struct rx *rx = host->instance(c);
 	struct rx_session *s = session(c);
 	int rc;
 
@@ -642,7 +645,7 @@ rx_body(struct sc_ctx *c, const unsigned char *p, size_t n)
 		return rx_oom(c);
 	if (s->verdict != SC_CONTINUE)
 		return s->verdict;
-	rc = rules_liner_feed(&s->liner, p, n, body_line, c);
+	rc = rules_body_feed(rx->body, &s->liner, p, n, body_hit, c);
 	if (rc < 0)
 		return rx_oom(c);
 	return rc > 0 ? s->verdict : SC_CONTINUE;
@@ -738,7 +741,7 @@ rx_eom(struct sc_ctx *c)
 		return rx_oom(c);
 	/* The last line, if the body did not end with CRLF. */
 	if (rx->body != NULL && s->verdict == SC_CONTINUE &&
-	    (rc = rules_liner_finish(&s->liner, body_line, c)) < 0)
+	    (rc = rules_body_finish(rx->body, &s->liner, body_hit, c)) < 0)
 		s->verdict = rx_oom(c);
 	if (s->verdict != SC_CONTINUE) {
 		v = s->verdict;

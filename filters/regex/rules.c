@@ -21,6 +21,23 @@
  * matching error (a limit reached on a string it cannot match) is now simply
  * not matched.
  *
+ * Body lines are scanned many at a time (rules_body_feed): the lines of one
+ * call, up to BATCH_BYTES, joined by "\n" without their CR, in one
+ * hs_scan; each match's end offset names the line it ends in, and then
+ * each line goes through the same rule loop as rules_match with its own
+ * bits.  A body_checks table's database is built for that: every pattern
+ * with HS_FLAG_MULTILINE, so that ^ and $ hold at every line's edges as
+ * they do at a whole line's (and \b sees "\n", a non-word byte, where
+ * the line had nothing); without HS_FLAG_SINGLEMATCH, so that each line's
+ * matches are reported and not only the batch's first; without
+ * HS_FLAG_DOTALL, so that "." does not carry a match over a line's end (a
+ * line holds no "\n": the same matches within it).  A true match lies
+ * within its line and ends there, so it is never lost; what \s, [^x] or
+ * \n match across lines only adds candidates that PCRE2 then refuses.
+ * Patterns that look at the subject's own edges or beyond the match (\A,
+ * \z, \Z, \G, lookarounds, verbs) stay out: PCRE2 alone, as for those
+ * Hyperscan refuses.
+ *
  * Reply texts: the text of a REJECT-like action may start with a three
  * digit code and/or an enhanced status code.  When the text is literal (no
  * $), codes are checked when the table is loaded; after a substitution they
@@ -53,6 +70,9 @@
 #define SUBST_MAX	99			/* highest $N */
 #define JIT_STACK_MIN	(32 * 1024)
 #define JIT_STACK_MAX	(1024 * 1024)
+#define BATCH_BYTES	(64 * 1024)		/* body lines per Hyperscan scan */
+#define BATCH_LINES	1024
+#define BATCH_LONG	(16 * 1024)		/* a longer line is scanned alone */
 
 enum rule_type { RULE_MATCH = 0, RULE_IF, RULE_ENDIF };
 
@@ -101,8 +121,18 @@ struct rules {
 	struct rules_hit hit;
 	size_t		 nprefiltered;	/* rules in the Hyperscan database */
 	bool		 prefilter_on;	/* use it (rules_use_prefilter) */
-	bool		 scanned;	/* hits[] is valid for the string matched */
+	size_t		 stride;	/* bytes of a bit set of rule indexes */
 	unsigned char	*hits;		/* bit per rule index: Hyperscan reported it */
+	size_t		 nalways;	/* rules that may apply with no bit set */
+	struct rules_stats stats;
+
+	/* The body lines of one rules_body_feed call: empty between calls. */
+	char		*bbuf;		/* the lines, each followed by "\n" */
+	size_t		 blen, bcap;
+	uint32_t	*bend;		/* each line's end offset in bbuf */
+	size_t		 bn;		/* lines in the batch */
+	unsigned char	*bhits;		/* stride bytes per line: its bits */
+	size_t		 bcur;		/* line of the last match reported */
 #ifdef HAVE_HYPERSCAN
 	hs_database_t	*hs_db;
 	hs_scratch_t	*hs_scratch;
@@ -470,30 +500,68 @@ rules_header_subject(const char *name, const char *value, size_t *lenp)
 /* --- the Hyperscan prefilter ------------------------------------------- */
 
 #ifdef HAVE_HYPERSCAN
-/* Hyperscan's flags for a rule, or -1 when the rule stays with PCRE2 alone. */
-static int
-hs_flags_of(const struct rule *r)
+/*
+ * Whether a pattern looks at the subject's edges or beyond its own match in
+ * a way that Hyperscan would not see the same in a batch of lines: \A, \z,
+ * \Z, \G, a lookaround, a verb ("(*": also the newline conventions).  Read
+ * on the source with backslash pairs skipped; whatever else such a pair of
+ * characters means (\Q..\E, a comment, a class) can only make this say yes
+ * where it need not.
+ */
+static bool
+sees_outside(const char *src)
 {
-	unsigned flags = HS_FLAG_SINGLEMATCH;
+	for (const char *p = src; *p != '\0'; p++) {
+		if (*p == '\\') {
+			if (p[1] == '\0')
+				break;
+			if (strchr("AzZG", p[1]) != NULL)
+				return true;
+			p++;
+		} else if (p[0] == '(' && (p[1] == '*' || (p[1] == '?' &&
+		    (p[2] == '=' || p[2] == '!' || p[2] == '*' || (p[2] == '<' &&
+		    (p[3] == '=' || p[3] == '!' || p[3] == '*')))))) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Hyperscan's flags for a rule, or -1 when the rule stays with PCRE2 alone.
+ * batch: for a body_checks table, scanned a batch of lines at a time (see
+ * the top of the file).
+ */
+static int
+hs_flags_of(const struct rule *r, bool batch)
+{
+	unsigned flags = batch ? HS_FLAG_MULTILINE : HS_FLAG_SINGLEMATCH;
+	uint32_t nl = 0;
 
 	/*
 	 * x changes what the pattern says: not translated.  A (anchored), E
 	 * (dollar at the end only) and U (ungreedy) only narrow or reorder
 	 * the matches, so the pattern without them is a superset: fine for a
-	 * prefilter, as every hit is matched again by PCRE2.
+	 * prefilter, as every hit is matched again by PCRE2.  Hyperscan knows
+	 * LF as the only newline: a pattern with another convention (PCRE2
+	 * built so) stays out.
 	 */
 	if (r->opts & PCRE2_EXTENDED)
 		return -1;
+	if (pcre2_pattern_info(r->re, PCRE2_INFO_NEWLINE, &nl) != 0 || nl != PCRE2_NEWLINE_LF)
+		return -1;
+	if (batch && sees_outside(r->src))
+		return -1;
 	if (r->opts & PCRE2_CASELESS)
 		flags |= HS_FLAG_CASELESS;
-	if (r->opts & PCRE2_DOTALL)
+	if ((r->opts & PCRE2_DOTALL) && !batch)
 		flags |= HS_FLAG_DOTALL;
 	if (r->opts & PCRE2_MULTILINE)
 		flags |= HS_FLAG_MULTILINE;
 	return (int)flags;
 }
 
-/* Hyperscan reported rule id: mark it, and go on scanning. */
+/* Hyperscan reported rule id in the one string scanned: mark it, go on. */
 static int
 prefilter_hit(unsigned id, unsigned long long from, unsigned long long to,
     unsigned flags, void *ctx)
@@ -503,7 +571,41 @@ prefilter_hit(unsigned id, unsigned long long from, unsigned long long to,
 	(void)from;
 	(void)to;
 	(void)flags;
+	t->stats.reports++;
 	t->hits[id / 8] |= (unsigned char)(1u << (id % 8));
+	return 0;
+}
+
+/*
+ * Hyperscan reported rule id in a batch, in a match ending at offset to:
+ * mark it for the line that holds that end (the first whose end is at or
+ * after it).  Matches come mostly in order, so the line of the last one is
+ * tried first.  A match ending on the "\n" after the last line is no line's.
+ */
+static int
+batch_hit(unsigned id, unsigned long long from, unsigned long long to,
+    unsigned flags, void *ctx)
+{
+	struct rules *t = ctx;
+	size_t k = t->bcur, lo, hi;
+
+	(void)from;
+	(void)flags;
+	t->stats.reports++;
+	if (t->bend[k] < to || (k > 0 && t->bend[k - 1] >= to)) {
+		for (lo = 0, hi = t->bn; lo < hi; ) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (t->bend[mid] < to)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == t->bn)
+			return 0;
+		t->bcur = k = lo;
+	}
+	t->bhits[k * t->stride + id / 8] |= (unsigned char)(1u << (id % 8));
 	return 0;
 }
 
@@ -514,11 +616,11 @@ prefilter_hit(unsigned id, unsigned long long from, unsigned long long to,
  * (Hyperscan refuses it).
  */
 static int
-hs_check(const struct rule *r)
+hs_check(const struct rule *r, bool batch)
 {
 	hs_expr_info_t *info = NULL;
 	hs_compile_error_t *cerr = NULL;
-	int f = hs_flags_of(r);
+	int f = hs_flags_of(r, batch);
 
 	if (f < 0)
 		return -1;
@@ -553,8 +655,6 @@ prefilter_build(struct rules *t)
 	size_t n = 0;
 	int f, rc = -1;
 
-	if ((t->hits = calloc(t->n / 8 + 1, 1)) == NULL)
-		return -1;
 	if (hs_valid_platform() != HS_SUCCESS || t->n == 0)
 		goto done;
 	if ((expr = calloc(t->n, sizeof(*expr))) == NULL ||
@@ -562,7 +662,7 @@ prefilter_build(struct rules *t)
 	    (ids = calloc(t->n, sizeof(*ids))) == NULL)
 		goto out;
 	for (size_t i = 0; i < t->n; i++) {
-		if (t->v[i].re == NULL || (f = hs_check(&t->v[i])) < 0)
+		if (t->v[i].re == NULL || (f = hs_check(&t->v[i], t->kind == RULES_BODY)) < 0)
 			continue;
 		expr[n] = t->v[i].src;
 		flags[n] = (unsigned)f;
@@ -609,10 +709,6 @@ done:
 #endif
 	rc = 0;
 out:
-	for (size_t i = 0; i < t->n; i++) {
-		free(t->v[i].src);
-		t->v[i].src = NULL;
-	}
 	free(expr);
 	free(flags);
 	free(ids);
@@ -623,23 +719,37 @@ out:
 static int
 prefilter_scan(struct rules *t, const char *s, size_t len)
 {
-	memset(t->hits, 0, t->n / 8 + 1);
+	memset(t->hits, 0, t->stride);
 	if (len > UINT32_MAX)
 		return -1;
+	t->stats.scans++;
 	return hs_scan(t->hs_db, s, (unsigned)len, 0, t->hs_scratch, prefilter_hit, t) ==
 	    HS_SUCCESS ? 0 : -1;
 }
+
+/* Scan the batch once: t->bhits.  0, or -1 (use PCRE2 alone). */
+static int
+batch_scan(struct rules *t)
+{
+	memset(t->bhits, 0, t->bn * t->stride);
+	t->bcur = 0;
+	t->stats.scans++;
+	return hs_scan(t->hs_db, t->bbuf, (unsigned)t->blen, 0, t->hs_scratch, batch_hit, t) ==
+	    HS_SUCCESS ? 0 : -1;
+}
+
+static void
+prefilter_free(struct rules *t)
+{
+	hs_free_scratch(t->hs_scratch);
+	hs_free_database(t->hs_db);
+}
 #else
-/* Without Hyperscan: the patterns' text is not needed. */
+/* Without Hyperscan: nothing to build, every scan fails (PCRE2 alone). */
 static int
 prefilter_build(struct rules *t)
 {
-	if ((t->hits = calloc(t->n / 8 + 1, 1)) == NULL)
-		return -1;
-	for (size_t i = 0; i < t->n; i++) {
-		free(t->v[i].src);
-		t->v[i].src = NULL;
-	}
+	(void)t;
 	return 0;
 }
 
@@ -651,7 +761,42 @@ prefilter_scan(struct rules *t, const char *s, size_t len)
 	(void)len;
 	return -1;
 }
+
+static int
+batch_scan(struct rules *t)
+{
+	(void)t;
+	return -1;
+}
+
+static void
+prefilter_free(struct rules *t)
+{
+	(void)t;
+}
 #endif
+
+/*
+ * After the database: the bit sets, and the rules that may apply to a line
+ * where Hyperscan reported nothing (not in the database, or negated).  The
+ * patterns' text is not needed any more.
+ */
+static int
+prefilter_finish(struct rules *t)
+{
+	t->stride = t->n / 8 + 1;
+	if ((t->hits = calloc(t->stride, 1)) == NULL)
+		return -1;
+	for (size_t i = 0; i < t->n; i++) {
+		const struct rule *r = &t->v[i];
+
+		if (r->type != RULE_ENDIF && (!r->prefiltered || r->negate))
+			t->nalways++;
+		free(t->v[i].src);
+		t->v[i].src = NULL;
+	}
+	return 0;
+}
 
 /* --- the parser --------------------------------------------------------- */
 
@@ -998,7 +1143,7 @@ rules_parse(const char *buf, size_t len, const char *name, enum rules_kind kind,
 	/* A JIT stack larger than the default, for long lines; none is fine too. */
 	if ((t->jit = pcre2_jit_stack_create(JIT_STACK_MIN, JIT_STACK_MAX, NULL)) != NULL)
 		pcre2_jit_stack_assign(t->mctx, NULL, t->jit);
-	if (prefilter_build(t) != 0) {
+	if (prefilter_build(t) != 0 || prefilter_finish(t) != 0) {
 		snprintf(err, errlen, "%s: out of memory", name);
 		goto fail;
 	}
@@ -1057,11 +1202,11 @@ rules_free(struct rules *t)
 {
 	if (t == NULL)
 		return;
-#ifdef HAVE_HYPERSCAN
-	hs_free_scratch(t->hs_scratch);
-	hs_free_database(t->hs_db);
-#endif
+	prefilter_free(t);
 	free(t->hits);
+	free(t->bbuf);
+	free(t->bend);
+	free(t->bhits);
 	for (size_t i = 0; i < t->n; i++) {
 		pcre2_code_free(t->v[i].re);
 		free(t->v[i].src);
@@ -1177,16 +1322,20 @@ make_hit(struct rules *t, const struct rule *r, const char *s, int nset)
 	return h;
 }
 
-/* Run one rule's pattern: 1 match (*nset set), 0 no match, -1 error (warn set). */
+/*
+ * Run one rule's pattern: 1 match (*nset set), 0 no match, -1 error (warn
+ * set).  cand: the string's bits from Hyperscan, or NULL (no scan).
+ */
 static int
-run(struct rules *t, const struct rule *r, const char *s, size_t len, int *nset,
-    char *warn, size_t warnlen)
+run(struct rules *t, const struct rule *r, const unsigned char *cand, const char *s,
+    size_t len, int *nset, char *warn, size_t warnlen)
 {
 	size_t i = (size_t)(r - t->v);
 	int rc;
 
-	if (t->scanned && r->prefiltered && !(t->hits[i / 8] & (1u << (i % 8))))
+	if (cand != NULL && r->prefiltered && !(cand[i / 8] & (1u << (i % 8))))
 		return 0;	/* Hyperscan saw no match: PCRE2 cannot find one */
+	t->stats.pcre2++;
 	if (r->jit)
 		rc = pcre2_jit_match(r->re, (PCRE2_SPTR)s, len, 0, 0, t->md, t->mctx);
 	else
@@ -1210,18 +1359,26 @@ run(struct rules *t, const struct rule *r, const char *s, size_t len, int *nset,
 	return -1;
 }
 
-/* See rules.h. */
-const struct rules_hit *
-rules_match(struct rules *t, const char *s, size_t len, char *warn, size_t warnlen)
+/*
+ * The first rule that applies to s[0..len) (not empty), with cand as in
+ * run(); warn was cleared by the caller.  When Hyperscan reported nothing
+ * and every rule is in its database and not negated, none can apply.
+ */
+static const struct rules_hit *
+match_string(struct rules *t, const char *s, size_t len, const unsigned char *cand,
+    char *warn, size_t warnlen)
 {
 	size_t i = 0;
 	int m, nset = 0;
 
-	if (warn != NULL && warnlen > 0)
-		warn[0] = '\0';
-	if (len == 0)
-		return NULL;	/* empty lines never match, as in Postfix */
-	t->scanned = t->prefilter_on && prefilter_scan(t, s, len) == 0;
+	if (cand != NULL && t->nalways == 0) {
+		size_t b = 0;
+
+		while (b < t->stride && cand[b] == 0)
+			b++;
+		if (b == t->stride)
+			return NULL;
+	}
 	while (i < t->n) {
 		const struct rule *r = &t->v[i];
 
@@ -1230,14 +1387,14 @@ rules_match(struct rules *t, const char *s, size_t len, char *warn, size_t warnl
 			i++;
 			break;
 		case RULE_IF:
-			m = run(t, r, s, len, &nset, warn, warnlen);
+			m = run(t, r, cand, s, len, &nset, warn, warnlen);
 			if (m < 0 || (m == 1) == r->negate)
 				i = r->endif + 1;
 			else
 				i++;
 			break;
 		case RULE_MATCH:
-			m = run(t, r, s, len, &nset, warn, warnlen);
+			m = run(t, r, cand, s, len, &nset, warn, warnlen);
 			if (m >= 0 && (m == 1) != r->negate)
 				return make_hit(t, r, s, r->negate ? 0 : nset);
 			i++;
@@ -1245,6 +1402,23 @@ rules_match(struct rules *t, const char *s, size_t len, char *warn, size_t warnl
 		}
 	}
 	return NULL;
+}
+
+/* See rules.h. */
+const struct rules_hit *
+rules_match(struct rules *t, const char *s, size_t len, char *warn, size_t warnlen)
+{
+	const unsigned char *cand = NULL;
+
+	if (warn != NULL && warnlen > 0)
+		warn[0] = '\0';
+	if (len == 0)
+		return NULL;	/* empty lines never match, as in Postfix */
+	/* A body table's database is for lines: a string with a LF goes without. */
+	if (t->prefilter_on && (t->kind != RULES_BODY || memchr(s, '\n', len) == NULL) &&
+	    prefilter_scan(t, s, len) == 0)
+		cand = t->hits;
+	return match_string(t, s, len, cand, warn, warnlen);
 }
 
 /* See rules.h. */
@@ -1263,7 +1437,150 @@ rules_match_header(struct rules *t, const char *name, const char *value,
 	return rules_match(t, t->subj, len, warn, warnlen);
 }
 
-/* --- body lines --------------------------------------------------------- */
+/* See rules.h. */
+void
+rules_get_stats(const struct rules *t, struct rules_stats *st)
+{
+	*st = t->stats;
+}
+
+/* --- body lines, many at a time --------------------------------------- */
+
+/* A rules_body_feed call: the table, and whom to tell. */
+struct body_run {
+	struct rules	*t;
+	rules_hit_fn	*fn;
+	void		*arg;
+};
+
+/* Match one line on its own and tell fn what there is to tell. */
+static int
+line_alone(struct body_run *br, const char *line, size_t len)
+{
+	const struct rules_hit *h;
+	char warn[256];
+
+	h = rules_match(br->t, line, len, warn, sizeof(warn));
+	return h != NULL || warn[0] != '\0' ? br->fn(br->arg, line, len, h, warn) : 0;
+}
+
+/*
+ * Match the batch's lines in order, each with its bits, telling fn; the
+ * batch is empty after.  Returns 0 or fn's first non-zero result (the lines
+ * after that one are not matched).
+ */
+static int
+batch_flush(struct body_run *br)
+{
+	struct rules *t = br->t;
+	const struct rules_hit *h;
+	bool scanned;
+	char warn[256];
+	size_t start = 0;
+	int rc = 0;
+
+	if (t->bn == 0)
+		return 0;
+	scanned = batch_scan(t) == 0;
+	for (size_t k = 0; k < t->bn && rc == 0; k++) {
+		const char *line = t->bbuf + start;
+		size_t len = t->bend[k] - start;
+
+		start = t->bend[k] + 1;
+		warn[0] = '\0';
+		h = match_string(t, line, len, scanned ? t->bhits + k * t->stride : NULL,
+		    warn, sizeof(warn));
+		if (h != NULL || warn[0] != '\0')
+			rc = br->fn(br->arg, line, len, h, warn);
+	}
+	t->bn = 0;
+	t->blen = 0;
+	return rc;
+}
+
+/*
+ * A line from the liner: into the batch (flushed first when full).  An
+ * empty line never matches; a long one, or one the batch has no memory
+ * for, is matched alone after the batch.
+ */
+static int
+batch_add(void *arg, const char *line, size_t len)
+{
+	struct body_run *br = arg;
+	struct rules *t = br->t;
+	int rc;
+
+	if (len == 0)
+		return 0;
+	if (t->bn == BATCH_LINES || t->blen + len + 1 > BATCH_BYTES || len > BATCH_LONG) {
+		if ((rc = batch_flush(br)) != 0)
+			return rc;
+	}
+	if (len > BATCH_LONG ||
+	    (t->bend == NULL && (t->bend = malloc(BATCH_LINES * sizeof(*t->bend))) == NULL) ||
+	    (t->bhits == NULL && (t->bhits = malloc(BATCH_LINES * t->stride)) == NULL) ||
+	    grow(&t->bbuf, &t->bcap, t->blen + len + 1) != 0) {
+		if ((rc = batch_flush(br)) != 0)
+			return rc;
+		return line_alone(br, line, len);
+	}
+	memcpy(t->bbuf + t->blen, line, len);
+	t->blen += len;
+	t->bend[t->bn++] = (uint32_t)t->blen;
+	t->bbuf[t->blen++] = '\n';
+	return 0;
+}
+
+/* A line from the liner, matched alone (no prefilter). */
+static int
+body_line_alone(void *arg, const char *line, size_t len)
+{
+	return line_alone(arg, line, len);
+}
+
+/*
+ * The liner's result rc, after the batch: a liner that ran out of memory
+ * has left lines in it, which go first (as they would have one by one).
+ */
+static int
+body_done(struct body_run *br, int rc)
+{
+	int frc = batch_flush(br);
+
+	return frc != 0 ? frc : rc;
+}
+
+/* Whether t's lines go in batches: only a body table's database is for them. */
+static bool
+batched(const struct rules *t)
+{
+	return t->prefilter_on && t->kind == RULES_BODY;
+}
+
+/* See rules.h. */
+int
+rules_body_feed(struct rules *t, struct rules_liner *l, const void *p, size_t n,
+    rules_hit_fn *fn, void *arg)
+{
+	struct body_run br = { t, fn, arg };
+
+	if (!batched(t))
+		return rules_liner_feed(l, p, n, body_line_alone, &br);
+	return body_done(&br, rules_liner_feed(l, p, n, batch_add, &br));
+}
+
+/* See rules.h. */
+int
+rules_body_finish(struct rules *t, struct rules_liner *l, rules_hit_fn *fn, void *arg)
+{
+	struct body_run br = { t, fn, arg };
+
+	if (!batched(t))
+		return rules_liner_finish(l, body_line_alone, &br);
+	return body_done(&br, rules_liner_finish(l, batch_add, &br));
+}
+
+/* --- the body line splitter ------------------------------------------ */
 
 void
 rules_liner_init(struct rules_liner *l, size_t max)

@@ -187,6 +187,38 @@ char		*rules_header_subject(const char *name, const char *value, size_t *lenp);
 int		 rules_header_split(const char *text, char **name, char **value);
 
 /*
+ * Match a body's lines: rules_body_feed cuts the stream into lines as
+ * rules_liner_feed does (l keeps a line cut at the end of p for the next
+ * call) and matches each as rules_match would, in order, calling fn for
+ * each line that a rule applied to (h) or that met a matching error (warn
+ * is not "").  Lines, h and warn are valid during the call of fn only.
+ * Returns 0, the first non-zero result of fn (no later line is matched), or
+ * -1 when out of memory (in the liner: the lines before are matched).
+ * rules_body_finish matches a last line without a line end.
+ *
+ * With the prefilter, the lines of one call are scanned by Hyperscan many
+ * at a time (up to 64 KiB, joined by "\n"), which is why this is not
+ * rules_liner_feed with rules_match: the same answers, call by call.
+ */
+typedef int	 rules_hit_fn(void *arg, const char *line, size_t len,
+		    const struct rules_hit *h, const char *warn);
+struct rules_liner;
+
+int		 rules_body_feed(struct rules *t, struct rules_liner *l, const void *p,
+		    size_t n, rules_hit_fn *fn, void *arg);
+int		 rules_body_finish(struct rules *t, struct rules_liner *l, rules_hit_fn *fn,
+		    void *arg);
+
+/* What matching did so far (for tests and measurements). */
+struct rules_stats {
+	size_t	 scans;		/* Hyperscan scans */
+	size_t	 reports;	/* matches Hyperscan reported */
+	size_t	 pcre2;		/* PCRE2 matches run */
+};
+
+void		 rules_get_stats(const struct rules *t, struct rules_stats *st);
+
+/*
  * Cut a stream (a message body) into lines without their line end (LF or
  * CRLF), handing each to fn; a line longer than max bytes is handed over in
  * pieces of max bytes.  Memory stays under max + a little.

@@ -14,6 +14,11 @@
  * Every match is made twice, with the Hyperscan prefilter and with PCRE2
  * alone (rules_use_prefilter): the verdicts must be the same (the rule, its
  * action and its expanded text), unless PCRE2 reported a matching error.
+ * The input is also fed as a body, in chunks of sizes taken from its first
+ * bytes, through rules_body_feed (lines matched many at a time) and through
+ * the line splitter with rules_match on each line, with PCRE2 alone: the
+ * calls (line, rule, action, text, warning) and their results must be the
+ * same one by one, unless a matching error came up.
  *
  *	clang -g -fsanitize=fuzzer,address,undefined -I. -I/usr/include/hs -Ifilters/regex \
  *	    t/fuzz/fuzz_rules.c filters/regex/rules.c -lpcre2-8 -lhs -o fuzz_rules
@@ -104,6 +109,95 @@ on_line(void *arg, const char *line, size_t len)
 	return 0;
 }
 
+/* The calls a body makes: a log of them, to compare. */
+struct calls {
+	char		*log;
+	size_t		 len, cap;
+	bool		 warned;
+	struct rules	*t;
+};
+
+static void
+calls_put(struct calls *c, const void *p, size_t n)
+{
+	if (c->len + n > c->cap) {
+		c->cap = (c->len + n) * 2 + 256;
+		if ((c->log = realloc(c->log, c->cap)) == NULL)
+			abort();
+	}
+	memcpy(c->log + c->len, p, n);
+	c->len += n;
+}
+
+static int
+calls_hit(struct calls *c, const char *line, size_t len, const struct rules_hit *h,
+    const char *warn)
+{
+	char head[64];
+	int n = snprintf(head, sizeof(head), "\n%u %d %zu ", h ? h->line : 0,
+	    h ? (int)h->action : -1, len);
+
+	check_hit(h);
+	if (warn[0] != '\0')
+		c->warned = true;
+	calls_put(c, head, (size_t)n);
+	calls_put(c, line, len);
+	if (h != NULL)
+		calls_put(c, h->text, h->textlen);
+	return h != NULL && (h->action == RULES_REJECT || h->action == RULES_DISCARD);
+}
+
+static int
+on_body_hit(void *arg, const char *line, size_t len, const struct rules_hit *h, const char *warn)
+{
+	return calls_hit(arg, line, len, h, warn);
+}
+
+static int
+on_body_line(void *arg, const char *line, size_t len)
+{
+	struct calls *c = arg;
+	const struct rules_hit *h;
+	char warn[256];
+
+	h = rules_match(c->t, line, len, warn, sizeof(warn));
+	if (h == NULL && warn[0] == '\0')
+		return 0;
+	return calls_hit(c, line, len, h, warn);
+}
+
+/* The input as a body, batched (mode 0) or line by line with PCRE2 alone. */
+static void
+body_calls(struct rules *t, int mode, const char *buf, size_t size, size_t max, struct calls *c)
+{
+	struct rules_liner lr;
+	size_t o = 0, i = 0;
+	int rc = 0;
+
+	memset(c, 0, sizeof(*c));
+	c->t = t;
+	rules_use_prefilter(t, mode == 0);
+	rules_liner_init(&lr, max);
+	while (o < size && rc == 0) {
+		/* chunk sizes from the input's first bytes: 1..256, or all */
+		size_t k = size > 8 ? (size_t)(unsigned char)buf[i++ % 8] + 1 : size;
+
+		if (k > size - o || k == 256)
+			k = size - o;
+		rc = mode == 0 ? rules_body_feed(t, &lr, buf + o, k, on_body_hit, c) :
+		    rules_liner_feed(&lr, buf + o, k, on_body_line, c);
+		calls_put(c, rc ? "!" : ".", 1);
+		o += k;
+	}
+	if (rc == 0) {
+		rc = mode == 0 ? rules_body_finish(t, &lr, on_body_hit, c) :
+		    rules_liner_finish(&lr, on_body_line, c);
+		calls_put(c, rc ? "E" : "e", 1);
+	}
+	rules_liner_free(&lr);
+	rules_use_prefilter(t, true);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -137,6 +231,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			rules_liner_feed(&lr, buf + o, size - o < 3 ? size - o : 3, on_line, &e);
 		rules_liner_finish(&lr, on_line, &e);
 		rules_liner_free(&lr);
+		/* The input as a body: batched and line by line make the same calls. */
+		for (size_t m = 0; m < 2; m++) {
+			struct calls batched, alone;
+
+			body_calls(t, 0, buf, size, m ? 5 : 0, &batched);
+			body_calls(t, 1, buf, size, m ? 5 : 0, &alone);
+			if (!batched.warned && !alone.warned && (batched.len != alone.len ||
+			    memcmp(batched.log, alone.log, alone.len) != 0))
+				abort();
+			free(batched.log);
+			free(alone.log);
+		}
 		rules_free(t);
 	}
 	return 0;

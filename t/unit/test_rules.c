@@ -4,7 +4,8 @@
  * action of header_checks, body_checks and access tables, $N substitution,
  * reply codes, folded and 100 KB headers, the body line splitter on a
  * 100 KB line split anywhere, the "FILE:LINE: ..." errors, and the same
- * verdicts with the Hyperscan prefilter as with PCRE2 alone (differential).
+ * verdicts with the Hyperscan prefilter as with PCRE2 alone (differential),
+ * and body lines matched many at a time (rules_body_feed) as one by one.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -859,6 +860,360 @@ test_prefilter_differential(void)
 	rules_free(t);
 }
 
+/*
+ * Body lines many at a time (rules_body_feed): the calls of fn, one by
+ * one, against the line splitter with rules_match on each line, with PCRE2
+ * alone and with the prefilter.  A call is logged as one text line: the
+ * body line, the rule's line, action and text, the warning; a REJECT or
+ * DISCARD stops the body, as in the module.
+ */
+struct calls {
+	char	*log;
+	size_t	 len, cap;
+	size_t	 n;
+	struct rules *t;	/* per-line reference: the table matched */
+};
+
+static void
+calls_add(struct calls *c, const char *line, size_t len, const struct rules_hit *h,
+    const char *warn)
+{
+	char head[700];
+	int hn;
+
+	hn = snprintf(head, sizeof(head), "%u %d [%s] {%s} ", h ? h->line : 0,
+	    h ? (int)h->action : -1, h ? h->text : "", warn);
+	if (c->len + (size_t)hn + len + 3 > c->cap) {
+		c->cap = (c->len + (size_t)hn + len + 3) * 2;
+		c->log = realloc(c->log, c->cap);
+	}
+	memcpy(c->log + c->len, head, (size_t)hn);
+	c->len += (size_t)hn;
+	memcpy(c->log + c->len, line, len);
+	c->len += len;
+	c->log[c->len++] = '\n';
+	c->log[c->len] = '\0';
+	c->n++;
+}
+
+/* A line of the log that is not a call: a call's result. */
+static void
+calls_raw(struct calls *c, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (c->len + n + 2 > c->cap) {
+		c->cap = (c->len + n + 2) * 2;
+		c->log = realloc(c->log, c->cap);
+	}
+	memcpy(c->log + c->len, s, n);
+	c->len += n;
+	c->log[c->len++] = '\n';
+	c->log[c->len] = '\0';
+}
+
+static int
+calls_stop(const struct rules_hit *h)
+{
+	return h != NULL && (h->action == RULES_REJECT || h->action == RULES_DISCARD);
+}
+
+/* rules_hit_fn: log the call. */
+static int
+on_hit(void *arg, const char *line, size_t len, const struct rules_hit *h, const char *warn)
+{
+	calls_add(arg, line, len, h, warn);
+	return calls_stop(h);
+}
+
+/* rules_line_fn: rules_match the line, log as rules_body_feed would call. */
+static int
+on_line_match(void *arg, const char *line, size_t len)
+{
+	struct calls *c = arg;
+	const struct rules_hit *h;
+	char warn[256];
+
+	h = rules_match(c->t, line, len, warn, sizeof(warn));
+	if (h == NULL && warn[0] == '\0')
+		return 0;
+	calls_add(c, line, len, h, warn);
+	return calls_stop(h);
+}
+
+/*
+ * Feed body[0..n) in the chunks given (sizes, nchunks), batched (mode 0)
+ * or line by line (mode 1); the log of calls goes to c, each call's result
+ * too.  Stops after a call returns non-zero, as the module does.
+ */
+static void
+body_run(struct rules *t, int mode, const char *body, size_t n, const size_t *chunks,
+    size_t nchunks, size_t max, struct calls *c)
+{
+	struct rules_liner lr;
+	size_t o = 0;
+	int rc = 0;
+	char r[32];
+
+	memset(c, 0, sizeof(*c));
+	c->t = t;
+	rules_liner_init(&lr, max);
+	for (size_t i = 0; o < n && rc == 0; i++) {
+		size_t k = chunks[i % nchunks];
+
+		if (k > n - o)
+			k = n - o;
+		rc = mode == 0 ? rules_body_feed(t, &lr, body + o, k, on_hit, c) :
+		    rules_liner_feed(&lr, body + o, k, on_line_match, c);
+		snprintf(r, sizeof(r), "= %d", rc);
+		calls_raw(c, r);
+		o += k;
+	}
+	if (rc == 0) {
+		rc = mode == 0 ? rules_body_finish(t, &lr, on_hit, c) :
+		    rules_liner_finish(&lr, on_line_match, c);
+		snprintf(r, sizeof(r), "=end %d", rc);
+		calls_raw(c, r);
+	}
+	rules_liner_free(&lr);
+}
+
+/* The first differing line of two logs, for a diagnostic. */
+static void
+calls_diff(const struct calls *a, const struct calls *b)
+{
+	size_t i = 0, ls = 0;
+	int na, nb;
+
+	while (i < a->len && i < b->len && a->log[i] == b->log[i])
+		if (a->log[i++] == '\n')
+			ls = i;
+	na = (int)strcspn(a->log + ls, "\n");
+	nb = (int)strcspn(b->log + ls, "\n");
+	diag("per line: %.*s", na < 200 ? na : 200, a->log + ls);
+	diag("batched:  %.*s", nb < 200 ? nb : 200, b->log + ls);
+}
+
+/*
+ * Whether batched, line by line with the prefilter and line by line with
+ * PCRE2 alone all make the same calls.
+ */
+static bool
+body_same(struct rules *t, const char *body, size_t n, const size_t *chunks, size_t nchunks,
+    size_t max, size_t *ncalls)
+{
+	struct calls batched, line, alone;
+	bool same;
+
+	rules_use_prefilter(t, true);
+	body_run(t, 0, body, n, chunks, nchunks, max, &batched);
+	body_run(t, 1, body, n, chunks, nchunks, max, &line);
+	rules_use_prefilter(t, false);
+	body_run(t, 1, body, n, chunks, nchunks, max, &alone);
+	rules_use_prefilter(t, true);
+	same = batched.len == alone.len && memcmp(batched.log, alone.log, alone.len) == 0 &&
+	    line.len == alone.len && memcmp(line.log, alone.log, alone.len) == 0;
+	if (!same)
+		calls_diff(&alone, batched.len == alone.len &&
+		    memcmp(batched.log, alone.log, alone.len) == 0 ? &line : &batched);
+	*ncalls += alone.n;
+	free(batched.log);
+	free(line.log);
+	free(alone.log);
+	return same;
+}
+
+/* Cases written out: the edges of lines in a batch. */
+static void
+test_body_batch(void)
+{
+	static const size_t whole[] = { 1 << 20 }, bytes[] = { 1 };
+	struct rules *t = parse(RULES_BODY,
+	    "/^b/ WARN starts with b\n"
+	    "/a$/ WARN ends with a\n"
+	    "/\\bcd\\b/ WARN word cd\n"
+	    "/\\Aef/ WARN ef at the start\n"
+	    "/gh\\z/ WARN gh at the end\n"
+	    "/x\\s+y/ WARN x then y\n"
+	    "/(?<!q)rs/ INFO rs\n"
+	    "/stop/ REJECT stop\n"
+	    "/(n+)/ INFO $1\n");
+	static const char body[] =
+	    "xa\r\nb\r\n\r\nab\ncd\r\nxcd cdx\r\n" "ef\r\nxef\r\n" "gh\r\nghx\r\n" "x\r\ny\r\n"
+	    "rs\r\nqrs\r\n" "a\r\r\n" "nnn\r\nstop\r\nb\r\n";
+	struct calls c;
+	struct rules_stats st0, st1;
+	size_t ncalls = 0;
+	char *big;
+
+	ok(t != NULL, "body batch: the table loads");
+	if (t == NULL)
+		return;
+	body_run(t, 0, body, sizeof(body) - 1, whole, 1, 0, &c);
+	/* a$ at a line's end, ^ and \A at its start, \b at both; not x\s+y across
+	 * lines, nor a$ before a CR left in the line; the REJECT stops. */
+	is_str(c.log,
+	    "2 5 [ends with a] {} xa\n1 5 [starts with b] {} b\n3 5 [word cd] {} cd\n"
+	    "4 5 [ef at the start] {} ef\n5 5 [gh at the end] {} gh\n7 6 [rs] {} rs\n"
+	    "9 6 [nnn] {} nnn\n8 2 [stop] {} stop\n= 1\n", "body batch: the calls, in order");
+	free(c.log);
+	ok(body_same(t, body, sizeof(body) - 1, whole, 1, 0, &ncalls), "body batch: one chunk");
+	ok(body_same(t, body, sizeof(body) - 1, bytes, 1, 0, &ncalls), "body batch: byte by byte");
+	ok(body_same(t, body, sizeof(body) - 1, whole, 1, 3, &ncalls), "body batch: pieces of 3");
+
+	/* 3,000 lines in one chunk: a few scans, not one per line. */
+	big = malloc(3000 * 8 + 1);
+	for (int i = 0; i < 3000; i++)
+		memcpy(big + i * 8, i == 2999 ? "xx cd\r\n\n" : "xxxxxx\r\n", 8);
+	rules_get_stats(t, &st0);
+	body_run(t, 0, big, 3000 * 8, whole, 1, 0, &c);
+	rules_get_stats(t, &st1);
+#ifdef HAVE_HYPERSCAN
+	ok(st1.scans - st0.scans <= 4, "body batch: 3,000 lines in at most 4 scans");
+	diag("3,000 lines: %zu scans, %zu matches reported, %zu PCRE2 runs", st1.scans - st0.scans,
+	    st1.reports - st0.reports, st1.pcre2 - st0.pcre2);
+#endif
+	is_str(c.log, "3 5 [word cd] {} xx cd\n= 0\n=end 0\n", "body batch: the last line found");
+	free(c.log);
+	free(big);
+	rules_free(t);
+}
+
+/*
+ * Random and adversarial bodies through random tables: batched, line by
+ * line with the prefilter and with PCRE2 alone give the same calls.
+ * Patterns: anchors and \b at the lines' edges, subject edges (\A, \z,
+ * \Z), lookarounds, what could match across lines (\s, [^x], \n, . with
+ * s), empty matches; every body_checks action, negation, if..endif, $N.
+ * Bodies: CRLF, LF, bare CR, empty lines, lines at the liner's limit and
+ * over it, longer than a batch's line, more lines and bytes than a batch,
+ * fed in random chunks.
+ */
+static const char *const batch_patterns[] = {
+	"/^b/", "/a$/", "/^ab$/", "/\\bab/", "/ab\\b/", "/\\Bb/", "/b\\B/", "/\\Aa/", "/a\\z/",
+	"/b\\Z/", "/a\\s+b/", "/a[^x]b/", "/a\\nb/", "/a.b/", "/a.b/s", "/a$\\n^b/m", "/^a/m",
+	"/b$/m", "/(?<=a)b/", "/a(?=b)/", "/(?<!\\w)ab/", "/^$/", "/x*/", "/(a)(b)?c/", "/c{3}/",
+	"/\\x00/", "/\\r/", "/[\\x80-\\xff]/", "/free/", "/https?:\\/\\/[^\\s]*@/", "/^\\s*<p>/",
+	"/b$/E", "/ab/A", "/ A B /x", "/(?i)AB/", "/(?-i)ab/", "/ab+?c/U", "/\\Qa.b\\E/",
+	"/\\d{2,}/", "/^.{20,}$/", "/(\\w+)@(\\w+)/", "/viagra.*order/", "/(?s)a.c/",
+};
+static const char *const batch_actions[] = {
+	"REJECT rejected $0", "DISCARD", "HOLD held", "WARN w $1", "INFO i", "DUNNO", "OK",
+	"REJECT 451 4.7.1 later", "WARN", "INFO $0 and $1",
+};
+static const char *const batch_words[] = {
+	"a", "b", "ab", "ba", "c", "abc", "ccc", "x", " ", "\t", "free", "viagra", "order", "@",
+	"http://h/p@", "<p>", "12", "a.b", "A", "B", "\xe9", "\x00", "\r", "\r\n", "\n", "\n\n",
+	"\r\n\r\n", "user@host",
+};
+
+/* A random table of a few rules; its text into buf. */
+static void
+batch_table(char *buf, size_t size)
+{
+	size_t o = 0, n = 1 + diff_rng(6), depth = 0;
+	size_t np = sizeof(batch_patterns) / sizeof(batch_patterns[0]);
+	size_t na = sizeof(batch_actions) / sizeof(batch_actions[0]);
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < n && o + 200 < size; i++) {
+		const char *p = batch_patterns[diff_rng((uint32_t)np)];
+		const char *a = batch_actions[diff_rng((uint32_t)na)];
+		bool neg = diff_rng(6) == 0;
+
+		if (diff_rng(8) == 0 && depth < 2) {
+			o += (size_t)snprintf(buf + o, size - o, "if %s%s\n", diff_rng(3) ? "" : "!", p);
+			depth++;
+			continue;
+		}
+		if (neg && strchr(a, '$') != NULL)
+			a = "WARN negated";
+		o += (size_t)snprintf(buf + o, size - o, "%s%s %s\n", neg ? "!" : "", p, a);
+		if (depth > 0 && diff_rng(3) == 0) {
+			o += (size_t)snprintf(buf + o, size - o, "endif\n");
+			depth--;
+		}
+	}
+	while (depth-- > 0)
+		o += (size_t)snprintf(buf + o, size - o, "endif\n");
+}
+
+/* A random body into buf (at most max); its length. */
+static size_t
+batch_body(char *buf, size_t max)
+{
+	size_t len = 0, n = 1 + diff_rng(diff_rng(10) == 0 ? 4000 : 60);
+	size_t nw = sizeof(batch_words) / sizeof(batch_words[0]);
+
+	while (n-- > 0 && len + 20000 < max) {
+		uint32_t k = diff_rng(40);
+
+		if (k == 0) {		/* a long line, longer than a batch line at times */
+			size_t l = diff_rng(3) == 0 ? 16 * 1024 + diff_rng(3) : 1 + diff_rng(300);
+
+			memset(buf + len, diff_rng(2) ? 'c' : 'a', l);
+			len += l;
+		} else if (k < 4) {
+			buf[len++] = (char)diff_rng(256);
+		} else {
+			const char *w = batch_words[diff_rng((uint32_t)nw)];
+			size_t l = w[0] == '\0' ? 1 : strlen(w);
+
+			memcpy(buf + len, w, l);
+			len += l;
+		}
+		if (diff_rng(4) == 0) {
+			memcpy(buf + len, "\r\n", 2);
+			len += 2;
+		}
+	}
+	return len;
+}
+
+static void
+test_body_batch_differential(void)
+{
+	static char table[4096];
+	static const size_t maxes[] = { 0, 0, 0, 5, 64 };
+	size_t bodymax = 300 * 1024, differ = 0, tables = 0, ncalls = 0;
+	char *body = malloc(bodymax);
+	struct rules_stats st = { 0 };
+
+	for (int iter = 0; iter < 600; iter++) {
+		struct rules *t;
+		size_t len, chunks[4];
+
+		batch_table(table, sizeof(table));
+		t = rules_parse(table, strlen(table), "t.rules", RULES_BODY, err, sizeof(err));
+		if (t == NULL)
+			continue;	/* $1 for a pattern without a group */
+		tables++;
+		for (int b = 0; b < 4; b++) {
+			len = batch_body(body, bodymax);
+			for (int i = 0; i < 4; i++)
+				chunks[i] = diff_rng(4) == 0 ? 65536 : 1 + diff_rng(diff_rng(2) ? 100 : 20000);
+			if (!body_same(t, body, len, chunks, 4, maxes[diff_rng(5)], &ncalls)) {
+				if (differ++ < 5)
+					diag("differs with the table:\n%s", table);
+			}
+		}
+		{
+			struct rules_stats s;
+
+			rules_get_stats(t, &s);
+			st.scans += s.scans;
+			st.reports += s.reports;
+			st.pcre2 += s.pcre2;
+		}
+		rules_free(t);
+	}
+	diag("%zu tables, 4 bodies each: %zu calls; %zu scans, %zu matches reported, %zu PCRE2 runs",
+	    tables, ncalls, st.scans, st.reports, st.pcre2);
+	ok(ncalls > 1000, "body batch differential: rules applied, and often");
+	is_int(differ, 0, "body batch differential: the same calls batched, line by line, PCRE2 alone");
+	free(body);
+}
+
 /* Each group of tests prints its own TAP lines. */
 int
 main(void)
@@ -876,5 +1231,7 @@ main(void)
 	test_body_lines();
 	test_misc();
 	test_prefilter_differential();
+	test_body_batch();
+	test_body_batch_differential();
 	return done_testing();
 }
