@@ -361,7 +361,7 @@ cmd_data(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		return r;
 	if (!holds_message(s))
 		return relay(s, line, len, SMTP_DATA, true);
-	if ((refusal = hold_begin(s)) != NULL) {
+	if ((refusal = hold_begin(&s->hold)) != NULL) {
 		session_local_reply(s, "%s", refusal);
 		return STEP_NEXT;
 	}
@@ -704,7 +704,7 @@ hold_act(struct session *s, struct hold_result r)
 		return;
 	case HOLD_FILTER:
 		session_set_state(s, SS_FILTER, "end of data (held)");
-		hold_act(s, hold_filter(s));
+		hold_act(s, hold_filter(&s->hold));
 		return;
 	case HOLD_END:
 		hold_outcome_local(s, r.reply, r.status);
@@ -740,7 +740,7 @@ static bool
 reply_replay_data(struct session *s, const char *r, size_t n, int code)
 {
 	if (code == 354) {
-		hold_act(s, hold_send(s));
+		hold_act(s, hold_send(&s->hold));
 		return false;
 	}
 	session_reply(s, r, n);
@@ -763,7 +763,7 @@ session_filter_resumed(void *owner)
 	if (s->filter.run.step == FILTER_CONNECT)
 		session_greeting(s, NULL, 0);
 	else if (s->filter.run.step == FILTER_MESSAGE && s->state == SS_FILTER)
-		hold_act(s, hold_filter(s));
+		hold_act(s, hold_filter(&s->hold));
 	session_process(s);
 }
 
@@ -810,7 +810,7 @@ session_process(struct session *s)
 	enum step_result r = STEP_STOP;
 
 	if (s->tx.pumping)
-		hold_act(s, hold_pump(s));
+		hold_act(s, hold_pump(&s->hold));
 again:
 	while (!session_ending(s) && s->state != SS_CONNECT &&
 	    s->state != SS_FILTER) {
@@ -835,7 +835,7 @@ again:
 			r = STEP_STOP;
 		}
 		if (r == STEP_HELD) {	/* the held message's data is in (data.c) */
-			hold_act(s, hold_end(s));
+			hold_act(s, hold_end(&s->hold));
 			r = STEP_NEXT;
 		}
 		if (r == STEP_STOP)
@@ -893,7 +893,7 @@ session_backend_reply(struct session *s, struct pending p, const char *r, size_t
 		break;
 	case BS_REPLAY_MAIL:
 	case BS_REPLAY_RCPT:
-		hold_act(s, hold_replay_reply(s, p.step, r, n, code));
+		hold_act(s, hold_replay_reply(&s->hold, p.step, r, n, code));
 		return;
 	case BS_REPLAY_DATA:
 		relayed = reply_replay_data(s, r, n, code);
@@ -1238,6 +1238,8 @@ session_new(struct server *srv, const struct config_addr *la)
 	snprintf(s->id, sizeof(s->id), "%08" PRIX64, ++srv->next_id);
 	conn_init(&s->client, srv->loop, s);
 	backend_init(&s->backend, srv->cfg, srv->loop, s->id, &backend_events, s);
+	s->hold = (struct hold_env){ .id = s->id, .cfg = s->cfg, .client = &s->facts, .tx = &s->tx,
+	    .backend = &s->backend, .filter = &s->filter };
 	s->handles = 1;
 	return &s->client.tcp;
 }

@@ -26,6 +26,8 @@
 #include "iobuf.h"
 #include "tls.h"
 
+/* A connection's output waiting above this: stop reading the other side. */
+#define OUT_HIGH_WATER	262144
 /*
  * Bytes (nread > 0: already in `in`, or fed to TLS: call conn_tls_input),
  * or the end (nread < 0: UV_EOF or an error).  Never called with 0.

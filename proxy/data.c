@@ -102,7 +102,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		case FILTER_REFUSE:
 			break;
 		case FILTER_GO:
-			reply = hold_begin(s);
+			reply = hold_begin(&s->hold);
 			dot_stuffer_init(&s->tx.stuff);
 			break;
 		}
@@ -178,7 +178,7 @@ process_data(struct session *s)
 		if (!s->tx.spooling)
 			backend_data(&s->backend, iobuf_head(&s->client.in), used);
 		else
-			hold_feed(s, iobuf_head(&s->client.in), used, r);
+			hold_feed(&s->hold, iobuf_head(&s->client.in), used, r);
 	}
 	iobuf_consume(&s->client.in, used);
 	s->tx.msg_octets = s->tx.dot.octets;

@@ -1,7 +1,9 @@
 /*
  * quarantine.c - a held message kept aside: written with its envelope to
  * one file in quarantine_dir (a module's SC_QUARANTINE), for an operator
- * to look at; the client is answered as for a delivered message.
+ * to look at; the client is answered as for a delivered message.  Knows
+ * the transaction and the client's facts, not the session; calls only
+ * msgstore.c and log.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,11 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "filter.h"
+#include "clientfacts.h"
 #include "log.h"
 #include "msgstore.h"
 #include "quarantine.h"
-#include "session.h"
+#include "txn.h"
 
 /*
  * Quarantine: the message and its envelope in one file in quarantine_dir,
@@ -23,35 +25,36 @@
  * that a file there is always whole.  The final name is MSGID.TIME.eml; a
  * file of that name already there (two instances sharing the directory, a
  * restart within the second) is never replaced: the link fails and the next
- * name, MSGID.TIME-N.eml, is tried.  Returns 0 or -1 (logged).
+ * name, MSGID.TIME-N.eml, is tried.  dir: quarantine_dir; id: the
+ * session's; filter: the module that decided.  Returns 0 or -1 (logged).
  */
 int
-quarantine(struct session *s)
+quarantine(const char *dir, const char *id, const struct client_facts *client,
+    const struct txn *tx, const char *filter)
 {
 	char name[128], tmp[PATH_MAX], path[PATH_MAX], head[1024];
-	const char *dir = s->cfg->quarantine_dir;
 	int fd, n;
 
-	snprintf(name, sizeof(name), "%s.%ld", s->tx.msgid[0] ? s->tx.msgid : s->id, (long)time(NULL));
+	snprintf(name, sizeof(name), "%s.%ld", tx->msgid[0] ? tx->msgid : id, (long)time(NULL));
 	if (snprintf(tmp, sizeof(tmp), "%s/.tmp.%s", dir, name) >= (int)sizeof(tmp))
 		return -1;
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
-		log_id(s->id, LOG_LVL_ERROR, "quarantine: %s: %s", tmp, strerror(errno));
+		log_id(id, LOG_LVL_ERROR, "quarantine: %s: %s", tmp, strerror(errno));
 		return -1;
 	}
 	n = snprintf(head, sizeof(head), "X-Smtpchain-Quarantine: session=%s client=[%s]:%u"
-	    " helo=<%s> filter=%s\r\nX-Smtpchain-Envelope-From: <%s>\r\n", s->id, s->facts.addr,
-	    s->facts.port, s->facts.helo, filter_decider(&s->filter), s->tx.from);
+	    " helo=<%s> filter=%s\r\nX-Smtpchain-Envelope-From: <%s>\r\n", id, client->addr,
+	    client->port, client->helo, filter, tx->from);
 	if (write(fd, head, (size_t)n) != n)
 		goto fail;
-	for (size_t i = 0; i < s->tx.nrcpts; i++) {
-		if (s->tx.rcpts[i].status != RCPT_OK && s->tx.rcpts[i].status != RCPT_ADDED)
+	for (size_t i = 0; i < tx->nrcpts; i++) {
+		if (tx->rcpts[i].status != RCPT_OK && tx->rcpts[i].status != RCPT_ADDED)
 			continue;
-		n = snprintf(head, sizeof(head), "X-Smtpchain-Envelope-To: <%s>\r\n", s->tx.rcpts[i].addr);
+		n = snprintf(head, sizeof(head), "X-Smtpchain-Envelope-To: <%s>\r\n", tx->rcpts[i].addr);
 		if (write(fd, head, (size_t)n) != n)
 			goto fail;
 	}
-	if (msgstore_write_fd(s->tx.store, fd) != 0 || fsync(fd) != 0)
+	if (msgstore_write_fd(tx->store, fd) != 0 || fsync(fd) != 0)
 		goto fail;
 	if (close(fd) != 0) {
 		fd = -1;
@@ -70,10 +73,10 @@ quarantine(struct session *s)
 			goto fail;
 	}
 	unlink(tmp);
-	log_id(s->id, LOG_LVL_INFO, "quarantined as %s", path);
+	log_id(id, LOG_LVL_INFO, "quarantined as %s", path);
 	return 0;
 fail:
-	log_id(s->id, LOG_LVL_ERROR, "quarantine: %s: %s", tmp, strerror(errno));
+	log_id(id, LOG_LVL_ERROR, "quarantine: %s: %s", tmp, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	unlink(tmp);

@@ -5,8 +5,9 @@
  * change, replies in order, and its end, declared below; it calls nothing
  * above it.  Above it: command.c (the command table and the state machine,
  * the session's start), and beside that, called by it, data.c (DATA and
- * BDAT), auth.c (AUTH) and hold.c (the held message), which answer and
- * change the state through session.c.  The transaction is its own struct
+ * BDAT) and auth.c (AUTH), which answer and change the state through
+ * session.c.  Below, working on their own parts and not on this struct:
+ * hold.c (the held message: struct hold_env) and quarantine.c.  The transaction is its own struct
  * (txn.h); what is known about the client is a struct client_facts
  * (clientfacts.h); the filter chain's run is a struct filter_session
  * (filter.h), filter.c's, which knows nothing else of the session.
@@ -32,6 +33,7 @@
 #include "dotstream.h"
 #include "ehlo.h"
 #include "filter.h"
+#include "hold.h"
 #include "iobuf.h"
 #include "log.h"
 #include "replies.h"
@@ -56,7 +58,6 @@ enum session_state {
 };
 
 #define CLIENT_INBUF	32768		/* client input buffer */
-#define OUT_HIGH_WATER	262144		/* stop reading the other side above this */
 
 struct session {
 	struct session		*next, *prev;	/* server's list */
@@ -101,6 +102,7 @@ struct session {
 
 	/* the filter chain's run for this session (filter.c's) */
 	struct filter_session	 filter;
+	struct hold_env		 hold;		/* a held message's view of this session (hold.c) */
 	char			*greeting_text;	/* held until the connect step is decided */
 
 	struct metrics_session	 metrics;	/* metrics.c: live row, timings */
