@@ -31,8 +31,8 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	const char *sp;
 	size_t mlen;
 
-	if (!esmtp_offered(s, "AUTH")) {
-		if (s->backend_auth && !s->client.tls && s->cfg->auth_requires_tls && !s->facts.auth_done)
+	if (!esmtp_offered(&s->offered, "AUTH")) {
+		if (s->offered.backend_auth && !s->client.tls && s->cfg->auth_requires_tls && !s->facts.auth_done)
 			session_local_reply_of(s, REPLY_AUTH_NEEDS_TLS);
 		else if (s->facts.auth_done)
 			session_local_reply_of(s, REPLY_ALREADY_AUTHENTICATED);
@@ -61,7 +61,7 @@ cmd_auth(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	if (sp) {
 		const char *ir = sp + 1;
 
-		esmtp_auth_identity(s, ir, cmd->arglen - (size_t)(ir - cmd->arg));
+		esmtp_auth_identity(&s->facts, ir, cmd->arglen - (size_t)(ir - cmd->arg));
 	}
 	backend_send(&s->backend, line, len, BS_COMMAND, SMTP_AUTH);
 	s->last_sync = true;	/* the 334 or the outcome first */
@@ -91,7 +91,7 @@ process_auth(struct session *s)
 	} else {
 		if (strcasecmp(s->facts.auth_mech, "PLAIN") == 0 || strcasecmp(s->facts.auth_mech, "CRAM-MD5") == 0 ||
 		    strcasecmp(s->facts.auth_mech, "LOGIN") == 0)
-			esmtp_auth_identity(s, head, len - 2);
+			esmtp_auth_identity(&s->facts, head, len - 2);
 		backend_send(&s->backend, head, len, BS_COMMAND, SMTP_AUTH);
 	}
 	s->last_sync = true;

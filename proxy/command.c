@@ -185,25 +185,25 @@ reply_ehlo(struct session *s, const char *r, size_t n, int code)
 	}
 	out = xmalloc(cap);
 	ehlo_caps_parse(r, n, &s->backend.caps);
-	m = ehlo_rewrite(r, n, &pol, out, cap, &s->ccaps);
+	m = ehlo_rewrite(r, n, &pol, out, cap, &s->offered.caps);
 	if (m < 0) {
 		session_log(s, LOG_LVL_WARNING, "cannot rewrite the backend's EHLO reply");
 		free(out);
 		session_fail_of(s, REPLY_BACKEND_BAD_REPLY);
 		return false;
 	}
-	free(s->backend_auth);
-	s->backend_auth = esmtp_auth_line(r, n);
+	free(s->offered.backend_auth);
+	s->offered.backend_auth = esmtp_auth_line(r, n);
 	if (s->srv->tls && !s->client.tls)
 		m = esmtp_offer(out, (size_t)m, cap, "STARTTLS");
-	if (esmtp_auth_allowed(s))
-		m = esmtp_offer(out, (size_t)m, cap, s->backend_auth);
-	free(s->offered);
-	s->offered = xstrndup(out, (size_t)m);
+	if (esmtp_auth_allowed(&s->offered, &s->facts, s->client.tls != NULL, s->cfg->auth_requires_tls))
+		m = esmtp_offer(out, (size_t)m, cap, s->offered.backend_auth);
+	free(s->offered.reply);
+	s->offered.reply = xstrndup(out, (size_t)m);
 	free(out);
 	s->ehlo_done = s->facts.esmtp = true;
 	session_reset_transaction(s);
-	session_reply(s, s->offered, (size_t)m);
+	session_reply(s, s->offered.reply, (size_t)m);
 	return true;
 }
 
@@ -214,7 +214,9 @@ reply_helo(struct session *s, const char *r, size_t n, int code)
 	if (code == 250) {
 		s->ehlo_done = true;
 		s->facts.esmtp = false;
-		memset(&s->ccaps, 0, sizeof(s->ccaps));
+		memset(&s->offered.caps, 0, sizeof(s->offered.caps));
+		free(s->offered.reply);		/* no extensions after HELO */
+		s->offered.reply = NULL;
 		session_reset_transaction(s);
 	}
 	session_reply(s, r, n);
@@ -239,7 +241,8 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		session_local_reply_of(s, REPLY_SYNTAX_MAIL);
 		return STEP_NEXT;
 	}
-	if ((err = esmtp_check_params(s, &path, true, reply, sizeof(reply))) != NULL) {
+	if ((err = esmtp_check_params(&s->offered, s->cfg->limits.max_message_size, &path, true,
+	    reply, sizeof(reply))) != NULL) {
 		session_local_reply(s, "%s", err);
 		return STEP_NEXT;
 	}
@@ -256,7 +259,7 @@ cmd_mail(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	n = path.addrlen < sizeof(s->tx.from) - 1 ? path.addrlen : sizeof(s->tx.from) - 1;
 	memcpy(s->tx.from, path.addr, n);
 	s->tx.from[n] = '\0';
-	s->tx.size_limit = esmtp_size_limit(s);
+	s->tx.size_limit = esmtp_size_limit(&s->offered, s->cfg->limits.max_message_size);
 	if (s->srv->chain.n > 0) {
 		char canon[1600];
 
@@ -298,7 +301,8 @@ cmd_rcpt(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		session_local_reply_of(s, REPLY_SYNTAX_RCPT);
 		return STEP_NEXT;
 	}
-	if ((err = esmtp_check_params(s, &path, false, reply, sizeof(reply))) != NULL) {
+	if ((err = esmtp_check_params(&s->offered, s->cfg->limits.max_message_size, &path, false,
+	    reply, sizeof(reply))) != NULL) {
 		s->rcpt_refused++;
 		session_local_reply(s, "%s", err);
 		return STEP_NEXT;
@@ -394,7 +398,7 @@ reply_data(struct session *s, const char *r, size_t n, int code)
 static enum step_result
 cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t len)
 {
-	if (s->srv->tls == NULL || s->client.tls || !esmtp_offered(s, "STARTTLS")) {
+	if (s->srv->tls == NULL || s->client.tls || !esmtp_offered(&s->offered, "STARTTLS")) {
 		session_local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 		return STEP_NEXT;
 	}
@@ -412,8 +416,8 @@ cmd_starttls(struct session *s, const struct smtp_cmd *cmd, const char *line, si
 	session_replyf(s, "%s", reply_line(REPLY_TLS_READY, NULL, NULL, 0));
 	conn_starttls(&s->client, tls_conn_new(s->srv->tls));
 	s->ehlo_done = s->facts.esmtp = false;
-	free(s->offered);
-	s->offered = NULL;
+	free(s->offered.reply);
+	s->offered.reply = NULL;
 	s->facts.helo[0] = '\0';
 	session_reset_transaction(s);
 	return STEP_NEXT;

@@ -52,7 +52,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	uint64_t count;
 	bool last = false;
 
-	if (!esmtp_offered(s, "CHUNKING")) {
+	if (!esmtp_offered(&s->offered, "CHUNKING")) {
 		session_local_reply_of(s, REPLY_NOT_IMPLEMENTED);
 		return STEP_NEXT;
 	}

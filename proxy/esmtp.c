@@ -2,8 +2,10 @@
  * esmtp.c - ESMTP as the client was offered it: the rewritten EHLO list
  * (a keyword added to it, which keywords it has), MAIL and RCPT parameters
  * checked against it, the message size limit, the backend's AUTH line and
- * the identity in a SASL response.  Reads the session; never answers the
- * client nor changes its state.
+ * the identity in a SASL response.  Works on what the client was offered
+ * (struct esmtp_offered, which the session embeds) and the client's facts,
+ * not on the session; never answers the client.  Calls only smtp.c,
+ * replies.c and log.c.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -13,19 +15,20 @@
 #include <strings.h>
 #include <openssl/evp.h>
 
+#include "clientfacts.h"
 #include "esmtp.h"
 #include "log.h"
 #include "replies.h"
-#include "session.h"
+#include "smtp.h"
 
 /* Whether the rewritten EHLO list offered this keyword to the client. */
 bool
-esmtp_offered(const struct session *s, const char *kw)
+esmtp_offered(const struct esmtp_offered *o, const char *kw)
 {
-	const char *p = s->offered;
+	const char *p = o->reply;
 	size_t kwlen = strlen(kw);
 
-	if (!s->facts.esmtp || p == NULL)
+	if (p == NULL)		/* no EHLO answered 250 (or HELO, STARTTLS since) */
 		return false;
 	/* skip the domain line, then look at each "250-KW..." / "250 KW..." */
 	while ((p = strchr(p, '\n')) != NULL) {
@@ -41,13 +44,13 @@ esmtp_offered(const struct session *s, const char *kw)
 
 /* The message size limit for a new transaction; 0 = none. */
 uint64_t
-esmtp_size_limit(const struct session *s)
+esmtp_size_limit(const struct esmtp_offered *o, uint64_t max_message_size)
 {
-	uint64_t limit = s->cfg->limits.max_message_size;
+	uint64_t limit = max_message_size;
 
-	if (s->ccaps.size && s->ccaps.size_limit &&
-	    (limit == 0 || s->ccaps.size_limit < limit))
-		limit = s->ccaps.size_limit;
+	if (o->caps.size && o->caps.size_limit &&
+	    (limit == 0 || o->caps.size_limit < limit))
+		limit = o->caps.size_limit;
 	return limit;
 }
 
@@ -75,7 +78,8 @@ esmtp_parse_count(const char *p, size_t n, uint64_t *out)
  * Returns NULL when all may go on, else the reply to give.
  */
 const char *
-esmtp_check_params(struct session *s, const struct smtp_path *path, bool is_mail, char *reply, size_t replylen)
+esmtp_check_params(const struct esmtp_offered *o, uint64_t max_message_size,
+    const struct smtp_path *path, bool is_mail, char *reply, size_t replylen)
 {
 	static const struct {
 		const char	*param;
@@ -103,13 +107,13 @@ esmtp_check_params(struct session *s, const struct smtp_path *path, bool is_mail
 				break;
 			if (needs[j].extension == NULL) {	/* BODY= */
 				if (pa->value && pa->valuelen == 4 &&
-				    strncasecmp(pa->value, "7BIT", 4) == 0 && s->facts.esmtp)
+				    strncasecmp(pa->value, "7BIT", 4) == 0 && o->reply != NULL)
 					break;
 				if (pa->value && pa->valuelen == 8 &&
 				    strncasecmp(pa->value, "8BITMIME", 8) == 0 &&
-				    esmtp_offered(s, "8BITMIME"))
+				    esmtp_offered(o, "8BITMIME"))
 					break;
-			} else if (esmtp_offered(s, needs[j].extension)) {
+			} else if (esmtp_offered(o, needs[j].extension)) {
 				break;
 			}
 			snprintf(reply, replylen, "%s %.*s",
@@ -120,7 +124,7 @@ esmtp_check_params(struct session *s, const struct smtp_path *path, bool is_mail
 	}
 	if (is_mail) {
 		const struct smtp_param *size = smtp_path_param(path, "SIZE");
-		uint64_t n, limit = esmtp_size_limit(s);
+		uint64_t n, limit = esmtp_size_limit(o, max_message_size);
 
 		if (size && (size->value == NULL ||
 		    esmtp_parse_count(size->value, size->valuelen, &n) != 0))
@@ -195,9 +199,10 @@ esmtp_auth_line(const char *r, size_t n)
 
 /* Whether the client may be offered AUTH now (the backend has it; TLS if required). */
 bool
-esmtp_auth_allowed(const struct session *s)
+esmtp_auth_allowed(const struct esmtp_offered *o, const struct client_facts *client, bool tls,
+    bool tls_required)
 {
-	return s->backend_auth && !s->facts.auth_done && (s->client.tls || !s->cfg->auth_requires_tls);
+	return o->backend_auth && !client->auth_done && (tls || !tls_required);
 }
 
 /*
@@ -205,32 +210,32 @@ esmtp_auth_allowed(const struct session *s)
  * secret): PLAIN's authcid, LOGIN's user name, CRAM-MD5's user name.
  */
 void
-esmtp_auth_identity(struct session *s, const char *b64, size_t n)
+esmtp_auth_identity(struct client_facts *client, const char *b64, size_t n)
 {
 	unsigned char buf[1024];
 	int len;
 
-	if (s->facts.auth_user[0] || n == 0 || n > 1300 || (n == 1 && b64[0] == '*'))
+	if (client->auth_user[0] || n == 0 || n > 1300 || (n == 1 && b64[0] == '*'))
 		return;
 	if ((len = EVP_DecodeBlock(buf, (const unsigned char *)b64, (int)n)) < 0)
 		return;
 	while (len > 0 && n >= 1 && b64[n - 1] == '=' && len > 0)
 		len--, n--;
-	if (strcasecmp(s->facts.auth_mech, "PLAIN") == 0) {
+	if (strcasecmp(client->auth_mech, "PLAIN") == 0) {
 		unsigned char *a = memchr(buf, '\0', (size_t)len), *b;
 
 		if (a && (b = memchr(a + 1, '\0', (size_t)(len - (a + 1 - buf)))))
-			snprintf(s->facts.auth_user, sizeof(s->facts.auth_user), "%.*s", (int)(b - a - 1), a + 1);
-	} else if (strcasecmp(s->facts.auth_mech, "LOGIN") == 0) {
-		snprintf(s->facts.auth_user, sizeof(s->facts.auth_user), "%.*s", len, buf);
-	} else if (strcasecmp(s->facts.auth_mech, "CRAM-MD5") == 0) {
+			snprintf(client->auth_user, sizeof(client->auth_user), "%.*s", (int)(b - a - 1), a + 1);
+	} else if (strcasecmp(client->auth_mech, "LOGIN") == 0) {
+		snprintf(client->auth_user, sizeof(client->auth_user), "%.*s", len, buf);
+	} else if (strcasecmp(client->auth_mech, "CRAM-MD5") == 0) {
 		unsigned char *sp = memchr(buf, ' ', (size_t)len);
 
 		if (sp)
-			snprintf(s->facts.auth_user, sizeof(s->facts.auth_user), "%.*s", (int)(sp - buf), buf);
+			snprintf(client->auth_user, sizeof(client->auth_user), "%.*s", (int)(sp - buf), buf);
 	}
-	for (size_t i = 0; s->facts.auth_user[i]; i++)	/* printable only */
-		if ((unsigned char)s->facts.auth_user[i] < 0x20 || (unsigned char)s->facts.auth_user[i] == 0x7f)
-			s->facts.auth_user[i] = '?';
+	for (size_t i = 0; client->auth_user[i]; i++)	/* printable only */
+		if ((unsigned char)client->auth_user[i] < 0x20 || (unsigned char)client->auth_user[i] == 0x7f)
+			client->auth_user[i] = '?';
 	explicit_bzero(buf, sizeof(buf));
 }

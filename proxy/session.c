@@ -369,8 +369,8 @@ session_free(struct session *s)
 	txn_free(&s->tx);
 	backend_free(&s->backend);
 	free(s->greeting_text);
-	free(s->backend_auth);
-	free(s->offered);
+	free(s->offered.backend_auth);
+	free(s->offered.reply);
 	free(s->deferred);
 	free(s);
 }

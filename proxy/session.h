@@ -7,7 +7,8 @@
  * the session's start), and beside that, called by it, data.c (DATA and
  * BDAT) and auth.c (AUTH), which answer and change the state through
  * session.c.  Below, working on their own parts and not on this struct:
- * hold.c (the held message: struct hold_env) and quarantine.c.  The transaction is its own struct
+ * hold.c (the held message: struct hold_env), esmtp.c (struct
+ * esmtp_offered), quarantine.c.  The transaction is its own struct
  * (txn.h); what is known about the client is a struct client_facts
  * (clientfacts.h); the filter chain's run is a struct filter_session
  * (filter.h), filter.c's, which knows nothing else of the session.
@@ -32,6 +33,7 @@
 #include "metrics.h"
 #include "dotstream.h"
 #include "ehlo.h"
+#include "esmtp.h"
 #include "filter.h"
 #include "hold.h"
 #include "iobuf.h"
@@ -89,10 +91,8 @@ struct session {
 	bool			 last_sync;	/* the last command sent ends a pipelining group */
 
 	/* what the client was offered (after the rewrite) */
-	char			*backend_auth;	/* the backend's "AUTH mech..." EHLO line, or NULL */
 	bool			 ehlo_done;	/* a 250 to EHLO or HELO */
-	struct ehlo_caps	 ccaps;
-	char			*offered;	/* the rewritten list, to check parameters */
+	struct esmtp_offered	 offered;	/* the list, its SIZE, the backend's AUTH line */
 
 	/* the transaction (txn.h), and what outlives it */
 	struct txn		 tx;
