@@ -824,6 +824,8 @@ rx_init(const struct sc_host *h, const struct sc_options *o, void **instance,
 	char lerr[512];
 
 	host = h;
+	/* Hyperscan's compiler runs in a child: this process keeps its scanner only. */
+	rules_compile_apart(true);
 	if ((rx = calloc(1, sizeof(*rx))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;

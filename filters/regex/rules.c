@@ -38,6 +38,13 @@
  * \z, \Z, \G, lookarounds, verbs) stay out: PCRE2 alone, as for those
  * Hyperscan refuses.
  *
+ * Compiled apart (rules_compile_apart, which the module asks for): a child
+ * process compiles the database and sends it serialized through a pipe;
+ * the table's process deserializes it, so it runs Hyperscan's scanner but
+ * never its compiler, whose code (libhs and libstdc++, about 6.5 MB once
+ * touched) and working memory (about 14 MB at its peak for the bench's 50
+ * rules) would otherwise stay in its RSS.
+ *
  * Reply texts: the text of a REJECT-like action may start with a three
  * digit code and/or an enhanced status code.  When the text is literal (no
  * $), codes are checked when the table is loaded; after a substitution they
@@ -58,6 +65,9 @@
 
 #include <pcre2.h>
 #ifdef HAVE_HYPERSCAN
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <hs.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -499,6 +509,15 @@ rules_header_subject(const char *name, const char *value, size_t *lenp)
 
 /* --- the Hyperscan prefilter ------------------------------------------- */
 
+static bool compile_apart;	/* rules_compile_apart(): in a child process */
+
+/* See rules.h. */
+void
+rules_compile_apart(bool on)
+{
+	compile_apart = on;
+}
+
 #ifdef HAVE_HYPERSCAN
 /*
  * Whether a pattern looks at the subject's edges or beyond its own match in
@@ -640,26 +659,26 @@ hs_check(const struct rule *r, bool batch)
 }
 
 /*
- * Compile the rules' patterns into one database.  Each is checked alone
- * first (hs_check); should the database still refuse one, it is tried
- * again with HS_FLAG_PREFILTER, then left out (PCRE2 alone): each failure
- * removes one candidate or weakens it, so this ends.  Returns -1 only when
- * out of memory; no database is not an error.
+ * Compile the rules' patterns into one database: *db (NULL when there is
+ * none), and the indexes of the rules it holds into ids (*np of them; room
+ * for t->n).  Each is checked alone first (hs_check); should the database
+ * still refuse one, it is tried again with HS_FLAG_PREFILTER, then left out
+ * (PCRE2 alone): each failure removes one candidate or weakens it, so this
+ * ends.  Returns -1 only when out of memory; no database is not an error.
  */
 static int
-prefilter_build(struct rules *t)
+prefilter_compile(struct rules *t, hs_database_t **db, unsigned *ids, size_t *np)
 {
 	const char **expr = NULL;
-	unsigned *flags = NULL, *ids = NULL;
+	unsigned *flags = NULL;
 	hs_compile_error_t *cerr = NULL;
 	size_t n = 0;
 	int f, rc = -1;
 
-	if (hs_valid_platform() != HS_SUCCESS || t->n == 0)
-		goto done;
+	*db = NULL;
+	*np = 0;
 	if ((expr = calloc(t->n, sizeof(*expr))) == NULL ||
-	    (flags = calloc(t->n, sizeof(*flags))) == NULL ||
-	    (ids = calloc(t->n, sizeof(*ids))) == NULL)
+	    (flags = calloc(t->n, sizeof(*flags))) == NULL)
 		goto out;
 	for (size_t i = 0; i < t->n; i++) {
 		if (t->v[i].re == NULL || (f = hs_check(&t->v[i], t->kind == RULES_BODY)) < 0)
@@ -670,14 +689,16 @@ prefilter_build(struct rules *t)
 		n++;
 	}
 	while (n > 0 && hs_compile_multi(expr, flags, ids, (unsigned)n, HS_MODE_BLOCK,
-	    NULL, &t->hs_db, &cerr) != HS_SUCCESS) {
+	    NULL, db, &cerr) != HS_SUCCESS) {
 		int k = cerr != NULL ? cerr->expression : -1;
 
 		hs_free_compile_error(cerr);
 		cerr = NULL;
-		t->hs_db = NULL;
-		if (k < 0 || (size_t)k >= n)
-			goto done;	/* not one pattern's fault: no prefilter */
+		*db = NULL;
+		if (k < 0 || (size_t)k >= n) {
+			n = 0;		/* not one pattern's fault: no prefilter */
+			break;
+		}
 		if (!(flags[k] & HS_FLAG_PREFILTER)) {
 			flags[k] |= HS_FLAG_PREFILTER;
 			continue;
@@ -687,31 +708,177 @@ prefilter_build(struct rules *t)
 		memmove(flags + k, flags + k + 1, (n - (size_t)k) * sizeof(*flags));
 		memmove(ids + k, ids + k + 1, (n - (size_t)k) * sizeof(*ids));
 	}
-	if (n == 0)
-		goto done;
-	if (hs_alloc_scratch(t->hs_db, &t->hs_scratch) != HS_SUCCESS) {
-		hs_free_database(t->hs_db);
-		t->hs_db = NULL;
-		goto done;
-	}
-	for (size_t j = 0; j < n; j++)
-		t->v[ids[j]].prefiltered = true;
-	t->nprefiltered = n;
-	t->prefilter_on = true;
-done:
-#ifdef __GLIBC__
-	/*
-	 * The compiler's working memory (about 14 MB for the bench's 50 rules)
-	 * is free again but glibc keeps it mapped: give it back to the system,
-	 * or it counts in every worker's RSS for good.
-	 */
-	malloc_trim(0);
-#endif
+	*np = n;
 	rc = 0;
 out:
 	free(expr);
 	free(flags);
+	return rc;
+}
+
+/* Use db (or free it): its scratch space, and the rules it holds (ids). */
+static void
+prefilter_install(struct rules *t, hs_database_t *db, const unsigned *ids, size_t n)
+{
+	if (db == NULL || n == 0 || hs_alloc_scratch(db, &t->hs_scratch) != HS_SUCCESS) {
+		hs_free_database(db);
+		return;
+	}
+	t->hs_db = db;
+	for (size_t j = 0; j < n; j++)
+		t->v[ids[j]].prefiltered = true;
+	t->nprefiltered = n;
+	t->prefilter_on = true;
+}
+
+/* What a compiling child sends first: then n rule indexes, then len bytes. */
+struct apart_head {
+	uint64_t	 n;		/* rules in the database (0: none) */
+	uint64_t	 len;		/* bytes of the serialized database */
+};
+
+/* write() all of p; 0 or -1. */
+static int
+write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n > 0) {
+		ssize_t w = write(fd, c, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* In the child: compile, send the database serialized on fd, exit. */
+static void __attribute__((noreturn))
+apart_child(struct rules *t, int fd, unsigned *ids)
+{
+	struct apart_head head = { 0, 0 };
+	hs_database_t *db;
+	char *bytes = NULL;
+	size_t n, len = 0;
+
+	if (prefilter_compile(t, &db, ids, &n) != 0)
+		_exit(2);	/* out of memory */
+	if (db != NULL && hs_serialize_database(db, &bytes, &len) == HS_SUCCESS) {
+		head.n = n;
+		head.len = len;
+	}
+	if (write_all(fd, &head, sizeof(head)) != 0 ||
+	    write_all(fd, ids, (size_t)head.n * sizeof(*ids)) != 0 ||
+	    write_all(fd, bytes, (size_t)head.len) != 0)
+		_exit(3);
+	free(bytes);
+	hs_free_database(db);
+	_exit(0);
+}
+
+/*
+ * Compile in a child (rules_compile_apart): fork, read what it sends, wait
+ * for it.  Returns 0 with the database installed (or none: a child that
+ * failed leaves the table to PCRE2 alone, not this process to a compiler
+ * that could fail the same way), -1 when out of memory, 1 when no child
+ * could be started (then compile here).
+ */
+static int
+prefilter_apart(struct rules *t, unsigned *ids)
+{
+	struct apart_head head;
+	hs_database_t *db = NULL;
+	char *buf = NULL;
+	size_t got = 0, cap = 0, idlen;
+	int pfd[2], status = 0, rc = 0;
+	pid_t pid;
+
+	if (pipe(pfd) == -1)
+		return 1;
+	if ((pid = fork()) == -1) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return 1;
+	}
+	if (pid == 0) {
+		close(pfd[0]);
+		apart_child(t, pfd[1], ids);
+	}
+	close(pfd[1]);
+	for (;;) {
+		ssize_t r;
+
+		if (grow(&buf, &cap, got + 65536) != 0) {
+			rc = -1;
+			break;
+		}
+		r = read(pfd[0], buf + got, cap - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	if (rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 2)
+		rc = -1;
+	if (rc != 0 || got < sizeof(head)) {
+		free(buf);
+		return rc;
+	}
+	memcpy(&head, buf, sizeof(head));
+	idlen = head.n <= t->n ? (size_t)head.n * sizeof(*ids) : 0;
+	if (head.n > 0 && head.n <= t->n && got == sizeof(head) + idlen + head.len) {
+		memcpy(ids, buf + sizeof(head), idlen);
+		for (size_t j = 0; j < head.n; j++)
+			if (ids[j] >= t->n || t->v[ids[j]].re == NULL)
+				head.n = 0;
+		if (head.n > 0 && hs_deserialize_database(buf + sizeof(head) + idlen,
+		    (size_t)head.len, &db) == HS_SUCCESS)
+			prefilter_install(t, db, ids, (size_t)head.n);
+	}
+	free(buf);
+	return 0;
+}
+
+/*
+ * The table's database, compiled here or in a child (rules_compile_apart).
+ * Returns -1 only when out of memory; no database is not an error.
+ */
+static int
+prefilter_build(struct rules *t)
+{
+	hs_database_t *db;
+	unsigned *ids;
+	size_t n;
+	int rc;
+
+	if (hs_valid_platform() != HS_SUCCESS || t->n == 0)
+		return 0;
+	if ((ids = calloc(t->n, sizeof(*ids))) == NULL)
+		return -1;
+	if (compile_apart && (rc = prefilter_apart(t, ids)) <= 0) {
+		free(ids);
+		return rc;
+	}
+	rc = prefilter_compile(t, &db, ids, &n);
+	if (rc == 0)
+		prefilter_install(t, db, ids, n);
 	free(ids);
+#ifdef __GLIBC__
+	/*
+	 * The compiler's working memory (about 14 MB for the bench's 50 rules)
+	 * is free again but glibc keeps it mapped: give it back to the system,
+	 * or it counts in the process's RSS for good.
+	 */
+	malloc_trim(0);
+#endif
 	return rc;
 }
 

@@ -151,6 +151,16 @@ const char	*rules_name(const struct rules *t);
 /* Rules whose pattern the Hyperscan prefilter holds (0 without it). */
 size_t		 rules_prefilter_count(const struct rules *t);
 /*
+ * Compile the Hyperscan databases of the tables loaded from now on in a
+ * short-lived child process, which hands each over serialized: the process
+ * that loads them maps Hyperscan's scanner only, never its compiler (its
+ * code and working memory stay out of that process's RSS).  Off by
+ * default (the tests, the fuzzer); the module turns it on.  The same
+ * databases either way; when no child can be started, compiled in place;
+ * when the child fails, no prefilter (PCRE2 alone).
+ */
+void		 rules_compile_apart(bool on);
+/*
  * Whether matching uses the prefilter (on after loading when it holds any
  * rule): off, every pattern runs through PCRE2.  The answers are the same
  * either way; the differential tests compare them.
