@@ -359,11 +359,11 @@ cmd_data(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 	enum step_result r;
 	const char *refusal;
 
-	if (holds_message(s) && s->backend.pcount > 0)
+	if (filter_holds_message(&s->filter) && s->backend.pcount > 0)
 		return STEP_STOP;	/* the recipients' answers decide (before the chain runs) */
 	if (!filter_allows(s, FILTER_DATA, NULL, NULL, &r))
 		return r;
-	if (!holds_message(s))
+	if (!filter_holds_message(&s->filter))
 		return relay(s, line, len, SMTP_DATA, true);
 	if ((refusal = hold_begin(&s->hold)) != NULL) {
 		session_local_reply(s, "%s", refusal);

@@ -27,15 +27,6 @@
 #include "replies.h"
 #include "session.h"
 
-/* Whether this message is held for the filters rather than streamed. */
-bool
-holds_message(const struct session *s)
-{
-	if (s->srv->chain.n == 0 || s->filter.skip_session || s->filter.skip_message)
-		return false;
-	return s->srv->chain.holds_message || s->filter.msg_outcome != SC_CONTINUE;
-}
-
 /*
  * BDAT count [LAST] (RFC 3030).  Relayed as it is to a backend with
  * CHUNKING; to one without, the proxy opens DATA once per message and sends
@@ -91,7 +82,7 @@ cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line, size_t
 		session_fail_of(s, REPLY_MESSAGE_TOO_BIG);
 		return STEP_STOP;
 	}
-	if (holds_message(s) && !s->tx.spooling && !s->tx.bdat_failed) {
+	if (filter_holds_message(&s->filter) && !s->tx.spooling && !s->tx.bdat_failed) {
 		const char *reply;
 
 		if (s->backend.pcount > 0)

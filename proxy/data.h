@@ -11,8 +11,6 @@
 #include "session.h"
 #include "smtp.h"
 
-/* Whether this message is held for the filters rather than streamed. */
-bool	holds_message(const struct session *s);
 /* BDAT count [LAST]: the command table's row. */
 enum step_result cmd_bdat(struct session *s, const struct smtp_cmd *cmd, const char *line,
 	    size_t len);

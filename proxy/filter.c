@@ -434,6 +434,19 @@ filter_phase(struct filter_session *fs, enum filter_step step, const char *a1, c
 	return answer;
 }
 
+/*
+ * Whether the coming message is held for the chain rather than streamed: a
+ * module has message hooks, or a discard/quarantine outcome is pending,
+ * unless a module accepted the session or the message.
+ */
+bool
+filter_holds_message(const struct filter_session *fs)
+{
+	if (chain_of(fs)->n == 0 || fs->skip_session || fs->skip_message)
+		return false;
+	return chain_of(fs)->holds_message || fs->msg_outcome != SC_CONTINUE;
+}
+
 /* The module that decided the last step, for the log. */
 const char *
 filter_decider(const struct filter_session *fs)

@@ -136,6 +136,10 @@ void	filter_message_end(struct filter_session *fs);
 enum filter_answer filter_phase(struct filter_session *fs, enum filter_step step,
 	    const char *a1, const char *a2, const char **reply);
 
+/* Whether the coming message is held for the chain (its hooks see it
+ * whole) rather than streamed to the backend. */
+bool	filter_holds_message(const struct filter_session *fs);
+
 /* The module that decided the last step ("" if none), for logs. */
 const char *filter_decider(const struct filter_session *fs);
 
