@@ -66,6 +66,7 @@
 #include <pcre2.h>
 #ifdef HAVE_HYPERSCAN
 #include <sys/wait.h>
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <hs.h>
@@ -629,13 +630,62 @@ batch_hit(unsigned id, unsigned long long from, unsigned long long to,
 }
 
 /*
+ * Hyperscan's compiler.  Built with libhs_runtime (HAVE_HS_RUNTIME), the
+ * module links the scanner only, and the compiler comes from libhs, loaded
+ * with dlopen() where a database is compiled (in the child when compiled
+ * apart), so that the process that scans never maps libhs's compiler nor
+ * the libstdc++ it needs.  The database goes from one to the other
+ * serialized, the format of one Hyperscan version.
+ */
+struct hs_compiler {
+	hs_error_t	(*compile_multi)(const char *const *, const unsigned *, const unsigned *,
+			    unsigned, unsigned, const hs_platform_info_t *, hs_database_t **,
+			    hs_compile_error_t **);
+	hs_error_t	(*expression_info)(const char *, unsigned, hs_expr_info_t **,
+			    hs_compile_error_t **);
+	hs_error_t	(*free_compile_error)(hs_compile_error_t *);
+	hs_error_t	(*serialize_database)(const hs_database_t *, char **, size_t *);
+	hs_error_t	(*free_database)(hs_database_t *);
+};
+
+#define HS_STR(x)	HS_STR2(x)
+#define HS_STR2(x)	#x
+
+/* The compiler's functions into c (loaded once); 0, or -1 when libhs cannot be had. */
+static int
+hs_compiler_get(struct hs_compiler *c)
+{
+#ifdef HAVE_HS_RUNTIME
+	static void *lib;
+	static const char *const names[] = { "hs_compile_multi", "hs_expression_info",
+	    "hs_free_compile_error", "hs_serialize_database", "hs_free_database" };
+	void **fn[] = { (void **)&c->compile_multi, (void **)&c->expression_info,
+	    (void **)&c->free_compile_error, (void **)&c->serialize_database,
+	    (void **)&c->free_database };
+
+	if (lib == NULL && (lib = dlopen("libhs.so." HS_STR(HS_MAJOR), RTLD_NOW | RTLD_LOCAL)) == NULL)
+		return -1;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if ((*fn[i] = dlsym(lib, names[i])) == NULL)
+			return -1;
+#else
+	c->compile_multi = hs_compile_multi;
+	c->expression_info = hs_expression_info;
+	c->free_compile_error = hs_free_compile_error;
+	c->serialize_database = hs_serialize_database;
+	c->free_database = hs_free_database;
+#endif
+	return 0;
+}
+
+/*
  * The flags a rule's pattern goes into the database with, or -1: checked
  * alone first (hs_expression_info, much cheaper than a compile), exactly,
  * else as a prefilter; a pattern that can match the empty string stays out
  * (Hyperscan refuses it).
  */
 static int
-hs_check(const struct rule *r, bool batch)
+hs_check(const struct hs_compiler *hc, const struct rule *r, bool batch)
 {
 	hs_expr_info_t *info = NULL;
 	hs_compile_error_t *cerr = NULL;
@@ -643,12 +693,12 @@ hs_check(const struct rule *r, bool batch)
 
 	if (f < 0)
 		return -1;
-	if (hs_expression_info(r->src, (unsigned)f, &info, &cerr) != HS_SUCCESS) {
-		hs_free_compile_error(cerr);
+	if (hc->expression_info(r->src, (unsigned)f, &info, &cerr) != HS_SUCCESS) {
+		hc->free_compile_error(cerr);
 		cerr = NULL;
 		f |= HS_FLAG_PREFILTER;
-		if (hs_expression_info(r->src, (unsigned)f, &info, &cerr) != HS_SUCCESS) {
-			hs_free_compile_error(cerr);
+		if (hc->expression_info(r->src, (unsigned)f, &info, &cerr) != HS_SUCCESS) {
+			hc->free_compile_error(cerr);
 			return -1;
 		}
 	}
@@ -659,42 +709,48 @@ hs_check(const struct rule *r, bool batch)
 }
 
 /*
- * Compile the rules' patterns into one database: *db (NULL when there is
- * none), and the indexes of the rules it holds into ids (*np of them; room
- * for t->n).  Each is checked alone first (hs_check); should the database
- * still refuse one, it is tried again with HS_FLAG_PREFILTER, then left out
- * (PCRE2 alone): each failure removes one candidate or weakens it, so this
- * ends.  Returns -1 only when out of memory; no database is not an error.
+ * Compile the rules' patterns into one database, serialized: *bytes and
+ * *len (NULL, 0 when there is none; free() it), and the indexes of the
+ * rules it holds into ids (*np of them; room for t->n).  Each is checked
+ * alone first (hs_check); should the database still refuse one, it is
+ * tried again with HS_FLAG_PREFILTER, then left out (PCRE2 alone): each
+ * failure removes one candidate or weakens it, so this ends.  Returns -1
+ * only when out of memory; no database (or no compiler) is not an error.
  */
 static int
-prefilter_compile(struct rules *t, hs_database_t **db, unsigned *ids, size_t *np)
+prefilter_compile(struct rules *t, char **bytes, size_t *len, unsigned *ids, size_t *np)
 {
+	struct hs_compiler hc;
 	const char **expr = NULL;
 	unsigned *flags = NULL;
 	hs_compile_error_t *cerr = NULL;
+	hs_database_t *db = NULL;
 	size_t n = 0;
 	int f, rc = -1;
 
-	*db = NULL;
+	*bytes = NULL;
+	*len = 0;
 	*np = 0;
+	if (hs_compiler_get(&hc) != 0)
+		return 0;
 	if ((expr = calloc(t->n, sizeof(*expr))) == NULL ||
 	    (flags = calloc(t->n, sizeof(*flags))) == NULL)
 		goto out;
 	for (size_t i = 0; i < t->n; i++) {
-		if (t->v[i].re == NULL || (f = hs_check(&t->v[i], t->kind == RULES_BODY)) < 0)
+		if (t->v[i].re == NULL || (f = hs_check(&hc, &t->v[i], t->kind == RULES_BODY)) < 0)
 			continue;
 		expr[n] = t->v[i].src;
 		flags[n] = (unsigned)f;
 		ids[n] = (unsigned)i;
 		n++;
 	}
-	while (n > 0 && hs_compile_multi(expr, flags, ids, (unsigned)n, HS_MODE_BLOCK,
-	    NULL, db, &cerr) != HS_SUCCESS) {
+	while (n > 0 && hc.compile_multi(expr, flags, ids, (unsigned)n, HS_MODE_BLOCK,
+	    NULL, &db, &cerr) != HS_SUCCESS) {
 		int k = cerr != NULL ? cerr->expression : -1;
 
-		hs_free_compile_error(cerr);
+		hc.free_compile_error(cerr);
 		cerr = NULL;
-		*db = NULL;
+		db = NULL;
 		if (k < 0 || (size_t)k >= n) {
 			n = 0;		/* not one pattern's fault: no prefilter */
 			break;
@@ -708,7 +764,12 @@ prefilter_compile(struct rules *t, hs_database_t **db, unsigned *ids, size_t *np
 		memmove(flags + k, flags + k + 1, (n - (size_t)k) * sizeof(*flags));
 		memmove(ids + k, ids + k + 1, (n - (size_t)k) * sizeof(*ids));
 	}
-	*np = n;
+	if (db != NULL && n > 0 && hc.serialize_database(db, bytes, len) == HS_SUCCESS)
+		*np = n;
+	else
+		*bytes = NULL;
+	if (db != NULL)
+		hc.free_database(db);
 	rc = 0;
 out:
 	free(expr);
@@ -716,11 +777,15 @@ out:
 	return rc;
 }
 
-/* Use db (or free it): its scratch space, and the rules it holds (ids). */
+/* The serialized database for this process (with its scratch), or none. */
 static void
-prefilter_install(struct rules *t, hs_database_t *db, const unsigned *ids, size_t n)
+prefilter_install(struct rules *t, const char *bytes, size_t len, const unsigned *ids, size_t n)
 {
-	if (db == NULL || n == 0 || hs_alloc_scratch(db, &t->hs_scratch) != HS_SUCCESS) {
+	hs_database_t *db = NULL;
+
+	if (n == 0 || hs_deserialize_database(bytes, len, &db) != HS_SUCCESS)
+		return;
+	if (hs_alloc_scratch(db, &t->hs_scratch) != HS_SUCCESS) {
 		hs_free_database(db);
 		return;
 	}
@@ -761,13 +826,12 @@ static void __attribute__((noreturn))
 apart_child(struct rules *t, int fd, unsigned *ids)
 {
 	struct apart_head head = { 0, 0 };
-	hs_database_t *db;
-	char *bytes = NULL;
-	size_t n, len = 0;
+	char *bytes;
+	size_t n, len;
 
-	if (prefilter_compile(t, &db, ids, &n) != 0)
+	if (prefilter_compile(t, &bytes, &len, ids, &n) != 0)
 		_exit(2);	/* out of memory */
-	if (db != NULL && hs_serialize_database(db, &bytes, &len) == HS_SUCCESS) {
+	if (bytes != NULL) {
 		head.n = n;
 		head.len = len;
 	}
@@ -776,7 +840,6 @@ apart_child(struct rules *t, int fd, unsigned *ids)
 	    write_all(fd, bytes, (size_t)head.len) != 0)
 		_exit(3);
 	free(bytes);
-	hs_free_database(db);
 	_exit(0);
 }
 
@@ -791,7 +854,6 @@ static int
 prefilter_apart(struct rules *t, unsigned *ids)
 {
 	struct apart_head head;
-	hs_database_t *db = NULL;
 	char *buf = NULL;
 	size_t got = 0, cap = 0, idlen;
 	int pfd[2], status = 0, rc = 0;
@@ -839,9 +901,8 @@ prefilter_apart(struct rules *t, unsigned *ids)
 		for (size_t j = 0; j < head.n; j++)
 			if (ids[j] >= t->n || t->v[ids[j]].re == NULL)
 				head.n = 0;
-		if (head.n > 0 && hs_deserialize_database(buf + sizeof(head) + idlen,
-		    (size_t)head.len, &db) == HS_SUCCESS)
-			prefilter_install(t, db, ids, (size_t)head.n);
+		prefilter_install(t, buf + sizeof(head) + idlen, (size_t)head.len, ids,
+		    (size_t)head.n);
 	}
 	free(buf);
 	return 0;
@@ -854,9 +915,9 @@ prefilter_apart(struct rules *t, unsigned *ids)
 static int
 prefilter_build(struct rules *t)
 {
-	hs_database_t *db;
+	char *bytes;
 	unsigned *ids;
-	size_t n;
+	size_t n, len;
 	int rc;
 
 	if (hs_valid_platform() != HS_SUCCESS || t->n == 0)
@@ -867,9 +928,9 @@ prefilter_build(struct rules *t)
 		free(ids);
 		return rc;
 	}
-	rc = prefilter_compile(t, &db, ids, &n);
-	if (rc == 0)
-		prefilter_install(t, db, ids, n);
+	if ((rc = prefilter_compile(t, &bytes, &len, ids, &n)) == 0 && bytes != NULL)
+		prefilter_install(t, bytes, len, ids, n);
+	free(bytes);
 	free(ids);
 #ifdef __GLIBC__
 	/*
