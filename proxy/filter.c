@@ -93,9 +93,23 @@ filter_session_open(struct filter_session *fs, const struct filter_env *env)
 static void
 run_clear(struct filter_run *r)
 {
+	char *reply = r->reply;
+
 	free(r->arg1);
 	free(r->arg2);
 	memset(r, 0, sizeof(*r));
+	r->reply = reply;	/* the buffer stays for the session, emptied */
+	if (reply != NULL)
+		reply[0] = '\0';
+}
+
+/* The run's reply buffer, FILTER_REPLY_MAX bytes: allocated when first written. */
+static char *
+run_reply(struct filter_run *r)
+{
+	if (r->reply == NULL)
+		r->reply = xcalloc(1, FILTER_REPLY_MAX);
+	return r->reply;
 }
 
 /* abort() for every module that saw part of a message but not its end. */
@@ -131,7 +145,7 @@ filter_session_close(struct filter_session *fs)
 	const struct filter_chain *ch = chain_of(fs);
 
 	if (fs->ctx == NULL)
-		return;
+		goto out;
 	filter_message_end(fs);
 	run_clear(&fs->run);
 	for (size_t i = 0; i < ch->n; i++)
@@ -139,6 +153,9 @@ filter_session_close(struct filter_session *fs)
 			ch->v[i].desc->close(&fs->ctx[i]);
 	free(fs->ctx);
 	fs->ctx = NULL;
+out:
+	free(fs->run.reply);
+	fs->run.reply = NULL;
 }
 
 /* The default reply for a refusal at a step (replies.c). */
@@ -201,11 +218,11 @@ chain_verdict(struct filter_session *fs, enum sc_verdict v)
 	case SC_TEMPFAIL: {
 		char want = v == SC_REJECT ? '5' : '4';
 
-		if (r->reply[0] != want) {
+		if (run_reply(r)[0] != want) {
 			if (r->reply[0])
 				log_id(fs->env.id, LOG_LVL_WARNING, "filter %s: reply class does not match "
 				    "its verdict; using the default", m->name);
-			snprintf(r->reply, sizeof(r->reply), "%s", default_reply(r->step, v));
+			snprintf(r->reply, FILTER_REPLY_MAX, "%s", default_reply(r->step, v));
 		}
 		r->verdict = v;
 		r->verdict_idx = r->idx;
@@ -242,7 +259,8 @@ chain_verdict(struct filter_session *fs, enum sc_verdict v)
 	default:
 		log_id(fs->env.id, LOG_LVL_WARNING, "filter %s: invalid verdict %d at %s; tempfail",
 		    m->name, (int)v, step_names[r->step]);
-		r->reply[0] = '\0';
+		if (r->reply != NULL)
+			r->reply[0] = '\0';
 		return chain_verdict(fs, SC_TEMPFAIL);
 	}
 }
@@ -344,7 +362,7 @@ message_through(struct filter_session *fs, struct sc_ctx *c)
 	}
 io_error:
 	log_id(fs->env.id, LOG_LVL_WARNING, "reading the held message: %s", strerror(errno));
-	snprintf(r->reply, sizeof(r->reply), "%s", reply_line(REPLY_FILTER_IO_ERROR, NULL, NULL, 0));
+	snprintf(run_reply(r), FILTER_REPLY_MAX, "%s", reply_line(REPLY_FILTER_IO_ERROR, NULL, NULL, 0));
 	return SC_TEMPFAIL;
 }
 
@@ -430,7 +448,7 @@ filter_phase(struct filter_session *fs, enum filter_step step, const char *a1, c
 		return FILTER_WAIT;
 	answer = r->answer;
 	r->active = false;
-	*reply = r->reply;
+	*reply = r->reply != NULL ? r->reply : "";
 	return answer;
 }
 
@@ -657,21 +675,23 @@ host_set_reply(struct sc_ctx *c, int code, const char *enhanced, const char *tex
 	char cls = (char)('0' + code / 100);
 	size_t o = 0;
 	const char *line = text ? text : "";
+	char *buf;
 
 	if (code < 400 || code > 599 || (enhanced && !valid_enhanced(enhanced, cls)))
 		return -1;
 	for (const char *p = line; *p; p++)
 		if ((unsigned char)*p < 0x20 && *p != '\n' && *p != '\t')
 			return -1;
+	buf = run_reply(r);
 	for (;;) {
 		const char *nl = strchr(line, '\n');
 		size_t len = nl ? (size_t)(nl - line) : strlen(line);
-		int n = snprintf(r->reply + o, sizeof(r->reply) - o, "%s%d%c%s%s%.*s",
+		int n = snprintf(buf + o, FILTER_REPLY_MAX - o, "%s%d%c%s%s%.*s",
 		    o ? "\r\n" : "", code, nl ? '-' : ' ', enhanced ? enhanced : "",
 		    enhanced ? " " : "", (int)len, line);
 
-		if (n < 0 || (size_t)n >= sizeof(r->reply) - o) {
-			r->reply[0] = '\0';
+		if (n < 0 || (size_t)n >= FILTER_REPLY_MAX - o) {
+			buf[0] = '\0';
 			return -1;
 		}
 		o += (size_t)n;

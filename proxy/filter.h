@@ -68,8 +68,13 @@ struct filter_run {
 	enum sc_verdict	 verdict;	/* the deciding verdict */
 	size_t		 verdict_idx;	/* which module decided */
 	char		*arg1, *arg2;	/* helo name / address, params */
-	char		 reply[2048];	/* a module's set_reply(), "" if none */
+	char		*reply;		/* a module's set_reply() or the refusal's reply,
+					   "" or NULL if none: FILTER_REPLY_MAX bytes
+					   allocated at the first, kept for the session
+					   (an idle session carries no 2 KiB for it) */
 };
+
+#define FILTER_REPLY_MAX	2048
 
 /* Per session and module: what host->state() and friends work on. */
 struct sc_ctx {
