@@ -521,12 +521,29 @@ rules_compile_apart(bool on)
 
 #ifdef HAVE_HYPERSCAN
 /*
+ * Whether an option setting "(?" at p turns an option off ("(?i-m)",
+ * "(?-m:", "(?^)"): (?-m) would take ^ and $ back to the batch's edges,
+ * where a line alone has its own.  Options only turned on are harmless.
+ */
+static bool
+unsets_options(const char *p)
+{
+	for (p += 2; *p != '\0' && *p != ')' && *p != ':'; p++) {
+		if (*p == '-' || *p == '^')
+			return true;
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+			return false;
+	}
+	return false;
+}
+
+/*
  * Whether a pattern looks at the subject's edges or beyond its own match in
  * a way that Hyperscan would not see the same in a batch of lines: \A, \z,
- * \Z, \G, a lookaround, a verb ("(*": also the newline conventions).  Read
- * on the source with backslash pairs skipped; whatever else such a pair of
- * characters means (\Q..\E, a comment, a class) can only make this say yes
- * where it need not.
+ * \Z, \G, a lookaround, a verb ("(*": also the newline conventions), an
+ * option turned off inside it.  Read on the source with backslash pairs
+ * skipped; whatever else such a pair of characters means (\Q..\E, a
+ * comment, a class) can only make this say yes where it need not.
  */
 static bool
 sees_outside(const char *src)
@@ -541,6 +558,8 @@ sees_outside(const char *src)
 		} else if (p[0] == '(' && (p[1] == '*' || (p[1] == '?' &&
 		    (p[2] == '=' || p[2] == '!' || p[2] == '*' || (p[2] == '<' &&
 		    (p[3] == '=' || p[3] == '!' || p[3] == '*')))))) {
+			return true;
+		} else if (p[0] == '(' && p[1] == '?' && unsets_options(p)) {
 			return true;
 		}
 	}

@@ -1038,10 +1038,12 @@ test_body_batch(void)
 	    "/x\\s+y/ WARN x then y\n"
 	    "/(?<!q)rs/ INFO rs\n"
 	    "/stop/ REJECT stop\n"
-	    "/(n+)/ INFO $1\n");
+	    "/(n+)/ INFO $1\n"
+	    "/(?-m)^ij/ WARN ij, m off\n"
+	    "/(?^)kl$/ WARN kl, options reset\n");
 	static const char body[] =
 	    "xa\r\nb\r\n\r\nab\ncd\r\nxcd cdx\r\n" "ef\r\nxef\r\n" "gh\r\nghx\r\n" "x\r\ny\r\n"
-	    "rs\r\nqrs\r\n" "a\r\r\n" "nnn\r\nstop\r\nb\r\n";
+	    "rs\r\nqrs\r\n" "a\r\r\n" "ij\r\nkl\r\n" "nnn\r\nstop\r\nb\r\n";
 	struct calls c;
 	struct rules_stats st0, st1;
 	size_t ncalls = 0;
@@ -1052,10 +1054,13 @@ test_body_batch(void)
 		return;
 	body_run(t, 0, body, sizeof(body) - 1, whole, 1, 0, &c);
 	/* a$ at a line's end, ^ and \A at its start, \b at both; not x\s+y across
-	 * lines, nor a$ before a CR left in the line; the REJECT stops. */
+	 * lines, nor a$ before a CR left in the line; ^ and $ with multi-line
+	 * mode turned off inside the pattern (a line in the middle of a batch:
+	 * such a pattern stays out of the batch's database); the REJECT stops. */
 	is_str(c.log,
 	    "2 5 [ends with a] {} xa\n1 5 [starts with b] {} b\n3 5 [word cd] {} cd\n"
 	    "4 5 [ef at the start] {} ef\n5 5 [gh at the end] {} gh\n7 6 [rs] {} rs\n"
+	    "10 5 [ij, m off] {} ij\n11 5 [kl, options reset] {} kl\n"
 	    "9 6 [nnn] {} nnn\n8 2 [stop] {} stop\n= 1\n", "body batch: the calls, in order");
 	free(c.log);
 	ok(body_same(t, body, sizeof(body) - 1, whole, 1, 0, &ncalls), "body batch: one chunk");
@@ -1097,6 +1102,7 @@ static const char *const batch_patterns[] = {
 	"/\\x00/", "/\\r/", "/[\\x80-\\xff]/", "/free/", "/https?:\\/\\/[^\\s]*@/", "/^\\s*<p>/",
 	"/b$/E", "/ab/A", "/ A B /x", "/(?i)AB/", "/(?-i)ab/", "/ab+?c/U", "/\\Qa.b\\E/",
 	"/\\d{2,}/", "/^.{20,}$/", "/(\\w+)@(\\w+)/", "/viagra.*order/", "/(?s)a.c/",
+	"/(?-m)^b/", "/(?i-m:a$)/", "/(?^)^ab/",
 };
 static const char *const batch_actions[] = {
 	"REJECT rejected $0", "DISCARD", "HOLD held", "WARN w $1", "INFO i", "DUNNO", "OK",
