@@ -35,8 +35,9 @@
  * within its line and ends there, so it is never lost; what \s, [^x] or
  * \n match across lines only adds candidates that PCRE2 then refuses.
  * Patterns that look at the subject's own edges or beyond the match (\A,
- * \z, \Z, \G, lookarounds, verbs) stay out: PCRE2 alone, as for those
- * Hyperscan refuses.
+ * \z, \Z, \G, lookarounds, verbs) or turn an option off inside
+ * themselves ((?-m) would undo the multi-line mode) stay out: PCRE2 alone,
+ * as for those Hyperscan refuses.
  *
  * Compiled apart (rules_compile_apart, which the module asks for): a child
  * process compiles the database and sends it serialized through a pipe;
